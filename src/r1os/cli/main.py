@@ -1,0 +1,44 @@
+"""The root `r1os` command: registers each command group."""
+
+from __future__ import annotations
+
+import typer
+
+from r1os import __version__
+
+app = typer.Typer(
+    name="r1os",
+    help="r1os: turn machines into one decentralized cloud for AI (a Ratio1 meta-OS).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"r1os {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """r1os command line."""
+
+
+def _register() -> None:
+    # One line per command group; each module exposes `app: typer.Typer`.
+    from r1os.cli import keys
+
+    app.add_typer(keys.app, name="keys", help="Create and inspect node keys.")
+
+
+_register()
+
+
+def main() -> None:
+    app()
