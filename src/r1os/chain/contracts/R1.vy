@@ -26,14 +26,13 @@ exports: (
     erc20.burn,
     erc20.burn_from,
     erc20.is_minter,
-    erc20.set_minter,
     erc20.permit,
     erc20.nonces,
     erc20.DOMAIN_SEPARATOR,
     erc20.eip712Domain,
-    erc20.owner,
-    erc20.transfer_ownership,
-    erc20.renounce_ownership,
+    ownable.owner,
+    ownable.transfer_ownership,
+    ownable.renounce_ownership,
 )
 
 MAX_SUPPLY: public(constant(uint256)) = 161_803_398 * 10**18
@@ -43,6 +42,20 @@ MAX_SUPPLY: public(constant(uint256)) = 161_803_398 * 10**18
 def __init__():
     ownable.__init__()
     erc20.__init__("Ratio1", "R1", 18, "Ratio1", "1")
+    # snekmate makes the deployer a minter; R1 starts with no minter at all.
+    erc20.is_minter[msg.sender] = False
+    log erc20.RoleMinterChanged(minter=msg.sender, status=False)
+
+
+@external
+def set_minter(minter: address, status: bool):
+    """
+    @notice Owner: allow or forbid `minter` to mint (the ND and MND contracts in production).
+    """
+    ownable._check_owner()
+    assert minter != empty(address), "R1: zero address"
+    erc20.is_minter[minter] = status
+    log erc20.RoleMinterChanged(minter=minter, status=status)
 
 
 @external
