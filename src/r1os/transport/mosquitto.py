@@ -1,0 +1,187 @@
+"""Run a real mosquitto broker as a child process (tests, benchmarks, external-broker devnets).
+
+Production networks use an external broker; this helper lets the same code be exercised against
+mosquitto on a free local port with a throw-away config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from r1os.errors import TransportError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BINARY = "/usr/sbin/mosquitto"
+
+
+def find_mosquitto(binary: str | None = None) -> str | None:
+    """The path of the mosquitto binary, or None if it is not installed."""
+    if binary:
+        return binary if Path(binary).is_file() else shutil.which(binary)
+    if Path(DEFAULT_BINARY).is_file():
+        return DEFAULT_BINARY
+    return shutil.which("mosquitto")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the OS may hand it out again; use it promptly)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_for_port(host: str, port: int, timeout: float) -> None:  # noqa: ASYNC109
+    """Wait until something accepts TCP connections on host:port (TransportError on timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TransportError(f"nothing accepts connections on {host}:{port}") from None
+            await asyncio.sleep(0.02)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+
+
+class MosquittoBroker:
+    """A mosquitto child process on 127.0.0.1 with anonymous access and no persistence.
+
+    `port=0` picks a free port once; `stop()` then `start()` restarts on that same port.
+    """
+
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        host: str = "127.0.0.1",
+        binary: str | None = None,
+        start_timeout: float = 10.0,
+    ) -> None:
+        found = find_mosquitto(binary)
+        if found is None:
+            raise TransportError(
+                f"mosquitto not found ({binary or DEFAULT_BINARY})",
+                hint="install it: apt-get install mosquitto",
+            )
+        self.binary = found
+        self.host = host
+        self.port = port or free_port(host)
+        self.start_timeout = start_timeout
+        self._dir = tempfile.TemporaryDirectory(prefix="r1os-mosquitto-")
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self._dir.name) / "mosquitto.log"
+
+    def _write_config(self) -> Path:
+        conf = Path(self._dir.name) / "mosquitto.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    f"listener {self.port} {self.host}",
+                    "allow_anonymous true",
+                    "persistence false",
+                    f"log_dest file {self.log_path}",
+                    "log_type error",
+                    "log_type warning",
+                    "log_type notice",
+                    "max_queued_messages 100000",
+                    "",
+                ]
+            )
+        )
+        return conf
+
+    async def start(self) -> None:
+        if self.running:
+            return
+        conf = self._write_config()
+        self._proc = await asyncio.create_subprocess_exec(
+            self.binary,
+            "-c",
+            str(conf),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            await asyncio.wait_for(self._wait_ready(), self.start_timeout)
+        except (TimeoutError, TransportError) as exc:
+            tail = self._log_tail()
+            await self.stop()
+            raise TransportError(
+                f"mosquitto did not start on {self.host}:{self.port}: {exc or 'timeout'}"
+                + (f"; log: {tail}" if tail else ""),
+                hint="is the port already in use?",
+            ) from None
+        log.info("mosquitto (pid %s) listening on %s", self._proc.pid, self.url)
+
+    async def _wait_ready(self) -> None:
+        proc = self._proc
+        assert proc is not None
+        while True:
+            if proc.returncode is not None:
+                raise TransportError(f"mosquitto exited with code {proc.returncode}")
+            try:
+                await wait_for_port(self.host, self.port, timeout=0.2)
+                return
+            except TransportError:
+                continue
+
+    def _log_tail(self) -> str:
+        try:
+            return " | ".join(self.log_path.read_text().strip().splitlines()[-3:])
+        except OSError:
+            return ""
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        log.info("mosquitto on %s stopped", self.url)
+
+    def cleanup(self) -> None:
+        """Remove the temporary config folder (call after the last stop)."""
+        self._dir.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+        self.cleanup()
