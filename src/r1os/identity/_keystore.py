@@ -42,7 +42,9 @@ def load_keystore(path: Path, password: str) -> NodeKey:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise IdentityError(f"no key file at {path}", hint="create one with `r1os keys new`") from None
+        raise IdentityError(
+            f"no key file at {path}", hint="create one with `r1os keys new`"
+        ) from None
     except (OSError, ValueError) as exc:
         raise IdentityError(f"cannot read key file {path}: {exc}") from None
     try:
