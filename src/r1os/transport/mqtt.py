@@ -63,8 +63,7 @@ def parse_broker_url(url: str) -> BrokerAddress:
     scheme = parts.scheme.lower()
     if scheme not in _SCHEMES:
         raise TransportError(
-            f"bad broker URL {url!r}: scheme must be mqtt or mqtts, "
-            f"not {parts.scheme or 'missing'!r}",
+            f"bad broker URL {url!r}: scheme must be mqtt or mqtts, not {parts.scheme or 'missing'!r}",
             hint=hint,
         )
     if not parts.hostname:
@@ -80,6 +79,23 @@ def parse_broker_url(url: str) -> BrokerAddress:
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
     )
+
+
+def covers(broad: str, narrow: str) -> bool:
+    """True if every topic matching filter `narrow` also matches filter `broad`."""
+    b_levels, n_levels = broad.split("/"), narrow.split("/")
+    for i, b in enumerate(b_levels):
+        if b == "#":
+            return True
+        if i >= len(n_levels):
+            return False
+        n = n_levels[i]
+        if b == "+":
+            if n == "#":
+                return False
+        elif b != n:
+            return False
+    return len(b_levels) == len(n_levels)
 
 
 def _check_qos(qos: int) -> int:
@@ -149,6 +165,8 @@ class MqttTransport(Transport):
         self._run_task: asyncio.Task[None] | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self._broker_filters: dict[str, int] = {}
+        self._sub_lock = asyncio.Lock()
         self._started = False
         self._stopped = False
         self._ever_connected = False
@@ -242,9 +260,7 @@ class MqttTransport(Transport):
                 f"invalid topic {topic!r}: must be a non-empty string without '+' or '#'"
             ) from None
         if not isinstance(payload, bytes | bytearray | memoryview):
-            raise TransportError(
-                f"payload must be bytes, not {type(payload).__name__} (topic {topic!r})"
-            )
+            raise TransportError(f"payload must be bytes, not {type(payload).__name__} (topic {topic!r})")
         qos = _check_qos(qos)
         data = bytes(payload)
         client = self._client
@@ -279,9 +295,7 @@ class MqttTransport(Transport):
         self._subs.append(sub)
         if self._started:
             self._start_worker(sub)
-        client = self._client
-        if client is not None and self.connected:
-            self._spawn(self._subscribe_now(client, sub))
+        self._resync()
         return sub
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -292,10 +306,7 @@ class MqttTransport(Transport):
         worker = self._workers.pop(subscription, None)
         if worker is not None and worker.task is not None:
             worker.task.cancel()
-        client = self._client
-        still_used = any(s.pattern == subscription.pattern for s in self._subs)
-        if client is not None and self.connected and not still_used:
-            self._spawn(self._unsubscribe_now(client, subscription.pattern))
+        self._resync()
 
     def __repr__(self) -> str:
         return f"MqttTransport({self.url!r}, {self.client_id!r}, connected={self.connected})"
@@ -341,9 +352,7 @@ class MqttTransport(Transport):
                         exc,
                     )
                 else:
-                    log.debug(
-                        "mqtt %s: connect attempt %d failed: %s", self.client_id, failures, exc
-                    )
+                    log.debug("mqtt %s: connect attempt %d failed: %s", self.client_id, failures, exc)
             finally:
                 self._on_disconnect()
             # Equal jitter: somewhere in [delay/2, delay], so a restarted broker is not hit by
@@ -353,11 +362,8 @@ class MqttTransport(Transport):
 
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         """Renew subscriptions, then mark connected and replay the offline queue."""
-        while pending := [s for s in self._subs if not s.active]:
-            for sub in pending:
-                if sub in self._subs:
-                    await client.subscribe(sub.pattern, qos=sub.qos)
-                    sub._active.set()
+        self._broker_filters = {}
+        await self._sync_subscriptions(client)
         self._client = client
         if self._ever_connected:
             self._reconnects += 1
@@ -379,6 +385,7 @@ class MqttTransport(Transport):
     def _on_disconnect(self) -> None:
         self._connected.clear()
         self._client = None
+        self._broker_filters = {}
         for sub in self._subs:
             sub._active.clear()
 
@@ -479,18 +486,55 @@ class MqttTransport(Transport):
                         worker.errors_logged,
                     )
 
-    async def _subscribe_now(self, client: aiomqtt.Client, sub: Subscription) -> None:
-        try:
-            await client.subscribe(sub.pattern, qos=sub.qos)
-        except aiomqtt.MqttError as exc:
-            log.debug("subscribe %r failed (%s); renewed on reconnect", sub.pattern, exc)
-            return
-        if sub in self._subs and self._client is client:
-            sub._active.set()
+    # -- subscriptions on the broker --------------------------------------------------------
 
-    async def _unsubscribe_now(self, client: aiomqtt.Client, pattern: str) -> None:
-        with contextlib.suppress(aiomqtt.MqttError):
-            await client.unsubscribe(pattern)
+    def _wanted_filters(self) -> dict[str, int]:
+        """The fewest broker filters covering every pattern, each with the highest QoS it serves.
+
+        A pattern covered by a broader one (`r1/n/b/+` under `r1/n/#`) is not subscribed on its
+        own: brokers may send one copy per matching filter (amqtt does), and handlers must see
+        each message once.
+        """
+        qos: dict[str, int] = {}
+        for s in self._subs:
+            qos[s.pattern] = max(qos.get(s.pattern, 0), s.qos)
+        wanted: dict[str, int] = {}
+        for pattern in qos:
+            if not any(other != pattern and covers(other, pattern) for other in qos):
+                wanted[pattern] = max(q for p, q in qos.items() if covers(pattern, p))
+        return wanted
+
+    def _resync(self) -> None:
+        client = self._client
+        if client is not None and self.connected:
+            self._spawn(self._sync_or_log(client))
+
+    async def _sync_or_log(self, client: aiomqtt.Client) -> None:
+        try:
+            await self._sync_subscriptions(client)
+        except aiomqtt.MqttError as exc:
+            log.debug("mqtt %s: subscription update failed (%s); redone on reconnect", self.client_id, exc)
+
+    async def _sync_subscriptions(self, client: aiomqtt.Client) -> None:
+        """Bring the broker's filters in line with the wanted ones; repeat until nothing changed."""
+        async with self._sub_lock:
+            while True:
+                wanted = self._wanted_filters()
+                add = {f: q for f, q in wanted.items() if self._broker_filters.get(f) != q}
+                drop = [f for f in self._broker_filters if f not in wanted]
+                if not add and not drop:
+                    break
+                for f, q in add.items():  # subscribe first: no gap while a filter is replaced
+                    await client.subscribe(f, qos=q)
+                    self._broker_filters[f] = q
+                for f in drop:
+                    await client.unsubscribe(f)
+                    del self._broker_filters[f]
+            for s in self._subs:
+                if any(covers(f, s.pattern) for f in self._broker_filters):
+                    s._active.set()
+                else:
+                    s._active.clear()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

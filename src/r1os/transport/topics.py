@@ -105,8 +105,7 @@ def parse_topic(topic: str) -> ParsedTopic:
     parts = topic.split("/") if isinstance(topic, str) else []
     if len(parts) != 4 or parts[0] != ROOT or parts[2] not in (BROADCAST, INBOX):
         raise TopicError(
-            f"topic {topic!r} is not in the r1 layout "
-            "(r1/<network>/b/<channel> or r1/<network>/n/<address>)"
+            f"topic {topic!r} is not in the r1 layout (r1/<network>/b/<channel> or r1/<network>/n/<address>)"
         )
     network = validate_network(parts[1])
     if parts[2] == BROADCAST:
