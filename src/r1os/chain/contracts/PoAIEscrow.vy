@@ -1,0 +1,246 @@
+# pragma version ~=0.4.3
+"""
+@title PoAIEscrow: pay-per-epoch escrow for Proof-of-AI jobs
+@notice A job owner deposits `nodes x epochs x price` of a stablecoin. After each epoch, oracles
+        sign the list of nodes that served the job; `attest` then pays each node's licence owner the
+        price minus the 15% burn share, which is burned (or, in production, sent to a buy-back-and-burn
+        receiver). A job can be ended early; whatever was not paid out is refunded once the last
+        payable epoch has had a full epoch to be attested.
+"""
+
+interface IStablecoin:
+    def transfer(to: address, amount: uint256) -> bool: nonpayable
+    def transferFrom(owner: address, to: address, amount: uint256) -> bool: nonpayable
+    def burn(amount: uint256): nonpayable
+
+
+interface IController:
+    def genesis_time() -> uint256: view
+    def epoch_seconds() -> uint256: view
+    def node_owner(node: address) -> address: view
+    def verify_attestation(
+        escrow: address,
+        job_id: uint256,
+        epoch: uint256,
+        nodes: DynArray[address, 32],
+        signatures: DynArray[Bytes[65], 32],
+    ) -> bool: view
+
+
+MAX_NODES: public(constant(uint256)) = 32
+BURN_PERCENT: public(constant(uint256)) = 15
+
+struct Job:
+    owner: address
+    nodes: uint256
+    start_epoch: uint256
+    end_epoch: uint256
+    price_per_node_epoch: uint256
+    balance: uint256
+    paid: uint256
+    burned: uint256
+    closed: bool
+
+stablecoin: public(immutable(IStablecoin))
+controller: public(immutable(IController))
+burn_receiver: public(immutable(address))
+_GENESIS: immutable(uint256)
+_EPOCH_SECONDS: immutable(uint256)
+
+job_count: public(uint256)
+_jobs: HashMap[uint256, Job]
+is_attested: public(HashMap[uint256, HashMap[uint256, bool]])
+
+
+event JobCreated:
+    job_id: indexed(uint256)
+    owner: indexed(address)
+    nodes: uint256
+    epochs: uint256
+    price_per_node_epoch: uint256
+    start_epoch: uint256
+
+event NodePaid:
+    job_id: indexed(uint256)
+    node: indexed(address)
+    operator: indexed(address)
+    epoch: uint256
+    amount: uint256
+
+event EpochAttested:
+    job_id: indexed(uint256)
+    epoch: uint256
+    nodes_paid: uint256
+    paid: uint256
+    burned: uint256
+
+event JobEnded:
+    job_id: indexed(uint256)
+    end_epoch: uint256
+
+event JobRefunded:
+    job_id: indexed(uint256)
+    owner: indexed(address)
+    amount: uint256
+
+
+@deploy
+def __init__(stablecoin_: address, controller_: address, burn_receiver_: address):
+    """
+    @param burn_receiver_ Where the burn share goes; the zero address means "burn it with the
+           stablecoin's own `burn`" (MockUSDC on devnet).
+    """
+    assert stablecoin_ != empty(address) and controller_ != empty(address), "escrow: zero address"
+    stablecoin = IStablecoin(stablecoin_)
+    controller = IController(controller_)
+    burn_receiver = burn_receiver_
+    _GENESIS = staticcall controller.genesis_time()
+    _EPOCH_SECONDS = staticcall controller.epoch_seconds()
+
+
+@internal
+@view
+def _current_epoch() -> uint256:
+    assert block.timestamp >= _GENESIS, "escrow: before genesis"
+    return (block.timestamp - _GENESIS) // _EPOCH_SECONDS
+
+
+@internal
+@view
+def _job(job_id: uint256) -> Job:
+    job: Job = self._jobs[job_id]
+    assert job.owner != empty(address), "escrow: unknown job"
+    assert not job.closed, "escrow: job closed"
+    return job
+
+
+@external
+def create_job(nodes: uint256, epochs: uint256, price_per_node_epoch: uint256) -> uint256:
+    """
+    @notice Open a job for `nodes` nodes over `epochs` epochs starting now, paying the whole budget
+            up front (approve this contract for nodes x epochs x price first).
+    @return The job id (1, 2, ...).
+    """
+    assert nodes > 0, "escrow: zero nodes"
+    assert nodes <= MAX_NODES, "escrow: too many nodes"
+    assert epochs > 0, "escrow: zero epochs"
+    assert price_per_node_epoch > 0, "escrow: zero price"
+    budget: uint256 = nodes * epochs * price_per_node_epoch
+    job_id: uint256 = self.job_count + 1
+    self.job_count = job_id
+    start: uint256 = self._current_epoch()
+    self._jobs[job_id] = Job(
+        owner=msg.sender,
+        nodes=nodes,
+        start_epoch=start,
+        end_epoch=start + epochs,
+        price_per_node_epoch=price_per_node_epoch,
+        balance=budget,
+        paid=0,
+        burned=0,
+        closed=False,
+    )
+    assert extcall stablecoin.transferFrom(msg.sender, self, budget)
+    log JobCreated(
+        job_id=job_id,
+        owner=msg.sender,
+        nodes=nodes,
+        epochs=epochs,
+        price_per_node_epoch=price_per_node_epoch,
+        start_epoch=start,
+    )
+    return job_id
+
+
+@external
+def attest(
+    job_id: uint256,
+    epoch: uint256,
+    nodes: DynArray[address, MAX_NODES],
+    signatures: DynArray[Bytes[65], 32],
+) -> uint256:
+    """
+    @notice Pay for one ended epoch of a job to the operators (licence owners) of the nodes the
+            oracles attest served it. Nodes with no linked licence are skipped.
+    @return The stablecoin paid to operators (after the burn share).
+    """
+    job: Job = self._job(job_id)
+    assert epoch >= job.start_epoch and epoch < job.end_epoch, "escrow: epoch outside job"
+    assert epoch < self._current_epoch(), "escrow: epoch not ended"
+    assert not self.is_attested[job_id][epoch], "escrow: epoch already attested"
+    assert len(nodes) > 0, "escrow: no nodes"
+    assert len(nodes) <= job.nodes, "escrow: too many nodes"
+    for i: uint256 in range(1, MAX_NODES):
+        if i >= len(nodes):
+            break
+        for j: uint256 in range(MAX_NODES):
+            if j >= i:
+                break
+            assert nodes[i] != nodes[j], "escrow: duplicate node"
+    assert staticcall controller.verify_attestation(self, job_id, epoch, nodes, signatures)
+    self.is_attested[job_id][epoch] = True
+
+    price: uint256 = job.price_per_node_epoch
+    burn_share: uint256 = price * BURN_PERCENT // 100
+    net: uint256 = price - burn_share
+    operators: DynArray[address, MAX_NODES] = []
+    served: DynArray[address, MAX_NODES] = []
+    for node: address in nodes:
+        operator: address = staticcall controller.node_owner(node)
+        if operator != empty(address):
+            operators.append(operator)
+            served.append(node)
+    count: uint256 = len(operators)
+    paid: uint256 = net * count
+    burned: uint256 = burn_share * count
+    self._jobs[job_id].balance = job.balance - paid - burned
+    self._jobs[job_id].paid = job.paid + paid
+    self._jobs[job_id].burned = job.burned + burned
+
+    for i: uint256 in range(count, bound=MAX_NODES):
+        assert extcall stablecoin.transfer(operators[i], net)
+        log NodePaid(job_id=job_id, node=served[i], operator=operators[i], epoch=epoch, amount=net)
+    if burned > 0:
+        if burn_receiver == empty(address):
+            extcall stablecoin.burn(burned)
+        else:
+            assert extcall stablecoin.transfer(burn_receiver, burned)
+    log EpochAttested(job_id=job_id, epoch=epoch, nodes_paid=count, paid=paid, burned=burned)
+    return paid
+
+
+@external
+def end_job(job_id: uint256):
+    """
+    @notice Job owner: stop the job after the current epoch (which remains payable).
+    """
+    job: Job = self._job(job_id)
+    assert job.owner == msg.sender, "escrow: not the job owner"
+    end: uint256 = self._current_epoch() + 1
+    assert end < job.end_epoch, "escrow: job already over"
+    self._jobs[job_id].end_epoch = end
+    log JobEnded(job_id=job_id, end_epoch=end)
+
+
+@external
+def refund(job_id: uint256) -> uint256:
+    """
+    @notice Job owner: once the last payable epoch has had a full epoch to be attested, take back
+            what was not paid out and close the job.
+    @return The amount refunded.
+    """
+    job: Job = self._job(job_id)
+    assert job.owner == msg.sender, "escrow: not the job owner"
+    assert self._current_epoch() > job.end_epoch, "escrow: settlement window open"
+    self._jobs[job_id].closed = True
+    self._jobs[job_id].balance = 0
+    if job.balance > 0:
+        assert extcall stablecoin.transfer(msg.sender, job.balance)
+    log JobRefunded(job_id=job_id, owner=msg.sender, amount=job.balance)
+    return job.balance
+
+
+@external
+@view
+def get_job(job_id: uint256) -> Job:
+    return self._jobs[job_id]
