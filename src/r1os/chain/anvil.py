@@ -23,7 +23,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -92,22 +91,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_rpc(url: str, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> int:
+async def wait_rpc(url: str, within: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> int:
     """Wait until `url` answers `eth_chainId`; return the chain id. Fails fast if `proc` exits."""
-    deadline = time.monotonic() + timeout
     body = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
-    async with httpx.AsyncClient(timeout=2.0) as http:
-        while True:
-            if proc is not None and proc.poll() is not None:
-                raise ChainError(f"anvil exited with code {proc.returncode} before serving RPC")
-            try:
-                resp = await http.post(url, json=body)
-                return int(resp.json()["result"], 16)
-            except (httpx.HTTPError, KeyError, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                raise ChainError(f"no RPC answer from {url} within {timeout:.0f}s")
-            await asyncio.sleep(0.05)
+    try:
+        async with asyncio.timeout(within), httpx.AsyncClient(timeout=2.0) as http:
+            while True:
+                if proc is not None and proc.poll() is not None:
+                    raise ChainError(f"anvil exited with code {proc.returncode} before serving RPC")
+                try:
+                    resp = await http.post(url, json=body)
+                    return int(resp.json()["result"], 16)
+                except (httpx.HTTPError, KeyError, ValueError):
+                    await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise ChainError(f"no RPC answer from {url} within {within:.0f}s") from None
 
 
 class Anvil:
@@ -193,18 +191,17 @@ class Anvil:
             raise ChainError(f"{self.rpc_url} answered chain id {got}, expected {self.chain_id}")
         return self
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Stop anvil (SIGTERM, so it saves its state; SIGKILL after `timeout`)."""
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop anvil (SIGTERM, so it saves its state; SIGKILL after `grace` seconds)."""
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
             _signal_group(proc.pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if proc.poll() is None:
+            try:
+                await asyncio.to_thread(proc.wait, grace)
+            except subprocess.TimeoutExpired:
                 log.warning("anvil (pid %d) ignored SIGTERM; killing it", proc.pid)
                 _signal_group(proc.pid, signal.SIGKILL)
-                proc.wait()
+                await asyncio.to_thread(proc.wait)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -4,7 +4,8 @@ Both are EIP-191 `personal_sign` over a 32-byte keccak hash, so any Ethereum wal
 (`encode_defunct(primitive=inner)`) makes the same signature; signatures are 65 bytes r||s||v.
 
 - availability: keccak(node 20 bytes ++ uint256 first_epoch ++ uint256 last_epoch ++ 1 byte per epoch)
-- PoAI attestation: keccak(escrow 20 bytes ++ uint256 job_id ++ uint256 epoch ++ 20 bytes per node)
+- PoAI attestation: keccak(escrow 20 bytes ++ uint256 job_id ++ uint256 epoch ++ one 32-byte word per
+  node, the address left-padded with zeros: Solidity's abi.encodePacked of an address[])
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def availability_digest(node: str, first_epoch: int, availabilities: Iterable[in
 
 def attestation_hash(escrow: str, job_id: int, epoch: int, nodes: Sequence[str]) -> bytes:
     """The inner keccak hash over a PoAI attestation: which nodes served a job in an epoch."""
-    return keccak256(_addr(escrow) + _u256(job_id) + _u256(epoch) + b"".join(_addr(n) for n in nodes))
+    words = b"".join(bytes(12) + _addr(n) for n in nodes)
+    return keccak256(_addr(escrow) + _u256(job_id) + _u256(epoch) + words)
 
 
 def attestation_digest(escrow: str, job_id: int, epoch: int, nodes: Sequence[str]) -> bytes:

@@ -24,10 +24,10 @@ class ChainProvider(ABC):
     @abstractmethod
     def rpc_url(self) -> str: ...
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - optional hook
         """Make the endpoint ready (no-op for a remote chain)."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what `start` took."""
 
     async def advance_time(self, seconds: int) -> None:
