@@ -15,8 +15,9 @@ from rich.console import Console
 
 from r1os.errors import R1osError
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output keeps whole addresses and URLs instead of folding them at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -1,0 +1,80 @@
+"""`r1os node`: run an edge (or oracle) node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from pydantic import ValidationError
+
+from r1os.cli._common import console, handle_errors, print_json, run, setup_logging
+from r1os.errors import ConfigError
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("start")
+@handle_errors
+def start(
+    home: Path | None = typer.Option(None, "--home", help="State folder (default ~/.r1os/<network>/node)."),
+    network: str | None = typer.Option(None, "--network", help="Network name [default: devnet]."),
+    broker: str | None = typer.Option(
+        None, "--broker", help="MQTT broker URL [default: mqtt://127.0.0.1:1883]."
+    ),
+    http: str | None = typer.Option(
+        None, "--http", help="HOST:PORT of the HTTP API [default: 127.0.0.1:31234]."
+    ),
+    public_url: str | None = typer.Option(None, "--public-url", help="URL peers use to reach the HTTP API."),
+    oracle: bool = typer.Option(False, "--oracle", help="Also run the oracle services."),
+    heartbeat: float | None = typer.Option(
+        None, "--heartbeat", help="Heartbeat interval in seconds [default: 10]."
+    ),
+    light_key: bool = typer.Option(
+        False, "--light-key", help="Faster key derivation for a new key (devnets)."
+    ),
+    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+) -> None:
+    """Start a node in the foreground; Ctrl-C or SIGTERM stops it cleanly."""
+    from r1os.node import Node, NodeConfig
+
+    setup_logging(log_level)
+    overrides: dict[str, Any] = {
+        "home": home,
+        "network": network,
+        "broker": broker,
+        "http": http,
+        "public_url": public_url,
+        "heartbeat_interval": heartbeat,
+        "key_strength": "light" if light_key else None,
+    }
+    if oracle:
+        overrides["oracle"] = True
+    try:
+        config = NodeConfig(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    run(Node(config).run())
+
+
+@app.command("info")
+@handle_errors
+def info(
+    url: str = typer.Option("http://127.0.0.1:31234", "--node", help="The node's HTTP API URL."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show what a running node reports about itself."""
+    import httpx
+
+    from r1os.errors import NodeError
+
+    try:
+        data = httpx.get(f"{url}/v1/node", timeout=5).json()
+    except httpx.HTTPError as exc:
+        raise NodeError(f"cannot reach the node at {url}: {exc}", hint="is it running?") from None
+    if json_out:
+        print_json(data)
+        return
+    for key in ("address", "ai_address", "network", "version", "url", "oracle", "uptime", "broker_connected"):
+        console.print(f"[dim]{key:>16}[/] {data.get(key)}", highlight=False)

@@ -1,0 +1,372 @@
+"""A whole r1os network on one machine: a broker, N node processes (K of them oracles) and,
+when the chain part is available, a local EVM node with the contracts and a licence per node.
+
+Everything runs as detached processes so `devnet up` can return with the network running; the
+record in `<dir>/devnet.json` lets `status`, `logs` and `down` find it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from r1os.devnet._state import DevnetNode, DevnetState, load_state, pid_alive, save_state
+from r1os.errors import DevnetError
+from r1os.identity import NodeKey, load_or_create
+
+log = logging.getLogger("r1os.devnet")
+
+PASSWORD_FILE = "password"
+Progress = Callable[[str], None]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _password(dir: Path) -> str:
+    """The devnet's own key password, made once and kept (mode 0600) beside the nodes."""
+    path = dir / PASSWORD_FILE
+    if path.exists():
+        return path.read_text().strip()
+    pw = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(pw)
+    return pw
+
+
+def _spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
+    """Start a detached process (own session, so Ctrl-C on the CLI does not reach it)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+            close_fds=True,
+        )
+    return proc.pid
+
+
+def _terminate(pids: list[int], timeout: float = 10.0) -> None:
+    """SIGTERM, wait, then SIGKILL whatever is left."""
+    live = [p for p in pids if pid_alive(p)]
+    for pid in live:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(pid_alive(p) for p in live):
+        _reap()
+        time.sleep(0.05)
+    for pid in live:
+        if pid_alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    _reap()
+
+
+def _reap() -> None:
+    """Collect exit statuses of our own children so they do not linger as zombies."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _wait_port(host: str, port: int, timeout: float, what: str, pid: int | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pid is not None and not pid_alive(pid):
+            raise DevnetError(f"{what} exited during start-up")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise DevnetError(f"{what} did not listen on {host}:{port} within {timeout:g} s")
+
+
+class Devnet:
+    """Start, inspect and stop the devnet kept in `dir`."""
+
+    def __init__(self, dir: Path) -> None:
+        self.dir = dir.expanduser().resolve()
+
+    # -- up ----------------------------------------------------------------------------------
+
+    def up(
+        self,
+        *,
+        nodes: int = 5,
+        oracles: int = 3,
+        broker: str | None = None,
+        network: str = "devnet",
+        heartbeat: float = 10.0,
+        chain: bool = True,
+        epoch_seconds: int = 60,
+        timeout: float = 60.0,
+        progress: Progress = lambda _msg: None,
+    ) -> DevnetState:
+        """Start everything and wait until every node sees every other one."""
+        if nodes < 1 or not 0 <= oracles <= nodes:
+            raise DevnetError(f"need nodes >= 1 and 0 <= oracles <= nodes (got {nodes}, {oracles})")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if (self.dir / "devnet.json").exists():
+            old = load_state(self.dir)
+            if any(pid_alive(n.pid) for n in old.nodes) or pid_alive(old.broker_pid):
+                raise DevnetError(
+                    f"a devnet is already running in {self.dir}",
+                    hint=f"stop it with `r1os devnet down --dir {self.dir}` or use another --dir",
+                )
+        started = time.monotonic()
+        password = _password(self.dir)
+        env = {"R1OS_PASSWORD": password, "PYTHONUNBUFFERED": "1"}
+
+        # 1. Keys first: the chain part needs the node addresses before the nodes start.
+        progress(f"creating {nodes} node keys")
+        planned: list[tuple[DevnetNode, NodeKey]] = []
+        for i in range(1, nodes + 1):
+            name = f"node-{i:02d}"
+            home = self.dir / "nodes" / name
+            key, _ = load_or_create(home / "keys" / "node.json", password, strength="light")
+            port = free_port()
+            planned.append(
+                (
+                    DevnetNode(
+                        name=name,
+                        address=key.address,
+                        home=str(home),
+                        http_port=port,
+                        url=f"http://127.0.0.1:{port}",
+                        oracle=i <= oracles,
+                    ),
+                    key,
+                )
+            )
+
+        # 2. Broker.
+        broker_pid: int | None = None
+        if broker is None:
+            port = free_port()
+            progress(f"starting the embedded MQTT broker on port {port}")
+            broker_pid = _spawn(
+                [sys.executable, "-m", "r1os.transport.broker", "--port", str(port)],
+                self.dir / "broker.log",
+            )
+            broker = f"mqtt://127.0.0.1:{port}"
+            _wait_port("127.0.0.1", port, 20, "the broker", broker_pid)
+
+        state = DevnetState(
+            network=network,
+            dir=str(self.dir),
+            broker_url=broker,
+            broker_pid=broker_pid,
+            heartbeat_interval=heartbeat,
+            nodes=[n for n, _ in planned],
+            started_at=time.time(),
+        )
+        save_state(state)
+
+        # 3. Chain (anvil, contracts, licences) when its part is installed.
+        if chain:
+            state.chain = self._setup_chain(planned, epoch_seconds, progress)
+            save_state(state)
+
+        # 4. Nodes.
+        progress(f"starting {nodes} nodes ({oracles} oracles)")
+        for node, _ in planned:
+            node.pid = self._spawn_node(state, node, env)
+        save_state(state)
+
+        # 5. Wait for the full mesh.
+        progress("waiting until every node sees every other node")
+        asyncio.run(self._wait_mesh(state, timeout, progress))
+        progress(f"devnet ready in {time.monotonic() - started:.1f} s")
+        return state
+
+    def _setup_chain(
+        self, planned: list[tuple[DevnetNode, NodeKey]], epoch_seconds: int, progress: Progress
+    ) -> dict[str, Any] | None:
+        try:
+            from r1os.chain.devnet import setup_devnet_chain
+        except ImportError as exc:
+            progress(f"chain part unavailable ({exc}); running without a chain")
+            return None
+        progress("starting anvil, deploying contracts, buying and linking licences")
+        edge = [key.private_key_hex for node, key in planned if not node.oracle]
+        oracle_addrs = [node.address for node, _ in planned if node.oracle]
+        info = setup_devnet_chain(self.dir, edge, oracle_addrs, epoch_seconds=epoch_seconds)
+        return info.model_dump() if hasattr(info, "model_dump") else dict(info)
+
+    def _spawn_node(self, state: DevnetState, node: DevnetNode, env: dict[str, str]) -> int:
+        args = [
+            sys.executable, "-m", "r1os", "node", "start",
+            "--home", node.home,
+            "--network", state.network,
+            "--broker", state.broker_url,
+            "--http", f"127.0.0.1:{node.http_port}",
+            "--heartbeat", str(state.heartbeat_interval),
+        ]  # fmt: skip
+        if node.oracle:
+            args.append("--oracle")
+        return _spawn(args, node.log_path, env)
+
+    async def _wait_mesh(self, state: DevnetState, timeout: float, progress: Progress) -> None:
+        want = len(state.nodes) - 1
+        deadline = time.monotonic() + timeout
+        last_report = ""
+        async with httpx.AsyncClient(timeout=2) as client:
+            while True:
+                seen = await asyncio.gather(*(self._online_peers(client, n) for n in state.nodes))
+                ready = sum(1 for s in seen if s is not None and s >= want)
+                report = f"{ready}/{len(state.nodes)} nodes see all {want} peers"
+                if report != last_report:
+                    progress(report)
+                    last_report = report
+                if ready == len(state.nodes):
+                    return
+                dead = [n.name for n in state.nodes if not pid_alive(n.pid)]
+                if dead:
+                    raise DevnetError(
+                        f"node(s) exited during start-up: {', '.join(dead)}",
+                        hint=f"see `r1os devnet logs {dead[0]} --dir {state.dir}`",
+                    )
+                if time.monotonic() > deadline:
+                    raise DevnetError(
+                        f"the network did not converge within {timeout:g} s ({report})",
+                        hint=f"check `r1os devnet status --dir {state.dir}` and the node logs",
+                    )
+                await asyncio.sleep(0.25)
+
+    @staticmethod
+    async def _online_peers(client: httpx.AsyncClient, node: DevnetNode) -> int | None:
+        try:
+            r = await client.get(f"{node.url}/v1/peers")
+            return int(r.json()["online"])
+        except (httpx.HTTPError, ValueError, KeyError):
+            return None
+
+    # -- status ------------------------------------------------------------------------------
+
+    def state(self) -> DevnetState:
+        return load_state(self.dir)
+
+    def status(self) -> dict[str, Any]:
+        state = self.state()
+        return asyncio.run(self._status(state))
+
+    async def _status(self, state: DevnetState) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=2) as client:
+
+            async def one(node: DevnetNode) -> dict[str, Any]:
+                entry: dict[str, Any] = {
+                    "name": node.name,
+                    "address": node.address,
+                    "url": node.url,
+                    "oracle": node.oracle,
+                    "pid": node.pid,
+                    "status": "stopped",
+                    "peers_online": None,
+                    "licence": None,
+                }
+                if pid_alive(node.pid):
+                    entry["status"] = "unreachable"
+                    try:
+                        r = await client.get(f"{node.url}/v1/peers")
+                        entry["peers_online"] = r.json()["online"]
+                        entry["status"] = "online"
+                    except (httpx.HTTPError, ValueError, KeyError):
+                        pass
+                return entry
+
+            nodes = await asyncio.gather(*(one(n) for n in state.nodes))
+        chain = None
+        if state.chain is not None:
+            chain = {k: state.chain.get(k) for k in ("rpc", "chain_id", "contracts")}
+            try:
+                from r1os.chain.devnet import licence_of
+
+                for entry in nodes:
+                    entry["licence"] = await asyncio.to_thread(licence_of, self.dir, entry["address"])
+            except Exception as exc:  # the chain may be down; status still answers
+                log.debug("licence lookup failed: %s", exc)
+        return {
+            "dir": state.dir,
+            "network": state.network,
+            "broker": {"url": state.broker_url, "pid": state.broker_pid,
+                       "running": state.broker_pid is None or pid_alive(state.broker_pid)},
+            "heartbeat_interval": state.heartbeat_interval,
+            "nodes": list(nodes),
+            "chain": chain,
+        }  # fmt: skip
+
+    # -- single nodes ------------------------------------------------------------------------
+
+    def stop_node(self, ref: str, *, kill: bool = False) -> DevnetNode:
+        state = self.state()
+        node = state.node(ref)
+        if pid_alive(node.pid):
+            assert node.pid is not None
+            if kill:
+                os.kill(node.pid, signal.SIGKILL)
+                _reap()
+            else:
+                _terminate([node.pid])
+        return node
+
+    def start_node(self, ref: str) -> DevnetNode:
+        state = self.state()
+        node = state.node(ref)
+        if pid_alive(node.pid):
+            raise DevnetError(f"{node.name} is already running (pid {node.pid})")
+        node.pid = self._spawn_node(state, node, {"R1OS_PASSWORD": _password(self.dir)})
+        save_state(state)
+        return node
+
+    # -- down --------------------------------------------------------------------------------
+
+    def down(self, progress: Progress = lambda _msg: None) -> None:
+        state = self.state()
+        pids = [n.pid for n in state.nodes if n.pid]
+        progress(f"stopping {len(pids)} nodes")
+        _terminate(pids)
+        if state.chain is not None:
+            try:
+                from r1os.chain.devnet import stop_devnet_chain
+
+                progress("stopping the chain")
+                stop_devnet_chain(self.dir)
+            except ImportError:
+                pass
+        if state.broker_pid:
+            progress("stopping the broker")
+            _terminate([state.broker_pid])
+        for n in state.nodes:
+            n.pid = None
+        state.broker_pid = None
+        save_state(state)

@@ -1,0 +1,314 @@
+"""The node daemon: one asyncio process with an identity, a broker connection, heartbeats, a
+network map, an HTTP API and the services plugged into it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import APIRouter
+from prometheus_client import CollectorRegistry
+
+from r1os import __version__
+from r1os.errors import NodeError, R1osError
+from r1os.identity import NodeKey, load_or_create, normalize_address, password_from_env_or_prompt
+from r1os.node._api import create_app
+from r1os.node._config import NodeConfig
+from r1os.node._metrics import NodeCollector
+from r1os.node._netmap import NetworkMap
+from r1os.node._resources import collect_resources
+from r1os.node._service import MessageHandler, Service, ServiceContext
+from r1os.transport import MqttTransport, Transport, broadcast_topic, inbox_topic
+from r1os.transport.topics import all_broadcasts_pattern
+from r1os.wire import Envelope, EnvelopeSigner, EnvelopeVerifier
+
+log = logging.getLogger("r1os.node")
+
+HEARTBEAT = "hb"
+#: Message types of the protocol; a node drops anything else as `unknown_type`.
+PROTOCOL_TYPES: set[str] = {HEARTBEAT}
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class Node:
+    """An edge node (or, with `oracle=True`, an oracle node)."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        password: str | None = None,
+        services: Iterable[Service] = (),
+        transport: Transport | None = None,
+    ) -> None:
+        self.config = config
+        self.home = config.home_dir
+        self._password = password
+        self.services = list(services)
+        self._transport = transport
+        self.netmap = NetworkMap(config.missed_heartbeats_offline)
+        self.verifier = EnvelopeVerifier(
+            config.network,
+            known_types=PROTOCOL_TYPES,
+            max_size=config.max_message_size,
+            max_skew_s=config.max_clock_skew,
+        )
+        self.metrics = CollectorRegistry(auto_describe=True)
+        self.heartbeats_sent = 0
+        self.handler_errors = 0
+        self._handlers: dict[str, list[MessageHandler]] = defaultdict(list)
+        self._started_at = 0.0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._server: uvicorn.Server | None = None
+        self._stop = asyncio.Event()
+        self.url = ""
+        self.key: NodeKey
+        self.signer: EnvelopeSigner
+        self.on(HEARTBEAT, self._on_heartbeat)
+
+    # -- identity and state ----------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        return self.key.address
+
+    @property
+    def uptime(self) -> float:
+        return time.time() - self._started_at if self._started_at else 0.0
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            raise NodeError("node not started")
+        return self._transport
+
+    def _load_key(self) -> NodeKey:
+        path = self.home / "keys" / "node.json"
+        password = self._password
+        if password is None:
+            password = password_from_env_or_prompt(confirm=not path.exists())
+        strength = "light" if self.config.key_strength == "light" else "standard"
+        key, created = load_or_create(path, password, strength=strength)
+        if created:
+            log.info("created node key %s in %s", key.address, path)
+        return key
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "ai_address": self.key.ai_address,
+            "network": self.config.network,
+            "version": __version__,
+            "url": self.url,
+            "oracle": self.config.oracle,
+            "uptime": round(self.uptime, 3),
+            "heartbeat_interval": self.config.heartbeat_interval,
+            "services": [s.name for s in self.services],
+            "broker": self.transport.url if isinstance(self.transport, MqttTransport) else None,
+            "broker_connected": self.transport.connected,
+            "resources": collect_resources(self.home).model_dump(),
+            "wire": self.verifier.stats(),
+            "home": str(self.home),
+            "pid": os.getpid(),
+        }
+
+    # -- messaging -------------------------------------------------------------------------
+
+    def on(self, type: str, handler: MessageHandler) -> None:
+        """Deliver verified messages of `type` to `handler`."""
+        self._handlers[type].append(handler)
+        self.verifier.register_type(type)
+
+    async def broadcast(self, type: str, payload: dict[str, Any], *, ttl: int | None = None) -> None:
+        raw = self.signer.seal(type, payload, ttl=ttl)
+        await self.transport.publish(broadcast_topic(self.config.network, type), raw)
+
+    async def send(self, address: str, type: str, payload: dict[str, Any], *, ttl: int | None = None) -> None:
+        raw = self.signer.seal(type, payload, ttl=ttl)
+        await self.transport.publish(inbox_topic(self.config.network, address), raw)
+
+    async def _on_raw(self, topic: str, raw: bytes) -> None:
+        env = self.verifier.accept(raw)
+        if env is None or env.sender == self.address:
+            return
+        for handler in self._handlers.get(env.type, ()):
+            try:
+                await handler(env)
+            except Exception:
+                self.handler_errors += 1
+                log.exception("handler for %r failed on a message from %s", env.type, env.sender)
+
+    async def _on_heartbeat(self, env: Envelope) -> None:
+        claimed = env.payload.get("ai_address")
+        if claimed is not None:
+            try:
+                if not isinstance(claimed, str) or normalize_address(claimed) != env.sender:
+                    raise ValueError("ai_address does not match the sender")
+            except (R1osError, ValueError) as exc:
+                log.warning("heartbeat from %s refused: %s", env.sender, exc)
+                return
+        known = self.netmap.get(env.sender)
+        was_online = known is not None and known.status == "online"
+        try:
+            self.netmap.observe(env.sender, env.payload)
+        except ValueError as exc:
+            log.warning("%s", exc)
+            return
+        if not was_online and not env.payload.get("reply"):
+            # A peer we did not know (or thought gone): answer straight to its inbox, so a new node
+            # learns the whole network at once instead of waiting a full heartbeat interval.
+            await self.send(env.sender, HEARTBEAT, {**self.heartbeat_payload(), "reply": True})
+
+    def heartbeat_payload(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "uptime": round(self.uptime, 3),
+            "interval": self.config.heartbeat_interval,
+            "url": self.url,
+            "oracle": self.config.oracle,
+            "ai_address": self.key.ai_address,
+            "services": [s.name for s in self.services],
+            "resources": collect_resources(self.home).model_dump(),
+        }
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.config.heartbeat_interval
+        ttl = max(int(interval * self.config.missed_heartbeats_offline), 10)
+        while True:
+            try:
+                await self.broadcast(HEARTBEAT, self.heartbeat_payload(), ttl=ttl)
+                self.heartbeats_sent += 1
+            except Exception:
+                log.exception("heartbeat failed")
+            await asyncio.sleep(interval)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the key, connect, serve HTTP, start heartbeats and services; return when running."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.key = await asyncio.to_thread(self._load_key)
+        self.signer = EnvelopeSigner(self.key, self.config.network)
+        self._started_at = time.time()
+        net = self.config.network
+        if self._transport is None:
+            self._transport = MqttTransport(self.config.broker, client_id=f"r1os-{self.address.lower()}")
+        self.transport.subscribe(all_broadcasts_pattern(net), self._on_raw)
+        self.transport.subscribe(inbox_topic(net, self.address), self._on_raw)
+        await self.transport.start()
+
+        app = create_app(self)
+        host, port = self.config.http_host, self.config.http_port
+        if port == 0:
+            port = _free_port(host)
+        self.url = self.config.public_url or f"http://{host}:{port}"
+        for service in self.services:
+            router = APIRouter()
+            data_dir = self.home / "services" / service.name
+            data_dir.mkdir(parents=True, exist_ok=True)
+            ctx = ServiceContext(
+                name=service.name,
+                key=self.key,
+                network=net,
+                transport=self.transport,
+                router=router,
+                data_dir=data_dir,
+                metrics=self.metrics,
+                netmap=self.netmap,
+                _publish=self.broadcast,
+                _send=self.send,
+                _on=self.on,
+            )
+            await service.start(ctx)
+            app.include_router(router)
+        self.metrics.register(NodeCollector(self))
+
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        serve = asyncio.create_task(self._server.serve(), name="http")
+        self._tasks.append(serve)
+        while not self._server.started:
+            if serve.done():
+                exc = serve.exception()
+                raise NodeError(f"HTTP API could not listen on {host}:{port}: {exc or 'exited'}")
+            await asyncio.sleep(0.02)
+        self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
+        self._write_state("running")
+        log.info(
+            "node %s up: network %s, http %s, broker %s", self.address, net, self.url, self.config.broker
+        )
+
+    def _write_state(self, status: str) -> None:
+        state = {
+            "address": self.address,
+            "url": self.url,
+            "network": self.config.network,
+            "pid": os.getpid(),
+            "status": status,
+            "oracle": self.config.oracle,
+            "started_at": self._started_at,
+        }
+        tmp = self.home / "node.json.tmp"
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self.home / "node.json")
+
+    async def stop(self) -> None:
+        """Stop services, heartbeats, HTTP and the broker connection; safe to call twice."""
+        self._stop.set()
+        for service in reversed(self.services):
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("service %s failed to stop cleanly", service.name)
+        if self._server is not None:
+            self._server.should_exit = True
+        for task in self._tasks:
+            if task.get_name() != "http":
+                task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 5)
+        self._tasks.clear()
+        if self._transport is not None:
+            await self._transport.stop()
+        if hasattr(self, "key"):
+            self._write_state("stopped")
+
+    async def run(self) -> None:
+        """Start, then serve until SIGINT/SIGTERM, then stop cleanly."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, self._stop.set)
+        try:
+            await self.start()
+            await self._stop.wait()
+            log.info("stopping node %s", self.address)
+        finally:
+            await self.stop()
+
+
+def read_node_state(home: Path) -> dict[str, Any] | None:
+    """The state file a node keeps in its home (address, url, pid, status)."""
+    try:
+        data: dict[str, Any] = json.loads((home / "node.json").read_text())
+        return data
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,95 @@
+"""The network map: which peers this node has heard, and whether they are still online."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from r1os.identity import ai_address
+
+PeerStatus = Literal["online", "offline"]
+
+
+class Heartbeat(BaseModel):
+    """The payload of a `hb` message."""
+
+    version: str
+    uptime: float
+    interval: float
+    url: str | None = None
+    oracle: bool = False
+    ai_address: str | None = None
+    reply: bool = False
+    services: list[str] = []
+    resources: dict[str, Any] = {}
+
+
+class Peer(BaseModel):
+    address: str
+    ai_address: str | None = None
+    last_seen: float
+    first_seen: float
+    heartbeats: int
+    heartbeat: Heartbeat
+    status: PeerStatus = "online"
+
+
+class NetworkMap:
+    """Peers keyed by address; a peer is online until it misses `missed_limit` heartbeats."""
+
+    def __init__(self, missed_limit: int = 3, clock: Callable[[], float] = time.time) -> None:
+        self.missed_limit = missed_limit
+        self.clock = clock
+        self._peers: dict[str, Peer] = {}
+
+    def observe(self, address: str, payload: dict[str, Any], public_key: bytes | None = None) -> Peer:
+        """Record a heartbeat; raises `ValueError` if the payload is not a heartbeat."""
+        try:
+            hb = Heartbeat.model_validate(payload)
+        except ValidationError as exc:
+            raise ValueError(f"bad heartbeat from {address}: {exc.error_count()} error(s)") from None
+        now = self.clock()
+        peer = self._peers.get(address)
+        if peer is None:
+            peer = Peer(
+                address=address,
+                ai_address=ai_address(public_key) if public_key else None,
+                last_seen=now,
+                first_seen=now,
+                heartbeats=1,
+                heartbeat=hb,
+            )
+            self._peers[address] = peer
+        else:
+            peer.last_seen, peer.heartbeat, peer.status = now, hb, "online"
+            peer.heartbeats += 1
+        return peer
+
+    def status_of(self, peer: Peer, now: float | None = None) -> PeerStatus:
+        now = self.clock() if now is None else now
+        deadline = peer.last_seen + self.missed_limit * peer.heartbeat.interval
+        return "online" if now <= deadline else "offline"
+
+    def refresh(self) -> None:
+        now = self.clock()
+        for peer in self._peers.values():
+            peer.status = self.status_of(peer, now)
+
+    def peers(self) -> list[Peer]:
+        self.refresh()
+        return sorted(self._peers.values(), key=lambda p: p.address)
+
+    def online(self) -> list[Peer]:
+        return [p for p in self.peers() if p.status == "online"]
+
+    def get(self, address: str) -> Peer | None:
+        peer = self._peers.get(address)
+        if peer is not None:
+            peer.status = self.status_of(peer)
+        return peer
+
+    def __len__(self) -> int:
+        return len(self._peers)

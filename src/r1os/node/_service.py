@@ -1,0 +1,63 @@
+"""The plugin seam: services (CSTORE, R1FS, oracle, ...) register with a node and get its parts."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter
+from prometheus_client import CollectorRegistry
+
+from r1os.identity import NodeKey
+from r1os.transport import Transport
+from r1os.wire import Envelope
+
+if TYPE_CHECKING:
+    from r1os.node._netmap import NetworkMap
+
+MessageHandler = Callable[[Envelope], Awaitable[None]]
+
+
+@dataclass
+class ServiceContext:
+    """What a node hands each service: identity, messaging, HTTP routes, metrics and a data folder."""
+
+    name: str
+    key: NodeKey
+    network: str
+    transport: Transport
+    router: APIRouter
+    data_dir: Path
+    metrics: CollectorRegistry
+    netmap: NetworkMap
+    _publish: Callable[[str, dict[str, Any]], Awaitable[None]]
+    _send: Callable[[str, str, dict[str, Any]], Awaitable[None]]
+    _on: Callable[[str, MessageHandler], None]
+
+    async def broadcast(self, type: str, payload: dict[str, Any]) -> None:
+        """Sign and publish a message to every node of the network."""
+        await self._publish(type, payload)
+
+    async def send(self, address: str, type: str, payload: dict[str, Any]) -> None:
+        """Sign and publish a message to one node's inbox."""
+        await self._send(address, type, payload)
+
+    def on(self, type: str, handler: MessageHandler) -> None:
+        """Receive verified messages of `type` (broadcast or sent to this node)."""
+        self._on(type, handler)
+
+
+class Service(abc.ABC):
+    """A part of the node with its own lifecycle. Subclasses set `name` and implement start/stop."""
+
+    name: str = "service"
+
+    @abc.abstractmethod
+    async def start(self, ctx: ServiceContext) -> None:
+        """Register handlers and routes, load state, start background tasks."""
+
+    async def stop(self) -> None:
+        """Stop background tasks and flush state; the default does nothing."""

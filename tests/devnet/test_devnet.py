@@ -1,0 +1,142 @@
+"""End-to-end: a real devnet of node processes over the embedded broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from r1os.devnet import Devnet
+from r1os.devnet._state import pid_alive
+from r1os.identity import NodeKey
+from r1os.transport import MqttTransport, broadcast_topic, heartbeat_topic
+from r1os.wire import EnvelopeSigner
+from tests.conftest import async_wait_for, wait_for
+
+HB = 1.0  # fast heartbeats keep the test short; the logic is the same at 10 s
+
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    dn = Devnet(tmp_path_factory.mktemp("devnet"))
+    state = dn.up(nodes=4, oracles=2, heartbeat=HB, chain=False, timeout=60)
+    yield dn, state
+    dn.down()
+    assert not any(pid_alive(n.pid) for n in state.nodes)
+
+
+def peers(url: str) -> dict[str, Any]:
+    return httpx.get(f"{url}/v1/peers", timeout=2).json()
+
+
+def rejections(url: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/metrics", timeout=2).text
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name == "r1os_wire_rejected":
+            for s in fam.samples:
+                out[s.labels["cause"]] = s.value
+    return out
+
+
+def test_every_node_sees_every_other(devnet: Any) -> None:
+    _, state = devnet
+    addresses = {n.address for n in state.nodes}
+    for node in state.nodes:
+        data = peers(node.url)
+        assert data["self"] == node.address
+        assert {p["address"] for p in data["peers"] if p["status"] == "online"} == addresses - {node.address}
+        info = httpx.get(f"{node.url}/v1/node", timeout=2).json()
+        assert info["address"] == node.address and info["oracle"] == node.oracle
+        assert info["resources"]["cpu_cores"] >= 1
+        assert httpx.get(f"{node.url}/v1/health", timeout=2).json()["status"] == "ok"
+
+
+def test_status_json_cli(devnet: Any) -> None:
+    dn, state = devnet
+    out = subprocess.run(
+        [sys.executable, "-m", "r1os", "devnet", "status", "--json", "--dir", str(dn.dir)],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    data = json.loads(out.stdout)
+    assert [n["address"] for n in data["nodes"]] == [n.address for n in state.nodes]
+    assert all(n["status"] == "online" and n["url"].startswith("http://") for n in data["nodes"])
+
+
+async def _hostile_traffic(broker: str, network: str, victim_url: str) -> None:
+    captured: list[bytes] = []
+
+    async def grab(_topic: str, raw: bytes) -> None:
+        captured.append(raw)
+
+    async with MqttTransport(broker, client_id="attacker") as t:
+        sub = t.subscribe(heartbeat_topic(network), grab)
+        await sub.ready()
+        await async_wait_for(lambda: asyncio.sleep(0, bool(captured)), 10, "a heartbeat to capture")
+        real = captured[0]
+        attacker = NodeKey.generate()
+        victim = NodeKey.generate()
+        forged = EnvelopeSigner(attacker, network).seal("hb", {"version": "x"})
+        forged = forged.replace(attacker.address.encode(), victim.address.encode())
+        tampered = real.replace(b'"uptime":', b'"uptime":9')
+        topic = heartbeat_topic(network)
+        await t.publish(topic, forged)
+        await t.publish(topic, real)  # replay of a message every node has already accepted
+        await t.publish(topic, tampered)
+        await t.publish(topic, b"{" + b" " * (1024 * 1024 + 10) + b"}")
+        await t.publish(topic, os.urandom(300))
+        await t.publish(broadcast_topic(network, "junk"), b"\x00\x01not json")
+
+        def all_counted() -> Any:
+            r = rejections(victim_url)
+            ok = (
+                r.get("bad_signature", 0) >= 2 and r.get("replayed", 0) >= 1
+                and r.get("oversize", 0) >= 1 and r.get("malformed", 0) >= 2
+            )  # fmt: skip
+            return asyncio.sleep(0, ok)
+
+        await async_wait_for(all_counted, 15, "rejection counters to show every hostile message")
+
+
+def test_hostile_messages_are_dropped_and_counted(devnet: Any) -> None:
+    _, state = devnet
+    victim = state.nodes[-1]
+    asyncio.run(_hostile_traffic(state.broker_url, state.network, victim.url))
+    # The node keeps serving and still sees its peers.
+    assert httpx.get(f"{victim.url}/v1/health", timeout=2).json()["status"] == "ok"
+    assert peers(victim.url)["online"] == len(state.nodes) - 1
+
+
+def test_killed_node_goes_offline_then_returns_with_same_address(devnet: Any) -> None:
+    dn, state = devnet
+    target = state.nodes[-1]
+    observer = state.nodes[0]
+    assert target.pid is not None
+    os.kill(target.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    def offline() -> bool:
+        entry = next(p for p in peers(observer.url)["peers"] if p["address"] == target.address)
+        return entry["status"] == "offline"
+
+    # Online until 3 heartbeats are missed: offline within 3 intervals of the kill (+ polling slack).
+    wait_for(offline, 3 * HB + 1.0, "the killed node to be marked offline")
+    assert time.monotonic() - killed_at >= HB  # and not before it really missed heartbeats
+
+    restarted = dn.start_node(target.name)
+    assert restarted.address == target.address
+    wait_for(
+        lambda: httpx.get(f"{target.url}/v1/node", timeout=1).json()["address"] == target.address,
+        30, "the restarted node to answer",
+    )  # fmt: skip
+    wait_for(lambda: not offline(), 10, "the restarted node to be online again")
+    wait_for(lambda: peers(target.url)["online"] == len(state.nodes) - 1, 10, "the restarted node's map")
