@@ -109,6 +109,7 @@ class MosquittoBroker:
                     "log_type warning",
                     "log_type notice",
                     "max_queued_messages 100000",
+                    "set_tcp_nodelay true",
                     "",
                 ]
             )
