@@ -8,7 +8,6 @@
 """
 
 from snekmate.auth import ownable
-from snekmate.utils import ecdsa
 from snekmate.utils import message_hash_utils
 
 initializes: ownable
@@ -26,6 +25,8 @@ interface ILicence:
 
 MAX_ORACLES: public(constant(uint256)) = 32
 MAX_CLAIM_EPOCHS: public(constant(uint256)) = 1080
+# secp256k1n / 2: signatures with a larger `s` are the malleated twin of a valid one.
+_MAX_S: constant(uint256) = 57896044618658097711785492504343953926418782139537452191302581570759080747168
 
 struct NodeLink:
     licence: address
@@ -146,6 +147,22 @@ def get_oracles() -> DynArray[address, MAX_ORACLES]:
 
 
 @internal
+@pure
+def _recover(digest: bytes32, sig: Bytes[65]) -> address:
+    """
+    @dev 65-byte r || s || v only, low s, v in {27, 28}: exactly one valid encoding per signature.
+    """
+    assert len(sig) == 65, "controller: invalid signature"
+    r: uint256 = extract32(sig, 0, output_type=uint256)
+    s: uint256 = extract32(sig, 32, output_type=uint256)
+    v: uint256 = convert(slice(sig, 64, 1), uint256)
+    assert s <= _MAX_S and (v == 27 or v == 28), "controller: invalid signature"
+    signer: address = ecrecover(digest, v, r, s)
+    assert signer != empty(address), "controller: invalid signature"
+    return signer
+
+
+@internal
 @view
 def _verify(digest: bytes32, signatures: DynArray[Bytes[65], MAX_ORACLES]) -> address:
     """
@@ -155,9 +172,7 @@ def _verify(digest: bytes32, signatures: DynArray[Bytes[65], MAX_ORACLES]) -> ad
     assert len(signatures) >= self.min_signatures, "controller: not enough signatures"
     seen: DynArray[address, MAX_ORACLES] = []
     for sig: Bytes[65] in signatures:
-        assert len(sig) == 65, "controller: invalid signature"
-        signer: address = ecdsa._recover_sig(digest, sig)
-        assert signer != empty(address), "controller: invalid signature"
+        signer: address = self._recover(digest, sig)
         assert self.is_oracle[signer], "controller: signer is not an oracle"
         assert signer not in seen, "controller: duplicate signer"
         seen.append(signer)
