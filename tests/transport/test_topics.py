@@ -39,9 +39,7 @@ def test_parse_topic_round_trip() -> None:
             parse_topic(foreign)
 
 
-@pytest.mark.parametrize(
-    "bad", ["", "a/b", "+", "#", "net#", "with space", "-leading", "x" * 65, None, 3]
-)
+@pytest.mark.parametrize("bad", ["", "a/b", "+", "#", "net#", "with space", "-leading", "x" * 65, None, 3])
 def test_bad_names_are_refused_clearly(bad: object, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="r1os.transport.topics"):
         with pytest.raises(TopicError, match="invalid network name"):

@@ -32,11 +32,9 @@ def _root(
 
 def _register() -> None:
     # One line per command group; each module exposes `app: typer.Typer`.
-    from r1os.cli import devnet, keys, node
+    from r1os.cli import broker, devnet, keys, node
 
     app.add_typer(keys.app, name="keys", help="Create and inspect node keys.")
-    from r1os.cli import broker
-
     app.add_typer(broker.app, name="broker", help="Run an MQTT broker (embedded amqtt).")
     app.add_typer(node.app, name="node", help="Run an edge or oracle node.")
     app.add_typer(devnet.app, name="devnet", help="A whole local network on this machine.")

@@ -56,6 +56,11 @@ class AuthorizePlugin(BaseAuthPlugin):  # type: ignore[misc]
         return bool(verdict)
 
 
+class _DropStartupTraceback(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Broker startup failed"
+
+
 class EmbeddedBroker:
     """amqtt's broker on one TCP listener; `port=0` picks a free port (see `.port` after start).
 
@@ -86,6 +91,10 @@ class EmbeddedBroker:
                     noisy.setLevel(logging.WARNING)
             # It also logs a full traceback when a client vanishes mid-read; nothing to act on.
             logging.getLogger("amqtt.mqtt.protocol.handler").setLevel(logging.CRITICAL)
+            # A failed start is raised as a TransportError with a hint; no traceback needed.
+            broker_log = logging.getLogger("amqtt.broker")
+            if not any(isinstance(f, _DropStartupTraceback) for f in broker_log.filters):
+                broker_log.addFilter(_DropStartupTraceback())
 
     @property
     def running(self) -> bool:

@@ -1,0 +1,135 @@
+"""The embedded broker: free port, admission hook, restart, and running as its own process."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import pytest
+
+from r1os.errors import TransportError
+from r1os.transport import EmbeddedBroker, MqttTransport, heartbeat_topic
+
+from .conftest import Collector
+
+
+async def test_port_zero_exposes_the_bound_port() -> None:
+    async with EmbeddedBroker(port=0) as broker:
+        assert broker.port > 0
+        assert broker.url == f"mqtt://127.0.0.1:{broker.port}"
+        # Same port again: a clear error, not a traceback from amqtt.
+        with pytest.raises(TransportError, match="cannot start the embedded broker") as info:
+            await EmbeddedBroker(port=broker.port).start()
+        assert info.value.hint and "--port" in info.value.hint
+    assert not broker.running
+    await broker.stop()  # idempotent
+
+
+async def test_authorize_hook_admits_and_refuses(caplog: pytest.LogCaptureFixture) -> None:
+    asked: list[tuple[str, str | None, str | None]] = []
+
+    async def authorize(client_id: str, username: str | None, password: str | None) -> bool:
+        asked.append((client_id, username, password))
+        return username == "admitted"
+
+    async with EmbeddedBroker(port=0, authorize=authorize) as broker:
+        good = MqttTransport(broker.url, "good", username="admitted", password="pw")
+        bad = MqttTransport(broker.url, "bad", username="stranger")
+        col = Collector()
+        good.subscribe(heartbeat_topic("net"), col)
+        async with good, bad:
+            await good.wait_connected(10)
+            with pytest.raises(TransportError, match="not connected"):
+                await bad.wait_connected(1.0)
+            await good.publish(heartbeat_topic("net"), b"hi")
+            await col.wait_for(1)
+        assert ("good", "admitted", "pw") in asked
+        assert any(cid == "bad" for cid, _, _ in asked)
+    assert "refused client 'bad'" in caplog.text
+
+
+async def test_authorize_hook_that_raises_refuses() -> None:
+    def authorize(client_id: str, username: str | None, password: str | None) -> bool:
+        raise RuntimeError("allow-list unavailable")
+
+    async with EmbeddedBroker(port=0, authorize=authorize) as broker:
+        async with MqttTransport(broker.url, "n") as t:
+            with pytest.raises(TransportError, match="not connected"):
+                await t.wait_connected(1.0)
+
+
+def test_bad_port_is_refused() -> None:
+    with pytest.raises(TransportError, match="invalid broker port"):
+        EmbeddedBroker(port=70000)
+
+
+async def _url_from(proc: asyncio.subprocess.Process) -> str:
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 20)
+    url = line.decode().strip()
+    assert url.startswith("mqtt://127.0.0.1:"), (url, await _stderr(proc))
+    return url
+
+
+async def _stderr(proc: asyncio.subprocess.Process) -> str:
+    if proc.returncode is None:
+        return ""
+    assert proc.stderr is not None
+    return (await proc.stderr.read()).decode()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        # the CLI group, as `r1os broker start --port 0` runs it
+        ["-c", "import sys; from r1os.cli.broker import app; app(sys.argv[1:])", "start"],
+        # the module entry point, for a broker with no CLI around it
+        ["-m", "r1os.transport.broker"],
+    ],
+    ids=["cli", "module"],
+)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_standalone_process_serves_and_stops_cleanly(argv: list[str], sig: signal.Signals) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *argv,
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        url = await _url_from(proc)
+        col = Collector()
+        async with MqttTransport(url, "client") as t:
+            await t.subscribe("r1/net/b/+", col).ready(10)
+            await t.publish("r1/net/b/x", b"through a separate broker process")
+            await col.wait_for(1)
+        proc.send_signal(sig)
+        code = await asyncio.wait_for(proc.wait(), 20)
+        assert code == 0, await _stderr(proc)
+        assert "Traceback" not in await _stderr(proc)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_cli_port_in_use_gives_one_line_error() -> None:
+    async with EmbeddedBroker(port=0) as broker:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "import sys; from r1os.cli.broker import app; app(sys.argv[1:])",
+            "start",
+            "--port",
+            str(broker.port),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 1
+    text = err.decode()
+    assert "error:" in text and "cannot start the embedded broker" in text
+    assert "Traceback" not in text
