@@ -1,5 +1,5 @@
 """`python -m r1os` runs the CLI (the devnet starts nodes this way, with the same interpreter)."""
 
-from r1os.cli import main
+from r1os.cli.main import main
 
 main()

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from r1os.cli._common import console, handle_errors, print_json, run, setup_logging
 from r1os.errors import ConfigError
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 
 @app.command("start")

@@ -225,7 +225,7 @@ class Devnet:
 
     def _spawn_node(self, state: DevnetState, node: DevnetNode, env: dict[str, str]) -> int:
         args = [
-            sys.executable, "-m", "r1os", "node", "start",
+            sys.executable, "-m", "r1os.node", "start",
             "--home", node.home,
             "--network", state.network,
             "--broker", state.broker_url,

@@ -7,8 +7,6 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from eth_account import Account
-
 from r1os.errors import IdentityError, WrongPassword
 from r1os.identity._keys import NodeKey
 
@@ -19,10 +17,10 @@ KdfStrength = Literal["standard", "light"]
 _SCRYPT_N = {"standard": 2**18, "light": 2**12}
 
 
-def save_keystore(
-    key: NodeKey, path: Path, password: str, *, strength: KdfStrength = "standard"
-) -> Path:
+def save_keystore(key: NodeKey, path: Path, password: str, *, strength: KdfStrength = "standard") -> Path:
     """Write `key` to `path` as keystore v3 (mode 0600), atomically."""
+    from eth_account import Account  # heavy import (~1 s): only when a key file is written
+
     data: dict[str, Any] = Account.encrypt(
         key.private_key, password, kdf="scrypt", iterations=_SCRYPT_N[strength]
     )
@@ -42,13 +40,13 @@ def load_keystore(path: Path, password: str) -> NodeKey:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise IdentityError(
-            f"no key file at {path}", hint="create one with `r1os keys new`"
-        ) from None
+        raise IdentityError(f"no key file at {path}", hint="create one with `r1os keys new`") from None
     except (OSError, ValueError) as exc:
         raise IdentityError(f"cannot read key file {path}: {exc}") from None
+    from eth_keyfile import decode_keyfile_json
+
     try:
-        secret = Account.decrypt(data, password)
+        secret = decode_keyfile_json(data, password.encode())
     except ValueError as exc:
         if "MAC mismatch" in str(exc):
             raise WrongPassword(f"wrong password for {path}") from None
@@ -94,9 +92,7 @@ def password_from_env_or_prompt(*, confirm: bool = False) -> str:
     return pw
 
 
-def load_or_create(
-    path: Path, password: str, *, strength: KdfStrength = "standard"
-) -> tuple[NodeKey, bool]:
+def load_or_create(path: Path, password: str, *, strength: KdfStrength = "standard") -> tuple[NodeKey, bool]:
     """Load the key at `path`, or create and save a new one there; returns (key, created)."""
     if path.exists():
         return load_keystore(path, password), False
