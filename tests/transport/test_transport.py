@@ -179,7 +179,7 @@ async def test_handler_exception_does_not_stop_delivery(
     seen: list[bytes] = []
     col = Collector()
 
-    async def fragile(topic: str, payload: bytes) -> None:
+    def fragile(topic: str, payload: bytes) -> None:  # a plain function is a handler too
         seen.append(payload)
         if payload.startswith(b"boom"):
             raise RuntimeError("handler bug")
@@ -260,7 +260,7 @@ async def test_stop_is_clean_and_idempotent(make_transport: TransportFactory) ->
         await node.start()
 
 
-async def test_stop_flushes_queue_when_connected(make_transport: TransportFactory) -> None:
+async def test_publish_before_start_is_sent_once_connected(make_transport: TransportFactory) -> None:
     node = make_transport("node")
     col = Collector()
     node.subscribe(broadcast_topic(NET, "x"), col)

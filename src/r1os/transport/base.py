@@ -16,8 +16,8 @@ from typing import Self
 
 from r1os.errors import TransportError
 
-Handler = Callable[[str, bytes], Awaitable[None]]
-"""An async callback receiving `(topic, payload)` for each message matching its pattern."""
+Handler = Callable[[str, bytes], Awaitable[None] | None]
+"""A callback receiving `(topic, payload)` for each message matching its pattern (async or not)."""
 
 DEFAULT_QUEUE_LIMIT = 10_000
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import random
 import ssl
@@ -472,7 +473,9 @@ class MqttTransport(Transport):
         while True:
             topic, payload = await worker.queue.get()
             try:
-                await sub.handler(topic, payload)
+                result = sub.handler(topic, payload)
+                if inspect.isawaitable(result):  # plain functions are accepted too
+                    await result
             except Exception:
                 self._handler_errors += 1
                 worker.errors_logged += 1
