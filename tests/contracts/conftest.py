@@ -165,11 +165,17 @@ def system_base() -> System:
     return _deploy_system()
 
 
-@pytest.fixture
-def s(system_base: System) -> Iterator[System]:
-    """The deployed system, rolled back (state and clock) after the test."""
+@pytest.fixture(autouse=True)
+def _isolate(system_base: System) -> Iterator[None]:
+    """Every test runs in a snapshot: its state changes and clock moves are rolled back after it."""
     with boa.env.anchor():
-        yield system_base
+        yield
+
+
+@pytest.fixture
+def s(system_base: System) -> System:
+    """The deployed system (genesis at the session start; each test starts in epoch 0)."""
+    return system_base
 
 
 _layouts: dict[str, dict[str, Any]] = {}
