@@ -158,7 +158,8 @@ class Web3Base:
     async def call(self, name: str, fn: str, *args: Any, block: str | int = "latest") -> Any:
         """Read a contract view."""
         func: ContractFunction = getattr(self.contract(name).functions, fn)(*args)
-        return await self._run(f"{name}.{fn}", lambda: func.call(block_identifier=block))
+        ident: Any = block
+        return await self._run(f"{name}.{fn}", lambda: func.call(block_identifier=ident))
 
     async def transact(self, name: str, fn: str, *args: Any, value: int = 0) -> TxReceipt:
         """Send a contract transaction signed by our key; return the receipt of a successful one."""
@@ -173,7 +174,7 @@ class Web3Base:
     def _send(
         self, func: ContractFunction | None, value: int, raw: dict[str, Any] | None = None
     ) -> TxReceipt:
-        sender = self.sender
+        sender: Any = self.sender
         assert self.account is not None
         with self._tx_lock:
             base: dict[str, Any] = {
@@ -183,7 +184,8 @@ class Web3Base:
                 "chainId": self.w3.eth.chain_id,
             }
             if func is not None:
-                tx = dict(func.build_transaction(base))  # estimates gas; reverts surface here
+                # Gas estimation runs the call first, so a revert surfaces here with its reason.
+                tx: dict[str, Any] = dict(func.build_transaction(base))  # type: ignore[arg-type]
                 tx["gas"] = int(tx["gas"] * GAS_MARGIN)
             else:
                 tx = {**base, **(raw or {})}

@@ -20,7 +20,7 @@ class Deployment(BaseModel):
     genesis_time: int = Field(description="unix time at which epoch 0 starts")
     epoch_seconds: int
     deployer: str
-    block: int = Field(0, description="block of the first deployment transaction")
+    block: int = Field(default=0, description="block of the first deployment transaction")
 
     def address(self, name: str) -> str:
         try:

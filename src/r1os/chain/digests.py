@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from pydantic import BaseModel, Field
+
 from r1os.errors import ChainError
-from r1os.identity import NodeKey, eip191_digest, keccak256, normalize_address
+from r1os.identity import NodeKey, eip191_digest, keccak256, normalize_address, recover_address
 
 MAX_EPOCHS_PER_CLAIM = 1080
 """The contracts take at most this many availability bytes in one claim."""
@@ -89,3 +91,50 @@ def sign_attestation(
 ) -> bytes:
     """An oracle's 65-byte signature over a PoAI attestation."""
     return _key(key).sign_digest(attestation_digest(escrow, job_id, epoch, nodes))
+
+
+class SignedAvailability(BaseModel):
+    """What a claim needs from the oracles: a node's availability for consecutive epochs, signed.
+
+    The file `r1os rewards claim --signatures` reads, and what the oracle service hands out.
+    """
+
+    node: str
+    first_epoch: int = Field(ge=0)
+    availabilities: list[int] = Field(min_length=1, max_length=MAX_EPOCHS_PER_CLAIM)
+    signatures: list[str] = Field(min_length=1, description="65-byte signatures, 0x hex")
+    token_id: int | None = Field(default=None, description="licence to claim for (default: the node's)")
+    type: str | None = Field(default=None, description="ND, MND or GND (default: the node's licence)")
+
+    @property
+    def last_epoch(self) -> int:
+        return self.first_epoch + len(self.availabilities) - 1
+
+    def signature_bytes(self) -> list[bytes]:
+        out = []
+        for i, sig in enumerate(self.signatures):
+            try:
+                raw = bytes.fromhex(sig.removeprefix("0x"))
+            except ValueError:
+                raise ChainError(f"signature {i} is not hex") from None
+            if len(raw) != 65:
+                raise ChainError(f"signature {i} is {len(raw)} bytes, not 65 (r||s||v)")
+            out.append(raw)
+        return out
+
+    def verify_signers(self) -> list[str]:
+        """Addresses that signed (recovered locally), to show before sending a claim."""
+        digest = availability_digest(self.node, self.first_epoch, self.availabilities)
+        return [recover_address(digest, s) for s in self.signature_bytes()]
+
+    @classmethod
+    def make(
+        cls,
+        keys: Sequence[NodeKey | str | bytes],
+        node: str,
+        first_epoch: int,
+        availabilities: Sequence[int],
+    ) -> SignedAvailability:
+        """Sign with each oracle key (tests, devnet tools)."""
+        sigs = ["0x" + sign_availability(k, node, first_epoch, availabilities).hex() for k in keys]
+        return cls(node=node, first_epoch=first_epoch, availabilities=list(availabilities), signatures=sigs)

@@ -38,6 +38,13 @@ def _register() -> None:
     app.add_typer(broker.app, name="broker", help="Run an MQTT broker (embedded amqtt).")
     app.add_typer(node.app, name="node", help="Run an edge or oracle node.")
     app.add_typer(devnet.app, name="devnet", help="A whole local network on this machine.")
+    from r1os.cli import chain, job, licence, rewards, token
+
+    app.add_typer(chain.app, name="chain", help="Deploy the contracts to an EVM chain; inspect one.")
+    app.add_typer(licence.app, name="licence", help="Buy, link and list node licences.")
+    app.add_typer(rewards.app, name="rewards", help="Show and claim licence mining rewards.")
+    app.add_typer(token.app, name="token", help="R1 balances and transfers.")
+    app.add_typer(job.app, name="job", help="PoAI jobs paid through the escrow.")
 
 
 _register()

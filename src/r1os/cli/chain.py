@@ -1,0 +1,157 @@
+"""`r1os chain`: deploy the contracts to any EVM chain and inspect a deployment.
+
+Also holds the options every chain command shares (where the deployment is, which key signs), so
+`licence`, `rewards`, `token` and `job` read them the same way:
+- the deployment from `--deployment FILE`, else `--dir DEVNET_DIR` (`DIR/chain/deployment.json`,
+  default `~/.r1os/devnet`);
+- the key from `--key-file` (an encrypted keystore, password from `R1OS_PASSWORD` or a prompt), else the
+  `R1OS_PRIVATE_KEY` environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from r1os.chain import ChainClient, Deployment
+from r1os.chain._base import format_units
+from r1os.chain.client import R1_DECIMALS
+from r1os.chain.deploy import deploy as deploy_contracts
+from r1os.cli._common import console, handle_errors, print_json, run
+from r1os.errors import ChainError
+from r1os.identity import NodeKey, load_keystore, password_from_env_or_prompt
+from r1os.paths import default_devnet_dir
+
+PRIVATE_KEY_ENV = "R1OS_PRIVATE_KEY"
+
+app = typer.Typer(no_args_is_help=True)
+
+DeploymentOpt = typer.Option(None, "--deployment", help="Deployment JSON (from `r1os chain deploy`).")
+DirOpt = typer.Option(
+    None, "--dir", help="Devnet folder; reads DIR/chain/deployment.json (default ~/.r1os/devnet)."
+)
+KeyFileOpt = typer.Option(
+    None, "--key-file", "-k", help=f"Encrypted keystore that signs (else ${PRIVATE_KEY_ENV})."
+)
+JsonOpt = typer.Option(False, "--json", help="Print JSON.")
+
+
+def load_key(key_file: Path | None) -> NodeKey | None:
+    """The signing key from --key-file or R1OS_PRIVATE_KEY (None if neither is given)."""
+    if key_file is not None:
+        return load_keystore(key_file, password_from_env_or_prompt())
+    env = os.environ.get(PRIVATE_KEY_ENV)
+    return NodeKey.from_hex(env.strip()) if env else None
+
+
+def load_deployment(deployment: Path | None, dir: Path | None) -> Deployment:
+    if deployment is not None:
+        return Deployment.load(deployment)
+    return Deployment.load((dir or default_devnet_dir()) / "chain" / "deployment.json")
+
+
+def client(
+    deployment: Path | None, dir: Path | None, key_file: Path | None = None, *, signer: bool = False
+) -> ChainClient:
+    """A client for the chosen deployment; `signer=True` insists on a key."""
+    key = load_key(key_file)
+    if signer and key is None:
+        raise ChainError(
+            "this command sends a transaction and needs a key",
+            hint=f"pass --key-file (password in R1OS_PASSWORD) or set {PRIVATE_KEY_ENV}",
+        )
+    return ChainClient(load_deployment(deployment, dir), key)
+
+
+def r1(wei: int) -> str:
+    return format_units(wei, R1_DECIMALS)
+
+
+@app.command("deploy")
+@handle_errors
+def deploy(
+    rpc: str = typer.Option(..., "--rpc", help="JSON-RPC URL of any EVM chain."),
+    key_file: Path | None = KeyFileOpt,
+    epoch_seconds: int = typer.Option(86400, "--epoch-seconds", help="Epoch length (devnet: 60)."),
+    genesis_time: int | None = typer.Option(
+        None, "--genesis-time", help="Unix time of epoch 0 (default: now)."
+    ),
+    oracle: list[str] = typer.Option([], "--oracle", help="Oracle address (repeat for each)."),
+    min_signatures: int | None = typer.Option(
+        None, "--min-signatures", help="Oracle signatures a claim needs (default: a majority)."
+    ),
+    mnd_cliff_epochs: int = typer.Option(223, "--mnd-cliff-epochs", help="MND vesting cliff."),
+    stablecoin: str | None = typer.Option(
+        None, "--stablecoin", help="ERC-20 that pays PoAI jobs (default: deploy a mock USDC)."
+    ),
+    burn_receiver: str | None = typer.Option(
+        None, "--burn-receiver", help="Where the PoAI burn share goes (default: burned)."
+    ),
+    out: Path = typer.Option(Path("deployment.json"), "--out", help="Where to write the deployment."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Deploy and wire every r1os contract; write the deployment JSON."""
+    key = load_key(key_file)
+    if key is None:
+        raise ChainError(
+            "deploying needs a funded key",
+            hint=f"pass --key-file (password in R1OS_PASSWORD) or set {PRIVATE_KEY_ENV}",
+        )
+    dep = run(
+        deploy_contracts(
+            rpc,
+            key,
+            epoch_seconds=epoch_seconds,
+            genesis_time=genesis_time,
+            oracles=oracle,
+            min_signatures=min_signatures,
+            mnd_cliff_epochs=mnd_cliff_epochs,
+            stablecoin=stablecoin,
+            burn_receiver=burn_receiver,
+            out=out,
+        )
+    )
+    if json_out:
+        print_json(dep.model_dump())
+        return
+    table = Table(title=f"r1os contracts on chain {dep.chain_id}", show_header=True)
+    table.add_column("contract")
+    table.add_column("address")
+    for name, address in dep.contracts.items():
+        table.add_row(name, address)
+    console.print(table)
+    console.print(f"deployment written to [bold]{out}[/]")
+
+
+@app.command("info")
+@handle_errors
+def info(
+    deployment: Path | None = DeploymentOpt, dir: Path | None = DirOpt, json_out: bool = JsonOpt
+) -> None:
+    """Show a deployment: endpoint, contracts, current epoch, oracles and threshold."""
+    c = client(deployment, dir)
+
+    async def gather() -> dict[str, Any]:
+        return {
+            **c.deployment.model_dump(),
+            "current_epoch": await c.current_epoch(),
+            "oracles": await c.oracles(),
+            "min_signatures": await c.min_signatures(),
+            "nd_price_r1": r1(await c.nd_price()),
+        }
+
+    data = run(gather())
+    if json_out:
+        print_json(data)
+        return
+    for k in ("rpc", "chain_id", "genesis_time", "epoch_seconds", "current_epoch", "nd_price_r1"):
+        console.print(f"[dim]{k:>15}[/] {data[k]}", highlight=False)
+    console.print(f"[dim]{'oracles':>15}[/] {data['min_signatures']} of {len(data['oracles'])}")
+    for o in data["oracles"]:
+        console.print(f"{'':>16}{o}", highlight=False)
+    for name, address in data["contracts"].items():
+        console.print(f"[dim]{name:>15}[/] {address}", highlight=False)

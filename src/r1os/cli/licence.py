@@ -1,0 +1,136 @@
+"""`r1os licence`: buy Node Deeds, link licences to node addresses, list what you hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from r1os.chain import Licence
+from r1os.chain._base import parse_units
+from r1os.chain.client import R1_DECIMALS
+from r1os.cli._common import console, handle_errors, print_json, run
+from r1os.cli.chain import DeploymentOpt, DirOpt, JsonOpt, KeyFileOpt, client, r1
+
+app = typer.Typer(no_args_is_help=True)
+
+TypeOpt = typer.Option("ND", "--type", "-t", help="Licence type: ND, MND or GND.")
+
+
+@app.command("buy")
+@handle_errors
+def buy(
+    max_price: str | None = typer.Option(
+        None, "--max-price", help="Highest price in R1 you accept (default: the current price)."
+    ),
+    link: str | None = typer.Option(None, "--link", help="Also link the new licence to this node."),
+    deployment: Path | None = DeploymentOpt,
+    dir: Path | None = DirOpt,
+    key_file: Path | None = KeyFileOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Buy the next Node Deed (ND) with R1 at the current tier price."""
+    c = client(deployment, dir, key_file, signer=True)
+
+    async def go() -> tuple[int, int]:
+        price = await c.nd_price()
+        limit = parse_units(max_price, R1_DECIMALS) if max_price is not None else None
+        token = await c.buy_nd(limit)
+        if link:
+            await c.link(token, link)
+        return token, price
+
+    token, price = run(go())
+    if json_out:
+        print_json({"type": "ND", "token_id": token, "price": price, "node": link})
+        return
+    console.print(f"bought ND [bold]#{token}[/] for {r1(price)} R1")
+    if link:
+        console.print(f"linked to {link}")
+
+
+@app.command("link")
+@handle_errors
+def link(
+    token_id: int = typer.Argument(..., help="Licence token id."),
+    node: str = typer.Argument(..., help="Node address (0x... or 0xai_...)."),
+    type: str = TypeOpt,
+    deployment: Path | None = DeploymentOpt,
+    dir: Path | None = DirOpt,
+    key_file: Path | None = KeyFileOpt,
+) -> None:
+    """Link a licence you own to a node, so the node may join and mine."""
+    c = client(deployment, dir, key_file, signer=True)
+    run(c.link(token_id, node, type))
+    console.print(f"{type.upper()} #{token_id} linked to {node}", highlight=False)
+
+
+@app.command("unlink")
+@handle_errors
+def unlink(
+    token_id: int = typer.Argument(..., help="Licence token id."),
+    type: str = TypeOpt,
+    deployment: Path | None = DeploymentOpt,
+    dir: Path | None = DirOpt,
+    key_file: Path | None = KeyFileOpt,
+) -> None:
+    """Unlink a licence from its node (claim its rewards first)."""
+    c = client(deployment, dir, key_file, signer=True)
+    run(c.unlink(token_id, type))
+    console.print(f"{type.upper()} #{token_id} unlinked", highlight=False)
+
+
+def licence_table(rows: list[Licence], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("type", "id", "node", "next epoch", "claimable epochs", "claimed R1"):
+        table.add_column(col, justify="right" if col != "node" else "left")
+    for lic in rows:
+        table.add_row(
+            lic.type,
+            str(lic.token_id),
+            lic.node or "-",
+            str(lic.next_claim_epoch),
+            str(lic.claimable_epochs),
+            r1(lic.claimed),
+        )
+    return table
+
+
+@app.command("ls")
+@handle_errors
+def ls(
+    owner: str | None = typer.Option(None, "--owner", help="Whose licences (default: the key's)."),
+    deployment: Path | None = DeploymentOpt,
+    dir: Path | None = DirOpt,
+    key_file: Path | None = KeyFileOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """List the ND, MND and GND licences an address holds."""
+    c = client(deployment, dir, key_file, signer=owner is None)
+    rows = run(c.licences(owner))
+    if json_out:
+        print_json([lic.model_dump() for lic in rows])
+        return
+    if not rows:
+        console.print(f"{owner or c.sender} holds no licence", highlight=False)
+        return
+    console.print(licence_table(rows, f"licences of {owner or c.sender}"))
+
+
+@app.command("price")
+@handle_errors
+def price(
+    deployment: Path | None = DeploymentOpt, dir: Path | None = DirOpt, json_out: bool = JsonOpt
+) -> None:
+    """Show the current ND tier and price."""
+    c = client(deployment, dir)
+
+    async def go() -> tuple[int, int]:
+        return await c.nd_tier(), await c.nd_price()
+
+    tier, wei = run(go())
+    if json_out:
+        print_json({"tier": tier, "price": wei})
+    else:
+        console.print(f"ND tier {tier}: {r1(wei)} R1" if wei else "ND licences are sold out")

@@ -1,0 +1,131 @@
+"""`r1os rewards`: what your licences have mined and may claim, and claiming it with oracle signatures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from pydantic import ValidationError
+
+from r1os.chain import Licence
+from r1os.chain.digests import SignedAvailability
+from r1os.cli._common import console, handle_errors, print_json, run
+from r1os.cli.chain import DeploymentOpt, DirOpt, JsonOpt, KeyFileOpt, client, r1
+from r1os.cli.licence import licence_table
+from r1os.errors import ChainError
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("show")
+@handle_errors
+def show(
+    token_id: int | None = typer.Argument(None, help="One licence (default: all you hold)."),
+    type: str = typer.Option("ND", "--type", "-t", help="Licence type of TOKEN_ID: ND, MND, GND."),
+    owner: str | None = typer.Option(None, "--owner", help="Whose licences (default: the key's)."),
+    deployment: Path | None = DeploymentOpt,
+    dir: Path | None = DirOpt,
+    key_file: Path | None = KeyFileOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Show claimed rewards, the next claimable epoch and how many ended epochs wait."""
+    c = client(deployment, dir, key_file, signer=token_id is None and owner is None)
+
+    async def one(tid: int) -> dict[str, Any]:
+        lic = await c.licence(tid, type)
+        name = "NDLicence" if lic.type == "ND" else "MNDLicence"
+        return {
+            **lic.model_dump(),
+            "epoch_release": int(await c.call(name, "epoch_release", tid)),
+            "max_reward": int(await c.call(name, "max_reward", tid)),
+            "current_epoch": await c.current_epoch(),
+        }
+
+    if token_id is not None:
+        data = run(one(token_id))
+        if json_out:
+            print_json(data)
+            return
+        console.print(licence_table([Licence.model_validate(data)], f"{data['type']} #{token_id}"))
+        console.print(
+            f"release per epoch {r1(data['epoch_release'])} R1 at full availability;"
+            f" at most {r1(data['max_reward'])} R1 in all; current epoch {data['current_epoch']}",
+            highlight=False,
+        )
+        return
+    rows = run(c.licences(owner))
+    if json_out:
+        print_json([lic.model_dump() for lic in rows])
+        return
+    if not rows:
+        console.print(f"{owner or c.sender} holds no licence", highlight=False)
+        return
+    console.print(licence_table(rows, f"rewards of {owner or c.sender}"))
+    console.print(f"claimed in all: {r1(sum(lic.claimed for lic in rows))} R1")
+
+
+def read_signed(path: Path) -> SignedAvailability:
+    try:
+        return SignedAvailability.model_validate(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise ChainError(f"no signatures file at {path}") from None
+    except (OSError, ValueError, ValidationError) as exc:
+        raise ChainError(
+            f"invalid signatures file {path}: {exc}",
+            hint='expected JSON {"node", "first_epoch", "availabilities": [..], "signatures": ["0x.."]}',
+        ) from None
+
+
+@app.command("claim")
+@handle_errors
+def claim(
+    signatures: Path = typer.Option(
+        ..., "--signatures", "-s", help="JSON with node, first_epoch, availabilities, signatures."
+    ),
+    token_id: int | None = typer.Option(
+        None, "--token-id", help="Licence to claim for (default: the one linked to the node)."
+    ),
+    type: str | None = typer.Option(None, "--type", "-t", help="ND, MND or GND (with --token-id)."),
+    deployment: Path | None = DeploymentOpt,
+    dir: Path | None = DirOpt,
+    key_file: Path | None = KeyFileOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Claim a licence's rewards for epochs the oracles signed; the R1 goes to the licence owner."""
+    signed = read_signed(signatures)
+    sigs = signed.signature_bytes()
+    c = client(deployment, dir, key_file, signer=True)
+
+    async def go() -> dict[str, Any]:
+        tid, kind = token_id or signed.token_id, type or signed.type
+        if tid is None:
+            lic = await c.licence_of(signed.node)
+            if lic is None:
+                raise ChainError(f"no licence is linked to {signed.node}")
+            tid, kind = lic.token_id, lic.type
+        lic = await c.licence(tid, kind or "ND")
+        before = await c.balance(lic.owner)
+        amount = await c.claim_rewards(tid, signed.first_epoch, signed.availabilities, sigs, lic.type)
+        return {
+            "type": lic.type,
+            "token_id": tid,
+            "owner": lic.owner,
+            "first_epoch": signed.first_epoch,
+            "last_epoch": signed.last_epoch,
+            "amount": amount,
+            "balance_before": before,
+            "balance": await c.balance(lic.owner),
+        }
+
+    data = run(go())
+    if json_out:
+        print_json(data)
+        return
+    console.print(
+        f"claimed [bold]{r1(data['amount'])} R1[/] for {data['type']} #{data['token_id']}"
+        f" (epochs {data['first_epoch']}..{data['last_epoch']}) to {data['owner']};"
+        f" balance {r1(data['balance'])} R1",
+        highlight=False,
+    )
