@@ -50,7 +50,7 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
     oracles = [NodeKey.generate() for _ in range(3)]
     edge = NodeKey.generate()
     try:
-        info = asyncio.run(setup_devnet_chain(dir, [edge.private_key_hex], [o.address for o in oracles]))
+        info = setup_devnet_chain(dir, [edge.private_key_hex], [o.address for o in oracles])
         yield Devnet(dir, info, oracles)
     finally:
         stop_devnet_chain(dir)

@@ -15,10 +15,13 @@ from r1os.chain.devnet import (
     chain_status,
     devnet_client,
     licence_of,
+    licence_of_async,
     setup_devnet_chain,
+    setup_devnet_chain_async,
     stop_devnet_chain,
 )
 from r1os.chain.provider import RpcProvider
+from r1os.errors import DevnetError
 from r1os.identity import NodeKey
 
 from .conftest import _anvil_or_skip
@@ -32,7 +35,7 @@ async def devnet(tmp_path: Path) -> AsyncIterator[tuple[Path, ChainInfo, list[No
     edges = [NodeKey.generate() for _ in range(2)]
     oracles = [NodeKey.generate() for _ in range(3)]
     try:
-        info = await setup_devnet_chain(
+        info = await setup_devnet_chain_async(
             tmp_path, [k.private_key_hex for k in edges], [o.address for o in oracles]
         )
         yield tmp_path, info, edges, oracles
@@ -46,21 +49,42 @@ async def test_setup_status_and_restart(devnet: tuple[Path, ChainInfo, list[Node
     assert status == {"rpc": info.rpc, "chain_id": 31337, "contracts": info.contracts}
     assert json.loads((dir / "chain" / "deployment.json").read_text())["epoch_seconds"] == 60
     for edge in edges:
-        assert await licence_of(dir, edge.address) == info.licences[edge.address].model_dump()
+        assert await licence_of_async(dir, edge.address) == info.licences[edge.address].model_dump()
         assert info.licences[edge.address].type == "ND"
     kinds = [info.licences[o.address].type for o in oracles]
     assert kinds == ["GND", "MND", "MND"]
     client = devnet_client(dir)
     assert await client.min_signatures() == 2
     assert all([await client.is_node_active(k.address) for k in edges + oracles])
-    assert await licence_of(dir, NodeKey.generate().address) is None
+    assert await licence_of_async(dir, NodeKey.generate().address) is None
 
     # Down and up again: the chain state comes back, nothing is bought twice.
     assert stop_devnet_chain(dir) is True
     assert stop_devnet_chain(dir) is False
-    again = await setup_devnet_chain(dir, [k.private_key_hex for k in edges], [o.address for o in oracles])
+    again = await setup_devnet_chain_async(
+        dir, [k.private_key_hex for k in edges], [o.address for o in oracles]
+    )
     assert again.contracts == info.contracts and again.licences == info.licences
     assert await devnet_client(dir).call("NDLicence", "total_minted") == 2
+    with pytest.raises(DevnetError, match="setup_devnet_chain_async"):
+        setup_devnet_chain(dir, [], [])
+
+
+def test_blocking_forms_for_the_devnet_manager(tmp_path: Path) -> None:
+    """The manager calls these from plain (threaded) code, as `r1os devnet status` does."""
+    _anvil_or_skip()
+    edge, oracle = NodeKey.generate(), NodeKey.generate()
+    try:
+        info = setup_devnet_chain(tmp_path, [edge.private_key_hex], [oracle.address], epoch_seconds=30)
+        assert info.epoch_seconds == 30 and info.model_dump(mode="json")["licences"][edge.address] == {
+            "type": "ND",
+            "token_id": 1,
+        }
+        assert licence_of(tmp_path, edge.address) == {"type": "ND", "token_id": 1}
+        assert licence_of(tmp_path, oracle.address) == {"type": "GND", "token_id": 1}
+    finally:
+        assert stop_devnet_chain(tmp_path) is True
+    assert chain_status(tmp_path) is not None  # the deployment record stays for the next start
 
 
 async def test_demo_fresh_key_buys_links_and_claims(

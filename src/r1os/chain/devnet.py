@@ -7,15 +7,17 @@ stops and loaded when it starts again, so a devnet restart keeps balances and li
 
 API (signatures are stable):
 
-- `await setup_devnet_chain(dir, edge_keys, oracle_addresses, epoch_seconds=60) -> ChainInfo`
-  starts anvil (or restarts it on its saved state), deploys the contracts unless they are already there,
-  registers the oracles (threshold = majority: 2 of 3), gives every node and oracle ETH for gas, and for
-  each edge key (private key hex; the node key is also the operator key on a devnet) mints R1, buys one
-  ND and links it to the node. Each oracle address gets the GND or an MND linked, so oracles are
-  licensed nodes too. Idempotent: nodes already linked are left alone.
+- `setup_devnet_chain(dir, edge_keys, oracle_addresses, epoch_seconds=60) -> ChainInfo`
+  (blocking; `await setup_devnet_chain_async(...)` inside an event loop) starts anvil (or restarts it
+  on its saved state), deploys the contracts unless they are already there, registers the oracles
+  (threshold = majority: 2 of 3), gives every node and oracle ETH for gas, and for each edge key
+  (private key hex; the node key is also the operator key on a devnet) mints R1, buys one ND and
+  links it to the node. Each oracle address gets the GND or an MND linked, so oracles are licensed
+  nodes too. Idempotent: nodes already linked are left alone.
 - `stop_devnet_chain(dir) -> bool` stops anvil (state saved); True if it was running.
 - `chain_status(dir) -> {"rpc", "chain_id", "contracts"} | None` from `deployment.json` (no RPC call).
-- `await licence_of(dir, node) -> {"type": "ND"|"MND"|"GND", "token_id": int} | None`, read on-chain.
+- `licence_of(dir, node) -> {"type": "ND"|"MND"|"GND", "token_id": int} | None`, read on-chain
+  (blocking; `await licence_of_async(dir, node)` inside an event loop).
 - `deployment_of(dir) -> Deployment` and `devnet_client(dir, key=None) -> ChainClient` for everything else.
 """
 
@@ -24,9 +26,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -39,6 +41,7 @@ from r1os.errors import ChainError, DevnetError
 from r1os.identity import NodeKey, normalize_address
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 NODE_ETH = 10 * 10**18
 """Gas money per node and oracle."""
@@ -61,7 +64,7 @@ class ChainInfo(BaseModel):
     genesis_time: int
     epoch_seconds: int
     deployer: str
-    deployment_file: Path
+    deployment_file: str
     licences: dict[str, LicenceRef]
     """node address -> licence linked to it (edge nodes: ND; oracles: GND/MND)."""
 
@@ -142,7 +145,26 @@ async def _license_oracles(admin: ChainClient, oracles: Sequence[str]) -> dict[s
     return out
 
 
-async def setup_devnet_chain(
+def _blocking(coro: Coroutine[Any, Any, T], async_name: str) -> T:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    coro.close()
+    raise DevnetError(f"called from an event loop: use `await {async_name}(...)` there")
+
+
+def setup_devnet_chain(
+    dir: Path, edge_keys: list[str], oracle_addresses: list[str], epoch_seconds: int = 60
+) -> ChainInfo:
+    """Blocking form of `setup_devnet_chain_async` (for the devnet manager and scripts)."""
+    return _blocking(
+        setup_devnet_chain_async(dir, edge_keys, oracle_addresses, epoch_seconds),
+        "setup_devnet_chain_async",
+    )
+
+
+async def setup_devnet_chain_async(
     dir: Path,
     edge_keys: list[str],
     oracle_addresses: list[str],
@@ -193,7 +215,7 @@ async def setup_devnet_chain(
         genesis_time=dep.genesis_time,
         epoch_seconds=dep.epoch_seconds,
         deployer=dep.deployer,
-        deployment_file=cdir / "deployment.json",
+        deployment_file=str(cdir / "deployment.json"),
         licences=licences,
     )
 
@@ -212,7 +234,12 @@ def chain_status(dir: Path) -> dict[str, Any] | None:
     return {"rpc": dep.rpc, "chain_id": dep.chain_id, "contracts": dict(dep.contracts)}
 
 
-async def licence_of(dir: Path, node: str) -> dict[str, Any] | None:
+def licence_of(dir: Path, node: str) -> dict[str, Any] | None:
     """`{"type": "ND"|"MND"|"GND", "token_id": int}` of the licence linked to `node`, or None."""
+    return _blocking(licence_of_async(dir, node), "licence_of_async")
+
+
+async def licence_of_async(dir: Path, node: str) -> dict[str, Any] | None:
+    """The async form of `licence_of`."""
     lic = await devnet_client(dir).licence_of(node)
     return None if lic is None else {"type": lic.type, "token_id": lic.token_id}
