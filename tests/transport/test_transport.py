@@ -332,3 +332,32 @@ async def test_no_broker_queues_and_wait_connected_times_out() -> None:
         assert t.stats.queued == 3 and t.stats.dropped_offline == 2
         with pytest.raises(TransportError, match="not connected to mqtt://127.0.0.1"):
             await t.wait_connected(0.3)
+
+
+async def test_stop_while_broker_never_answers_leaves_nothing_behind() -> None:
+    """A server that accepts TCP but never sends CONNACK: stop() must still end everything."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        t = MqttTransport(f"mqtt://127.0.0.1:{port}", "patient", connect_timeout=30)
+        await t.start()
+        await wait_until(lambda: bool(held), what="the TCP connection")
+        with pytest.raises(TransportError, match="not connected"):
+            await t.wait_connected(0.2)
+        await asyncio.wait_for(t.stop(), 5)
+        leftovers = [
+            task
+            for task in asyncio.all_tasks()
+            if "_misc_loop" in repr(task.get_coro()) or task.get_name().startswith("mqtt")
+        ]
+        assert leftovers == []
+    finally:
+        for w in held:
+            w.close()
+        server.close()
+        await server.wait_closed()

@@ -99,6 +99,20 @@ def covers(broad: str, narrow: str) -> bool:
     return len(b_levels) == len(n_levels)
 
 
+def _force_close(client: aiomqtt.Client) -> None:
+    """Close a client's socket now (a no-op if it is closed already).
+
+    aiomqtt leaves the socket (and its housekeeping task) open when cancelled while waiting for
+    CONNACK, e.g. from a broker that accepts TCP but never answers; paho's socket close runs the
+    callbacks that unregister both.
+    """
+    paho = getattr(client, "_client", None)
+    close = getattr(paho, "_sock_close", None) or getattr(paho, "disconnect", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            close()
+
+
 def _check_qos(qos: int) -> int:
     if isinstance(qos, bool) or qos not in (0, 1, 2):
         raise TransportError(f"invalid QoS {qos!r}: must be 0, 1 or 2")
@@ -340,6 +354,9 @@ class MqttTransport(Transport):
                     failures = 0
                     delay = self._backoff_initial
                     await self._read(client)
+            except asyncio.CancelledError:
+                _force_close(client)
+                raise
             except aiomqtt.MqttError as exc:
                 failures += 1
                 if was_connected:
