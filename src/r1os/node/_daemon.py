@@ -234,6 +234,8 @@ class Node:
                 _publish=self.broadcast,
                 _send=self.send,
                 _on=self.on,
+                _services={s.name: s for s in self.services},
+                url=self.url,
             )
             await service.start(ctx)
             app.include_router(router)

@@ -36,6 +36,8 @@ class ServiceContext:
     _publish: Callable[[str, dict[str, Any]], Awaitable[None]]
     _send: Callable[[str, str, dict[str, Any]], Awaitable[None]]
     _on: Callable[[str, MessageHandler], None]
+    _services: dict[str, Service]
+    url: str = ""
 
     async def broadcast(self, type: str, payload: dict[str, Any]) -> None:
         """Sign and publish a message to every node of the network."""
@@ -48,6 +50,13 @@ class ServiceContext:
     def on(self, type: str, handler: MessageHandler) -> None:
         """Receive verified messages of `type` (broadcast or sent to this node)."""
         self._on(type, handler)
+
+    def service(self, name: str) -> Service:
+        """Another service of the same node (started before this one), e.g. `ctx.service("cstore")`."""
+        try:
+            return self._services[name]
+        except KeyError:
+            raise LookupError(f"no service {name!r} on this node (have: {sorted(self._services)})") from None
 
 
 class Service(abc.ABC):
