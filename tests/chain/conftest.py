@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from r1os.chain import ChainClient, Deployment, deploy
+from r1os.chain import ChainClient, Deployment
 from r1os.chain.anvil import Anvil, dev_private_key, find_anvil
+from r1os.chain.deploy import deploy
 from r1os.chain.provider import RpcProvider
 from r1os.errors import ChainError
 from r1os.identity import NodeKey

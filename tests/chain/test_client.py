@@ -7,7 +7,7 @@ import os
 import pytest
 
 from r1os.chain import digests
-from r1os.chain._base import format_units, parse_units
+from r1os.chain.units import format_units, parse_units
 from r1os.errors import ChainError
 from r1os.identity import NodeKey
 

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from functools import cache
 from typing import Any, TypeVar
 
@@ -25,6 +24,7 @@ from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception, We
 from web3.types import TxReceipt
 
 from r1os.chain.compile import compile_contract
+from r1os.chain.units import format_units, parse_units  # noqa: F401 - re-exported
 from r1os.errors import ChainError
 from r1os.identity import NodeKey
 
@@ -63,27 +63,6 @@ def revert_reason(exc: ContractLogicError) -> str:
     msg = getattr(exc, "message", None) or (str(exc.args[0]) if exc.args else "")
     msg = msg.removeprefix("execution reverted").lstrip(": ").strip()
     return msg or "reverted without a reason"
-
-
-def parse_units(text: str | int | Decimal, decimals: int) -> int:
-    """'12.5' -> 12500000000000000000 for 18 decimals; refuses more precision than the token has."""
-    try:
-        value = Decimal(str(text))
-    except InvalidOperation:
-        raise ChainError(f"not an amount: {text!r}") from None
-    units = value * (Decimal(10) ** decimals)
-    if value < 0 or units != units.to_integral_value():
-        raise ChainError(f"invalid amount {text!r}: must be >= 0 with at most {decimals} decimals")
-    return int(units)
-
-
-def format_units(units: int, decimals: int) -> str:
-    """12500000000000000000 -> '12.5' for 18 decimals (exact, no float)."""
-    value = (Decimal(units) / (Decimal(10) ** decimals)).quantize(
-        Decimal(1) / (Decimal(10) ** decimals), rounding=ROUND_DOWN
-    )
-    text = format(value, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 class Web3Base:

@@ -18,9 +18,10 @@ from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from r1os.chain import digests
-from r1os.chain._base import Web3Base, format_units
+from r1os.chain._base import Web3Base
 from r1os.chain.deployment import Deployment
 from r1os.chain.provider import ChainProvider, RpcProvider
+from r1os.chain.units import R1_DECIMALS, USDC_DECIMALS, format_units  # noqa: F401
 from r1os.errors import ChainError
 from r1os.identity import NodeKey, normalize_address
 
@@ -28,8 +29,6 @@ log = logging.getLogger(__name__)
 
 LicenceType = Literal["ND", "MND", "GND"]
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
-R1_DECIMALS = 18
-USDC_DECIMALS = 6
 GND_TOKEN_ID = 1
 
 

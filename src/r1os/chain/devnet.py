@@ -33,10 +33,11 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from r1os.chain.anvil import Anvil, detached_info, dev_private_key, stop_detached
-from r1os.chain.client import R1_DECIMALS, ChainClient
+from r1os.chain.client import ChainClient
 from r1os.chain.deploy import deploy
 from r1os.chain.deployment import Deployment
 from r1os.chain.provider import RpcProvider
+from r1os.chain.units import R1_DECIMALS
 from r1os.errors import ChainError, DevnetError
 from r1os.identity import NodeKey, normalize_address
 

@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
-from r1os.chain import ChainClient, Deployment
-from r1os.chain._base import format_units
-from r1os.chain.client import R1_DECIMALS
-from r1os.chain.deploy import deploy as deploy_contracts
+from r1os.chain.deployment import Deployment
+from r1os.chain.units import R1_DECIMALS, format_units
 from r1os.cli._common import console, handle_errors, print_json, run
 from r1os.errors import ChainError
 from r1os.identity import NodeKey, load_keystore, password_from_env_or_prompt
 from r1os.paths import default_devnet_dir
+
+if TYPE_CHECKING:  # web3 loads only when a command talks to a chain
+    from r1os.chain.client import ChainClient
 
 PRIVATE_KEY_ENV = "R1OS_PRIVATE_KEY"
 
@@ -64,6 +65,8 @@ def client(
             "this command sends a transaction and needs a key",
             hint=f"pass --key-file (password in R1OS_PASSWORD) or set {PRIVATE_KEY_ENV}",
         )
+    from r1os.chain.client import ChainClient
+
     return ChainClient(load_deployment(deployment, dir), key)
 
 
@@ -95,6 +98,8 @@ def deploy(
     json_out: bool = JsonOpt,
 ) -> None:
     """Deploy and wire every r1os contract; write the deployment JSON."""
+    from r1os.chain.deploy import deploy as deploy_contracts
+
     key = load_key(key_file)
     if key is None:
         raise ChainError(

@@ -12,8 +12,7 @@ from typing import Any
 
 import typer
 
-from r1os.chain._base import format_units, parse_units
-from r1os.chain.client import USDC_DECIMALS
+from r1os.chain.units import USDC_DECIMALS, format_units, parse_units
 from r1os.cli._common import console, handle_errors, print_json, run
 from r1os.cli.chain import DeploymentOpt, DirOpt, JsonOpt, KeyFileOpt, client
 

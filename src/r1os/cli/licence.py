@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from r1os.chain import Licence
-from r1os.chain._base import parse_units
-from r1os.chain.client import R1_DECIMALS
+from r1os.chain.units import R1_DECIMALS, parse_units
 from r1os.cli._common import console, handle_errors, print_json, run
 from r1os.cli.chain import DeploymentOpt, DirOpt, JsonOpt, KeyFileOpt, client, r1
+
+if TYPE_CHECKING:
+    from r1os.chain.client import Licence
 
 app = typer.Typer(no_args_is_help=True)
 

@@ -9,7 +9,6 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 
-from r1os.chain import Licence
 from r1os.chain.digests import SignedAvailability
 from r1os.cli._common import console, handle_errors, print_json, run
 from r1os.cli.chain import DeploymentOpt, DirOpt, JsonOpt, KeyFileOpt, client, r1
@@ -48,6 +47,8 @@ def show(
         if json_out:
             print_json(data)
             return
+        from r1os.chain.client import Licence
+
         console.print(licence_table([Licence.model_validate(data)], f"{data['type']} #{token_id}"))
         console.print(
             f"release per epoch {r1(data['epoch_release'])} R1 at full availability;"

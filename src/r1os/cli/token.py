@@ -6,8 +6,7 @@ from pathlib import Path
 
 import typer
 
-from r1os.chain._base import format_units, parse_units
-from r1os.chain.client import R1_DECIMALS, USDC_DECIMALS
+from r1os.chain.units import R1_DECIMALS, USDC_DECIMALS, format_units, parse_units
 from r1os.cli._common import console, handle_errors, print_json, run
 from r1os.cli.chain import DeploymentOpt, DirOpt, JsonOpt, KeyFileOpt, client, r1
 from r1os.errors import ChainError
