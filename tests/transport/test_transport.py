@@ -310,6 +310,8 @@ async def test_bad_arguments_give_clear_errors() -> None:
         await t.publish("r1/x/b/+", b"x")
     with pytest.raises(TransportError, match="invalid topic"):
         await t.publish("", b"x")
+    with pytest.raises(TransportError, match="reserved"):
+        await t.publish("$SYS/x", b"x")
     with pytest.raises(TransportError, match="payload must be bytes"):
         await t.publish("r1/x/b/hb", "text")  # type: ignore[arg-type]
     with pytest.raises(TransportError, match="invalid QoS"):

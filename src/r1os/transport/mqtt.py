@@ -32,6 +32,8 @@ from r1os.transport.base import (
 )
 
 log = logging.getLogger(__name__)
+# paho's own log lines (packet traces at DEBUG, socket errors at ERROR) under our namespace.
+paho_log = logging.getLogger(f"{__name__}.paho")
 
 _SCHEMES = {"mqtt": 1883, "mqtts": 8883}
 
@@ -274,6 +276,9 @@ class MqttTransport(Transport):
             raise TransportError(
                 f"invalid topic {topic!r}: must be a non-empty string without '+' or '#'"
             ) from None
+        if topic.startswith("$"):
+            # Reserved for brokers ($SYS); amqtt even drops the connection of a client that tries.
+            raise TransportError(f"invalid topic {topic!r}: topics starting with '$' are reserved")
         if not isinstance(payload, bytes | bytearray | memoryview):
             raise TransportError(f"payload must be bytes, not {type(payload).__name__} (topic {topic!r})")
         qos = _check_qos(qos)
@@ -339,6 +344,7 @@ class MqttTransport(Transport):
             keepalive=self._keepalive,
             timeout=self._connect_timeout,
             tls_context=self._tls_context,
+            logger=paho_log,
         )
 
     async def _run(self) -> None:
