@@ -72,9 +72,16 @@ def test_demo_buy_link_claim(devnet: Devnet, tmp_path: Path) -> None:
     devnet.advance_epochs(1)
     shown = devnet.json("rewards", "show", str(token))
     assert shown["claimable_epochs"] == 1 and shown["epoch_release"] == RELEASE_PER_EPOCH
-    signed = SignedAvailability.make(devnet.oracles[1:], me.address, shown["next_claim_epoch"], [255])
+    # Two oracles sign, each with its own key file (the oracle service will do this over HTTP).
     sig_file = tmp_path / "sigs.json"
-    sig_file.write_text(signed.model_dump_json())
+    for oracle in devnet.oracles[1:]:
+        key_file = save_keystore(oracle, tmp_path / f"{oracle.address}.json", "o", strength="light")
+        sign = ["rewards", "sign", "--node", me.address, "--first-epoch", str(shown["next_claim_epoch"])]
+        result = runner.invoke(
+            app, [*sign, "-a", "255", "-o", str(sig_file), "-k", str(key_file)], env={"R1OS_PASSWORD": "o"}
+        )
+        assert result.exit_code == 0, result.output
+    assert len(SignedAvailability.model_validate_json(sig_file.read_text()).signatures) == 2
 
     claimed = devnet.json("rewards", "claim", "--signatures", str(sig_file), key=me)
     assert claimed["amount"] == RELEASE_PER_EPOCH

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from r1os.chain import digests
+from r1os.chain.provider import RpcProvider
 from r1os.chain.units import format_units, parse_units
 from r1os.errors import ChainError
 from r1os.identity import NodeKey
@@ -165,3 +166,17 @@ async def test_unreachable_rpc_is_a_clear_error(chain: Chain) -> None:
     dead = ChainClient(chain.deployment.model_copy(update={"rpc": "http://127.0.0.1:9"}))
     with pytest.raises(ChainError, match="cannot reach the chain"):
         await dead.current_epoch()
+
+
+async def test_idle_chain_epochs_follow_the_clock(chain: Chain) -> None:
+    """On an idle devnet the latest block is old; views and claims must use the time of now."""
+    operator, node, token = await _licensed(chain)
+    client = chain.client(operator)
+    before = await client.current_epoch()
+    # Move the clock without mining: only the pending block sees the new time.
+    await RpcProvider(chain.anvil.rpc_url, devnet=True)._rpc("evm_increaseTime", [EPOCH])
+    assert await client.current_epoch() == before + 1
+    lic = await client.licence(token)
+    assert lic.claimable_epochs == 1
+    sigs = _sign(chain, [0, 1], node.address, lic.next_claim_epoch, [255])
+    assert await client.claim_rewards(token, lic.next_claim_epoch, [255], sigs) == RELEASE_PER_EPOCH

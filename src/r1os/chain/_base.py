@@ -83,6 +83,7 @@ class Web3Base:
         self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": min(timeout, 30.0)}))
         self._contracts: dict[str, Contract] = {}
         self._tx_lock = threading.Lock()
+        self._no_pending = False
 
     @property
     def sender(self) -> str:
@@ -134,11 +135,36 @@ class Web3Base:
         except (Web3Exception, ValueError, TypeError) as exc:
             raise ChainError(f"{what} failed: {exc}") from None
 
-    async def call(self, name: str, fn: str, *args: Any, block: str | int = "latest") -> Any:
-        """Read a contract view."""
+    async def call(self, name: str, fn: str, *args: Any, block: str | int | None = None) -> Any:
+        """Read a contract view, by default as of the pending block (see `_view_block`)."""
         func: ContractFunction = getattr(self.contract(name).functions, fn)(*args)
-        ident: Any = block
-        return await self._run(f"{name}.{fn}", lambda: func.call(block_identifier=ident))
+        return await self._run(f"{name}.{fn}", lambda: self._call(func, block))
+
+    def _view_block(self) -> str:
+        # Views and gas estimates run on the pending block: its timestamp is "now", while an idle
+        # devnet's latest block can be minutes old, which makes epoch maths (what has ended, what
+        # may be claimed) lag. An RPC that refuses "pending" is asked about "latest" from then on.
+        return "latest" if self._no_pending else "pending"
+
+    def _call(self, func: ContractFunction, block: str | int | None) -> Any:
+        ident: Any = self._view_block() if block is None else block
+        try:
+            return func.call(block_identifier=ident)
+        except Web3RPCError:
+            if block is not None or ident == "latest":
+                raise
+            self._no_pending = True
+            return func.call(block_identifier="latest")
+
+    def _estimate(self, tx: dict[str, Any]) -> int:
+        probe: Any = {k: v for k, v in tx.items() if k not in ("gas", "nonce")}
+        try:
+            return int(self.w3.eth.estimate_gas(probe, self._view_block()))  # type: ignore[arg-type]
+        except Web3RPCError:
+            if self._no_pending:
+                raise
+            self._no_pending = True
+            return int(self.w3.eth.estimate_gas(probe, "latest"))
 
     async def transact(self, name: str, fn: str, *args: Any, value: int = 0) -> TxReceipt:
         """Send a contract transaction signed by our key; return the receipt of a successful one."""
@@ -163,9 +189,10 @@ class Web3Base:
                 "chainId": self.w3.eth.chain_id,
             }
             if func is not None:
-                # Gas estimation runs the call first, so a revert surfaces here with its reason.
-                tx: dict[str, Any] = dict(func.build_transaction(base))  # type: ignore[arg-type]
-                tx["gas"] = int(tx["gas"] * GAS_MARGIN)
+                # A placeholder gas stops web3 from estimating on "latest"; we estimate ourselves.
+                # Estimation runs the call first, so a revert surfaces here with its reason.
+                tx: dict[str, Any] = dict(func.build_transaction({**base, "gas": 1}))  # type: ignore[arg-type]
+                tx["gas"] = int(self._estimate(tx) * GAS_MARGIN)
             else:
                 tx = {**base, **(raw or {})}
                 tx.setdefault("gasPrice", self.w3.eth.gas_price)

@@ -119,12 +119,8 @@ class ChainClient(Web3Base):
     # -- epochs and oracles --------------------------------------------------------------------
 
     async def current_epoch(self) -> int:
-        """The epoch a transaction sent now would see (the pending block's time, which on an
-        idle devnet is ahead of the last mined block)."""
-        try:
-            return int(await self.call("Controller", "current_epoch", block="pending"))
-        except ChainError:  # some public RPCs refuse calls on the pending block
-            return int(await self.call("Controller", "current_epoch"))
+        """The epoch a transaction sent now would see."""
+        return int(await self.call("Controller", "current_epoch"))
 
     async def oracles(self) -> list[str]:
         return [str(a) for a in await self.call("Controller", "get_oracles")]

@@ -130,3 +130,44 @@ def claim(
         f" balance {r1(data['balance'])} R1",
         highlight=False,
     )
+
+
+@app.command("sign")
+@handle_errors
+def sign(
+    node: str = typer.Option(..., "--node", help="Node address the availability is for."),
+    first_epoch: int = typer.Option(..., "--first-epoch", help="First epoch of the range."),
+    availability: str = typer.Option(
+        ..., "--availability", "-a", help="Comma-separated 0..255 values, one per epoch."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Signatures file to create or add to."),
+    key_file: Path | None = KeyFileOpt,
+) -> None:
+    """Oracle side, by hand: sign a node's availability and add the signature to a claim file."""
+    from r1os.chain.digests import sign_availability
+    from r1os.cli.chain import load_key
+
+    try:
+        values = [int(v) for v in availability.split(",") if v.strip()]
+    except ValueError:
+        raise ChainError(f"--availability must be integers 0..255, got {availability!r}") from None
+    key = load_key(key_file)
+    if key is None:
+        raise ChainError("signing needs the oracle's key", hint="pass --key-file or set R1OS_PRIVATE_KEY")
+    sig = "0x" + sign_availability(key, node, first_epoch, values).hex()
+    if out.exists():
+        signed = read_signed(out)
+        if (signed.node.lower(), signed.first_epoch, signed.availabilities) != (
+            node.lower(),
+            first_epoch,
+            values,
+        ):
+            raise ChainError(f"{out} holds a claim for another node, range or availability")
+        if sig not in signed.signatures:
+            signed.signatures.append(sig)
+    else:
+        signed = SignedAvailability(
+            node=node, first_epoch=first_epoch, availabilities=values, signatures=[sig]
+        )
+    out.write_text(signed.model_dump_json(indent=2) + "\n")
+    console.print(f"{key.address} signed; {out} has {len(signed.signatures)} signature(s)", highlight=False)
