@@ -276,10 +276,20 @@ def safeTransferFrom(owner: address, to: address, token_id: uint256, data: Bytes
 @internal
 @pure
 def _reward(availabilities: Bytes[MAX_CLAIM_EPOCHS], release: uint256, remaining: uint256) -> uint256:
+    """
+    @dev sum(release * a // 255) over the epochs (rounded per epoch), capped at `remaining`. Reads
+         32 availability bytes per word (the buffer is zero-padded so the last word is whole).
+    """
+    n: uint256 = len(availabilities)
+    padded: Bytes[MAX_CLAIM_EPOCHS + 32] = concat(availabilities, empty(bytes32))
     total: uint256 = 0
-    for i: uint256 in range(len(availabilities), bound=MAX_CLAIM_EPOCHS):
-        a: uint256 = convert(slice(availabilities, i, 1), uint256)
-        total += release * a // MAX_AVAILABILITY
+    for w: uint256 in range((n + 31) // 32, bound=(MAX_CLAIM_EPOCHS + 31) // 32):
+        word: uint256 = extract32(padded, w * 32, output_type=uint256)
+        in_word: uint256 = min(n - w * 32, 32)
+        for j: uint256 in range(in_word, bound=32):
+            a: uint256 = (word >> unsafe_sub(248, unsafe_mul(j, 8))) & 255
+            # release * 255 cannot overflow: release is at most the supply
+            total = unsafe_add(total, unsafe_div(unsafe_mul(release, a), MAX_AVAILABILITY))
     return min(total, remaining)
 
 
