@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -25,28 +25,31 @@ class BrokerUnderTest(Protocol):
     async def stop(self) -> None: ...
 
 
-@pytest.fixture(
-    params=[
-        "amqtt",
-        pytest.param(
-            "mosquitto",
-            marks=[
-                pytest.mark.mosquitto,
-                pytest.mark.skipif(
-                    not HAVE_MOSQUITTO,
-                    reason="mosquitto binary not installed (apt-get install mosquitto)",
-                ),
-            ],
-        ),
-    ]
-)
+BROKER_KINDS = [
+    "amqtt",
+    pytest.param(
+        "mosquitto",
+        marks=[
+            pytest.mark.mosquitto,
+            pytest.mark.skipif(
+                not HAVE_MOSQUITTO,
+                reason="mosquitto binary not installed (apt-get install mosquitto)",
+            ),
+        ],
+    ),
+]
+
+
+def new_broker(kind: str, **kwargs: Any) -> EmbeddedBroker | MosquittoBroker:
+    if kind == "amqtt":
+        return EmbeddedBroker(port=0, **kwargs)
+    return MosquittoBroker(**kwargs)
+
+
+@pytest.fixture(params=BROKER_KINDS)
 async def broker(request: pytest.FixtureRequest) -> AsyncIterator[BrokerUnderTest]:
     """A running broker of each kind; stop()/start() restarts it on the same port."""
-    b: EmbeddedBroker | MosquittoBroker
-    if request.param == "amqtt":
-        b = EmbeddedBroker(port=0)
-    else:
-        b = MosquittoBroker()
+    b = new_broker(request.param)
     await b.start()
     try:
         yield b

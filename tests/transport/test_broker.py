@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from r1os.errors import TransportError
-from r1os.transport import EmbeddedBroker, MqttTransport, heartbeat_topic
+from r1os.transport import EmbeddedBroker, MosquittoBroker, MqttTransport, heartbeat_topic
 
-from .conftest import Collector
+from .conftest import HAVE_MOSQUITTO, Collector
 
 
 async def test_port_zero_exposes_the_bound_port() -> None:
@@ -133,3 +133,34 @@ async def test_cli_port_in_use_gives_one_line_error() -> None:
     text = err.decode()
     assert "error:" in text and "cannot start the embedded broker" in text
     assert "Traceback" not in text
+
+
+@pytest.mark.mosquitto
+@pytest.mark.skipif(not HAVE_MOSQUITTO, reason="mosquitto binary not installed")
+async def test_mosquitto_on_a_busy_port_says_why() -> None:
+    async with EmbeddedBroker(port=0) as busy:
+        m = MosquittoBroker(port=busy.port)
+        with pytest.raises(TransportError, match="mosquitto did not start") as info:
+            await m.start()
+        assert "Address already in use" in str(info.value)
+        assert not m.running
+        m.cleanup()
+
+
+@pytest.mark.mosquitto
+@pytest.mark.skipif(not HAVE_MOSQUITTO, reason="mosquitto binary not installed")
+async def test_mosquitto_restarts_on_the_same_port() -> None:
+    async with MosquittoBroker() as m:
+        port = m.port
+        await m.stop()
+        assert not m.running
+        await m.start()
+        assert m.running and m.port == port
+        async with MqttTransport(m.url, "n") as t:
+            await t.wait_connected(10)
+
+
+def test_missing_mosquitto_binary_is_a_clear_error() -> None:
+    with pytest.raises(TransportError, match="mosquitto not found") as info:
+        MosquittoBroker(binary="/nonexistent/mosquitto")
+    assert info.value.hint and "apt-get install mosquitto" in info.value.hint

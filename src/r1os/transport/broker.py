@@ -17,6 +17,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -74,6 +75,8 @@ class EmbeddedBroker:
         *,
         authorize: Authorize | None = None,
         max_connections: int = 0,
+        certfile: str | Path | None = None,
+        keyfile: str | Path | None = None,
         quiet: bool = True,
     ) -> None:
         if not 0 <= port <= 65535:
@@ -82,6 +85,10 @@ class EmbeddedBroker:
         self.port = port
         self.authorize = authorize
         self.max_connections = max_connections
+        if (certfile is None) != (keyfile is None):
+            raise TransportError("TLS needs both certfile and keyfile")
+        self.certfile = Path(certfile) if certfile else None
+        self.keyfile = Path(keyfile) if keyfile else None
         self._broker: Broker | None = None
         if quiet:
             # amqtt logs every connection at INFO; keep that out of node logs unless asked.
@@ -103,18 +110,19 @@ class EmbeddedBroker:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"mqtt://{host}:{self.port}"
+        return f"{'mqtts' if self.certfile else 'mqtt'}://{host}:{self.port}"
 
     def config(self) -> dict[str, Any]:
         """The amqtt config dict: one TCP listener, our auth plugin, no $SYS or packet logging."""
+        listener: dict[str, Any] = {
+            "type": "tcp",
+            "bind": f"{self.host}:{self.port}",
+            "max_connections": self.max_connections,
+        }
+        if self.certfile and self.keyfile:
+            listener |= {"ssl": True, "certfile": str(self.certfile), "keyfile": str(self.keyfile)}
         return {
-            "listeners": {
-                "default": {
-                    "type": "tcp",
-                    "bind": f"{self.host}:{self.port}",
-                    "max_connections": self.max_connections,
-                }
-            },
+            "listeners": {"default": listener},
             "plugins": {
                 f"{__name__}.AuthorizePlugin": {"authorize": self.authorize},
             },

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import pwd
 import shutil
 import socket
 import tempfile
@@ -16,6 +18,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+import psutil
 
 from r1os.errors import TransportError
 
@@ -70,6 +74,8 @@ class MosquittoBroker:
         host: str = "127.0.0.1",
         binary: str | None = None,
         start_timeout: float = 10.0,
+        certfile: str | Path | None = None,
+        keyfile: str | Path | None = None,
     ) -> None:
         found = find_mosquitto(binary)
         if found is None:
@@ -81,12 +87,16 @@ class MosquittoBroker:
         self.host = host
         self.port = port or free_port(host)
         self.start_timeout = start_timeout
+        if (certfile is None) != (keyfile is None):
+            raise TransportError("TLS needs both certfile and keyfile")
+        self.certfile = Path(certfile) if certfile else None
+        self.keyfile = Path(keyfile) if keyfile else None
         self._dir = tempfile.TemporaryDirectory(prefix="r1os-mosquitto-")
         self._proc: asyncio.subprocess.Process | None = None
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.certfile else 'mqtt'}://{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -102,6 +112,9 @@ class MosquittoBroker:
             "\n".join(
                 [
                     f"listener {self.port} {self.host}",
+                    # Started as root, mosquitto would switch to the `mosquitto` user and could
+                    # then read neither this folder nor our key files: stay who we are.
+                    f"user {pwd.getpwuid(os.getuid()).pw_name}",
                     "allow_anonymous true",
                     "persistence false",
                     f"log_dest file {self.log_path}",
@@ -109,7 +122,8 @@ class MosquittoBroker:
                     "log_type warning",
                     "log_type notice",
                     "max_queued_messages 100000",
-                    "set_tcp_nodelay true",
+                    "set_tcp_nodelay true",  # without it Nagle adds ~20 ms to small messages
+                    *([f"certfile {self.certfile}", f"keyfile {self.keyfile}"] if self.certfile else []),
                     "",
                 ]
             )
@@ -120,14 +134,18 @@ class MosquittoBroker:
         if self.running:
             return
         conf = self._write_config()
-        self._proc = await asyncio.create_subprocess_exec(
-            self.binary,
-            "-c",
-            str(conf),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+        stderr = self._stderr_file()
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                self.binary,
+                "-c",
+                str(conf),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        finally:
+            os.close(stderr)
         try:
             await asyncio.wait_for(self._wait_ready(), self.start_timeout)
         except (TimeoutError, TransportError) as exc:
@@ -146,17 +164,32 @@ class MosquittoBroker:
         while True:
             if proc.returncode is not None:
                 raise TransportError(f"mosquitto exited with code {proc.returncode}")
-            try:
-                await wait_for_port(self.host, self.port, timeout=0.2)
+            # Ready once *this* process listens on the port: a TCP probe alone would be fooled
+            # by another server already holding it.
+            if self._listening(proc.pid):
+                await wait_for_port(self.host, self.port, timeout=1.0)
                 return
-            except TransportError:
-                continue
+            await asyncio.sleep(0.02)
+
+    def _listening(self, pid: int) -> bool:
+        try:
+            conns = psutil.Process(pid).net_connections(kind="tcp")
+        except psutil.Error:
+            return False
+        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == self.port for c in conns)
+
+    def _stderr_file(self) -> int:
+        # Errors from before mosquitto opens its log file (bad config) land here.
+        return os.open(Path(self._dir.name) / "stderr.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
 
     def _log_tail(self) -> str:
-        try:
-            return " | ".join(self.log_path.read_text().strip().splitlines()[-3:])
-        except OSError:
-            return ""
+        lines: list[str] = []
+        for path in (Path(self._dir.name) / "stderr.log", self.log_path):
+            try:
+                lines += path.read_text().strip().splitlines()
+            except OSError:
+                pass
+        return " | ".join(lines[-3:])
 
     async def stop(self) -> None:
         proc, self._proc = self._proc, None
