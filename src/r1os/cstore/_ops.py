@@ -1,0 +1,193 @@
+"""CSTORE operations: signed batches of writes, their limits and the namespace rules.
+
+A batch is `{"v", "writer", "hlc": [wall_ms, counter], "ops": [...], "grant", "sig"}`; op *i* of a
+batch is stamped `(wall_ms, counter + i)`. `sig` is the writer's EIP-191 signature over SHA-256 of the
+canonical encoding of the rest, exactly like wire envelopes, so one key signs everything it does.
+Every replica checks every batch (signature, limits, namespace) before applying it, whether it came
+from the fast path (broadcast) or from anti-entropy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from r1os.errors import R1osError
+from r1os.identity import NodeKey, recover_address
+from r1os.wire import canonical_bytes, envelope_digest
+
+DEFAULT_MAX_KEY_BYTES = 512
+DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
+DEFAULT_MAX_OPS_PER_BATCH = 10_000
+DEFAULT_MAX_FUTURE_MS = 30_000
+
+OpKind = Literal["set", "del", "hset", "hdel"]
+_KINDS = ("set", "del", "hset", "hdel")
+
+
+class CStoreError(R1osError):
+    """A CSTORE request or operation was refused; `cause` names the reason for metrics."""
+
+    def __init__(self, cause: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.cause = cause
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One write. `field` is set for hash ops; `expires_ms` is an absolute wall time or None."""
+
+    kind: OpKind
+    key: str
+    field: str | None = None
+    value: Any = None
+    expires_ms: int | None = None
+
+    def encode(self) -> list[Any]:
+        return [self.kind, self.key, self.field, self.value, self.expires_ms]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A verified, signed batch of ops from one writer."""
+
+    writer: str
+    wall_ms: int
+    counter: int
+    ops: tuple[Op, ...]
+    raw: bytes
+    id: str  # hex SHA-256 of raw: names the batch in logs and anti-entropy
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_key_bytes: int = DEFAULT_MAX_KEY_BYTES
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    max_ops_per_batch: int = DEFAULT_MAX_OPS_PER_BATCH
+    max_future_ms: int = DEFAULT_MAX_FUTURE_MS
+
+
+def sign_batch(key: NodeKey, ops: list[Op], wall_ms: int, counter: int) -> bytes:
+    """Encode and sign a batch of ops as `key`'s writer."""
+    body = {
+        "v": 1,
+        "writer": key.address,
+        "hlc": [wall_ms, counter],
+        "ops": [op.encode() for op in ops],
+    }
+    canonical = canonical_bytes(body)
+    sig = key.sign_digest(envelope_digest(canonical))
+    return canonical[:-1] + b',"sig":"0x' + sig.hex().encode() + b'"}'
+
+
+def _check_name(what: str, name: Any, limit: int) -> str:
+    if not isinstance(name, str) or not name:
+        raise CStoreError("malformed", f"{what} must be a non-empty string")
+    if len(name.encode()) > limit:
+        raise CStoreError("too_large", f"{what} is longer than {limit} bytes")
+    if any(ord(ch) < 32 for ch in name):
+        raise CStoreError("malformed", f"{what} contains control characters")
+    return name
+
+
+def check_namespace(writer: str, op: Op, oracles: frozenset[str] = frozenset()) -> None:
+    """Who may write where. The rule depends only on the key and the writer, never on stored state,
+    so every replica reaches the same verdict whatever order batches arrive in.
+
+    - `node:<address>:...`  only that address;
+    - `app:<owner address>:...`  only the app's owner;
+    - `pub:...`  hashes only, and each field must be the writer's own (lower-case) address;
+    - `net:...`  only oracles of the network.
+    """
+    w = writer.lower()
+    ns, _, rest = op.key.partition(":")
+    if ns in ("node", "app"):
+        owner = rest.partition(":")[0].lower()
+        if owner != w:
+            raise CStoreError(
+                "forbidden",
+                f"{writer} may not write {op.key!r}: the {ns}: namespace belongs to {owner or '?'}",
+            )
+        return
+    if ns == "pub":
+        if op.kind not in ("hset", "hdel"):
+            raise CStoreError("forbidden", "pub: keys are hashes: use hset/hdel")
+        if (op.field or "").lower() != w:
+            raise CStoreError("forbidden", f"in pub: hashes {writer} may only write its own field")
+        return
+    if ns == "net":
+        if w not in oracles:
+            raise CStoreError("forbidden", f"{writer} is not an oracle and may not write net: keys")
+        return
+    raise CStoreError(
+        "forbidden",
+        f"key {op.key!r} is in no namespace",
+        hint="use node:<your address>:..., app:<your address>:..., pub:... (hash fields) or net:... (oracles)",
+    )
+
+
+def decode_batch(
+    raw: bytes,
+    *,
+    limits: Limits = Limits(),
+    now_ms: int,
+    oracles: frozenset[str] = frozenset(),
+) -> Batch:
+    """Parse and fully check a signed batch; raise `CStoreError` with a cause otherwise."""
+    if len(raw) > limits.max_value_bytes + 64 * 1024 + limits.max_ops_per_batch * 64:
+        raise CStoreError("too_large", f"batch of {len(raw)} bytes is too large")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise CStoreError("malformed", f"batch is not JSON: {exc}") from None
+    if not isinstance(obj, dict) or set(obj) != {"v", "writer", "hlc", "ops", "sig"} or obj["v"] != 1:
+        raise CStoreError("malformed", "not a version-1 batch object")
+    writer, hlc, ops_raw, sig_hex = obj["writer"], obj["hlc"], obj["ops"], obj["sig"]
+    if not (
+        isinstance(writer, str)
+        and isinstance(sig_hex, str)
+        and isinstance(hlc, list)
+        and len(hlc) == 2
+        and all(type(x) is int and x >= 0 for x in hlc)
+        and isinstance(ops_raw, list)
+    ):
+        raise CStoreError("malformed", "batch fields have the wrong types")
+    if not 1 <= len(ops_raw) <= limits.max_ops_per_batch:
+        raise CStoreError("too_large", f"a batch holds 1 to {limits.max_ops_per_batch} ops")
+    wall_ms, counter = hlc
+    if wall_ms > now_ms + limits.max_future_ms:
+        raise CStoreError("clock_skew", f"batch is stamped {(wall_ms - now_ms) / 1000:.1f} s in the future")
+    ops: list[Op] = []
+    for item in ops_raw:
+        if not isinstance(item, list) or len(item) != 5 or item[0] not in _KINDS:
+            raise CStoreError("malformed", "an op is not [kind, key, field, value, expires_ms]")
+        kind, key, field, value, expires = item
+        _check_name("key", key, limits.max_key_bytes)
+        if kind in ("hset", "hdel"):
+            _check_name("field", field, limits.max_key_bytes)
+        elif field is not None:
+            raise CStoreError("malformed", f"{kind} takes no field")
+        if expires is not None and (type(expires) is not int or expires < 0):
+            raise CStoreError("malformed", "expires_ms must be a non-negative integer")
+        if kind in ("del", "hdel") and (value is not None or expires is not None):
+            raise CStoreError("malformed", f"{kind} carries no value")
+        ops.append(Op(kind, key, field, value, expires))
+    body = {k: v for k, v in obj.items() if k != "sig"}
+    canonical = canonical_bytes(body)
+    if raw != canonical[:-1] + b',"sig":"' + sig_hex.encode() + b'"}':
+        raise CStoreError("malformed", "batch is not in canonical encoding")
+    try:
+        signer = recover_address(envelope_digest(canonical), bytes.fromhex(sig_hex.removeprefix("0x")))
+    except (ValueError, R1osError):
+        raise CStoreError("bad_signature", "batch signature is invalid") from None
+    if signer != writer:
+        raise CStoreError("bad_signature", "batch is not signed by its writer")
+    # Value size is checked on the encoded value (what replicas store and ship).
+    for op in ops:
+        if op.value is not None and len(orjson.dumps(op.value)) > limits.max_value_bytes:
+            raise CStoreError("too_large", f"value of {op.key!r} exceeds {limits.max_value_bytes} bytes")
+        check_namespace(writer, op, oracles)
+    return Batch(writer, wall_ms, counter, tuple(ops), raw, hashlib.sha256(raw).hexdigest())

@@ -1,0 +1,452 @@
+"""The CSTORE replica that runs inside every node.
+
+Writes arrive signed (from this node, from SDK/CLI clients through the HTTP API, or from peers),
+are checked, merged into the CRDT state, made durable, and broadcast. A background anti-entropy
+loop compares bucket digests with a random online peer over HTTP and swaps the batches that differ,
+so replicas that missed broadcasts (down, partitioned, new) converge without replaying history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from r1os.cstore._hlc import HybridClock, Timestamp
+from r1os.cstore._log import BatchLog, read_log
+from r1os.cstore._ops import Batch, CStoreError, Limits, Op, decode_batch, sign_batch
+from r1os.cstore._state import BUCKETS, CStoreState, EntryId
+from r1os.node import Service, ServiceContext
+from r1os.wire import Envelope
+
+log = logging.getLogger("r1os.cstore")
+
+MSG_BATCH = "cstore.batch"
+INLINE_LIMIT = 256 * 1024  # larger batches are announced and pulled over HTTP
+Watcher = Callable[[str, str | None, Any], Awaitable[None] | None]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _namespace(key: str) -> str | None:
+    """The owned namespace a key counts against (`node:<addr>` / `app:<addr>`), if any."""
+    ns, _, rest = key.partition(":")
+    if ns in ("node", "app"):
+        return f"{ns}:{rest.partition(':')[0].lower()}"
+    return None
+
+
+class CStoreService(Service):
+    name = "cstore"
+
+    def __init__(
+        self,
+        *,
+        limits: Limits = Limits(),
+        sync_interval: float = 5.0,
+        tombstone_ttl: float = 24 * 3600.0,
+        max_keys_per_namespace: int = 100_000,
+        fsync: bool = True,
+        oracles: frozenset[str] = frozenset(),
+    ) -> None:
+        self.limits = limits
+        self.sync_interval = sync_interval
+        self.tombstone_ttl_ms = int(tombstone_ttl * 1000)
+        self.max_keys_per_namespace = max_keys_per_namespace
+        self.fsync = fsync
+        self.oracles = frozenset(a.lower() for a in oracles)
+        self.state = CStoreState()
+        self.clock = HybridClock()
+        self.rejections: Counter[str] = Counter()
+        self.applied_batches = 0
+        self.syncs = 0
+        self._ns_keys: dict[str, set[str]] = defaultdict(set)
+        self._watchers: list[tuple[str, Watcher]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._http: httpx.AsyncClient | None = None
+        self._last_log: dict[str, float] = {}
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.key = ctx.key
+        path = ctx.data_dir / "batches.log"
+        loaded = 0
+        for raw in read_log(path):
+            try:
+                batch = decode_batch(raw, limits=self.limits, now_ms=2**62, oracles=self.oracles)
+            except CStoreError as exc:
+                log.error("cstore log record refused on load: %s", exc)
+                continue
+            self._apply(batch)
+            loaded += 1
+        self.log = BatchLog(path, fsync=self.fsync)
+        if loaded:
+            log.info("cstore: loaded %d batches, %d entries from %s", loaded, len(self.state), path)
+        ctx.on(MSG_BATCH, self._on_batch_message)
+        self._http = httpx.AsyncClient(timeout=10)
+        _routes(ctx.router, self)
+        self._tasks.append(asyncio.create_task(self._anti_entropy_loop(), name="cstore-sync"))
+        self._tasks.append(asyncio.create_task(self._maintenance_loop(), name="cstore-gc"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._http is not None:
+            await self._http.aclose()
+        if hasattr(self, "log"):
+            await self.log.close()
+
+    # -- in-process API ----------------------------------------------------------------------
+
+    async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        await self.write([self._op("set", key, None, value, ttl)])
+
+    async def get(self, key: str) -> Any | None:
+        return self.state.get(key, _now_ms())
+
+    async def delete(self, key: str) -> bool:
+        existed = self.state.exists(key, _now_ms())
+        await self.write([Op("del", key)])
+        return existed
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        return self.state.keys(prefix, _now_ms())
+
+    async def hset(self, key: str, field: str, value: Any, ttl: float | None = None) -> None:
+        await self.write([self._op("hset", key, field, value, ttl)])
+
+    async def hget(self, key: str, field: str) -> Any | None:
+        return self.state.hget(key, field, _now_ms())
+
+    async def hgetall(self, key: str) -> dict[str, Any]:
+        return self.state.hgetall(key, _now_ms())
+
+    async def hdel(self, key: str, field: str) -> bool:
+        existed = self.state.hget(key, field, _now_ms()) is not None
+        await self.write([Op("hdel", key, field)])
+        return existed
+
+    def watch(self, prefix: str, callback: Watcher) -> None:
+        """Call `callback(key, field, value)` after any change under `prefix` (value None = deleted)."""
+        self._watchers.append((prefix, callback))
+
+    def _op(self, kind: str, key: str, field: str | None, value: Any, ttl: float | None) -> Op:
+        expires = None if ttl is None else _now_ms() + max(1, int(ttl * 1000))
+        return Op(kind, key, field, value, expires)  # type: ignore[arg-type]
+
+    async def write(self, ops: list[Op]) -> Batch:
+        """Sign `ops` as this node, then submit them like any client batch."""
+        ts = self.clock.reserve(len(ops))
+        return await self.submit(sign_batch(self.key, ops, ts.wall_ms, ts.counter), new_keys_limited=True)
+
+    # -- the write path ----------------------------------------------------------------------
+
+    async def submit(self, raw: bytes, *, new_keys_limited: bool = True) -> Batch:
+        """Check, merge, persist (fsync) and broadcast a signed batch; returns once it is durable."""
+        try:
+            batch = decode_batch(raw, limits=self.limits, now_ms=_now_ms(), oracles=self.oracles)
+            if new_keys_limited:
+                self._check_namespace_quota(batch)
+        except CStoreError as exc:
+            self._reject(exc)
+            raise
+        changed = self._apply(batch)
+        if changed:
+            await self.log.append(batch.raw)
+            await self._broadcast(batch)
+        return batch
+
+    def _check_namespace_quota(self, batch: Batch) -> None:
+        new_keys: dict[str, set[str]] = defaultdict(set)
+        for op in batch.ops:
+            ns = _namespace(op.key)
+            if ns is not None and op.kind in ("set", "hset") and op.key not in self._ns_keys[ns]:
+                new_keys[ns].add(op.key)
+        for ns, keys in new_keys.items():
+            if len(self._ns_keys[ns]) + len(keys) > self.max_keys_per_namespace:
+                raise CStoreError(
+                    "quota", f"namespace {ns} would exceed {self.max_keys_per_namespace} keys",
+                    hint="delete keys you no longer need",
+                )  # fmt: skip
+
+    def _apply(self, batch: Batch) -> list[EntryId]:
+        changed = self.state.apply(batch)
+        self.clock.observe(Timestamp(batch.wall_ms, batch.counter + len(batch.ops) - 1))
+        if changed:
+            self.applied_batches += 1
+            for key, field in changed:
+                ns = _namespace(key)
+                if ns is not None:
+                    self._ns_keys[ns].add(key)
+            if self._watchers:
+                self._notify(changed)
+        return changed
+
+    def _notify(self, changed: list[EntryId]) -> None:
+        now = _now_ms()
+        for key, field in changed:
+            value = self.state.get(key, now) if field is None else self.state.hget(key, field, now)
+            for prefix, cb in self._watchers:
+                if key.startswith(prefix):
+                    try:
+                        result = cb(key, field, value)
+                        if asyncio.iscoroutine(result):
+                            asyncio.ensure_future(result)
+                    except Exception:
+                        log.exception("cstore watcher for %r failed", prefix)
+
+    async def _broadcast(self, batch: Batch) -> None:
+        if len(batch.raw) <= INLINE_LIMIT:
+            await self.ctx.broadcast(MSG_BATCH, {"batch": batch.raw.decode()})
+        else:
+            await self.ctx.broadcast(MSG_BATCH, {"id": batch.id, "url": self.ctx.url})
+
+    async def _on_batch_message(self, env: Envelope) -> None:
+        payload = env.payload
+        try:
+            if "batch" in payload and isinstance(payload["batch"], str):
+                raw = payload["batch"].encode()
+            elif isinstance(payload.get("id"), str) and isinstance(payload.get("url"), str):
+                raw = await self._pull_one(payload["url"], payload["id"])
+            else:
+                raise CStoreError("malformed", "cstore.batch message without a batch")
+            self.receive(raw)
+        except CStoreError as exc:
+            self._reject(exc, sender=env.sender)
+
+    def receive(self, raw: bytes) -> list[EntryId]:
+        """Merge a batch from a peer; persisted by the next group commit."""
+        batch = decode_batch(raw, limits=self.limits, now_ms=_now_ms(), oracles=self.oracles)
+        changed = self._apply(batch)
+        if changed:
+            self.log.append_nowait(batch.raw)
+        return changed
+
+    async def _pull_one(self, url: str, batch_id: str) -> bytes:
+        assert self._http is not None
+        try:
+            r = await self._http.get(f"{url}/v1/cstore/batch/{batch_id}")
+            r.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise CStoreError("unreachable", f"cannot pull batch {batch_id[:12]} from {url}: {exc}") from None
+        return r.content
+
+    def _reject(self, exc: CStoreError, sender: str | None = None) -> None:
+        self.rejections[exc.cause] += 1
+        now = time.monotonic()
+        if now - self._last_log.get(exc.cause, -1e9) >= 60:
+            self._last_log[exc.cause] = now
+            log.warning(
+                "cstore refused a batch%s: %s (%s)", f" from {sender}" if sender else "", exc.cause, exc
+            )
+
+    # -- anti-entropy ------------------------------------------------------------------------
+
+    async def _anti_entropy_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sync_interval * random.uniform(0.8, 1.2))
+            peers = [
+                p for p in self.ctx.netmap.online()
+                if p.heartbeat.url and "cstore" in p.heartbeat.services
+            ]  # fmt: skip
+            if not peers:
+                continue
+            peer = random.choice(peers)
+            try:
+                await self.sync_with(peer.heartbeat.url)  # type: ignore[arg-type]
+            except Exception as exc:
+                log.debug("anti-entropy with %s failed: %s", peer.address, exc)
+
+    async def sync_with(self, url: str) -> tuple[int, int]:
+        """One anti-entropy round with the node at `url`; returns (batches pulled, batches pushed)."""
+        assert self._http is not None
+        digests = base64.b64encode(self.state.bucket_digests()).decode()
+        r = await self._http.post(f"{url}/v1/cstore/sync", json={"digests": digests})
+        r.raise_for_status()
+        answer = r.json()
+        pulled = 0
+        for raw in answer.get("batches", []):
+            try:
+                if self.receive(raw.encode()):
+                    pulled += 1
+            except CStoreError as exc:
+                self._reject(exc, sender=url)
+        want = [b for b in answer.get("want", []) if isinstance(b, int) and 0 <= b < BUCKETS]
+        pushed = 0
+        if want:
+            mine = self.state.batches_in(want)
+            if mine:
+                body = orjson.dumps({"batches": [b.decode() for b in mine]})
+                r = await self._http.post(
+                    f"{url}/v1/cstore/push", content=body, headers={"content-type": "application/json"}
+                )
+                r.raise_for_status()
+                pushed = len(mine)
+        self.syncs += 1
+        return pulled, pushed
+
+    def answer_sync(self, digests_b64: str) -> dict[str, Any]:
+        try:
+            remote = base64.b64decode(digests_b64, validate=True)
+            diff = self.state.differing_buckets(remote)
+        except (ValueError, TypeError) as exc:
+            raise CStoreError("malformed", f"bad digests: {exc}") from None
+        return {"batches": [b.decode() for b in self.state.batches_in(diff)], "want": diff}
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            try:
+                await self.maintain()
+            except Exception:
+                log.exception("cstore maintenance failed")
+
+    async def maintain(self) -> None:
+        """Forget old tombstones and compact the log when most of it is dead weight."""
+        removed = self.state.gc(_now_ms() - self.tombstone_ttl_ms)
+        if removed:
+            for ns, keys in list(self._ns_keys.items()):
+                keys.intersection_update(set(self.state.strings) | set(self.state.hashes))
+        live = self.state.live_batches()
+        live_size = sum(len(b) + 8 for b in live)
+        if self.log.size > max(2 * live_size, 1 << 20):
+            await self.log.drain()
+            self.log.rewrite(live)
+            log.info("cstore: compacted log to %d batches (%d bytes)", len(live), self.log.size)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "entries": len(self.state),
+            "batches": len(self.state.live_batches()),
+            "applied_batches": self.applied_batches,
+            "syncs": self.syncs,
+            "rejected": dict(self.rejections),
+            "log_bytes": self.log.size,
+            "hlc": list(self.clock.last),
+        }
+
+
+def _error(exc: CStoreError) -> JSONResponse:
+    status = {"forbidden": 403, "bad_signature": 403, "too_large": 413, "quota": 429}.get(exc.cause, 400)
+    return JSONResponse({"error": str(exc), "cause": exc.cause, "hint": exc.hint}, status_code=status)
+
+
+def _routes(router: APIRouter, svc: CStoreService) -> None:
+    now = _now_ms
+
+    @router.get("/v1/cstore/get")
+    async def get(key: str) -> dict[str, Any]:
+        value = svc.state.get(key, now())
+        return {"key": key, "found": svc.state.exists(key, now()), "value": value}
+
+    @router.get("/v1/cstore/keys")
+    async def keys(prefix: str = "") -> dict[str, Any]:
+        return {"prefix": prefix, "keys": svc.state.keys(prefix, now())}
+
+    @router.get("/v1/cstore/hget")
+    async def hget(key: str, field: str) -> dict[str, Any]:
+        value = svc.state.hget(key, field, now())
+        return {"key": key, "field": field, "found": value is not None, "value": value}
+
+    @router.get("/v1/cstore/hgetall")
+    async def hgetall(key: str) -> dict[str, Any]:
+        return {"key": key, "fields": svc.state.hgetall(key, now())}
+
+    @router.get("/v1/cstore/hlc")
+    async def hlc() -> dict[str, Any]:
+        return {"wall_ms": svc.clock.last.wall_ms, "counter": svc.clock.last.counter}
+
+    @router.get("/v1/cstore/stats")
+    async def stats() -> dict[str, Any]:
+        return {"digest": svc.state.digest(), **svc.stats()}
+
+    @router.post("/v1/cstore/batch")
+    async def batch(request: Request) -> Response:
+        raw = await request.body()
+        try:
+            b = await svc.submit(raw)
+        except CStoreError as exc:
+            return _error(exc)
+        return JSONResponse({"id": b.id, "ops": len(b.ops), "hlc": list(svc.clock.last)})
+
+    @router.post("/v1/cstore/write")
+    async def write(request: Request) -> Response:
+        """Unsigned writes from apps on this machine: the node signs them as itself."""
+        client = request.client.host if request.client else ""
+        if client not in ("127.0.0.1", "::1", "localhost"):
+            return _error(CStoreError("forbidden", "unsigned writes are only accepted from this machine"))
+        try:
+            body = orjson.loads(await request.body())
+            ops = [_op_from_json(o) for o in body["ops"]]
+            b = await svc.write(ops)
+        except CStoreError as exc:
+            return _error(exc)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            return _error(CStoreError("malformed", f"bad write request: {exc}"))
+        return JSONResponse({"id": b.id, "ops": len(b.ops), "writer": b.writer})
+
+    @router.post("/v1/cstore/sync")
+    async def sync(request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+            return Response(orjson.dumps(svc.answer_sync(body["digests"])), media_type="application/json")
+        except CStoreError as exc:
+            return _error(exc)
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            return _error(CStoreError("malformed", f"bad sync request: {exc}"))
+
+    @router.post("/v1/cstore/push")
+    async def push(request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+            batches = body["batches"]
+            if not isinstance(batches, list):
+                raise TypeError("batches must be a list")
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            return _error(CStoreError("malformed", f"bad push request: {exc}"))
+        applied = refused = 0
+        for raw in batches:
+            try:
+                if not isinstance(raw, str):
+                    raise CStoreError("malformed", "a pushed batch is not a string")
+                applied += bool(svc.receive(raw.encode()))
+            except CStoreError as exc:
+                svc._reject(exc)
+                refused += 1
+        return JSONResponse({"applied": applied, "refused": refused})
+
+    @router.get("/v1/cstore/batch/{batch_id}")
+    async def get_batch(batch_id: str) -> Response:
+        for raw in svc.state.batches_by_id(batch_id):
+            return Response(raw, media_type="application/json")
+        return JSONResponse({"error": "no such batch", "cause": "not_found"}, status_code=404)
+
+
+def _op_from_json(o: dict[str, Any]) -> Op:
+    kind = o["op"]
+    if kind not in ("set", "del", "hset", "hdel"):
+        raise ValueError(f"unknown op {kind!r}")
+    ttl = o.get("ttl")
+    expires = None if ttl is None else _now_ms() + max(1, int(float(ttl) * 1000))
+    return Op(kind, o["key"], o.get("field"), o.get("value"), expires)

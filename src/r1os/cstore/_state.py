@@ -1,0 +1,209 @@
+"""The replicated state: a last-writer-wins register per key and per hash field (a CRDT).
+
+Each register remembers the op that won it, ordered by `(wall_ms, counter, writer, batch id)`; the
+same set of batches therefore gives the same state whatever order they arrive in. Deletes leave
+tombstones (kept until `gc`), so a late, older write cannot bring a deleted key back.
+
+For anti-entropy the registers are spread over `BUCKETS` buckets by key; each bucket keeps the XOR
+of its entries' hashes, updated in O(1) per write, so two replicas find what differs by comparing
+1024 small digests instead of their whole contents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from r1os.cstore._ops import Batch
+
+BUCKETS = 1024
+_DIGEST_BYTES = 16
+
+Order = tuple[int, int, str, str]  # wall_ms, counter, writer (lower), batch id
+EntryId = tuple[str, str | None]  # key, field (None for plain keys)
+
+
+@dataclass(slots=True)
+class Register:
+    order: Order
+    value: Any
+    expires_ms: int | None
+    deleted: bool
+
+    def live(self, now_ms: int) -> bool:
+        return not self.deleted and (self.expires_ms is None or self.expires_ms > now_ms)
+
+
+def bucket_of(key: str) -> int:
+    """Hash fields share their key's bucket, so a whole hash travels together."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:2], "big") % BUCKETS
+
+
+def _entry_hash(eid: EntryId, order: Order) -> int:
+    text = f"{eid[0]}\0{eid[1] if eid[1] is not None else ''}\0{eid[1] is None}\0{order}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:_DIGEST_BYTES], "big")
+
+
+class CStoreState:
+    def __init__(self) -> None:
+        self.strings: dict[str, Register] = {}
+        self.hashes: dict[str, dict[str, Register]] = {}
+        self._batches: dict[str, bytes] = {}
+        self._refs: dict[str, int] = {}
+        self._bucket_xor = [0] * BUCKETS
+        self._bucket_keys: list[set[str]] = [set() for _ in range(BUCKETS)]
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def apply(self, batch: Batch) -> list[EntryId]:
+        """Merge a verified batch; returns the entries it changed (empty if it was old news)."""
+        changed: list[EntryId] = []
+        writer = batch.writer.lower()
+        for i, op in enumerate(batch.ops):
+            order: Order = (batch.wall_ms, batch.counter + i, writer, batch.id)
+            if op.field is None:
+                table = self.strings
+                name = op.key
+            else:
+                table = self.hashes.get(op.key)  # type: ignore[assignment]
+                if table is None:
+                    table = self.hashes[op.key] = {}
+                name = op.field
+            current = table.get(name)
+            if current is not None and current.order >= order:
+                continue
+            deleted = op.kind in ("del", "hdel")
+            table[name] = Register(order, None if deleted else op.value, op.expires_ms, deleted)
+            eid: EntryId = (op.key, op.field)
+            b = bucket_of(op.key)
+            self._refs[batch.id] = self._refs.get(batch.id, 0) + 1
+            self._batches.setdefault(batch.id, batch.raw)
+            if current is not None:
+                self._bucket_xor[b] ^= _entry_hash(eid, current.order)
+                self._release(current.order[3])
+            self._bucket_xor[b] ^= _entry_hash(eid, order)
+            self._bucket_keys[b].add(op.key)
+            changed.append(eid)
+        return changed
+
+    def _release(self, batch_id: str) -> None:
+        n = self._refs[batch_id] - 1
+        if n:
+            self._refs[batch_id] = n
+        else:
+            del self._refs[batch_id]
+            del self._batches[batch_id]
+
+    def gc(self, horizon_ms: int) -> int:
+        """Forget tombstones and expired values whose write is older than `horizon_ms`."""
+        removed = 0
+        for key in list(self.strings):
+            reg = self.strings[key]
+            if reg.order[0] < horizon_ms and not reg.live(horizon_ms):
+                self._forget((key, None), reg)
+                del self.strings[key]
+                removed += 1
+        for key in list(self.hashes):
+            fields = self.hashes[key]
+            for f in list(fields):
+                reg = fields[f]
+                if reg.order[0] < horizon_ms and not reg.live(horizon_ms):
+                    self._forget((key, f), reg)
+                    del fields[f]
+                    removed += 1
+            if not fields:
+                del self.hashes[key]
+        for b in range(BUCKETS):
+            self._bucket_keys[b] = {k for k in self._bucket_keys[b] if k in self.strings or k in self.hashes}
+        return removed
+
+    def _forget(self, eid: EntryId, reg: Register) -> None:
+        self._bucket_xor[bucket_of(eid[0])] ^= _entry_hash(eid, reg.order)
+        self._release(reg.order[3])
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, key: str, now_ms: int) -> Any | None:
+        reg = self.strings.get(key)
+        return reg.value if reg is not None and reg.live(now_ms) else None
+
+    def exists(self, key: str, now_ms: int) -> bool:
+        reg = self.strings.get(key)
+        return reg is not None and reg.live(now_ms)
+
+    def hget(self, key: str, field: str, now_ms: int) -> Any | None:
+        reg = self.hashes.get(key, {}).get(field)
+        return reg.value if reg is not None and reg.live(now_ms) else None
+
+    def hgetall(self, key: str, now_ms: int) -> dict[str, Any]:
+        fields = self.hashes.get(key, {})
+        return {f: r.value for f, r in sorted(fields.items()) if r.live(now_ms)}
+
+    def keys(self, prefix: str, now_ms: int) -> list[str]:
+        """Live plain keys and hashes with at least one live field, sorted."""
+        out = {k for k, r in self.strings.items() if k.startswith(prefix) and r.live(now_ms)}
+        out.update(
+            k for k, fields in self.hashes.items()
+            if k.startswith(prefix) and any(r.live(now_ms) for r in fields.values())
+        )  # fmt: skip
+        return sorted(out)
+
+    def __len__(self) -> int:
+        return len(self.strings) + sum(len(f) for f in self.hashes.values())
+
+    # -- whole-state views -------------------------------------------------------------------
+
+    def _entries(self) -> Iterator[tuple[EntryId, Register]]:
+        for key, reg in self.strings.items():
+            yield (key, None), reg
+        for key, fields in self.hashes.items():
+            for f, reg in fields.items():
+                yield (key, f), reg
+
+    def export(self) -> bytes:
+        """Canonical bytes of the whole state (tombstones included): equal state, equal bytes."""
+        rows = sorted(
+            (
+                [eid[0], eid[1], list(reg.order), reg.value, reg.expires_ms, reg.deleted]
+                for eid, reg in self._entries()
+            ),
+            key=lambda r: (r[0], r[1] is not None, r[1] or ""),
+        )
+        return orjson.dumps(rows, option=orjson.OPT_SORT_KEYS)
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.export()).hexdigest()
+
+    def bucket_digests(self) -> bytes:
+        return b"".join(x.to_bytes(_DIGEST_BYTES, "big") for x in self._bucket_xor)
+
+    def differing_buckets(self, remote: bytes) -> list[int]:
+        if len(remote) != BUCKETS * _DIGEST_BYTES:
+            raise ValueError(f"expected {BUCKETS * _DIGEST_BYTES} digest bytes, got {len(remote)}")
+        mine = self.bucket_digests()
+        w = _DIGEST_BYTES
+        return [b for b in range(BUCKETS) if mine[b * w : (b + 1) * w] != remote[b * w : (b + 1) * w]]
+
+    def batches_in(self, buckets: Iterable[int]) -> list[bytes]:
+        """The signed batches that hold the winning ops of every entry in `buckets`."""
+        ids: set[str] = set()
+        for b in buckets:
+            for key in self._bucket_keys[b]:
+                reg = self.strings.get(key)
+                if reg is not None:
+                    ids.add(reg.order[3])
+                for r in self.hashes.get(key, {}).values():
+                    ids.add(r.order[3])
+        return [self._batches[i] for i in sorted(ids)]
+
+    def batches_by_id(self, batch_id: str) -> list[bytes]:
+        raw = self._batches.get(batch_id)
+        return [] if raw is None else [raw]
+
+    def live_batches(self) -> list[bytes]:
+        """Every batch some register still needs: replaying these rebuilds this exact state."""
+        return list(self._batches.values())
