@@ -112,3 +112,12 @@ async def test_demo_fresh_key_buys_links_and_claims(
     sigs = [digests.sign_availability(o, fresh.address, lic.next_claim_epoch, avail) for o in oracles[:2]]
     await me.claim_rewards(token, lic.next_claim_epoch, avail, sigs)
     assert await me.balance() == RELEASE_PER_EPOCH * 230 // 255
+
+
+def test_missing_anvil_is_a_devnet_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("R1OS_ANVIL", str(tmp_path / "no-anvil"))
+    with pytest.raises(DevnetError, match="cannot start the devnet chain") as err:
+        setup_devnet_chain(tmp_path, [NodeKey.generate().private_key_hex], [])
+    assert err.value.hint and "npm install" in err.value.hint
+    assert chain_status(tmp_path) is None
+    assert stop_devnet_chain(tmp_path) is False
