@@ -364,3 +364,22 @@ def test_epoch_length_is_respected(s: System) -> None:
         s.claim_nd(token, first, [255])
     s.advance(1)
     assert s.claim_nd(token, first, [255]) == model.ND_RELEASE
+
+
+def test_claim_with_forged_signatures(s: System) -> None:
+    """Signatures from keys that are not registered oracles never count, whatever they sign."""
+    from eth_account import Account
+
+    from .conftest import sign
+
+    _, token, node = s.linked_nd()
+    first = s.epoch()
+    s.advance_epochs(1)
+    forgers = [Account.create() for _ in range(THRESHOLD)]
+    forged = sign(model.availability_inner(node, first, [255]), forgers)
+    with boa.reverts("controller: signer is not an oracle"):
+        s.nd.claim(token, first, bytes([255]), forged)
+    honest = s.sign_availability(node, first, [255], s.oracles[: THRESHOLD - 1])
+    with boa.reverts("controller: signer is not an oracle"):
+        s.nd.claim(token, first, bytes([255]), honest + forged[:1])
+    assert s.nd.claimed_amount(token) == 0

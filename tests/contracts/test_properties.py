@@ -13,7 +13,7 @@ from . import model
 from .conftest import CLIFF, N_ORACLES, THRESHOLD, System, sign
 
 SETTINGS = settings(
-    max_examples=25,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
