@@ -15,7 +15,7 @@ from r1os.paths import default_devnet_dir
 
 app = typer.Typer(no_args_is_help=True)
 
-DirOpt = typer.Option(None, "--dir", help="Devnet folder [default: ~/.r1os/devnet].")
+DirOpt = typer.Option(None, "--dir", help="Devnet folder (default: ~/.r1os/devnet).")
 
 
 def _devnet(dir: Path | None):  # type: ignore[no-untyped-def]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from pydantic import ValidationError
 
 from r1os.cli._common import console, handle_errors, print_json, run, setup_logging
 from r1os.errors import ConfigError
+
+if TYPE_CHECKING:
+    from r1os.node import NodeConfig, Service
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -18,18 +21,22 @@ app = typer.Typer(no_args_is_help=True, add_completion=False)
 @handle_errors
 def start(
     home: Path | None = typer.Option(None, "--home", help="State folder (default ~/.r1os/<network>/node)."),
-    network: str | None = typer.Option(None, "--network", help="Network name [default: devnet]."),
+    network: str | None = typer.Option(None, "--network", help="Network name (default: devnet)."),
     broker: str | None = typer.Option(
-        None, "--broker", help="MQTT broker URL [default: mqtt://127.0.0.1:1883]."
+        None, "--broker", help="MQTT broker URL (default: mqtt://127.0.0.1:1883)."
     ),
     http: str | None = typer.Option(
-        None, "--http", help="HOST:PORT of the HTTP API [default: 127.0.0.1:31234]."
+        None, "--http", help="HOST:PORT of the HTTP API (default: 127.0.0.1:31234)."
     ),
     public_url: str | None = typer.Option(None, "--public-url", help="URL peers use to reach the HTTP API."),
     oracle: bool = typer.Option(False, "--oracle", help="Also run the oracle services."),
     heartbeat: float | None = typer.Option(
-        None, "--heartbeat", help="Heartbeat interval in seconds [default: 10]."
+        None, "--heartbeat", help="Heartbeat interval in seconds (default: 10)."
     ),
+    sync_interval: float | None = typer.Option(
+        None, "--sync-interval", help="Seconds between CSTORE anti-entropy rounds (default: 5)."
+    ),
+    oracles: str | None = typer.Option(None, "--oracles", help="Comma-separated oracle addresses."),
     light_key: bool = typer.Option(
         False, "--light-key", help="Faster key derivation for a new key (devnets)."
     ),
@@ -47,6 +54,8 @@ def start(
         "public_url": public_url,
         "heartbeat_interval": heartbeat,
         "key_strength": "light" if light_key else None,
+        "cstore_sync_interval": sync_interval,
+        "oracles": [a.strip() for a in oracles.split(",") if a.strip()] if oracles else None,
     }
     if oracle:
         overrides["oracle"] = True
@@ -55,7 +64,19 @@ def start(
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-    run(Node(config).run())
+    run(Node(config, services=build_services(config)).run())
+
+
+def build_services(config: NodeConfig) -> list[Service]:
+    """The services every node runs, in start order (later ones may use earlier ones)."""
+    from r1os.cstore import CStoreService
+
+    return [
+        CStoreService(
+            sync_interval=config.cstore_sync_interval,
+            oracles=frozenset(a.lower() for a in config.oracles),
+        ),
+    ]
 
 
 @app.command("info")

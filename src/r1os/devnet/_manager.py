@@ -127,6 +127,7 @@ class Devnet:
         broker: str | None = None,
         network: str = "devnet",
         heartbeat: float = 10.0,
+        sync_interval: float = 2.0,
         chain: bool = True,
         epoch_seconds: int = 60,
         timeout: float = 60.0,
@@ -187,6 +188,7 @@ class Devnet:
             broker_url=broker,
             broker_pid=broker_pid,
             heartbeat_interval=heartbeat,
+            sync_interval=sync_interval,
             nodes=[n for n, _ in planned],
             started_at=time.time(),
         )
@@ -231,6 +233,8 @@ class Devnet:
             "--broker", state.broker_url,
             "--http", f"127.0.0.1:{node.http_port}",
             "--heartbeat", str(state.heartbeat_interval),
+            "--sync-interval", str(state.sync_interval),
+            "--oracles", ",".join(n.address for n in state.nodes if n.oracle),
         ]  # fmt: skip
         if node.oracle:
             args.append("--oracle")

@@ -34,6 +34,7 @@ class DevnetState(BaseModel):
     broker_url: str
     broker_pid: int | None = None  # None when an external broker was given
     heartbeat_interval: float
+    sync_interval: float = 2.0
     nodes: list[DevnetNode]
     chain: dict[str, Any] | None = None
     started_at: float = 0.0

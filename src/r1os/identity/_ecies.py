@@ -23,9 +23,9 @@ _HEADER = 1 + 33 + 12
 
 
 def _derive(shared_point: bytes, ephemeral: bytes, recipient: bytes) -> bytes:
-    return HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=ephemeral + recipient, info=_INFO
-    ).derive(shared_point)
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=ephemeral + recipient, info=_INFO).derive(
+        shared_point
+    )
 
 
 def encrypt_to(public_key: bytes, plaintext: bytes, *, aad: bytes = b"") -> bytes:

@@ -89,9 +89,7 @@ def recover_public_key(digest: bytes, signature: bytes) -> bytes:
     if v not in (0, 1):
         raise SignatureError("signature has an invalid recovery id")
     try:
-        pk = coincurve.PublicKey.from_signature_and_message(
-            signature[:64] + bytes([v]), digest, hasher=None
-        )
+        pk = coincurve.PublicKey.from_signature_and_message(signature[:64] + bytes([v]), digest, hasher=None)
     except (ValueError, TypeError) as exc:
         raise SignatureError(f"signature does not recover: {exc}") from None
     return pk.format(compressed=True)

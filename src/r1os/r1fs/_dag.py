@@ -1,0 +1,280 @@
+"""CIDs and the dag-pb/UnixFS encoding kubo uses for files, written from the specs.
+
+A file is cut into 256 KiB chunks stored as raw blocks (codec 0x55). When there is more than one chunk,
+dag-pb nodes (codec 0x70) link them in a balanced tree of at most 174 links per node; each node's Data is
+a UnixFS `File` record with the file size under it and the size of each child. The protobuf messages are
+tiny, so they are encoded here by hand, byte for byte as kubo does (links before Data in a PBNode, an empty
+link Name always present):
+
+    PBNode  { repeated PBLink Links = 2; optional bytes Data = 1; }
+    PBLink  { optional bytes Hash = 1; optional string Name = 2; optional uint64 Tsize = 3; }
+    UnixFS  { Type Type = 1; optional bytes Data = 2; optional uint64 filesize = 3;
+              repeated uint64 blocksizes = 4; ... }      (Type File = 2, Raw = 0)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from multiformats import CID, multibase
+
+from r1os.r1fs._errors import BadCid, CorruptBlock
+
+CHUNK_SIZE = 262144
+MAX_LINKS = 174
+
+RAW = 0x55
+DAG_PB = 0x70
+SHA2_256 = 0x12
+
+UNIXFS_RAW = 0
+UNIXFS_DIRECTORY = 1
+UNIXFS_FILE = 2
+
+#: Largest block accepted from a peer or the store: a full leaf, or a node of 174 links (~7 KiB).
+MAX_BLOCK_SIZE = 1024 * 1024
+
+
+# -- varints and CIDs ---------------------------------------------------------------------------
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """Decode a varint at `pos`; return (value, next position)."""
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ValueError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+_RAW_PREFIX = b"\x01" + varint(RAW) + bytes([SHA2_256, 32])
+_PB_PREFIX = b"\x01" + varint(DAG_PB) + bytes([SHA2_256, 32])
+
+
+def cid_bytes(codec: int, digest: bytes) -> bytes:
+    """Binary CIDv1 with a sha2-256 multihash."""
+    return (_RAW_PREFIX if codec == RAW else _PB_PREFIX) + digest
+
+
+def cid_str(raw: bytes) -> str:
+    """Binary CID to its base32 text form (`bafk...` for raw, `bafy...` for dag-pb)."""
+    return multibase.encode(raw, "base32")
+
+
+@dataclass(frozen=True)
+class Cid:
+    """A parsed CIDv1 with a sha2-256 digest: all that R1FS stores or serves."""
+
+    codec: int
+    digest: bytes
+
+    @property
+    def raw(self) -> bytes:
+        return cid_bytes(self.codec, self.digest)
+
+    def __str__(self) -> str:
+        return cid_str(self.raw)
+
+    @classmethod
+    def for_block(cls, codec: int, data: bytes) -> Cid:
+        return cls(codec, hashlib.sha256(data).digest())
+
+
+def parse_cid(text: str | bytes) -> Cid:
+    """Parse a CID (text or binary); only what R1FS can hold (v1, raw or dag-pb, sha2-256) passes.
+
+    CIDv0 (`Qm...`) is accepted and read as its dag-pb CIDv1 equivalent.
+    """
+    try:
+        cid = CID.decode(text.strip() if isinstance(text, str) else text)
+    except Exception as exc:  # multiformats raises a variety of errors for garbage input
+        raise BadCid(f"not a CID: {str(text)[:80]!r} ({exc})") from None
+    if cid.hashfun.code != SHA2_256 or len(cid.raw_digest) != 32:
+        raise BadCid(f"unsupported hash function {cid.hashfun.name} in {text!s:.80}")
+    if cid.codec.code not in (RAW, DAG_PB):
+        raise BadCid(f"unsupported codec {cid.codec.name} in {text!s:.80}")
+    return Cid(cid.codec.code, bytes(cid.raw_digest))
+
+
+def verify_block(cid: Cid, data: bytes) -> None:
+    """Raise `CorruptBlock` unless `data` hashes to `cid`."""
+    if hashlib.sha256(data).digest() != cid.digest:
+        raise CorruptBlock(f"block {cid} does not match its hash")
+
+
+# -- protobuf -------------------------------------------------------------------------------------
+
+
+def _field_bytes(num: int, payload: bytes) -> bytes:
+    return varint(num << 3 | 2) + varint(len(payload)) + payload
+
+
+def _field_varint(num: int, value: int) -> bytes:
+    return varint(num << 3) + varint(value)
+
+
+def encode_unixfs_file(filesize: int, blocksizes: list[int]) -> bytes:
+    """UnixFS Data of an interior file node: Type=File, filesize, blocksizes; no inline data."""
+    parts = [_field_varint(1, UNIXFS_FILE), _field_varint(3, filesize)]
+    parts.extend(_field_varint(4, s) for s in blocksizes)
+    return b"".join(parts)
+
+
+@dataclass(frozen=True)
+class Link:
+    cid: Cid
+    tsize: int  # cumulative size of the child's whole DAG (block bytes)
+    filesize: int  # file bytes under the child
+
+
+def encode_file_node(links: list[Link]) -> bytes:
+    """A dag-pb PBNode over `links`, as kubo writes it (Links first, empty Name, then Data)."""
+    parts = []
+    for link in links:
+        body = _field_bytes(1, link.cid.raw) + _field_bytes(2, b"") + _field_varint(3, link.tsize)
+        parts.append(_field_bytes(2, body))
+    data = encode_unixfs_file(sum(x.filesize for x in links), [x.filesize for x in links])
+    parts.append(_field_bytes(1, data))
+    return b"".join(parts)
+
+
+@dataclass
+class UnixFsData:
+    type: int
+    data: bytes = b""
+    filesize: int | None = None
+    blocksizes: list[int] = field(default_factory=list)
+
+
+@dataclass
+class PbNode:
+    links: list[tuple[Cid, str, int]]  # (cid, name, tsize)
+    data: bytes | None
+
+
+def _fields(buf: bytes) -> list[tuple[int, int, int | bytes]]:
+    """Split a protobuf message into (field number, wire type, value) for varint and bytes fields."""
+    out: list[tuple[int, int, int | bytes]] = []
+    pos = 0
+    while pos < len(buf):
+        key, pos = read_varint(buf, pos)
+        num, wire = key >> 3, key & 7
+        if num == 0:
+            raise ValueError("field number 0")
+        if wire == 0:
+            value, pos = read_varint(buf, pos)
+            out.append((num, wire, value))
+        elif wire == 2:
+            length, pos = read_varint(buf, pos)
+            if pos + length > len(buf):
+                raise ValueError("truncated field")
+            out.append((num, wire, buf[pos : pos + length]))
+            pos += length
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if pos > len(buf):
+            raise ValueError("truncated field")
+    return out
+
+
+def decode_pbnode(block: bytes) -> PbNode:
+    """Decode a dag-pb block; raises `CorruptBlock` on anything the dag-pb spec does not allow."""
+    try:
+        links: list[tuple[Cid, str, int]] = []
+        data: bytes | None = None
+        for num, wire, value in _fields(block):
+            if num == 2 and wire == 2 and isinstance(value, bytes):
+                cid: Cid | None = None
+                name, tsize = "", 0
+                for lnum, lwire, lvalue in _fields(value):
+                    if lnum == 1 and lwire == 2 and isinstance(lvalue, bytes):
+                        cid = parse_cid(lvalue)
+                    elif lnum == 2 and lwire == 2 and isinstance(lvalue, bytes):
+                        name = lvalue.decode()
+                    elif lnum == 3 and lwire == 0 and isinstance(lvalue, int):
+                        tsize = lvalue
+                    else:
+                        raise ValueError(f"unexpected PBLink field {lnum}")
+                if cid is None:
+                    raise ValueError("link without a hash")
+                links.append((cid, name, tsize))
+            elif num == 1 and wire == 2 and isinstance(value, bytes):
+                data = value
+            else:
+                raise ValueError(f"unexpected PBNode field {num}")
+        return PbNode(links, data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptBlock(f"not a dag-pb node: {exc}") from None
+
+
+def decode_unixfs(data: bytes) -> UnixFsData:
+    try:
+        out = UnixFsData(type=-1)
+        for num, wire, value in _fields(data):
+            if num == 1 and wire == 0 and isinstance(value, int):
+                out.type = value
+            elif num == 2 and wire == 2 and isinstance(value, bytes):
+                out.data = value
+            elif num == 3 and wire == 0 and isinstance(value, int):
+                out.filesize = value
+            elif num == 4 and isinstance(value, int):
+                out.blocksizes.append(value)
+            elif num == 4 and isinstance(value, bytes):  # packed encoding, allowed by proto2 readers
+                pos = 0
+                while pos < len(value):
+                    v, pos = read_varint(value, pos)
+                    out.blocksizes.append(v)
+            # hashType, fanout, mode, mtime: not needed to read a file
+        if out.type < 0:
+            raise ValueError("UnixFS Data without a Type")
+        return out
+    except ValueError as exc:
+        raise CorruptBlock(f"bad UnixFS data: {exc}") from None
+
+
+@dataclass
+class FileNode:
+    """What the exporter needs of one block: its inline bytes and its children with their sizes."""
+
+    data: bytes
+    children: list[tuple[Cid, int]]  # (cid, file bytes under it)
+    filesize: int
+
+
+def read_file_node(cid: Cid, block: bytes) -> FileNode:
+    """Interpret a block of a UnixFS file (raw leaf or dag-pb File/Raw node)."""
+    if cid.codec == RAW:
+        return FileNode(block, [], len(block))
+    node = decode_pbnode(block)
+    if node.data is None:
+        raise CorruptBlock(f"dag-pb node {cid} has no UnixFS data")
+    fs = decode_unixfs(node.data)
+    if fs.type not in (UNIXFS_FILE, UNIXFS_RAW):
+        kind = "a directory" if fs.type == UNIXFS_DIRECTORY else f"UnixFS type {fs.type}"
+        raise CorruptBlock(f"{cid} is {kind}, not a file")
+    if node.links and len(fs.blocksizes) != len(node.links):
+        raise CorruptBlock(f"{cid}: {len(node.links)} links but {len(fs.blocksizes)} block sizes")
+    children = [(c, s) for (c, _n, _t), s in zip(node.links, fs.blocksizes, strict=False)]
+    size = fs.filesize if fs.filesize is not None else len(fs.data) + sum(fs.blocksizes)
+    return FileNode(fs.data, children, size)
