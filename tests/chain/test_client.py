@@ -180,3 +180,37 @@ async def test_idle_chain_epochs_follow_the_clock(chain: Chain) -> None:
     assert lic.claimable_epochs == 1
     sigs = _sign(chain, [0, 1], node.address, lic.next_claim_epoch, [255])
     assert await client.claim_rewards(token, lic.next_claim_epoch, [255], sigs) == RELEASE_PER_EPOCH
+
+
+async def test_mnd_and_gnd_link_and_claim(chain: Chain) -> None:
+    admin = chain.admin
+    operator = await chain.funded_key()
+    amount = 90_000 * R1
+    token = await admin.mint_mnd(operator.address, amount)
+    client = chain.client(operator)
+    node = NodeKey.generate().address
+    await client.link(token, node, "MND")
+    [lic] = await client.licences()
+    assert (lic.type, lic.token_id, lic.node) == ("MND", token, node)
+    assert await client.licence_of(node) == lic and await client.is_node_active(node)
+    with pytest.raises(ChainError, match="mnd: licences are soulbound"):
+        await client.transact("MNDLicence", "transferFrom", operator.address, admin.sender, token)
+
+    # Vesting starts after the cliff (epoch 2) or at assignment, whichever is later.
+    start = int(await client.call("MNDLicence", "mining_start_epoch", token))
+    now = await client.current_epoch()
+    await chain.advance(EPOCH * (max(start, now) - now + 1))
+    lic = await client.licence(token, "MND")
+    assert lic.next_claim_epoch == start and lic.claimable_epochs >= 1
+    avail = [255] + [100] * (lic.claimable_epochs - 1)
+    sigs = _sign(chain, [0, 1], node, start, avail)
+    release = amount // 900
+    paid = await client.claim_rewards(token, start, avail, sigs, "MND")
+    assert paid == sum(release * a // 255 for a in avail)
+    assert await client.balance() == paid
+
+    # The GND (token 1) belongs to the deployer; it shows as GND.
+    gnd = await admin.licence(1, "GND")
+    assert (gnd.type, gnd.owner) == ("GND", admin.sender)
+    with pytest.raises(ChainError, match="there is no ND licence #999999"):
+        await client.licence(999_999)

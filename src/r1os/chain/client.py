@@ -226,7 +226,12 @@ class ChainClient(Web3Base):
     async def licence(self, token_id: int, kind: str = "ND") -> Licence:
         """One licence's owner, node and claim state."""
         name = _licence_contract(kind)
-        owner = str(await self.call(name, "ownerOf", token_id))
+        try:
+            owner = str(await self.call(name, "ownerOf", token_id))
+        except ChainError as exc:
+            if "invalid token ID" in str(exc):
+                raise ChainError(f"there is no {kind.upper()} licence #{token_id}") from None
+            raise
         node = str(await self.call(name, "node_of", token_id))
         first, count = await self.call(name, "claimable_epochs", token_id)
         claimed = int(await self.call(name, "claimed_amount", token_id))
