@@ -68,9 +68,7 @@ def test_refusals() -> None:
     good = make(a, [Op("set", own(a, "k"), value=1)])
     # forged: b's key signs a batch that claims a as writer
     obj = orjson.loads(good)
-    forged = make(b, [Op("set", own(a, "k"), value=1)]).replace(
-        b.address.encode(), a.address.encode()
-    )
+    forged = make(b, [Op("set", own(a, "k"), value=1)]).replace(b.address.encode(), a.address.encode())
     with pytest.raises(CStoreError) as e:
         decode(forged)
     assert e.value.cause in ("bad_signature", "malformed")
@@ -123,7 +121,14 @@ def histories(draw: st.DrawFn) -> list[bytes]:
             ttl = draw(st.sampled_from([None, None, 5]))
             expires = None if ttl is None or kind.endswith("del") else NOW + ttl
             if kind == "set":
-                ops.append(Op("set", f"app:{w.address.lower()}:{name}", value=draw(st.integers(0, 3)), expires_ms=expires))
+                ops.append(
+                    Op(
+                        "set",
+                        f"app:{w.address.lower()}:{name}",
+                        value=draw(st.integers(0, 3)),
+                        expires_ms=expires,
+                    )
+                )
             elif kind == "del":
                 ops.append(Op("del", f"app:{w.address.lower()}:{name}"))
             elif kind == "hset":

@@ -97,9 +97,7 @@ def _cache_key(path: Path) -> str:
 def _read_cache(file: Path, name: str) -> CompiledContract | None:
     try:
         data = json.loads(file.read_text())
-        return CompiledContract(
-            name=name, abi=data["abi"], bytecode=bytes.fromhex(data["bytecode"])
-        )
+        return CompiledContract(name=name, abi=data["abi"], bytecode=bytes.fromhex(data["bytecode"]))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:

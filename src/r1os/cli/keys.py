@@ -19,9 +19,7 @@ from r1os.paths import default_key_path
 
 app = typer.Typer(no_args_is_help=True)
 
-KeyFile = typer.Option(
-    None, "--key-file", "-k", help="Keystore file (default: ~/.r1os/keys/default.json)."
-)
+KeyFile = typer.Option(None, "--key-file", "-k", help="Keystore file (default: ~/.r1os/keys/default.json).")
 
 
 @app.command("new")
@@ -48,9 +46,7 @@ def address(key_file: Path | None = KeyFile) -> None:
     path = key_file or default_key_path()
     addr = keystore_address(path)
     if addr is None:
-        raise IdentityError(
-            f"no readable key file at {path}", hint="create one with `r1os keys new`"
-        )
+        raise IdentityError(f"no readable key file at {path}", hint="create one with `r1os keys new`")
     print(addr)
 
 

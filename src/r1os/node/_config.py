@@ -31,7 +31,9 @@ class NodeConfig(BaseSettings):
     key_strength: str = Field("standard", pattern="^(standard|light)$")
     max_message_size: int = Field(1024 * 1024, ge=1024)
     max_clock_skew: float = Field(30.0, gt=0)
-    oracles: list[str] = Field(default_factory=list, description="oracle addresses (until dAuth supplies them)")
+    oracles: list[str] = Field(
+        default_factory=list, description="oracle addresses (until dAuth supplies them)"
+    )
     cstore_sync_interval: float = Field(5.0, gt=0, description="seconds between anti-entropy rounds")
 
     @field_validator("network")

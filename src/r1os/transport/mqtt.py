@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import logging
 import random
+import socket
 import ssl
 from collections import deque
 from collections.abc import Coroutine
@@ -345,6 +346,9 @@ class MqttTransport(Transport):
             timeout=self._connect_timeout,
             tls_context=self._tls_context,
             logger=paho_log,
+            # paho leaves Nagle on: back-to-back small publishes then wait for delayed ACKs
+            # (tens of ms on Linux).
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
 
     async def _run(self) -> None:

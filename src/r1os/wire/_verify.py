@@ -62,9 +62,7 @@ class ReplayGuard:
     def __init__(self, window: int = 4096, max_senders: int = 100_000) -> None:
         self.window = window
         self.max_senders = max_senders
-        self._state: OrderedDict[str, tuple[int, int]] = (
-            OrderedDict()
-        )  # sender -> (highest, bitmap)
+        self._state: OrderedDict[str, tuple[int, int]] = OrderedDict()  # sender -> (highest, bitmap)
 
     def check_and_mark(self, sender: str, seq: int) -> bool:
         """True if `(sender, seq)` is fresh (and mark it seen); False if it is a replay."""
@@ -77,9 +75,7 @@ class ReplayGuard:
         highest, bitmap = state
         if seq > highest:
             shift = seq - highest
-            bitmap = (
-                ((bitmap << shift) | 1) & ((1 << self.window) - 1) if shift < self.window else 1
-            )
+            bitmap = ((bitmap << shift) | 1) & ((1 << self.window) - 1) if shift < self.window else 1
             self._state[sender] = (seq, bitmap)
         else:
             offset = highest - seq

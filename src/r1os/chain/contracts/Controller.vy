@@ -308,6 +308,15 @@ def is_node_active(node: address) -> bool:
 
 @external
 @view
+def isNodeActive(node: address) -> bool:
+    """
+    @notice Same as `is_node_active`, under the name Ratio1's Controller uses, for tools that speak it.
+    """
+    return self._links[node].licence != empty(address)
+
+
+@external
+@view
 def node_licence(node: address) -> (address, uint256):
     link: NodeLink = self._links[node]
     return link.licence, link.token_id
