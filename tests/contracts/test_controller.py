@@ -204,11 +204,11 @@ def test_link_registry_only_for_licence_contracts(s: System) -> None:
 
 def test_node_queries(s: System) -> None:
     owner, token, node = s.linked_nd()
-    assert s.ctrl.is_node_active(node)
+    assert s.ctrl.is_node_active(node) and s.ctrl.isNodeActive(node)
     assert s.ctrl.node_licence(node) == (s.nd.address, token)
     assert s.ctrl.node_owner(node) == owner
     other = s.node()
-    assert not s.ctrl.is_node_active(other)
+    assert not s.ctrl.is_node_active(other) and not s.ctrl.isNodeActive(other)
     assert s.ctrl.node_licence(other) == (ZERO, 0)
     assert s.ctrl.node_owner(other) == ZERO
 
