@@ -11,9 +11,10 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     if name in ("app", "main"):
-        from r1os.cli import main as _main
+        import importlib
 
-        return getattr(_main, name)
+        # Not `from r1os.cli import main`: that asks this package for `main` and recurses here.
+        return getattr(importlib.import_module("r1os.cli.main"), name)
     raise AttributeError(name)
 
 
