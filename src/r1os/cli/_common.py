@@ -6,14 +6,19 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 
 from r1os.errors import R1osError
+
+if TYPE_CHECKING:
+    from r1os.identity import NodeKey
 
 # Piped output keeps whole addresses and URLs instead of folding them at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -45,6 +50,23 @@ def handle_errors(fn: Callable[P, T]) -> Callable[P, T]:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+PRIVATE_KEY_ENV = "R1OS_PRIVATE_KEY"
+
+KeyFileOpt = typer.Option(
+    None, "--key-file", "-k", help=f"Encrypted keystore that signs (else ${PRIVATE_KEY_ENV})."
+)
+
+
+def load_key(key_file: Path | None) -> NodeKey | None:
+    """The signing key from --key-file or R1OS_PRIVATE_KEY (None if neither is given)."""
+    from r1os.identity import NodeKey, load_keystore, password_from_env_or_prompt
+
+    if key_file is not None:
+        return load_keystore(key_file, password_from_env_or_prompt())
+    env = os.environ.get(PRIVATE_KEY_ENV)
+    return NodeKey.from_hex(env.strip()) if env else None
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

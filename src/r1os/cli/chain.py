@@ -10,7 +10,6 @@ Also holds the options every chain command shares (where the deployment is, whic
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,15 +18,20 @@ from rich.table import Table
 
 from r1os.chain.deployment import Deployment
 from r1os.chain.units import R1_DECIMALS, format_units
-from r1os.cli._common import console, handle_errors, print_json, run
+from r1os.cli._common import (  # noqa: F401 - re-exported for the other chain groups
+    PRIVATE_KEY_ENV,
+    KeyFileOpt,
+    console,
+    handle_errors,
+    load_key,
+    print_json,
+    run,
+)
 from r1os.errors import ChainError
-from r1os.identity import NodeKey, load_keystore, password_from_env_or_prompt
 from r1os.paths import default_devnet_dir
 
 if TYPE_CHECKING:  # web3 loads only when a command talks to a chain
     from r1os.chain.client import ChainClient
-
-PRIVATE_KEY_ENV = "R1OS_PRIVATE_KEY"
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -35,18 +39,7 @@ DeploymentOpt = typer.Option(None, "--deployment", help="Deployment JSON (from `
 DirOpt = typer.Option(
     None, "--dir", help="Devnet folder; reads DIR/chain/deployment.json (default ~/.r1os/devnet)."
 )
-KeyFileOpt = typer.Option(
-    None, "--key-file", "-k", help=f"Encrypted keystore that signs (else ${PRIVATE_KEY_ENV})."
-)
 JsonOpt = typer.Option(False, "--json", help="Print JSON.")
-
-
-def load_key(key_file: Path | None) -> NodeKey | None:
-    """The signing key from --key-file or R1OS_PRIVATE_KEY (None if neither is given)."""
-    if key_file is not None:
-        return load_keystore(key_file, password_from_env_or_prompt())
-    env = os.environ.get(PRIVATE_KEY_ENV)
-    return NodeKey.from_hex(env.strip()) if env else None
 
 
 def load_deployment(deployment: Path | None, dir: Path | None) -> Deployment:

@@ -38,6 +38,9 @@ def _register() -> None:
     app.add_typer(broker.app, name="broker", help="Run an MQTT broker (embedded amqtt).")
     app.add_typer(node.app, name="node", help="Run an edge or oracle node.")
     app.add_typer(devnet.app, name="devnet", help="A whole local network on this machine.")
+    from r1os.cli import cstore
+
+    app.add_typer(cstore.app, name="cstore", help="The replicated key-value store (via a node).")
     from r1os.cli import chain, job, licence, rewards, token
 
     app.add_typer(chain.app, name="chain", help="Deploy the contracts to an EVM chain; inspect one.")
