@@ -18,7 +18,7 @@ from typing import BinaryIO
 from r1os.r1fs._dag import CHUNK_SIZE, DAG_PB, MAX_LINKS, RAW, Cid, Link, encode_file_node
 from r1os.r1fs._errors import TooLarge
 
-PutBlock = Callable[[Cid, bytes], None]
+PutBlock = Callable[[Cid, bytes], object]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,55 @@
+"""R1FS: content-addressed file storage whose CIDs are the same as kubo's `ipfs add --cid-version=1`."""
+
+from r1os.r1fs._client import API_URL_ENV, R1fsClient, default_api_url
+from r1os.r1fs._crypto import (
+    Decryptor,
+    Encryptor,
+    decrypt_bytes,
+    encrypt_bytes,
+    new_key,
+    unwrap_key,
+    wrap_key,
+)
+from r1os.r1fs._dag import CHUNK_SIZE, MAX_LINKS, Cid, parse_cid, read_file_node, verify_block
+from r1os.r1fs._errors import BadCid, BlockNotFound, CorruptBlock, R1fsError, TooLarge
+from r1os.r1fs._exporter import read_range
+from r1os.r1fs._importer import DagBuilder, ImportResult, import_bytes, import_file, import_stream
+from r1os.r1fs._providers import Directory, KeyValue
+from r1os.r1fs._service import R1fsService, R1fsSettings
+from r1os.r1fs._store import BlockStore, GcResult
+
+__all__ = [
+    "API_URL_ENV",
+    "CHUNK_SIZE",
+    "MAX_LINKS",
+    "BadCid",
+    "BlockNotFound",
+    "BlockStore",
+    "Cid",
+    "CorruptBlock",
+    "DagBuilder",
+    "Decryptor",
+    "Directory",
+    "Encryptor",
+    "GcResult",
+    "ImportResult",
+    "KeyValue",
+    "R1fsClient",
+    "R1fsError",
+    "R1fsService",
+    "R1fsSettings",
+    "TooLarge",
+    "decrypt_bytes",
+    "default_api_url",
+    "encrypt_bytes",
+    "import_bytes",
+    "import_file",
+    "import_stream",
+    "new_key",
+    "parse_cid",
+    "read_file_node",
+    "read_range",
+    "unwrap_key",
+    "verify_block",
+    "wrap_key",
+]

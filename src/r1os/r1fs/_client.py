@@ -1,0 +1,156 @@
+"""An HTTP client for a node's R1FS API: what the CLI, the SDK and apps on a node use."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from r1os.r1fs._crypto import Decryptor, Encryptor
+from r1os.r1fs._errors import BlockNotFound, R1fsError
+
+#: Apps started by a node find its HTTP API here.
+API_URL_ENV = "R1OS_API_URL"
+DEFAULT_API_URL = "http://127.0.0.1:31234"
+PIECE = 1024 * 1024
+
+Progress = Callable[[int], None]
+
+
+def default_api_url() -> str:
+    return os.environ.get(API_URL_ENV, DEFAULT_API_URL).rstrip("/")
+
+
+def _raise_for(r: httpx.Response, what: str) -> None:
+    if r.status_code < 400:
+        return
+    try:
+        body = r.json()
+        msg, hint = body.get("error", r.text), body.get("hint")
+    except ValueError:
+        msg, hint = r.text[:200], None
+    cls = BlockNotFound if r.status_code == 404 else R1fsError
+    raise cls(f"{what}: {msg} (HTTP {r.status_code})", hint=hint)
+
+
+class R1fsClient:
+    """Talks to one node (`url`, default `$R1OS_API_URL`); files stream both ways."""
+
+    def __init__(self, url: str | None = None, *, timeout: float = 300.0) -> None:
+        self.url = (url or default_api_url()).rstrip("/")
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout)
+
+    async def __aenter__(self) -> R1fsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, what: str, **kw: Any) -> Any:
+        try:
+            r = await self._http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise R1fsError(
+                f"cannot reach the node at {self.url}: {exc}", hint="is the node running?"
+            ) from None
+        _raise_for(r, what)
+        return r.json()
+
+    async def add_file(
+        self,
+        path: Path,
+        *,
+        pin: bool = True,
+        replicas: int = 1,
+        key: bytes | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Upload a file (encrypted first with `key`, if given); returns {cid, size, ...}."""
+
+        async def body() -> AsyncIterator[bytes]:
+            enc = Encryptor(key) if key is not None else None
+            with open(path, "rb") as fh:  # noqa: ASYNC230 (local reads of 1 MiB; the upload is the slow part)
+                while piece := fh.read(PIECE):
+                    if progress is not None:
+                        progress(len(piece))
+                    yield enc.update(piece) if enc is not None else piece
+            if enc is not None:
+                yield enc.finish()
+
+        headers = {"content-type": "application/octet-stream"}
+        if key is None:
+            headers["content-length"] = str(path.stat().st_size)  # noqa: ASYNC240
+        return await self._request(  # type: ignore[no-any-return]
+            "POST", "/v1/r1fs/add", "add", params={"pin": pin, "replicas": replicas}, content=body(),
+            headers=headers,
+        )  # fmt: skip
+
+    async def add_bytes(self, data: bytes, *, pin: bool = True, replicas: int = 1) -> dict[str, Any]:
+        return await self._request(  # type: ignore[no-any-return]
+            "POST", "/v1/r1fs/add", "add", params={"pin": pin, "replicas": replicas}, content=data
+        )
+
+    async def stream(self, cid: str, *, key: bytes | None = None) -> AsyncIterator[bytes]:
+        """The file's bytes as they arrive (decrypted and authenticated with `key`, if given)."""
+        dec = Decryptor(key) if key is not None else None
+        try:
+            async with self._http.stream("GET", "/v1/r1fs/get", params={"cid": cid}) as r:
+                if r.status_code >= 400:
+                    await r.aread()
+                    _raise_for(r, "get")
+                expected = r.headers.get("content-length")
+                got = 0
+                async for piece in r.aiter_raw():
+                    got += len(piece)
+                    yield dec.update(piece) if dec is not None else piece
+                if expected is not None and got != int(expected):
+                    raise R1fsError(f"get {cid}: stream ended after {got} of {expected} bytes")
+        except httpx.HTTPError as exc:
+            raise R1fsError(f"get {cid} from {self.url} failed: {exc}") from None
+        if dec is not None:
+            yield dec.finish()
+
+    async def get_bytes(self, cid: str, *, key: bytes | None = None) -> bytes:
+        return b"".join([p async for p in self.stream(cid, key=key)])
+
+    async def get_to(
+        self, cid: str, out: Path, *, key: bytes | None = None, progress: Progress | None = None
+    ) -> int:
+        """Write the file to `out` (via a temp file renamed at the end, so no half files remain)."""
+        tmp = out.with_name(f".{out.name}.part")
+        total = 0
+        try:
+            with open(tmp, "wb") as fh:  # noqa: ASYNC230 (local writes; the download is the slow part)
+                async for piece in self.stream(cid, key=key):
+                    fh.write(piece)
+                    total += len(piece)
+                    if progress is not None:
+                        progress(len(piece))
+            os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return total
+
+    async def pin(self, cid: str, replicas: int = 1) -> dict[str, Any]:
+        return await self._request(  # type: ignore[no-any-return]
+            "POST", "/v1/r1fs/pin", "pin", json={"cid": cid, "replicas": replicas}
+        )
+
+    async def unpin(self, cid: str) -> dict[str, Any]:
+        return await self._request("POST", "/v1/r1fs/unpin", "unpin", json={"cid": cid})  # type: ignore[no-any-return]
+
+    async def ls(self) -> list[dict[str, Any]]:
+        return (await self._request("GET", "/v1/r1fs/ls", "ls"))["pins"]  # type: ignore[no-any-return]
+
+    async def stat(self, cid: str) -> dict[str, Any]:
+        return await self._request("GET", "/v1/r1fs/stat", "stat", params={"cid": cid})  # type: ignore[no-any-return]
+
+    async def gc(self) -> dict[str, Any]:
+        return await self._request("POST", "/v1/r1fs/gc", "gc")  # type: ignore[no-any-return]

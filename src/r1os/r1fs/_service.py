@@ -1,0 +1,478 @@
+"""The R1FS node service: block store, gateway, HTTP API, providers, pinning and re-replication."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from r1os.node import Service, ServiceContext
+from r1os.r1fs._dag import RAW, Cid, parse_cid, read_file_node
+from r1os.r1fs._errors import BlockNotFound, CorruptBlock, R1fsError
+from r1os.r1fs._exporter import read_range
+from r1os.r1fs._importer import ImportResult, PutBlock, import_stream
+from r1os.r1fs._providers import Directory, KeyValue, plan, wanted_replicas
+from r1os.r1fs._store import BlockStore, GcResult
+
+log = logging.getLogger("r1os.r1fs")
+
+
+class R1fsSettings(BaseSettings):
+    """R1FS knobs, from `R1OS_R1FS_*` environment variables (so devnet nodes can be tuned)."""
+
+    model_config = SettingsConfigDict(env_prefix="R1OS_R1FS_", extra="ignore")
+
+    grace: float = Field(
+        default=120.0, gt=0, description="seconds a holder may be unseen before it is replaced"
+    )
+    reconcile_interval: float = Field(default=5.0, gt=0)
+    gc_interval: float = Field(default=600.0, gt=0)
+    max_upload: int = Field(default=64 * 1024**3, gt=0, description="largest file accepted by /v1/r1fs/add")
+    parallel: int = Field(default=8, ge=1, le=64, description="blocks fetched at once")
+    verify_reads: bool = False
+    fsync: bool = False
+    fetch_timeout: float = Field(default=30.0, gt=0)
+
+
+class R1fsService(Service):
+    """Holds blocks under the node's data folder and speaks R1FS to apps, users and peers."""
+
+    name = "r1fs"
+
+    def __init__(self, settings: R1fsSettings | None = None, *, kv: KeyValue | None = None) -> None:
+        self.settings = settings or R1fsSettings()
+        self._kv = kv
+        self.dir: Directory | None = None
+        self.pins: dict[str, dict[str, Any]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._fetching: dict[str, asyncio.Task[None]] = {}
+        self._http: httpx.AsyncClient | None = None
+        self._started = 0.0
+        self._wake = asyncio.Event()
+        self.counters: dict[str, int] = {"corrupt_from_peer": 0, "fetched_blocks": 0, "fetch_retries": 0}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.me = ctx.key.address.lower()
+        self.store = BlockStore(
+            ctx.data_dir / "blocks", verify_reads=self.settings.verify_reads, fsync=self.settings.fsync
+        )
+        self._pins_path = ctx.data_dir / "pins.json"
+        self.pins = self._load_pins()
+        kv = self._kv
+        if kv is None:
+            try:
+                kv = ctx.service("cstore")  # type: ignore[assignment]
+            except LookupError:
+                log.warning("r1fs: no cstore service on this node; providers and replication are off")
+        if kv is not None:
+            self.dir = Directory(kv, self.me)
+        self._http = httpx.AsyncClient(
+            timeout=self.settings.fetch_timeout,
+            limits=httpx.Limits(max_connections=4 * self.settings.parallel),
+        )
+        self._started = time.time()
+        from r1os.r1fs._api import mount
+
+        mount(ctx.router, self)
+        if self.dir is not None:
+            self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="r1fs-reconcile"))
+        self._tasks.append(asyncio.create_task(self._gc_loop(), name="r1fs-gc"))
+
+    async def stop(self) -> None:
+        for t in [*self._tasks, *self._fetching.values()]:
+            t.cancel()
+        for t in [*self._tasks, *self._fetching.values()]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        if self._http is not None:
+            await self._http.aclose()
+
+    # -- local pins ------------------------------------------------------------------------
+
+    def _load_pins(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self._pins_path.read_text())
+            return {k: v for k, v in data.items() if isinstance(v, dict)}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.error("r1fs: cannot read %s (%s); starting with no pins", self._pins_path, exc)
+            return {}
+
+    def _save_pins(self) -> None:
+        tmp = self._pins_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.pins, indent=1, sort_keys=True))
+        os.replace(tmp, self._pins_path)
+
+    def _pin_local(self, cid: str, size: int, *, kind: str, replicas: int = 1) -> None:
+        old = self.pins.get(cid)
+        if old is not None and old.get("kind") == "user" and kind == "replica":
+            return  # a user pin is stronger than a replica duty
+        self.pins[cid] = {"kind": kind, "size": size, "replicas": replicas, "ts": time.time()}
+        self._save_pins()
+
+    # -- add -------------------------------------------------------------------------------
+
+    async def add_stream(
+        self,
+        source: AsyncIterator[bytes],
+        *,
+        pin: bool = True,
+        replicas: int = 1,
+        max_size: int | None = None,
+    ) -> ImportResult:
+        """Import a stream into the store; pin it, announce it and ask for `replicas` copies."""
+        put: PutBlock = self.store.put
+        with self.store.writing():
+            result = await import_stream(source, put, max_size=max_size or self.settings.max_upload)
+            cid = str(result.cid)
+            if pin:
+                self._pin_local(cid, result.size, kind="user", replicas=replicas)
+        if pin:
+            await self._announce(cid, result.size, replica=False)
+            if self.dir is not None and replicas > 1:
+                await self.dir.request_pin(cid, replicas, time.time())
+                self._wake.set()
+        log.info("r1fs: added %s (%d bytes, %d blocks, pin=%s)", cid, result.size, result.blocks, pin)
+        return result
+
+    async def _announce(self, cid: str, size: int, *, replica: bool) -> None:
+        if self.dir is None:
+            return
+        try:
+            await self.dir.announce(cid, size, time.time(), replica=replica)
+        except Exception as exc:  # the store may refuse or be unreachable; the file is still here
+            log.warning("r1fs: could not announce %s: %s", cid, exc)
+
+    # -- pin / unpin -----------------------------------------------------------------------
+
+    async def pin(self, cid_text: str, replicas: int = 1) -> dict[str, Any]:
+        """Keep `cid` here (fetching it if needed) and ask the network for `replicas` copies in all."""
+        cid = parse_cid(cid_text)
+        text = str(cid)
+        await self.fetch(cid)
+        size = await self.size(cid)
+        self._pin_local(text, size, kind="user", replicas=replicas)
+        await self._announce(text, size, replica=False)
+        if self.dir is not None:
+            if replicas > 1:
+                await self.dir.request_pin(text, replicas, time.time())
+            else:
+                await self.dir.cancel_pin(text)
+            self._wake.set()
+        return {"cid": text, "size": size, "replicas": replicas}
+
+    async def unpin(self, cid_text: str) -> dict[str, Any]:
+        """Release this node's pin and its replication request; the blocks go at the next GC."""
+        cid = str(parse_cid(cid_text))
+        had = self.pins.pop(cid, None)
+        if had is not None:
+            self._save_pins()
+        if self.dir is not None:
+            with contextlib.suppress(Exception):
+                await self.dir.cancel_pin(cid)
+            if had is not None:
+                with contextlib.suppress(Exception):
+                    await self.dir.withdraw(cid)
+        return {"cid": cid, "unpinned": had is not None}
+
+    def gc(self) -> GcResult:
+        roots = []
+        for c in self.pins:
+            with contextlib.suppress(R1fsError):
+                roots.append(parse_cid(c))
+        result = self.store.gc(roots)
+        if result.removed:
+            log.info(
+                "r1fs gc: removed %d blocks (%d bytes), kept %d", result.removed, result.freed, result.kept
+            )
+        return result
+
+    # -- read ------------------------------------------------------------------------------
+
+    async def get_block(self, cid: Cid) -> bytes:
+        return self.store.get(cid)
+
+    async def size(self, cid: Cid) -> int:
+        return read_file_node(cid, await self.get_block(cid)).filesize
+
+    async def read(self, cid: Cid, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        async for piece in read_range(cid, self.get_block, offset, length):
+            yield piece
+
+    # -- fetch from providers --------------------------------------------------------------
+
+    def _url_of(self, address: str) -> str | None:
+        if address == self.me:
+            return None
+        peer = self.ctx.netmap.get(address) or self.ctx.netmap.get(address.lower())
+        if peer is None:
+            for p in self.ctx.netmap.peers():
+                if p.address.lower() == address:
+                    peer = p
+                    break
+        if peer is None or peer.status != "online" or not peer.heartbeat.url:
+            return None
+        return peer.heartbeat.url.rstrip("/")
+
+    async def provider_urls(self, cid: str) -> list[tuple[str, str]]:
+        """Online nodes that announce `cid`, then (as a fallback) every other online R1FS node."""
+        out: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        if self.dir is not None:
+            try:
+                records = await self.dir.providers(cid)
+            except Exception as exc:
+                log.warning("r1fs: provider lookup for %s failed: %s", cid, exc)
+                records = {}
+            for addr in records:
+                url = self._url_of(addr)
+                if url is not None:
+                    out.append((addr, url))
+                    seen.add(addr)
+        for peer in self.ctx.netmap.online():
+            addr = peer.address.lower()
+            if (
+                addr not in seen
+                and addr != self.me
+                and "r1fs" in peer.heartbeat.services
+                and peer.heartbeat.url
+            ):
+                out.append((addr, peer.heartbeat.url.rstrip("/")))
+        return out
+
+    async def fetch(self, root: Cid) -> None:
+        """Make the whole DAG under `root` local; concurrent calls for one root share the work."""
+        key = str(root)
+        task = self._fetching.get(key)
+        if task is None:
+            task = asyncio.create_task(self._fetch(root), name=f"r1fs-fetch-{key[-8:]}")
+            self._fetching[key] = task
+            task.add_done_callback(lambda _t: self._fetching.pop(key, None))
+        await asyncio.shield(task)
+
+    async def _fetch(self, root: Cid) -> None:
+        if await asyncio.to_thread(self.store.is_complete, root):
+            return
+        providers = await self.provider_urls(str(root))
+        if not providers:
+            raise BlockNotFound(f"{root} is not here and no online node provides it")
+        assert self._http is not None
+        queue: asyncio.Queue[Cid] = asyncio.Queue()
+        queue.put_nowait(root)
+        errors: list[BaseException] = []
+        counter = 0
+
+        async def one(cid: Cid, n: int) -> None:
+            if cid.codec == RAW and self.store.has(cid):
+                return
+            if self.store.has(cid):
+                data = self.store.get(cid)
+            else:
+                data = await self._fetch_block(cid, providers, n)
+            if cid.codec != RAW:
+                for child, _size in read_file_node(cid, data).children:
+                    if child.codec != RAW or not self.store.has(child):
+                        queue.put_nowait(child)
+
+        async def worker() -> None:
+            nonlocal counter
+            while True:
+                cid = await queue.get()
+                try:
+                    if not errors:
+                        counter += 1
+                        await one(cid, counter)
+                except Exception as exc:
+                    errors.append(exc)
+                finally:
+                    queue.task_done()
+
+        with self.store.writing():
+            workers = [asyncio.create_task(worker()) for _ in range(self.settings.parallel)]
+            try:
+                await queue.join()
+            finally:
+                for w in workers:
+                    w.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+        if errors:
+            raise errors[0]
+
+    async def _fetch_block(self, cid: Cid, providers: list[tuple[str, str]], n: int) -> bytes:
+        """One block from the providers in turn (starting at a different one for each block)."""
+        assert self._http is not None
+        text = str(cid)
+        failures = []
+        for i in range(len(providers)):
+            addr, url = providers[(n + i) % len(providers)]
+            try:
+                r = await self._http.get(f"{url}/v1/r1fs/block/{text}")
+            except httpx.HTTPError as exc:
+                failures.append(f"{addr[:10]}: {type(exc).__name__}")
+                self.counters["fetch_retries"] += 1
+                continue
+            if r.status_code != 200:
+                failures.append(f"{addr[:10]}: HTTP {r.status_code}")
+                self.counters["fetch_retries"] += 1
+                continue
+            data = r.content
+            try:
+                await asyncio.to_thread(self.store.put_verified, cid, data)
+            except CorruptBlock:
+                self.counters["corrupt_from_peer"] += 1
+                self.counters["fetch_retries"] += 1
+                log.warning("r1fs: %s served a corrupt copy of block %s; trying another provider", addr, text)
+                failures.append(f"{addr[:10]}: corrupt")
+                continue
+            self.counters["fetched_blocks"] += 1
+            return data
+        raise BlockNotFound(f"block {text}: no provider had a valid copy ({'; '.join(failures)})")
+
+    # -- replication -----------------------------------------------------------------------
+
+    def _alive(self, address: str, now: float) -> bool:
+        """A holder counts until it has been unseen for longer than the grace period."""
+        if address == self.me:
+            return True
+        peer = self.ctx.netmap.get(address)
+        if peer is None:
+            for p in self.ctx.netmap.peers():
+                if p.address.lower() == address:
+                    peer = p
+                    break
+        return peer is not None and now - peer.last_seen <= self.settings.grace
+
+    def _candidates(self) -> set[str]:
+        out = {self.me}
+        for p in self.ctx.netmap.online():
+            if "r1fs" in p.heartbeat.services and p.heartbeat.url:
+                out.add(p.address.lower())
+        return out
+
+    async def reconcile(self) -> dict[str, str]:
+        """One pass over the pinned CIDs; returns the action taken per CID (for logs and tests)."""
+        assert self.dir is not None
+        now = time.time()
+        actions: dict[str, str] = {}
+        cids = set(await self.dir.pinned_cids())
+        cids.update(c for c, p in self.pins.items() if p.get("kind") == "replica")
+        candidates = self._candidates()
+        for cid in sorted(cids):
+            requests = await self.dir.pin_requests(cid)
+            wanted = min(wanted_replicas(requests), len(candidates))
+            records = await self.dir.providers(cid)
+            local = self.pins.get(cid)
+            holders = {a for a in records if self._alive(a, now)}
+            if local is not None:
+                holders.add(self.me)
+            replica_holders = {a for a in holders if records.get(a, {}).get("replica")}
+            if local is not None and local.get("kind") == "replica":
+                replica_holders.add(self.me)
+            elif self.me in replica_holders:
+                replica_holders.discard(self.me)
+            action = plan(
+                cid,
+                self.me,
+                wanted=wanted,
+                holders=holders,
+                replica_holders=replica_holders,
+                candidates=candidates,
+            )
+            if action == "fetch" and cid not in self._fetching:
+                self._tasks.append(asyncio.create_task(self._replicate(cid), name=f"r1fs-rep-{cid[-8:]}"))
+            elif action == "drop":
+                log.info(
+                    "r1fs: dropping replica of %s (wanted %d, live holders %d)", cid, wanted, len(holders)
+                )
+                self.pins.pop(cid, None)
+                self._save_pins()
+                with contextlib.suppress(Exception):
+                    await self.dir.withdraw(cid)
+            if action:
+                actions[cid] = action
+        self._tasks = [t for t in self._tasks if not t.done()]
+        return actions
+
+    async def _replicate(self, cid: str) -> None:
+        try:
+            root = parse_cid(cid)
+            log.info("r1fs: replicating %s", cid)
+            await self.fetch(root)
+            size = await self.size(root)
+            self._pin_local(cid, size, kind="replica")
+            await self._announce(cid, size, replica=self.pins.get(cid, {}).get("kind") == "replica")
+            log.info("r1fs: now holding a replica of %s", cid)
+        except Exception as exc:
+            log.warning("r1fs: replicating %s failed: %s (will retry)", cid, exc)
+
+    async def _reconcile_loop(self) -> None:
+        # Re-announce what this node holds: the records may be older than a wipe of the store.
+        for cid, pin in list(self.pins.items()):
+            await self._announce(cid, int(pin.get("size", 0)), replica=pin.get("kind") == "replica")
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.reconcile_interval)
+            self._wake.clear()
+            # A fresh node has not heard every peer yet: do not judge holders gone before a grace period.
+            if time.time() - self._started < min(self.settings.grace, 3 * self.ctx_heartbeat()):
+                continue
+            try:
+                await self.reconcile()
+            except Exception:
+                log.exception("r1fs: reconcile failed")
+
+    def ctx_heartbeat(self) -> float:
+        peers = self.ctx.netmap.peers()
+        return max((p.heartbeat.interval for p in peers), default=10.0)
+
+    async def _gc_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.gc_interval)
+            try:
+                await asyncio.to_thread(self.gc)
+            except Exception:
+                log.exception("r1fs: gc failed")
+
+    # -- stat / ls -------------------------------------------------------------------------
+
+    async def stat(self, cid_text: str) -> dict[str, Any]:
+        cid = parse_cid(cid_text)
+        text = str(cid)
+        out: dict[str, Any] = {"cid": text, "codec": "raw" if cid.codec == RAW else "dag-pb"}
+        try:
+            block = self.store.get(cid)
+            node = read_file_node(cid, block)
+            out.update(size=node.filesize, links=len(node.children), local=True)
+            out["complete"] = await asyncio.to_thread(self.store.is_complete, cid)
+        except BlockNotFound:
+            out.update(size=None, local=False, complete=False)
+        pin = self.pins.get(text)
+        out["pinned"] = pin.get("kind") if pin else None
+        if self.dir is not None:
+            now = time.time()
+            records = await self.dir.providers(text)
+            requests = await self.dir.pin_requests(text)
+            out["providers"] = [
+                {"address": a, "alive": self._alive(a, now), **{k: v for k, v in r.items() if k != "ts"}}
+                for a, r in sorted(records.items())
+            ]
+            out["replicas_wanted"] = wanted_replicas(requests) or (1 if pin else 0)
+            out["replicas_live"] = sum(1 for p in out["providers"] if p["alive"])
+        return out
+
+    def ls(self) -> list[dict[str, Any]]:
+        return [{"cid": c, **p} for c, p in sorted(self.pins.items())]
