@@ -142,8 +142,12 @@ async def test_token_transfer_and_errors(chain: Chain) -> None:
     with pytest.raises(ChainError, match="Ethereum address"):
         await client.balance("0x1234")
     poor = chain.client(NodeKey.generate())
-    with pytest.raises(ChainError, match="(?i)insufficient funds|lack of funds"):
+    with pytest.raises(ChainError, match="(?i)insufficient funds|lack of funds") as err:
         await poor.send_eth(bob.address, 1)
+    assert err.value.hint == f"{poor.sender} needs ETH on this chain to pay for gas"
+    with pytest.raises(ChainError) as err:
+        await poor.transfer(bob.address, 0)
+    assert err.value.hint == f"{poor.sender} needs ETH on this chain to pay for gas"
 
 
 async def test_buy_without_r1_is_readable(chain: Chain) -> None:

@@ -31,6 +31,8 @@ from r1os.identity import NodeKey
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+_NO_GAS_MONEY = ("insufficient funds", "lack of funds", "exceeds allowance: 0")
+
 GAS_MARGIN = 1.25
 """Multiplier on estimated gas: block time moves between estimate and inclusion (epoch maths)."""
 
@@ -124,7 +126,10 @@ class Web3Base:
         except Web3RPCError as exc:
             message = getattr(exc, "message", None) or str(exc)
             log.info("%s failed: %s", what, message)
-            raise ChainError(f"{what} failed: {message}") from None
+            hint = None
+            if any(m in message.lower() for m in _NO_GAS_MONEY) and self.account is not None:
+                hint = f"{self.account.address} needs ETH on this chain to pay for gas"
+            raise ChainError(f"{what} failed: {message}", hint=hint) from None
         except requests.exceptions.RequestException as exc:
             raise ChainError(
                 f"cannot reach the chain at {self.rpc_url}: {type(exc).__name__}",
