@@ -363,3 +363,22 @@ async def test_stop_while_broker_never_answers_leaves_nothing_behind() -> None:
             w.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_handler_may_stop_its_own_transport(make_transport: TransportFactory) -> None:
+    pub, sub = make_transport("pub"), make_transport("sub")
+    stopped = asyncio.Event()
+
+    async def stop_on_message(topic: str, payload: bytes) -> None:
+        await sub.stop()
+        stopped.set()
+
+    sub.subscribe(broadcast_topic(NET, "bye"), stop_on_message)
+    await started(pub, sub)
+    await pub.publish(broadcast_topic(NET, "bye"), b"stop now")
+    await asyncio.wait_for(stopped.wait(), 10)
+    assert not sub.connected
+    await wait_until(
+        lambda: not [t for t in asyncio.all_tasks() if t.get_name().startswith("mqtt-sub")],
+        what="the handler's own worker to end",
+    )

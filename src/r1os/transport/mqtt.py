@@ -236,15 +236,15 @@ class MqttTransport(Transport):
             if self._flush_task is not None:
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                     await asyncio.wait_for(asyncio.shield(self._flush_task), self._flush_timeout)
+        # stop() may be called from a handler: never cancel or wait for the caller's own task.
+        me = asyncio.current_task()
+        mine = [self._flush_task, self._run_task, *self._side_tasks]
+        mine += [w.task for w in self._workers.values()]
         tasks: list[asyncio.Task[None]] = []
-        for task in (self._flush_task, self._run_task, *self._side_tasks):
-            if task is not None and not task.done():
+        for task in mine:
+            if task is not None and task is not me and not task.done():
                 task.cancel()
                 tasks.append(task)
-        for worker in self._workers.values():
-            if worker.task is not None and not worker.task.done():
-                worker.task.cancel()
-                tasks.append(worker.task)
         # The run task leaves its `async with client` block on cancel, which sends DISCONNECT.
         results = await asyncio.gather(*tasks, return_exceptions=True)
         for result in results:
@@ -381,6 +381,12 @@ class MqttTransport(Transport):
                     )
                 else:
                     log.debug("mqtt %s: connect attempt %d failed: %s", self.client_id, failures, exc)
+            except Exception:
+                # Anything unexpected from the client library: log it, then reconnect as usual;
+                # the connection loop must outlive it.
+                failures += 1
+                _force_close(client)
+                log.exception("mqtt %s: unexpected error on %s; reconnecting", self.client_id, self.url)
             finally:
                 self._on_disconnect()
             # Equal jitter: somewhere in [delay/2, delay], so a restarted broker is not hit by
@@ -497,7 +503,7 @@ class MqttTransport(Transport):
                 )
 
     async def _work(self, sub: Subscription, worker: _Worker) -> None:
-        while True:
+        while not self._stopped:  # a handler that stopped the transport ends its own worker
             topic, payload = await worker.queue.get()
             try:
                 result = sub.handler(topic, payload)
