@@ -291,10 +291,11 @@ async def test_publish_before_start_is_sent_once_connected(make_transport: Trans
         "mqtt://127.0.0.1:1883/some/path",
     ],
 )
-def test_bad_url_gives_clear_error(url: str) -> None:
+def test_bad_url_gives_clear_error(url: str, caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(TransportError, match="broker URL") as info:
         MqttTransport(url, "node")
     assert info.value.hint and "mqtt://" in info.value.hint
+    assert "broker URL" in caplog.text
 
 
 def test_good_urls() -> None:
@@ -304,7 +305,7 @@ def test_good_urls() -> None:
     assert MqttTransport("mqtts://broker.example:9999", "n").address.tls
 
 
-async def test_bad_arguments_give_clear_errors() -> None:
+async def test_bad_arguments_give_clear_errors(caplog: pytest.LogCaptureFixture) -> None:
     t = MqttTransport("mqtt://127.0.0.1:1", "node")
     with pytest.raises(TransportError, match="invalid topic"):
         await t.publish("r1/x/b/+", b"x")
@@ -323,6 +324,9 @@ async def test_bad_arguments_give_clear_errors() -> None:
     with pytest.raises(TransportError, match="client id"):
         MqttTransport("mqtt://127.0.0.1:1883", "")
     await t.stop()
+    # Each refusal was also logged.
+    for text in ("invalid topic", "reserved", "payload must be bytes", "invalid QoS", "pattern"):
+        assert text in caplog.text
 
 
 async def test_no_broker_queues_and_wait_connected_times_out() -> None:

@@ -54,8 +54,22 @@ class BrokerAddress:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
+def _bad_input(message: str, hint: str | None = None) -> TransportError:
+    """A `TransportError` for bad caller input, logged once here so it never goes unseen."""
+    log.warning("%s", message)
+    return TransportError(message, hint=hint)
+
+
 def parse_broker_url(url: str) -> BrokerAddress:
     """Parse `mqtt://[user[:password]@]host[:port]` (or `mqtts://`); `TransportError` if bad."""
+    try:
+        return _parse_broker_url(url)
+    except TransportError as exc:
+        log.warning("%s", exc)
+        raise
+
+
+def _parse_broker_url(url: str) -> BrokerAddress:
     hint = "use mqtt://HOST:PORT, e.g. mqtt://127.0.0.1:1883 (or mqtts:// for TLS)"
     if not isinstance(url, str) or not url.strip():
         raise TransportError(f"broker URL is empty: {url!r}", hint=hint)
@@ -118,7 +132,7 @@ def _force_close(client: aiomqtt.Client) -> None:
 
 def _check_qos(qos: int) -> int:
     if isinstance(qos, bool) or qos not in (0, 1, 2):
-        raise TransportError(f"invalid QoS {qos!r}: must be 0, 1 or 2")
+        raise _bad_input(f"invalid QoS {qos!r}: must be 0, 1 or 2")
     return qos
 
 
@@ -157,9 +171,9 @@ class MqttTransport(Transport):
     ) -> None:
         self.address = parse_broker_url(url)
         if not isinstance(client_id, str) or not client_id or len(client_id) > 256:
-            raise TransportError(f"invalid MQTT client id {client_id!r}: need 1-256 characters")
+            raise _bad_input(f"invalid MQTT client id {client_id!r}: need 1-256 characters")
         if queue_limit < 1 or handler_queue_limit < 1:
-            raise TransportError("queue_limit and handler_queue_limit must be at least 1")
+            raise _bad_input("queue_limit and handler_queue_limit must be at least 1")
         self.url = self.address.url
         self.client_id = client_id
         self._username = username if username is not None else self.address.username
@@ -273,15 +287,14 @@ class MqttTransport(Transport):
         try:
             aiomqtt.Topic(topic)
         except (TypeError, ValueError):
-            log.warning("refused publish to invalid topic %r", topic)
-            raise TransportError(
+            raise _bad_input(
                 f"invalid topic {topic!r}: must be a non-empty string without '+' or '#'"
             ) from None
         if topic.startswith("$"):
             # Reserved for brokers ($SYS); amqtt even drops the connection of a client that tries.
-            raise TransportError(f"invalid topic {topic!r}: topics starting with '$' are reserved")
+            raise _bad_input(f"invalid topic {topic!r}: topics starting with '$' are reserved")
         if not isinstance(payload, bytes | bytearray | memoryview):
-            raise TransportError(f"payload must be bytes, not {type(payload).__name__} (topic {topic!r})")
+            raise _bad_input(f"payload must be bytes, not {type(payload).__name__} (topic {topic!r})")
         qos = _check_qos(qos)
         data = bytes(payload)
         client = self._client
@@ -305,13 +318,12 @@ class MqttTransport(Transport):
         try:
             aiomqtt.Wildcard(pattern)
         except (TypeError, ValueError):
-            log.warning("refused subscription to invalid pattern %r", pattern)
-            raise TransportError(
+            raise _bad_input(
                 f"invalid subscription pattern {pattern!r}: '+' and '#' must fill a whole level, "
                 "'#' only at the end"
             ) from None
         if not callable(handler):
-            raise TransportError(f"handler for {pattern!r} is not callable")
+            raise _bad_input(f"handler for {pattern!r} is not callable")
         sub = Subscription(pattern, handler, _check_qos(qos))
         self._subs.append(sub)
         if self._started:
