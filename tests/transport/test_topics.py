@@ -1,4 +1,4 @@
-"""Topic layout and pattern helpers (no broker needed)."""
+"""Pure helpers: topic layout, filter coverage, reconnect backoff (no broker needed)."""
 
 from __future__ import annotations
 
@@ -74,3 +74,16 @@ def test_bad_addresses_are_refused(bad: str) -> None:
 )
 def test_covers(broad: str, narrow: str, expected: bool) -> None:
     assert covers(broad, narrow) is expected
+
+
+def test_backoff_doubles_to_the_cap_with_jitter() -> None:
+    import itertools
+    import random
+
+    from r1os.transport.mqtt import backoff_delays
+
+    waits = list(itertools.islice(backoff_delays(0.2, 10.0, random.Random(7)), 12))
+    nominal = [min(0.2 * 2**i, 10.0) for i in range(12)]  # 0.2, 0.4, ... 6.4, 10, 10, ...
+    assert all(n / 2 <= w <= n for w, n in zip(waits, nominal, strict=True))
+    assert nominal[6] == 10.0 and nominal[5] == 6.4
+    assert len(set(waits[6:])) == len(waits[6:])  # jittered, not a fixed beat

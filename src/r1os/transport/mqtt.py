@@ -16,7 +16,7 @@ import random
 import socket
 import ssl
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -114,6 +114,20 @@ def covers(broad: str, narrow: str) -> bool:
         elif b != n:
             return False
     return len(b_levels) == len(n_levels)
+
+
+def backoff_delays(
+    initial: float = 0.2, maximum: float = 10.0, rng: random.Random | None = None
+) -> Iterator[float]:
+    """Reconnect waits: `initial` doubling up to `maximum`, each drawn in [delay/2, delay].
+
+    The jitter keeps nodes that lost the same broker from all coming back at the same instant.
+    """
+    uniform = (rng or random).uniform
+    delay = initial
+    while True:
+        yield uniform(delay / 2, delay)
+        delay = min(delay * 2, maximum)
 
 
 def _force_close(client: aiomqtt.Client) -> None:
@@ -364,7 +378,7 @@ class MqttTransport(Transport):
         )
 
     async def _run(self) -> None:
-        delay = self._backoff_initial
+        delays = backoff_delays(self._backoff_initial, self._backoff_max)
         failures = 0
         while True:
             client = self._make_client()
@@ -374,7 +388,7 @@ class MqttTransport(Transport):
                     await self._on_connect(client)
                     was_connected = True
                     failures = 0
-                    delay = self._backoff_initial
+                    delays = backoff_delays(self._backoff_initial, self._backoff_max)
                     await self._read(client)
             except asyncio.CancelledError:
                 _force_close(client)
@@ -401,10 +415,7 @@ class MqttTransport(Transport):
                 log.exception("mqtt %s: unexpected error on %s; reconnecting", self.client_id, self.url)
             finally:
                 self._on_disconnect()
-            # Equal jitter: somewhere in [delay/2, delay], so a restarted broker is not hit by
-            # every node at the same instant.
-            await asyncio.sleep(random.uniform(delay / 2, delay))
-            delay = min(delay * 2, self._backoff_max)
+            await asyncio.sleep(next(delays))
 
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         """Renew subscriptions, then mark connected and replay the offline queue."""
