@@ -28,10 +28,6 @@ MAX_CLAIM_EPOCHS: public(constant(uint256)) = 1080
 # secp256k1n / 2: signatures with a larger `s` are the malleated twin of a valid one.
 _MAX_S: constant(uint256) = 57896044618658097711785492504343953926418782139537452191302581570759080747168
 
-struct NodeLink:
-    licence: address
-    token_id: uint256
-
 genesis_time: public(immutable(uint256))
 epoch_seconds: public(immutable(uint256))
 link_cooldown: public(immutable(uint256))
@@ -43,7 +39,9 @@ min_signatures: public(uint256)
 
 nd_licence: public(address)
 mnd_licence: public(address)
-_links: HashMap[address, NodeLink]
+# node -> (token_id << 160) | licence contract: one storage slot per link. Only the licence
+# contracts register links, and their token ids stay below 46,225 (far below 2**96).
+_links: HashMap[address, uint256]
 
 
 event OracleAdded:
@@ -286,24 +284,30 @@ def _check_licence_contract():
     ), "controller: caller is not a licence contract"
 
 
+@internal
+@pure
+def _link_licence(packed: uint256) -> address:
+    return convert(packed & (2**160 - 1), address)
+
+
 @external
 def register_link(node: address, token_id: uint256):
     self._check_licence_contract()
-    assert self._links[node].licence == empty(address), "controller: node already linked"
-    self._links[node] = NodeLink(licence=msg.sender, token_id=token_id)
+    assert self._links[node] == 0, "controller: node already linked"
+    self._links[node] = (token_id << 160) | convert(msg.sender, uint256)
 
 
 @external
 def unregister_link(node: address):
     self._check_licence_contract()
-    assert self._links[node].licence == msg.sender, "controller: node not linked here"
-    self._links[node] = empty(NodeLink)
+    assert self._link_licence(self._links[node]) == msg.sender, "controller: node not linked here"
+    self._links[node] = 0
 
 
 @external
 @view
 def is_node_active(node: address) -> bool:
-    return self._links[node].licence != empty(address)
+    return self._links[node] != 0
 
 
 @external
@@ -312,20 +316,20 @@ def isNodeActive(node: address) -> bool:
     """
     @notice Same as `is_node_active`, under the name Ratio1's Controller uses, for tools that speak it.
     """
-    return self._links[node].licence != empty(address)
+    return self._links[node] != 0
 
 
 @external
 @view
 def node_licence(node: address) -> (address, uint256):
-    link: NodeLink = self._links[node]
-    return link.licence, link.token_id
+    link: uint256 = self._links[node]
+    return self._link_licence(link), link >> 160
 
 
 @external
 @view
 def node_owner(node: address) -> address:
-    link: NodeLink = self._links[node]
-    if link.licence == empty(address):
+    link: uint256 = self._links[node]
+    if link == 0:
         return empty(address)
-    return staticcall ILicence(link.licence).ownerOf(link.token_id)
+    return staticcall ILicence(self._link_licence(link)).ownerOf(link >> 160)
