@@ -67,3 +67,15 @@ async def test_bad_binary_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_
 async def test_public_rpc_cannot_travel_in_time() -> None:
     with pytest.raises(ChainError, match="not a local devnet"):
         await RpcProvider("http://127.0.0.1:9").advance_time(60)
+
+
+async def test_port_taken_is_retried_on_another() -> None:
+    _anvil_or_skip()
+    async with Anvil() as first:
+        second = Anvil()
+        second.port = first.port  # as if another process took the chosen port meanwhile
+        async with second:
+            assert second.port != first.port
+            assert await wait_rpc(second.rpc_url, 5) == 31337
+        with pytest.raises(ChainError, match="exited"):
+            await Anvil(port=first.port).start()  # an explicit port is not changed

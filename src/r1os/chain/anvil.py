@@ -125,6 +125,7 @@ class Anvil:
         ready_timeout: float = 20.0,
     ) -> None:
         self.host = host
+        self._auto_port = port is None
         self.port = port or free_port(host)
         self.chain_id = chain_id
         self.accounts = accounts
@@ -177,20 +178,47 @@ class Anvil:
         )
 
     async def start(self) -> Anvil:
-        """Start anvil and wait for its RPC; ChainError if it does not come up in time."""
+        """Start anvil and wait for its RPC; ChainError if it does not come up in time.
+
+        With an automatically chosen port, a start that loses the port to another process between
+        choosing and binding it is retried on a new port.
+        """
         if self.proc is not None:
             return self
-        self._spawn()
+        for attempt in range(3):
+            self._spawn()
+            assert self.proc is not None
+            try:
+                got = await wait_rpc(self.rpc_url, self.ready_timeout, self.proc)
+                await self._wait_own_listener()
+            except ChainError:
+                exited = self.proc is not None and self.proc.poll() is not None
+                await self.stop()
+                if exited and self._auto_port and attempt < 2:
+                    log.info("anvil could not start on port %d; trying another port", self.port)
+                    self.port = free_port(self.host)
+                    continue
+                raise
+            if got != self.chain_id:
+                await self.stop()
+                raise ChainError(f"{self.rpc_url} answered chain id {got}, expected {self.chain_id}")
+            return self
+        raise AssertionError("unreachable")
+
+    async def _wait_own_listener(self) -> None:
+        """The RPC that answered must be our process, not another one on the same port."""
         assert self.proc is not None
         try:
-            got = await wait_rpc(self.rpc_url, self.ready_timeout, self.proc)
-        except ChainError:
-            await self.stop()
-            raise
-        if got != self.chain_id:
-            await self.stop()
-            raise ChainError(f"{self.rpc_url} answered chain id {got}, expected {self.chain_id}")
-        return self
+            async with asyncio.timeout(self.ready_timeout):
+                while not _listens(self.proc.pid, self.port):
+                    if self.proc.poll() is not None:
+                        raise ChainError(
+                            f"anvil exited with code {self.proc.returncode}"
+                            f" (port {self.port} is taken by another process)"
+                        )
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            raise ChainError(f"anvil does not listen on port {self.port}") from None
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop anvil (SIGTERM, so it saves its state; SIGKILL after `grace` seconds)."""
@@ -239,6 +267,19 @@ class Anvil:
             self._log.close()
             self._log = None
         return info
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether `pid` (or a child: the npm wrapper runs anvil as one) listens on TCP `port`."""
+    try:
+        root = psutil.Process(pid)
+        for proc in (root, *root.children(recursive=True)):
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                    return True
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return False
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
