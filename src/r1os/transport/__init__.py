@@ -5,6 +5,8 @@
 Topic names come from `r1os.transport.topics`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from r1os.transport.base import (
     DEFAULT_QUEUE_LIMIT,
     Handler,
@@ -12,7 +14,6 @@ from r1os.transport.base import (
     Transport,
     TransportStats,
 )
-from r1os.transport.broker import Authorize, EmbeddedBroker
 from r1os.transport.mosquitto import MosquittoBroker, find_mosquitto
 from r1os.transport.mqtt import MqttTransport, parse_broker_url
 from r1os.transport.topics import (
@@ -23,6 +24,20 @@ from r1os.transport.topics import (
     inbox_topic,
     parse_topic,
 )
+
+if TYPE_CHECKING:
+    from r1os.transport.broker import Authorize, EmbeddedBroker
+
+
+def __getattr__(name: str) -> Any:
+    # The broker module is imported on first use only: nodes need no amqtt, and
+    # `python -m r1os.transport.broker` then runs without a second copy in sys.modules.
+    if name in ("EmbeddedBroker", "Authorize"):
+        from r1os.transport import broker
+
+        return getattr(broker, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_QUEUE_LIMIT",

@@ -27,7 +27,7 @@ from amqtt.session import Session
 
 from r1os.errors import TransportError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("r1os.transport.broker")  # the same name when run with -m
 
 Authorize = Callable[[str, str | None, str | None], bool | Awaitable[bool]]
 """`(client_id, username, password) -> bool`: may this client connect?"""
