@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
 from r1os.r1fs._dag import Cid, parse_cid
-from r1os.r1fs._errors import BadCid, BlockNotFound, CorruptBlock, R1fsError, TooLarge
+from r1os.r1fs._errors import BadCid, BadUpload, BlockNotFound, CorruptBlock, R1fsError, TooLarge
 
 if TYPE_CHECKING:
     from r1os.r1fs._service import R1fsService
@@ -63,7 +63,7 @@ def _error(status: int, exc: Exception, what: str) -> JSONResponse:
 
 
 def _status_of(exc: Exception) -> int:
-    if isinstance(exc, BadCid):
+    if isinstance(exc, (BadCid, BadUpload)):
         return 400
     if isinstance(exc, BlockNotFound):
         return 404
@@ -166,7 +166,8 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
         if not 1 <= replicas <= 64:
             return _error(400, R1fsError("replicas must be between 1 and 64"), "add")
         try:
-            result = await svc.add_stream(request.stream(), pin=pin, replicas=replicas)
+            size = int(declared) if declared is not None and declared.isdigit() else None
+            result = await svc.add_stream(request.stream(), pin=pin, replicas=replicas, expect_size=size)
         except ClientDisconnect:
             return _error(400, R1fsError("upload ended early (client disconnected)"), "add")
         except R1fsError as exc:

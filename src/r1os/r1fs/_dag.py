@@ -209,7 +209,10 @@ def decode_pbnode(block: bytes) -> PbNode:
                 name, tsize = "", 0
                 for lnum, lwire, lvalue in _fields(value):
                     if lnum == 1 and lwire == 2 and isinstance(lvalue, bytes):
-                        cid = parse_cid(lvalue)
+                        try:
+                            cid = parse_cid(lvalue)
+                        except BadCid as exc:
+                            raise ValueError(f"bad link: {exc}") from None
                     elif lnum == 2 and lwire == 2 and isinstance(lvalue, bytes):
                         name = lvalue.decode()
                     elif lnum == 3 and lwire == 0 and isinstance(lvalue, int):

@@ -25,3 +25,7 @@ class BlockNotFound(R1fsError):
 
 class TooLarge(R1fsError):
     """An upload exceeds the node's size limit."""
+
+
+class BadUpload(R1fsError):
+    """An upload's body does not match what its headers promised (truncated or too long)."""

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from r1os.node import Service, ServiceContext
 from r1os.r1fs._dag import RAW, Cid, parse_cid, read_file_node
-from r1os.r1fs._errors import BlockNotFound, CorruptBlock, R1fsError
+from r1os.r1fs._errors import BadUpload, BlockNotFound, CorruptBlock, R1fsError
 from r1os.r1fs._exporter import read_range
 from r1os.r1fs._importer import ImportResult, PutBlock, import_stream
 from r1os.r1fs._providers import Directory, KeyValue, plan, wanted_replicas
@@ -133,12 +133,18 @@ class R1fsService(Service):
         pin: bool = True,
         replicas: int = 1,
         max_size: int | None = None,
+        expect_size: int | None = None,
     ) -> ImportResult:
-        """Import a stream into the store; pin it, announce it and ask for `replicas` copies."""
+        """Import a stream into the store; pin it, announce it and ask for `replicas` copies.
+
+        With `expect_size` (an upload's Content-Length) a short or long body is refused before anything
+        is pinned; its blocks are left to GC."""
         put: PutBlock = self.store.put
         with self.store.writing():
             result = await import_stream(source, put, max_size=max_size or self.settings.max_upload)
             cid = str(result.cid)
+            if expect_size is not None and result.size != expect_size:
+                raise BadUpload(f"upload had {result.size} bytes where Content-Length said {expect_size}")
             if pin:
                 self._pin_local(cid, result.size, kind="user", replicas=replicas)
         if pin:

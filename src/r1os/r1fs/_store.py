@@ -148,8 +148,10 @@ class BlockStore:
             node = read_file_node(cid, self.get(cid))
             stack.extend(c for c, _ in reversed(node.children))
 
-    def missing(self, root: Cid) -> list[Cid]:
-        """Blocks of the DAG under `root` that are absent (walks only what is present)."""
+    def missing(self, root: Cid, *, verify: bool | None = None) -> list[Cid]:
+        """Blocks of the DAG under `root` that are absent (walks only what is present); with `verify`
+        (default: the store's `verify_reads`) every block is re-hashed and a corrupt one counts as absent."""
+        verify = self.verify_reads if verify is None else verify
         out: list[Cid] = []
         stack = [root]
         while stack:
@@ -157,13 +159,20 @@ class BlockStore:
             if not self.has(cid):
                 out.append(cid)
                 continue
+            if cid.codec == RAW and not verify:
+                continue
+            try:
+                data = self.get(cid, verify=verify)
+            except (CorruptBlock, BlockNotFound):
+                out.append(cid)
+                continue
             if cid.codec != RAW:
-                stack.extend(c for c, _ in read_file_node(cid, self.get(cid)).children)
+                stack.extend(c for c, _ in read_file_node(cid, data).children)
         return out
 
-    def is_complete(self, root: Cid) -> bool:
+    def is_complete(self, root: Cid, *, verify: bool | None = None) -> bool:
         try:
-            return not self.missing(root)
+            return not self.missing(root, verify=verify)
         except CorruptBlock:
             return False
 
