@@ -74,6 +74,7 @@ def build_services(config: NodeConfig) -> list[Service]:
     return [
         CStoreService(
             sync_interval=config.cstore_sync_interval,
+            fsync=config.cstore_fsync,
             oracles=frozenset(a.lower() for a in config.oracles),
         ),
     ]

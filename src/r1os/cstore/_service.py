@@ -149,6 +149,9 @@ class CStoreService(Service):
         """Call `callback(key, field, value)` after any change under `prefix` (value None = deleted)."""
         self._watchers.append((prefix, callback))
 
+    def unwatch(self, callback: Watcher) -> None:
+        self._watchers = [(p, cb) for p, cb in self._watchers if cb is not callback]
+
     def _op(self, kind: str, key: str, field: str | None, value: Any, ttl: float | None) -> Op:
         expires = None if ttl is None else _now_ms() + max(1, int(ttl * 1000))
         return Op(kind, key, field, value, expires)  # type: ignore[arg-type]
@@ -171,8 +174,13 @@ class CStoreService(Service):
             raise
         changed = self._apply(batch)
         if changed:
-            await self.log.append(batch.raw)
-            await self._broadcast(batch)
+            # Replicas get the batch while our own fsync runs; the caller is answered only once it is
+            # durable here, so an acknowledged write survives a crash of this node right after.
+            sent = asyncio.ensure_future(self._broadcast(batch))
+            try:
+                await self.log.append(batch.raw)
+            finally:
+                await sent
         return batch
 
     def _check_namespace_quota(self, batch: Batch) -> None:
@@ -372,6 +380,31 @@ def _routes(router: APIRouter, svc: CStoreService) -> None:
     @router.get("/v1/cstore/hgetall")
     async def hgetall(key: str) -> dict[str, Any]:
         return {"key": key, "fields": svc.state.hgetall(key, now())}
+
+    @router.get("/v1/cstore/wait")
+    async def wait(key: str, field: str | None = None, timeout: float = 10.0) -> Response:
+        """Long-poll until KEY (or hash FIELD) has a live value; 408 after `timeout` seconds."""
+
+        def value() -> Any:
+            return svc.state.get(key, now()) if field is None else svc.state.hget(key, field, now())
+
+        found = value()
+        if found is None:
+            event = asyncio.Event()
+
+            def wake(k: str, f: str | None, v: Any) -> None:
+                if k == key and (field is None or f == field) and v is not None:
+                    event.set()
+
+            svc.watch(key, wake)
+            try:
+                await asyncio.wait_for(event.wait(), min(max(timeout, 0.0), 60.0))
+            except TimeoutError:
+                return JSONResponse({"error": "timed out", "cause": "timeout"}, status_code=408)
+            finally:
+                svc.unwatch(wake)
+            found = value()
+        return JSONResponse({"key": key, "field": field, "value": found})
 
     @router.get("/v1/cstore/hlc")
     async def hlc() -> dict[str, Any]:

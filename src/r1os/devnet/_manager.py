@@ -128,6 +128,7 @@ class Devnet:
         network: str = "devnet",
         heartbeat: float = 10.0,
         sync_interval: float = 2.0,
+        fsync: bool = True,
         chain: bool = True,
         epoch_seconds: int = 60,
         timeout: float = 60.0,
@@ -146,7 +147,6 @@ class Devnet:
                 )
         started = time.monotonic()
         password = _password(self.dir)
-        env = {"R1OS_PASSWORD": password, "PYTHONUNBUFFERED": "1"}
 
         # 1. Keys first: the chain part needs the node addresses before the nodes start.
         progress(f"creating {nodes} node keys")
@@ -189,6 +189,7 @@ class Devnet:
             broker_pid=broker_pid,
             heartbeat_interval=heartbeat,
             sync_interval=sync_interval,
+            fsync=fsync,
             nodes=[n for n, _ in planned],
             started_at=time.time(),
         )
@@ -202,7 +203,7 @@ class Devnet:
         # 4. Nodes.
         progress(f"starting {nodes} nodes ({oracles} oracles)")
         for node, _ in planned:
-            node.pid = self._spawn_node(state, node, env)
+            node.pid = self._spawn_node(state, node)
         save_state(state)
 
         # 5. Wait for the full mesh.
@@ -225,7 +226,12 @@ class Devnet:
         info = setup_devnet_chain(self.dir, edge, oracle_addrs, epoch_seconds=epoch_seconds)
         return info.model_dump() if hasattr(info, "model_dump") else dict(info)
 
-    def _spawn_node(self, state: DevnetState, node: DevnetNode, env: dict[str, str]) -> int:
+    def _spawn_node(self, state: DevnetState, node: DevnetNode) -> int:
+        env = {
+            "R1OS_PASSWORD": _password(self.dir),
+            "PYTHONUNBUFFERED": "1",
+            "R1OS_CSTORE_FSYNC": "1" if state.fsync else "0",
+        }
         args = [
             sys.executable, "-m", "r1os.node", "start",
             "--home", node.home,
@@ -348,7 +354,7 @@ class Devnet:
         node = state.node(ref)
         if pid_alive(node.pid):
             raise DevnetError(f"{node.name} is already running (pid {node.pid})")
-        node.pid = self._spawn_node(state, node, {"R1OS_PASSWORD": _password(self.dir)})
+        node.pid = self._spawn_node(state, node)
         save_state(state)
         return node
 

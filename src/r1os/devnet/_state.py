@@ -35,6 +35,7 @@ class DevnetState(BaseModel):
     broker_pid: int | None = None  # None when an external broker was given
     heartbeat_interval: float
     sync_interval: float = 2.0
+    fsync: bool = True
     nodes: list[DevnetNode]
     chain: dict[str, Any] | None = None
     started_at: float = 0.0

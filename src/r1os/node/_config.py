@@ -34,6 +34,7 @@ class NodeConfig(BaseSettings):
     oracles: list[str] = Field(
         default_factory=list, description="oracle addresses (until dAuth supplies them)"
     )
+    cstore_fsync: bool = Field(True, description="fsync the CSTORE log before acknowledging a write")
     cstore_sync_interval: float = Field(5.0, gt=0, description="seconds between anti-entropy rounds")
 
     @field_validator("network")
