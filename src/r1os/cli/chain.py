@@ -18,7 +18,7 @@ from rich.table import Table
 
 from r1os.chain.deployment import Deployment
 from r1os.chain.units import R1_DECIMALS, format_units
-from r1os.cli._common import (  # noqa: F401 - re-exported for the other chain groups
+from r1os.cli._common import (
     PRIVATE_KEY_ENV,
     KeyFileOpt,
     console,

@@ -10,8 +10,8 @@ import typer
 from pydantic import ValidationError
 
 from r1os.chain.digests import SignedAvailability
-from r1os.cli._common import console, handle_errors, print_json, run
-from r1os.cli.chain import DeploymentOpt, DirOpt, JsonOpt, KeyFileOpt, client, r1
+from r1os.cli._common import KeyFileOpt, console, handle_errors, print_json, run
+from r1os.cli.chain import DeploymentOpt, DirOpt, JsonOpt, client, r1
 from r1os.cli.licence import licence_table
 from r1os.errors import ChainError
 
@@ -145,7 +145,7 @@ def sign(
 ) -> None:
     """Oracle side, by hand: sign a node's availability and add the signature to a claim file."""
     from r1os.chain.digests import sign_availability
-    from r1os.cli.chain import load_key
+    from r1os.cli._common import load_key
 
     try:
         values = [int(v) for v in availability.split(",") if v.strip()]
