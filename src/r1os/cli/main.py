@@ -41,6 +41,9 @@ def _register() -> None:
     from r1os.cli import cstore
 
     app.add_typer(cstore.app, name="cstore", help="The replicated key-value store (via a node).")
+    from r1os.cli import fs
+
+    app.add_typer(fs.app, name="fs", help="R1FS files: add, get, pin (IPFS-compatible CIDs).")
     from r1os.cli import chain, job, licence, rewards, token
 
     app.add_typer(chain.app, name="chain", help="Deploy the contracts to an EVM chain; inspect one.")

@@ -1,0 +1,237 @@
+"""`r1os fs`: add, get, pin and inspect files in R1FS through a node's HTTP API."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from r1os.cli._common import console, err_console, fail, handle_errors, print_json, run
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+NODE_HELP = "The node's HTTP API URL [default: $R1OS_API_URL or http://127.0.0.1:31234]."
+#: Files at least this big get a progress bar (when stderr is a terminal).
+PROGRESS_MIN = 8 * 1024 * 1024
+
+
+@contextmanager
+def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr for big transfers; a no-op callback otherwise."""
+    if not err_console.is_terminal or (total is not None and total < PROGRESS_MIN):
+        yield lambda _n: None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _client(node: str | None) -> Any:
+    from r1os.r1fs import R1fsClient
+
+    return R1fsClient(node)
+
+
+def _parse_key(text: str) -> bytes:
+    try:
+        key = bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        fail("--key must be 64 hex characters (the key printed by `r1os fs add --encrypt`)")
+    return key
+
+
+@app.command("add")
+@handle_errors
+def add(
+    file: Path = typer.Argument(..., help="The file to add.", exists=True, dir_okay=False, readable=True),
+    pin: int = typer.Option(1, "--pin", min=0, max=64, help="Copies to keep on distinct nodes (0: no pin)."),
+    encrypt: bool = typer.Option(
+        False, "--encrypt", help="Encrypt (AES-256-GCM) before upload; prints the key."
+    ),
+    only_hash: bool = typer.Option(
+        False, "--only-hash", help="Print the CID only; store nothing, no node needed (as `ipfs add -n -Q`)."
+    ),
+    node: str | None = typer.Option(None, "--node", help=NODE_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Add a file; prints its CID (the same as `ipfs add --cid-version=1` gives)."""
+    size = file.stat().st_size
+    if only_hash:
+        if encrypt:
+            fail("--only-hash and --encrypt do not mix: every encryption uses a fresh key and nonce")
+        from r1os.r1fs import import_file
+
+        result = import_file(file)
+        sys.stdout.write(f"{result.cid}\n")
+        return
+    from r1os.r1fs import new_key
+
+    key = new_key() if encrypt else None
+
+    async def go() -> dict[str, Any]:
+        async with _client(node) as client:
+            with _progress(f"adding {file.name}", size) as advance:
+                out: dict[str, Any] = await client.add_file(
+                    file, pin=pin > 0, replicas=max(pin, 1), key=key, progress=advance
+                )
+                return out
+
+    out = run(go())
+    if key is not None:
+        out["key"] = key.hex()
+    if json_out:
+        print_json(out)
+        return
+    console.print(f"added [bold]{out['cid']}[/] {file.name} ({out['size']} bytes)", highlight=False)
+    if key is not None:
+        console.print(f"key {key.hex()}", highlight=False)
+        err_console.print("[dim]keep the key: `r1os fs get CID --key KEY` needs it; the node never saw it[/]")
+
+
+@app.command("get")
+@handle_errors
+def get(
+    cid: str = typer.Argument(..., help="The file's CID."),
+    output: str | None = typer.Option(
+        None, "-o", "--output", help="Where to write it ('-' = stdout) [default: ./CID]."
+    ),
+    key: str | None = typer.Option(
+        None, "--key", help="Decrypt with this key (hex) from `fs add --encrypt`."
+    ),
+    node: str | None = typer.Option(None, "--node", help=NODE_HELP),
+) -> None:
+    """Fetch a file (from any node that has it) and write it out."""
+    from r1os.r1fs import parse_cid
+
+    cid = str(parse_cid(cid))
+    file_key = _parse_key(key) if key else None
+
+    async def go() -> int:
+        async with _client(node) as client:
+            if output == "-":
+                total = 0
+                async for piece in client.stream(cid, key=file_key):
+                    sys.stdout.buffer.write(piece)
+                    total += len(piece)
+                sys.stdout.buffer.flush()
+                return total
+            stat = await client.stat(cid)
+            dest = Path(output) if output else Path(cid)
+            with _progress(f"getting {cid[-12:]}", stat.get("size")) as advance:
+                n: int = await client.get_to(cid, dest, key=file_key, progress=advance)
+                return n
+
+    total = run(go())
+    if output != "-":
+        err_console.print(f"wrote {total} bytes to {output or cid}", highlight=False)
+
+
+@app.command("pin")
+@handle_errors
+def pin(
+    cid: str = typer.Argument(..., help="The file's CID."),
+    replicas: int = typer.Option(1, "--replicas", "-n", min=1, max=64, help="Copies on distinct nodes."),
+    node: str | None = typer.Option(None, "--node", help=NODE_HELP),
+) -> None:
+    """Keep a file on the node and ask the network for N copies in all."""
+
+    async def go() -> dict[str, Any]:
+        async with _client(node) as client:
+            out: dict[str, Any] = await client.pin(cid, replicas)
+            return out
+
+    out = run(go())
+    console.print(
+        f"pinned {out['cid']} ({out['size']} bytes), {out['replicas']} replica(s) wanted", highlight=False
+    )
+
+
+@app.command("unpin")
+@handle_errors
+def unpin(
+    cid: str = typer.Argument(..., help="The file's CID."),
+    node: str | None = typer.Option(None, "--node", help=NODE_HELP),
+) -> None:
+    """Release the node's pin and its replication request; blocks go at the next GC."""
+
+    async def go() -> dict[str, Any]:
+        async with _client(node) as client:
+            out: dict[str, Any] = await client.unpin(cid)
+            return out
+
+    out = run(go())
+    console.print(f"{'unpinned' if out['unpinned'] else 'was not pinned:'} {out['cid']}", highlight=False)
+
+
+@app.command("ls")
+@handle_errors
+def ls(
+    node: str | None = typer.Option(None, "--node", help=NODE_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Files pinned on the node (by a user, or as a replica for the network)."""
+
+    async def go() -> list[dict[str, Any]]:
+        async with _client(node) as client:
+            out: list[dict[str, Any]] = await client.ls()
+            return out
+
+    pins = run(go())
+    if json_out:
+        print_json(pins)
+        return
+    if not pins:
+        console.print("[dim]no pins[/]")
+    for p in pins:
+        console.print(
+            f"{p['cid']}  {p.get('size', '?'):>12}  {p.get('kind')}  x{p.get('replicas', 1)}", highlight=False
+        )
+
+
+@app.command("stat")
+@handle_errors
+def stat(
+    cid: str = typer.Argument(..., help="The file's CID."),
+    node: str | None = typer.Option(None, "--node", help=NODE_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Size, local state, providers and replica count of a file."""
+
+    async def go() -> dict[str, Any]:
+        async with _client(node) as client:
+            out: dict[str, Any] = await client.stat(cid)
+            return out
+
+    out = run(go())
+    if json_out:
+        print_json(out)
+        return
+    for k in ("cid", "codec", "size", "local", "complete", "pinned", "replicas_wanted", "replicas_live"):
+        if k in out:
+            console.print(f"[dim]{k:>16}[/] {out[k]}", highlight=False)
+    for p in out.get("providers", []):
+        state = "online" if p["alive"] else "gone"
+        console.print(f"[dim]{'provider':>16}[/] {p['address']} {state}", highlight=False)
