@@ -70,6 +70,7 @@ def start(
 def build_services(config: NodeConfig) -> list[Service]:
     """The services every node runs, in start order (later ones may use earlier ones)."""
     from r1os.cstore import CStoreService
+    from r1os.r1fs import R1fsService
 
     return [
         CStoreService(
@@ -77,6 +78,7 @@ def build_services(config: NodeConfig) -> list[Service]:
             fsync=config.cstore_fsync,
             oracles=frozenset(a.lower() for a in config.oracles),
         ),
+        R1fsService(),
     ]
 
 
