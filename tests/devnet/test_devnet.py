@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -140,3 +141,38 @@ def test_killed_node_goes_offline_then_returns_with_same_address(devnet: Any) ->
     )  # fmt: skip
     wait_for(lambda: not offline(), 10, "the restarted node to be online again")
     wait_for(lambda: peers(target.url)["online"] == len(state.nodes) - 1, 10, "the restarted node's map")
+
+
+def test_cstore_write_on_one_node_is_read_on_all(devnet: Any) -> None:
+    from r1os import Session
+
+    _, state = devnet
+    key = NodeKey.generate()
+    with Session(state.nodes[0].url, key=key) as s:
+        s.cstore.set(s.cstore.namespace + "hello", {"from": "node-01"})
+        k = s.cstore.namespace + "hello"
+    for node in state.nodes:
+        r = httpx.get(f"{node.url}/v1/cstore/wait", params={"key": k, "timeout": 10}, timeout=15)
+        assert r.json()["value"] == {"from": "node-01"}
+
+
+def test_acknowledged_write_survives_sigkill(devnet: Any) -> None:
+    from r1os import Session
+    from r1os.cstore._log import read_log
+
+    dn, state = devnet
+    target = state.nodes[1]
+    key = NodeKey.generate()
+    with Session(target.url, key=key) as s:
+        k = s.cstore.namespace + "durable"
+        s.cstore.set(k, "acked")  # returned: the node says it is on disk
+    assert target.pid is not None
+    os.kill(target.pid, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(target.pid), 10, "the node to die")
+    log_path = Path(target.home) / "services" / "cstore" / "batches.log"
+    assert any(k.encode() in raw for raw in read_log(log_path)), "acknowledged batch missing from the log"
+    dn.start_node(target.name)
+    wait_for(
+        lambda: httpx.get(f"{target.url}/v1/cstore/get", params={"key": k}, timeout=1).json()["value"] == "acked",
+        30, "the restarted node to serve the acknowledged write",
+    )  # fmt: skip
