@@ -34,6 +34,7 @@ log = logging.getLogger("r1os.cstore")
 
 MSG_BATCH = "cstore.batch"
 INLINE_LIMIT = 256 * 1024  # larger batches are announced and pulled over HTTP
+SETTLE_MS = 1_000  # how long a write is left to the fast path before anti-entropy compares it
 Watcher = Callable[[str, str | None, Any], Awaitable[None] | None]
 
 
@@ -287,7 +288,7 @@ class CStoreService(Service):
     async def sync_with(self, url: str) -> tuple[int, int]:
         """One anti-entropy round with the node at `url`; returns (batches pulled, batches pushed)."""
         assert self._http is not None
-        digests = base64.b64encode(self.state.bucket_digests()).decode()
+        digests = base64.b64encode(self.state.bucket_digests(self._horizon())).decode()
         r = await self._http.post(f"{url}/v1/cstore/sync", json={"digests": digests})
         r.raise_for_status()
         answer = r.json()
@@ -315,10 +316,14 @@ class CStoreService(Service):
     def answer_sync(self, digests_b64: str) -> dict[str, Any]:
         try:
             remote = base64.b64decode(digests_b64, validate=True)
-            diff = self.state.differing_buckets(remote)
+            diff = self.state.differing_buckets(remote, self._horizon())
         except (ValueError, TypeError) as exc:
             raise CStoreError("malformed", f"bad digests: {exc}") from None
         return {"batches": [b.decode() for b in self.state.batches_in(diff)], "want": diff}
+
+    def _horizon(self) -> int:
+        """Entries younger than this are still on the fast path: anti-entropy leaves them alone."""
+        return _now_ms() - SETTLE_MS
 
     # -- maintenance -------------------------------------------------------------------------
 

@@ -6,12 +6,15 @@ tombstones (kept until `gc`), so a late, older write cannot bring a deleted key 
 
 For anti-entropy the registers are spread over `BUCKETS` buckets by key; each bucket keeps the XOR
 of its entries' hashes, updated in O(1) per write, so two replicas find what differs by comparing
-1024 small digests instead of their whole contents.
+1024 small digests instead of their whole contents. Only *settled* entries (written before a horizon a
+little in the past) count in the digests: writes still in flight on the fast path would otherwise make
+every bucket differ under load and anti-entropy would ship the whole store for nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +36,7 @@ class Register:
     value: Any
     expires_ms: int | None
     deleted: bool
+    settled: bool = False  # counted in the bucket digests (older than the settle horizon)
 
     def live(self, now_ms: int) -> bool:
         return not self.deleted and (self.expires_ms is None or self.expires_ms > now_ms)
@@ -56,6 +60,8 @@ class CStoreState:
         self._refs: dict[str, int] = {}
         self._bucket_xor = [0] * BUCKETS
         self._bucket_keys: list[set[str]] = [set() for _ in range(BUCKETS)]
+        self._horizon_ms = -1
+        self._recent: deque[tuple[EntryId, Order]] = deque()
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -77,15 +83,20 @@ class CStoreState:
             if current is not None and current.order >= order:
                 continue
             deleted = op.kind in ("del", "hdel")
-            table[name] = Register(order, None if deleted else op.value, op.expires_ms, deleted)
+            settled = order[0] < self._horizon_ms
+            table[name] = Register(order, None if deleted else op.value, op.expires_ms, deleted, settled)
             eid: EntryId = (op.key, op.field)
             b = bucket_of(op.key)
             self._refs[batch.id] = self._refs.get(batch.id, 0) + 1
             self._batches.setdefault(batch.id, batch.raw)
             if current is not None:
-                self._bucket_xor[b] ^= _entry_hash(eid, current.order)
+                if current.settled:
+                    self._bucket_xor[b] ^= _entry_hash(eid, current.order)
                 self._release(current.order[3])
-            self._bucket_xor[b] ^= _entry_hash(eid, order)
+            if settled:
+                self._bucket_xor[b] ^= _entry_hash(eid, order)
+            else:
+                self._recent.append((eid, order))
             self._bucket_keys[b].add(op.key)
             changed.append(eid)
         return changed
@@ -122,8 +133,25 @@ class CStoreState:
         return removed
 
     def _forget(self, eid: EntryId, reg: Register) -> None:
-        self._bucket_xor[bucket_of(eid[0])] ^= _entry_hash(eid, reg.order)
+        if reg.settled:
+            self._bucket_xor[bucket_of(eid[0])] ^= _entry_hash(eid, reg.order)
         self._release(reg.order[3])
+
+    def _lookup(self, eid: EntryId) -> Register | None:
+        if eid[1] is None:
+            return self.strings.get(eid[0])
+        return self.hashes.get(eid[0], {}).get(eid[1])
+
+    def settle(self, horizon_ms: int) -> None:
+        """Count every entry written before `horizon_ms` in the bucket digests (the horizon only moves on)."""
+        self._horizon_ms = max(self._horizon_ms, horizon_ms)
+        recent = self._recent
+        while recent and recent[0][1][0] < self._horizon_ms:
+            eid, order = recent.popleft()
+            reg = self._lookup(eid)
+            if reg is not None and reg.order == order and not reg.settled:
+                reg.settled = True
+                self._bucket_xor[bucket_of(eid[0])] ^= _entry_hash(eid, order)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -178,13 +206,15 @@ class CStoreState:
     def digest(self) -> str:
         return hashlib.sha256(self.export()).hexdigest()
 
-    def bucket_digests(self) -> bytes:
+    def bucket_digests(self, horizon_ms: int) -> bytes:
+        """Digests of the entries written before `horizon_ms`, one per bucket."""
+        self.settle(horizon_ms)
         return b"".join(x.to_bytes(_DIGEST_BYTES, "big") for x in self._bucket_xor)
 
-    def differing_buckets(self, remote: bytes) -> list[int]:
+    def differing_buckets(self, remote: bytes, horizon_ms: int) -> list[int]:
         if len(remote) != BUCKETS * _DIGEST_BYTES:
             raise ValueError(f"expected {BUCKETS * _DIGEST_BYTES} digest bytes, got {len(remote)}")
-        mine = self.bucket_digests()
+        mine = self.bucket_digests(horizon_ms)
         w = _DIGEST_BYTES
         return [b for b in range(BUCKETS) if mine[b * w : (b + 1) * w] != remote[b * w : (b + 1) * w]]
 
