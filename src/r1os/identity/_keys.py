@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import coincurve
 from eth_hash.auto import keccak as _keccak
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from r1os.errors import IdentityError, SignatureError
 

@@ -43,7 +43,7 @@ def load_keystore(path: Path, password: str) -> NodeKey:
         raise IdentityError(f"no key file at {path}", hint="create one with `r1os keys new`") from None
     except (OSError, ValueError) as exc:
         raise IdentityError(f"cannot read key file {path}: {exc}") from None
-    from eth_keyfile import decode_keyfile_json
+    from eth_keyfile.keyfile import decode_keyfile_json
 
     try:
         secret = decode_keyfile_json(data, password.encode())

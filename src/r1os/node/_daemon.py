@@ -103,8 +103,9 @@ class Node:
         password = self._password
         if password is None:
             password = password_from_env_or_prompt(confirm=not path.exists())
-        strength = "light" if self.config.key_strength == "light" else "standard"
-        key, created = load_or_create(path, password, strength=strength)
+        key, created = load_or_create(
+            path, password, strength="light" if self.config.key_strength == "light" else "standard"
+        )
         if created:
             log.info("created node key %s in %s", key.address, path)
         return key
@@ -243,7 +244,8 @@ class Node:
 
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # The node owns SIGINT/SIGTERM (it stops services first); uvicorn must not take them over.
+        self._server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         serve = asyncio.create_task(self._server.serve(), name="http")
         self._tasks.append(serve)
         while not self._server.started:
