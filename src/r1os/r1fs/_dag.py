@@ -14,10 +14,13 @@ link Name always present):
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
-from multiformats import CID, multibase
+from multiformats import CID
 
 from r1os.r1fs._errors import BadCid, CorruptBlock
 
@@ -74,8 +77,23 @@ def cid_bytes(codec: int, digest: bytes) -> bytes:
 
 
 def cid_str(raw: bytes) -> str:
-    """Binary CID to its base32 text form (`bafk...` for raw, `bafy...` for dag-pb)."""
-    return multibase.encode(raw, "base32")
+    """Binary CID to its base32 text form (`bafk...` for raw, `bafy...` for dag-pb): multibase `b`,
+    RFC 4648 lower-case without padding (the stdlib codec is ~40x faster than a generic multibase one)."""
+    return "b" + base64.b32encode(raw).decode("ascii").lower().rstrip("=")
+
+
+def _fast_parse(text: str) -> Cid | None:
+    """The common case (a base32 CIDv1 of what R1FS holds) without the generic decoder."""
+    if len(text) != 59 or text[0] != "b":
+        return None
+    body = text[1:].upper()
+    try:
+        raw = base64.b32decode(body + "=" * (-len(body) % 8))
+    except (ValueError, binascii.Error):
+        return None
+    if len(raw) == 36 and raw[:4] in (_RAW_PREFIX, _PB_PREFIX) and text == cid_str(raw):
+        return Cid(RAW if raw[:4] == _RAW_PREFIX else DAG_PB, raw[4:])
+    return None
 
 
 @dataclass(frozen=True)
@@ -89,8 +107,12 @@ class Cid:
     def raw(self) -> bytes:
         return cid_bytes(self.codec, self.digest)
 
-    def __str__(self) -> str:
+    @functools.cached_property
+    def text(self) -> str:
         return cid_str(self.raw)
+
+    def __str__(self) -> str:
+        return self.text
 
     @classmethod
     def for_block(cls, codec: int, data: bytes) -> Cid:
@@ -102,6 +124,12 @@ def parse_cid(text: str | bytes) -> Cid:
 
     CIDv0 (`Qm...`) is accepted and read as its dag-pb CIDv1 equivalent.
     """
+    if isinstance(text, str):
+        fast = _fast_parse(text.strip())
+        if fast is not None:
+            return fast
+    elif len(text) == 36 and text[:4] in (_RAW_PREFIX, _PB_PREFIX):
+        return Cid(RAW if text[:4] == _RAW_PREFIX else DAG_PB, bytes(text[4:]))
     try:
         cid = CID.decode(text.strip() if isinstance(text, str) else text)
     except Exception as exc:  # multiformats raises a variety of errors for garbage input

@@ -19,7 +19,7 @@ from r1os.node import Service, ServiceContext
 from r1os.r1fs._dag import RAW, Cid, parse_cid, read_file_node
 from r1os.r1fs._errors import BadUpload, BlockNotFound, CorruptBlock, R1fsError
 from r1os.r1fs._exporter import read_range
-from r1os.r1fs._importer import ImportResult, PutBlock, import_stream
+from r1os.r1fs._importer import ImportResult, import_stream
 from r1os.r1fs._providers import Directory, KeyValue, plan, wanted_replicas
 from r1os.r1fs._store import BlockStore, GcResult
 
@@ -139,9 +139,9 @@ class R1fsService(Service):
 
         With `expect_size` (an upload's Content-Length) a short or long body is refused before anything
         is pinned; its blocks are left to GC."""
-        put: PutBlock = self.store.put
         with self.store.writing():
-            result = await import_stream(source, put, max_size=max_size or self.settings.max_upload)
+            with self.store.parallel_put() as put:
+                result = await import_stream(source, put, max_size=max_size or self.settings.max_upload)
             cid = str(result.cid)
             if expect_size is not None and result.size != expect_size:
                 raise BadUpload(f"upload had {result.size} bytes where Content-Length said {expect_size}")

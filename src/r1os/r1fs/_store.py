@@ -14,11 +14,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from r1os.r1fs._dag import RAW, Cid, cid_str, parse_cid, read_file_node, verify_block
+from r1os.r1fs._dag import RAW, Cid, parse_cid, read_file_node, verify_block
 from r1os.r1fs._errors import BadCid, BlockNotFound, CorruptBlock
 
 log = logging.getLogger("r1os.r1fs.store")
@@ -50,7 +51,7 @@ class BlockStore:
     # -- paths ---------------------------------------------------------------------------------
 
     def path(self, cid: Cid) -> Path:
-        name = cid_str(cid.raw)
+        name = cid.text
         return self.root / name[-3:-1] / name
 
     def _dir_for(self, name: str) -> Path:
@@ -68,7 +69,7 @@ class BlockStore:
 
     def put(self, cid: Cid, data: bytes) -> bool:
         """Store a block (trusted: the caller computed or verified `cid`); False if it was there."""
-        name = cid_str(cid.raw)
+        name = cid.text
         d = self._dir_for(name)
         final = d / name
         if final.exists():
@@ -175,6 +176,36 @@ class BlockStore:
             return not self.missing(root, verify=verify)
         except CorruptBlock:
             return False
+
+    @contextlib.contextmanager
+    def parallel_put(self, workers: int = 8, in_flight: int = 16) -> Iterator[Callable[[Cid, bytes], None]]:
+        """A `put` that writes in a pool of threads, for imports: creating a file is mostly waiting on
+        the file system, so several at once go much faster than one after another. At most `in_flight`
+        blocks wait in memory; leaving the block waits for every write and raises the first error."""
+        slots = threading.BoundedSemaphore(in_flight)
+        errors: list[BaseException] = []
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="r1fs-put")
+
+        def write(cid: Cid, data: bytes) -> None:
+            try:
+                self.put(cid, data)
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                slots.release()
+
+        def put(cid: Cid, data: bytes) -> None:
+            if errors:
+                raise errors[0]
+            slots.acquire()
+            pool.submit(write, cid, data)
+
+        try:
+            yield put
+        finally:
+            pool.shutdown(wait=True)
+        if errors:
+            raise errors[0]
 
     # -- writers and GC ------------------------------------------------------------------------
 
