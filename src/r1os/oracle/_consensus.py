@@ -1,0 +1,220 @@
+"""Oracle consensus on an epoch's availability table: pure functions over signed tables.
+
+The steps (after Ratio1's): every oracle signs and broadcasts its local table -> only oracles that were
+themselves available vote -> per-node median over the voters' tables, if at least 2/3 of the oracle
+set voted -> oracles exchange their medians and keep the most frequent one (so an oracle that missed
+a table cannot split the result) -> each oracle signs the agreed table, per node, with the digest the
+reward contracts verify.
+
+A lying oracle is one value among at least three, so the median ignores it; a silent oracle is missing
+and 2 of 3 are still a quorum. Everything here is deterministic so that oracles holding the same
+messages reach the same table; it is tested with synthetic inputs and timed in `bench/oracle.py`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from statistics import median_low
+
+from pydantic import BaseModel, Field
+
+from r1os.identity import NodeKey, eip191_digest, keccak256, recover_address
+from r1os.wire import canonical_bytes
+
+Table = dict[str, int]
+
+ELIGIBLE_FRACTION = 0.9
+"""An oracle votes if its availability is at least this fraction of the best oracle's (Ratio1: 90%)."""
+DISAGREE_BY = 64
+"""A voter whose value for some node is further than this from the agreed one is recorded (25%)."""
+
+
+def quorum(n_oracles: int) -> int:
+    """At least 2/3 of the oracle set (2 of 3, 3 of 4, 5 of 7), never less than 1."""
+    return max(1, math.ceil(2 * n_oracles / 3))
+
+
+def table_hash(kind: str, network: str, epoch: int, values: Mapping[str, int]) -> bytes:
+    """keccak over the canonical JSON of a table; `kind` (table, median, agreed) keeps phases apart."""
+    body = {
+        "kind": f"r1os.oracle.{kind}",
+        "network": network,
+        "epoch": epoch,
+        "values": {k: int(v) for k, v in sorted(values.items())},
+    }
+    return keccak256(canonical_bytes(body))
+
+
+def sign_table(key: NodeKey, kind: str, network: str, epoch: int, values: Mapping[str, int]) -> str:
+    return "0x" + key.sign_digest(eip191_digest(table_hash(kind, network, epoch, values))).hex()
+
+
+def table_signer(sig: str, kind: str, network: str, epoch: int, values: Mapping[str, int]) -> str | None:
+    """The address that signed a table, or None if the signature is malformed."""
+    try:
+        raw = bytes.fromhex(sig.removeprefix("0x"))
+        return recover_address(eip191_digest(table_hash(kind, network, epoch, values)), raw)
+    except Exception:
+        return None
+
+
+def check_table(values: object) -> Table:
+    """A table as sent on the wire: node address -> 0..255; raises ValueError otherwise."""
+    if not isinstance(values, dict):
+        raise ValueError("a table is an object of node -> 0..255")
+    out: Table = {}
+    for node, v in values.items():
+        if not isinstance(node, str) or not node.startswith("0x") or len(node) != 42:
+            raise ValueError(f"bad node address {str(node)[:50]!r}")
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 255:
+            raise ValueError(f"availability of {node} must be 0..255, got {v!r}")
+        out[node] = v
+    return out
+
+
+def median_table(tables: Sequence[Mapping[str, int]]) -> Table:
+    """Per node, the lower median over `tables`; a node missing from a table counts as 0 there."""
+    if not tables:
+        return {}
+    nodes: set[str] = set()
+    for t in tables:
+        nodes.update(t)
+    return {n: int(median_low([t.get(n, 0) for t in tables])) for n in sorted(nodes)}
+
+
+def eligible_oracles(
+    tables: Mapping[str, Mapping[str, int]],
+    oracles: Iterable[str],
+    fraction: float = ELIGIBLE_FRACTION,
+) -> set[str]:
+    """Oracles whose median availability (over every table received) is at least `fraction` of the
+    best oracle's. Relative to the best rather than to 255 so the network's first epoch, which every
+    oracle joined part-way, can still close; once an oracle ran the whole epoch it is Ratio1's 90%."""
+    med = median_table(list(tables.values()))
+    avail = {o: med.get(o, 0) for o in oracles}
+    best = max(avail.values(), default=0)
+    if best == 0:
+        return set()
+    return {o for o, v in avail.items() if v >= fraction * best}
+
+
+class Proposal(BaseModel):
+    """The outcome of the median step on one oracle."""
+
+    values: Table
+    voters: list[str]
+    eligible: list[str]
+
+
+class NoQuorum(Exception):
+    """Fewer than the quorum of oracles could take part."""
+
+
+def propose(
+    tables: Mapping[str, Mapping[str, int]],
+    oracles: Sequence[str],
+    fraction: float = ELIGIBLE_FRACTION,
+) -> Proposal:
+    """The median over the eligible oracles' tables; raises NoQuorum under 2/3 of the set."""
+    eligible = eligible_oracles(tables, oracles, fraction)
+    voters = sorted(o for o in eligible if o in tables)
+    need = quorum(len(oracles))
+    if len(voters) < need:
+        raise NoQuorum(
+            f"{len(voters)} eligible oracle table(s) of {need} needed"
+            f" (received {len(tables)}, eligible {len(eligible)} of {len(oracles)})"
+        )
+    return Proposal(
+        values=median_table([tables[o] for o in voters]), voters=voters, eligible=sorted(eligible)
+    )
+
+
+def agree(medians: Mapping[str, Mapping[str, int]], n_oracles: int) -> tuple[Table, list[str]]:
+    """The most frequent median table and the oracles that proposed it; it needs 2/3 of the set.
+
+    Ties (possible only below quorum) break on the table hash, so the result never depends on order."""
+    if not medians:
+        raise NoQuorum("no median tables")
+    keyed = {o: tuple(sorted(v.items())) for o, v in medians.items()}
+    counts = Counter(keyed.values())
+    best, support = max(counts.items(), key=lambda kv: (kv[1], _tiebreak(kv[0])))
+    need = quorum(n_oracles)
+    if support < need:
+        raise NoQuorum(f"the most frequent median table has {support} supporter(s) of {need} needed")
+    return dict(best), sorted(o for o, k in keyed.items() if k == best)
+
+
+def _tiebreak(items: tuple[tuple[str, int], ...]) -> bytes:
+    return bytes(32) if not items else keccak256(repr(items).encode())
+
+
+def disagreements(
+    tables: Mapping[str, Mapping[str, int]], agreed: Mapping[str, int], by: int = DISAGREE_BY
+) -> dict[str, dict[str, tuple[int, int]]]:
+    """Per oracle, the nodes where its table is further than `by` from the agreed value:
+    node -> (reported, agreed)."""
+    out: dict[str, dict[str, tuple[int, int]]] = {}
+    nodes = set(agreed)
+    for t in tables.values():
+        nodes.update(t)
+    for oracle, t in tables.items():
+        bad = {
+            n: (t.get(n, 0), agreed.get(n, 0))
+            for n in sorted(nodes)
+            if abs(t.get(n, 0) - agreed.get(n, 0)) > by
+        }
+        if bad:
+            out[oracle] = bad
+    return out
+
+
+class SignedTable(BaseModel):
+    """One oracle's signed table of one phase (kept in the audit record)."""
+
+    oracle: str
+    values: Table
+    sig: str
+
+
+class OracleSignatures(BaseModel):
+    """One oracle's signatures over the agreed table: the whole table, and each node's claim digest."""
+
+    table_sig: str
+    nodes: dict[str, str] = Field(default_factory=dict)
+
+
+class EpochRecord(BaseModel):
+    """The public audit record of one epoch (CSTORE `net:oracle:epoch:<n>`, and an R1FS document)."""
+
+    network: str
+    epoch: int
+    start: float
+    end: float
+    values: Table
+    table_hash: str
+    oracles: list[str]
+    quorum: int
+    voters: list[str]
+    supporters: list[str]
+    tables: dict[str, SignedTable] = Field(default_factory=dict)
+    signatures: dict[str, OracleSignatures] = Field(default_factory=dict)
+    attestations: dict[str, dict[str, object]] = Field(default_factory=dict)
+    cid: str | None = None
+    closed_at: float = 0.0
+
+    def value(self, node: str) -> int:
+        return self.values.get(node, 0)
+
+    def node_signatures(self, node: str) -> dict[str, str]:
+        return {o: s.nodes[node] for o, s in sorted(self.signatures.items()) if node in s.nodes}
+
+    def valid_signers(self) -> list[str]:
+        """Oracles of the set whose table signature over these values checks out."""
+        out = []
+        for o, s in self.signatures.items():
+            who = table_signer(s.table_sig, "agreed", self.network, self.epoch, self.values)
+            if who is not None and who.lower() == o.lower() and o in self.oracles:
+                out.append(o)
+        return sorted(out)
