@@ -169,6 +169,24 @@ def start_node(
     console.print(f"{n.name} ({n.address}) started, pid {n.pid}")
 
 
+@app.command("add-node")
+@handle_errors
+def add_node(
+    dir: Path | None = DirOpt,
+    licence: bool = typer.Option(
+        True, "--licence/--no-licence", help="Buy and link an ND for it first (chain devnets)."
+    ),
+) -> None:
+    """Start one more edge node (without a licence it waits, refused by dAuth, until one is linked)."""
+    n = _devnet(dir).add_node(licence=licence)
+    console.print(f"{n.name} ({n.address}) started, pid {n.pid}, {n.url}")
+    if not licence:
+        console.print(
+            f"It has no licence: [bold]r1os token faucet {n.address}[/], then "
+            f"[bold]r1os licence buy --link {n.address} -k {n.home}/keys/node.json[/] admits it."
+        )
+
+
 @app.command("down")
 @handle_errors
 def down(dir: Path | None = DirOpt) -> None:

@@ -37,6 +37,12 @@ def start(
         None, "--sync-interval", help="Seconds between CSTORE anti-entropy rounds (default: 5)."
     ),
     oracles: str | None = typer.Option(None, "--oracles", help="Comma-separated oracle addresses."),
+    oracle_urls: str | None = typer.Option(
+        None, "--oracle-urls", help="Comma-separated oracle HTTP URLs to ask for dAuth admission."
+    ),
+    chain_deployment: Path | None = typer.Option(
+        None, "--chain-deployment", help="Contracts' deployment JSON (oracles check licences with it)."
+    ),
     light_key: bool = typer.Option(
         False, "--light-key", help="Faster key derivation for a new key (devnets)."
     ),
@@ -56,6 +62,8 @@ def start(
         "key_strength": "light" if light_key else None,
         "cstore_sync_interval": sync_interval,
         "oracles": [a.strip() for a in oracles.split(",") if a.strip()] if oracles else None,
+        "oracle_urls": [u.strip() for u in oracle_urls.split(",") if u.strip()] if oracle_urls else None,
+        "chain_deployment": chain_deployment,
     }
     if oracle:
         overrides["oracle"] = True
@@ -70,6 +78,7 @@ def start(
 def build_services(config: NodeConfig) -> list[Service]:
     """The services every node runs, in start order (later ones may use earlier ones)."""
     from r1os.cstore import CStoreService
+    from r1os.dauth import DauthService
     from r1os.r1fs import R1fsService
 
     return [
@@ -77,6 +86,14 @@ def build_services(config: NodeConfig) -> list[Service]:
             sync_interval=config.cstore_sync_interval,
             fsync=config.cstore_fsync,
             oracles=frozenset(a.lower() for a in config.oracles),
+        ),
+        DauthService(
+            network=config.network,
+            oracle=config.oracle,
+            oracles=config.oracles,
+            oracle_urls=config.oracle_urls,
+            deployment=config.chain_deployment,
+            broker_url=config.broker,
         ),
         R1fsService(),
     ]
@@ -102,3 +119,8 @@ def info(
         return
     for key in ("address", "ai_address", "network", "version", "url", "oracle", "uptime", "broker_connected"):
         console.print(f"[dim]{key:>16}[/] {data.get(key)}", highlight=False)
+
+
+from r1os.cli.dauth import admission  # noqa: E402
+
+app.command("admission")(admission)

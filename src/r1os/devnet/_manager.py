@@ -175,10 +175,14 @@ class Devnet:
         if broker is None:
             port = free_port()
             progress(f"starting the embedded MQTT broker on port {port}")
-            broker_pid = _spawn(
-                [sys.executable, "-m", "r1os.transport.broker", "--port", str(port)],
-                self.dir / "broker.log",
-            )
+            args = [sys.executable, "-m", "r1os.transport.broker", "--port", str(port)]
+            if chain:  # dAuth at the broker too: only oracles and admitted nodes may connect
+                oracle_nodes = [n for n, _ in planned if n.oracle]
+                args = [sys.executable, "-m", "r1os.dauth.broker", "--port", str(port),
+                        "--network", network,
+                        "--oracles", ",".join(n.address for n in oracle_nodes),
+                        "--oracle-urls", ",".join(n.url for n in oracle_nodes)]  # fmt: skip
+            broker_pid = _spawn(args, self.dir / "broker.log")
             broker = f"mqtt://127.0.0.1:{port}"
             _wait_port("127.0.0.1", port, 20, "the broker", broker_pid)
 
@@ -244,6 +248,10 @@ class Devnet:
         ]  # fmt: skip
         if node.oracle:
             args.append("--oracle")
+        if state.chain and state.chain.get("deployment_file"):  # epochs and contracts for oracles
+            env.setdefault("R1OS_CHAIN_DEPLOYMENT", str(state.chain["deployment_file"]))
+            # dAuth: every node asks the oracles for admission
+            args += ["--oracle-urls", ",".join(n.url for n in state.nodes if n.oracle)]
         return _spawn(args, node.log_path, env)
 
     async def _wait_mesh(self, state: DevnetState, timeout: float, progress: Progress) -> None:
@@ -354,6 +362,30 @@ class Devnet:
         node = state.node(ref)
         if pid_alive(node.pid):
             raise DevnetError(f"{node.name} is already running (pid {node.pid})")
+        node.pid = self._spawn_node(state, node)
+        save_state(state)
+        return node
+
+    def add_node(self, *, licence: bool = True) -> DevnetNode:
+        """Start one more edge node; with `licence`, buy an ND and link it first (chain devnets)."""
+        state = self.state()
+        taken = {n.name for n in state.nodes}
+        i = len(state.nodes) + 1
+        while f"node-{i:02d}" in taken:
+            i += 1
+        name = f"node-{i:02d}"
+        home = self.dir / "nodes" / name
+        key, _ = load_or_create(home / "keys" / "node.json", _password(self.dir), strength="light")
+        port = free_port()
+        node = DevnetNode(name=name, address=key.address, home=str(home), http_port=port,
+                          url=f"http://127.0.0.1:{port}")  # fmt: skip
+        if licence and state.chain is not None:
+            from r1os.chain.devnet import setup_devnet_chain
+
+            oracle_addrs = [n.address for n in state.nodes if n.oracle]
+            setup_devnet_chain(self.dir, [key.private_key_hex], oracle_addrs,
+                               epoch_seconds=int(state.chain["epoch_seconds"]))  # fmt: skip
+        state.nodes.append(node)
         node.pid = self._spawn_node(state, node)
         save_state(state)
         return node

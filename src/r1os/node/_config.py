@@ -34,8 +34,17 @@ class NodeConfig(BaseSettings):
     oracles: list[str] = Field(
         default_factory=list, description="oracle addresses (until dAuth supplies them)"
     )
+    oracle_urls: list[str] = Field(
+        default_factory=list, description="HTTP URLs of oracles to ask for dAuth admission (seed list)"
+    )
     cstore_fsync: bool = Field(True, description="fsync the CSTORE log before acknowledging a write")
     cstore_sync_interval: float = Field(5.0, gt=0, description="seconds between anti-entropy rounds")
+    chain_deployment: Path | None = Field(
+        None, description="deployment JSON of the network's contracts (oracles read the chain with it)"
+    )
+    genesis_time: int | None = Field(None, description="unix time of epoch 0 (else: deployment)")
+    epoch_seconds: int | None = Field(None, gt=0, description="epoch length (else: deployment)")
+    auto_claim_epochs: int = Field(0, ge=0, description="claim this node's rewards every K epochs (0: never)")
 
     @field_validator("network")
     @classmethod

@@ -69,6 +69,11 @@ class Node:
             max_size=config.max_message_size,
             max_skew_s=config.max_clock_skew,
         )
+        # A service that decides who is admitted (dAuth) gates every message from the first one on.
+        for service in self.services:
+            gate = getattr(service, "admits", None)
+            if callable(gate):
+                self.verifier.admitted = gate
         self.metrics = CollectorRegistry(auto_describe=True)
         self.heartbeats_sent = 0
         self.handler_errors = 0
@@ -209,7 +214,13 @@ class Node:
         self._started_at = time.time()
         net = self.config.network
         if self._transport is None:
-            self._transport = MqttTransport(self.config.broker, client_id=f"r1os-{self.address.lower()}")
+            username, password = self._broker_login()
+            self._transport = MqttTransport(
+                self.config.broker,
+                client_id=f"r1os-{self.address.lower()}",
+                username=username,
+                password=password,
+            )
         self.transport.subscribe(all_broadcasts_pattern(net), self._on_raw)
         self.transport.subscribe(inbox_topic(net, self.address), self._on_raw)
         await self.transport.start()
@@ -258,6 +269,14 @@ class Node:
         log.info(
             "node %s up: network %s, http %s, broker %s", self.address, net, self.url, self.config.broker
         )
+
+    def _broker_login(self) -> tuple[str | None, str | None]:
+        """Credentials a dAuth-gated broker checks (address + signature); the URL's own win if given."""
+        if "@" in self.config.broker:
+            return None, None
+        from r1os.dauth import broker_password
+
+        return self.address, broker_password(self.key, self.config.network)
 
     def _write_state(self, status: str) -> None:
         state = {

@@ -91,5 +91,12 @@ class NetworkMap:
             peer.status = self.status_of(peer)
         return peer
 
+    def forget(self, address: str) -> bool:
+        """Drop a peer (e.g. one that lost its admission); True if it was known. Any address case."""
+        for known in [a for a in self._peers if a.lower() == address.lower()]:
+            del self._peers[known]
+            return True
+        return False
+
     def __len__(self) -> int:
         return len(self._peers)
