@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--oracle-urls", required=True, help="comma-separated oracle HTTP URLs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per admitted-set read is noise
 
     def split(text: str) -> list[str]:
         return [x.strip() for x in text.split(",") if x.strip()]
