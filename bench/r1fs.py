@@ -2,8 +2,9 @@
 
 - add: chunk + hash + build the DAG (only-hash), the same into a block store on disk, and an HTTP upload
   to a node, each vs plain `hashlib.sha256` over the same bytes (target >= 0.8x);
-- cross-node get: a file added on node A of a 2-node devnet, fetched by node B from A's HTTP API (every
-  block verified and stored on B) and streamed to a local file, vs a local file copy (target >= 0.5x).
+- cross-node get: a file added on node A of a 2-node devnet, pulled by node B from A's HTTP API (every
+  block verified and stored on B), then the same from scratch streamed on to a local file by the CLI's
+  client, each vs a local file copy (target >= 0.5x).
 
 Run: `.venv/bin/python bench/r1fs.py [--mib 200] [--repeat 3]`
 """
@@ -115,9 +116,14 @@ async def bench_nodes(dn: Devnet, path: Path, size: int, work: Path, repeat: int
         line("local file copy (baseline)", copy, size)
         async with R1fsClient(b.url) as cb:
             t = time.perf_counter()
+            await cb.pin(cid)
+            line("B pulls the file from A into its store", time.perf_counter() - t, size, copy, 0.5)
+            await cb.unpin(cid)
+            await cb.gc()
+            t = time.perf_counter()
             await cb.get_to(cid, work / "got.bin")
             cross = time.perf_counter() - t
-            line("r1fs get on B of a file held by A", cross, size, copy, 0.5)
+            line("r1fs get on B to a local file (A holds it)", cross, size, copy, 0.5)
             t = time.perf_counter()
             await cb.get_to(cid, work / "got2.bin")
             line("r1fs get on B again (now local to B)", time.perf_counter() - t, size, copy)

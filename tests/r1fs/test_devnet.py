@@ -102,8 +102,10 @@ async def test_corrupted_block_at_a_provider_is_fetched_from_another(
     # Rot every leaf on the original holder's disk: whichever block D asks it for is bad.
     store = store_of(state, 0)
     leaves = [x for x in store.dag_blocks(parse_cid(cid)) if x.codec == 0x55]
-    for leaf in leaves:
-        store.path(leaf).write_bytes(b"bit rot " + leaf.digest)
+    for leaf in leaves:  # one flipped bit per block, the size unchanged
+        rotten = bytearray(store.path(leaf).read_bytes())
+        rotten[len(rotten) // 2] ^= 0x10
+        store.path(leaf).write_bytes(bytes(rotten))
     if d.address.lower() in holders:  # D must fetch, not read its own copy
         d = state.nodes[4] if state.nodes[4].address.lower() not in holders else state.nodes[1]
     before = (await stats(d.url))["corrupt_from_peer"]

@@ -18,6 +18,8 @@ from r1os.r1fs._errors import BadCid, BadUpload, BlockNotFound, CorruptBlock, R1
 if TYPE_CHECKING:
     from r1os.r1fs._service import R1fsService
 
+LOCAL_ONLY = "X-R1fs-Local-Only"  # a peer pulling blocks: serve what is here, never fetch for it
+
 log = logging.getLogger("r1os.r1fs.api")
 
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
@@ -90,7 +92,8 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
             etag = f'"{cid}"'
             if request.headers.get("if-none-match") == etag:
                 return Response(status_code=304, headers={"ETag": etag})
-            await svc.fetch(cid)
+            if request.headers.get(LOCAL_ONLY) is None:
+                await svc.fetch(cid)
             size = await svc.size(cid)
         except (R1fsError, OSError) as exc:
             return _error(_status_of(exc), exc, what)

@@ -9,21 +9,32 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from r1os.node import Service, ServiceContext
-from r1os.r1fs._dag import RAW, Cid, parse_cid, read_file_node
+from r1os.r1fs._dag import RAW, Cid, parse_cid, read_file_node, verify_block
 from r1os.r1fs._errors import BadUpload, BlockNotFound, CorruptBlock, R1fsError
 from r1os.r1fs._exporter import read_range
 from r1os.r1fs._importer import ImportResult, import_stream
 from r1os.r1fs._providers import Directory, KeyValue, plan, wanted_replicas
-from r1os.r1fs._store import BlockStore, GcResult
+from r1os.r1fs._store import BlockStore, GcResult, ParallelWriter
 
 log = logging.getLogger("r1os.r1fs")
+
+#: Header of a peer's gateway request: serve only what is local, never fetch on its behalf.
+LOCAL_ONLY = "X-R1fs-Local-Only"
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    cid: Cid
+    offset: int
+    size: int
 
 
 class R1fsSettings(BaseSettings):
@@ -55,7 +66,7 @@ class R1fsService(Service):
         self.pins: dict[str, dict[str, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._fetching: dict[str, asyncio.Task[None]] = {}
-        self._http: httpx.AsyncClient | None = None
+        self._http: aiohttp.ClientSession | None = None
         self._started = 0.0
         self._wake = asyncio.Event()
         self.counters: dict[str, int] = {"corrupt_from_peer": 0, "fetched_blocks": 0, "fetch_retries": 0}
@@ -78,9 +89,10 @@ class R1fsService(Service):
                 log.warning("r1fs: no cstore service on this node; providers and replication are off")
         if kv is not None:
             self.dir = Directory(kv, self.me)
-        self._http = httpx.AsyncClient(
-            timeout=self.settings.fetch_timeout,
-            limits=httpx.Limits(max_connections=4 * self.settings.parallel),
+        # Peers' blocks come through aiohttp: its C parser moves bulk bytes about twice as fast as httpx.
+        self._http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.settings.fetch_timeout),
+            connector=aiohttp.TCPConnector(limit=4 * self.settings.parallel),
         )
         self._started = time.time()
         from r1os.r1fs._api import mount
@@ -98,7 +110,7 @@ class R1fsService(Service):
                 await t
         self._tasks.clear()
         if self._http is not None:
-            await self._http.aclose()
+            await self._http.close()
 
     # -- local pins ------------------------------------------------------------------------
 
@@ -271,52 +283,120 @@ class R1fsService(Service):
         await asyncio.shield(task)
 
     async def _fetch(self, root: Cid) -> None:
+        """Fetch the tree's interior nodes one by one, then the leaves in runs: each run is one HTTP
+        Range request to a provider's gateway, cut into leaves by the sizes the parent nodes list, every
+        leaf checked against its CID before it is stored. Runs go to several providers at once; a run
+        that fails (error, cut short, a corrupt leaf) goes on from where it stopped at another one."""
         if await asyncio.to_thread(self.store.is_complete, root):
             return
         providers = await self.provider_urls(str(root))
         if not providers:
             raise BlockNotFound(f"{root} is not here and no online node provides it")
-        assert self._http is not None
-        queue: asyncio.Queue[Cid] = asyncio.Queue()
-        queue.put_nowait(root)
-        errors: list[BaseException] = []
-        counter = 0
-
-        async def one(cid: Cid, n: int) -> None:
-            if cid.codec == RAW and self.store.has(cid):
-                return
-            if self.store.has(cid):
-                data = self.store.get(cid)
-            else:
-                data = await self._fetch_block(cid, providers, n)
-            if cid.codec != RAW:
-                for child, _size in read_file_node(cid, data).children:
-                    if child.codec != RAW or not self.store.has(child):
-                        queue.put_nowait(child)
-
-        async def worker() -> None:
-            nonlocal counter
-            while True:
-                cid = await queue.get()
-                try:
-                    if not errors:
-                        counter += 1
-                        await one(cid, counter)
-                except Exception as exc:
-                    errors.append(exc)
-                finally:
-                    queue.task_done()
-
         with self.store.writing():
-            workers = [asyncio.create_task(worker()) for _ in range(self.settings.parallel)]
+            if root.codec == RAW:
+                if not self.store.has(root):
+                    await self._fetch_block(root, providers, 0)
+                return
+            leaves: list[_Leaf] = []
+            await self._skeleton(root, 0, None, providers, leaves)
+            missing = [leaf for leaf in leaves if not self.store.has(leaf.cid)]
+            if not missing:
+                return
+            per = max(4, min(64, -(-len(missing) // (2 * self.settings.parallel))))
+            runs: list[list[_Leaf]] = []
+            for leaf in missing:
+                last = runs[-1][-1] if runs else None
+                if last is None or len(runs[-1]) >= per or last.offset + last.size != leaf.offset:
+                    runs.append([leaf])
+                else:
+                    runs[-1].append(leaf)
+            queue: asyncio.Queue[tuple[int, list[_Leaf]]] = asyncio.Queue()
+            for i, run in enumerate(runs):
+                queue.put_nowait((i, run))
+
+            writer = ParallelWriter(self.store)
+
+            async def worker() -> None:
+                while True:
+                    try:
+                        i, run = queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        return
+                    await self._fetch_run(root, run, providers, i, writer)
+
             try:
-                await queue.join()
+                await asyncio.gather(*(worker() for _ in range(min(self.settings.parallel, len(runs)))))
             finally:
-                for w in workers:
-                    w.cancel()
-                await asyncio.gather(*workers, return_exceptions=True)
-        if errors:
-            raise errors[0]
+                await asyncio.to_thread(writer.close)
+
+    async def _skeleton(
+        self,
+        cid: Cid,
+        offset: int,
+        expect: int | None,
+        providers: list[tuple[str, str]],
+        leaves: list[_Leaf],
+    ) -> int:
+        """Make the interior nodes under `cid` local and list its leaves in file order."""
+        if cid.codec == RAW:
+            if expect is None:
+                raise CorruptBlock(f"raw leaf {cid} without a size from its parent")
+            leaves.append(_Leaf(cid, offset, expect))
+            return expect
+        data = self.store.get(cid) if self.store.has(cid) else await self._fetch_block(cid, providers, 0)
+        node = read_file_node(cid, data)
+        if expect is not None and node.filesize != expect:
+            raise CorruptBlock(f"{cid} holds {node.filesize} bytes where its parent says {expect}")
+        pos = offset + len(node.data)
+        for child, size in node.children:
+            await self._skeleton(child, pos, size, providers, leaves)
+            pos += size
+        return pos - offset
+
+    async def _fetch_run(
+        self, root: Cid, run: list[_Leaf], providers: list[tuple[str, str]], n: int, writer: ParallelWriter
+    ) -> None:
+        assert self._http is not None
+        done = 0
+        failures: list[str] = []
+        for attempt in range(len(providers)):
+            if done == len(run):
+                return
+            addr, url = providers[(n + attempt) % len(providers)]
+            if attempt:
+                self.counters["fetch_retries"] += 1
+            lo, last = run[done].offset, run[-1]
+            headers = {"Range": f"bytes={lo}-{last.offset + last.size - 1}", LOCAL_ONLY: "1"}
+            buf = bytearray()
+            try:
+                async with self._http.get(f"{url}/ipfs/{root}", headers=headers) as r:
+                    if r.status != 206:
+                        failures.append(f"{addr[:10]}: HTTP {r.status}")
+                        continue
+                    async for piece in r.content.iter_any():
+                        buf += piece
+                        while done < len(run) and len(buf) >= run[done].size:
+                            leaf = run[done]
+                            data = bytes(buf[: leaf.size])
+                            del buf[: leaf.size]
+                            verify_block(leaf.cid, data)
+                            writer.put(leaf.cid, data)
+                            self.counters["fetched_blocks"] += 1
+                            done += 1
+                if done < len(run):
+                    failures.append(f"{addr[:10]}: cut short")
+            except CorruptBlock:
+                self.counters["corrupt_from_peer"] += 1
+                log.warning(
+                    "r1fs: %s served a corrupt copy of block %s; trying another provider", addr, run[done].cid
+                )
+                failures.append(f"{addr[:10]}: corrupt")
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                failures.append(f"{addr[:10]}: {type(exc).__name__}")
+        if done < len(run):
+            raise BlockNotFound(
+                f"block {run[done].cid}: no provider had a valid copy ({'; '.join(failures)})"
+            )
 
     async def _fetch_block(self, cid: Cid, providers: list[tuple[str, str]], n: int) -> bytes:
         """One block from the providers in turn (starting at a different one for each block)."""
@@ -326,16 +406,17 @@ class R1fsService(Service):
         for i in range(len(providers)):
             addr, url = providers[(n + i) % len(providers)]
             try:
-                r = await self._http.get(f"{url}/v1/r1fs/block/{text}")
-            except httpx.HTTPError as exc:
+                async with self._http.get(f"{url}/v1/r1fs/block/{text}") as r:
+                    status = r.status
+                    data = await r.read() if status == 200 else b""
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 failures.append(f"{addr[:10]}: {type(exc).__name__}")
                 self.counters["fetch_retries"] += 1
                 continue
-            if r.status_code != 200:
-                failures.append(f"{addr[:10]}: HTTP {r.status_code}")
+            if status != 200:
+                failures.append(f"{addr[:10]}: HTTP {status}")
                 self.counters["fetch_retries"] += 1
                 continue
-            data = r.content
             try:
                 await asyncio.to_thread(self.store.put_verified, cid, data)
             except CorruptBlock:

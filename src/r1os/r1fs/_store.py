@@ -179,33 +179,13 @@ class BlockStore:
 
     @contextlib.contextmanager
     def parallel_put(self, workers: int = 8, in_flight: int = 16) -> Iterator[Callable[[Cid, bytes], None]]:
-        """A `put` that writes in a pool of threads, for imports: creating a file is mostly waiting on
-        the file system, so several at once go much faster than one after another. At most `in_flight`
-        blocks wait in memory; leaving the block waits for every write and raises the first error."""
-        slots = threading.BoundedSemaphore(in_flight)
-        errors: list[BaseException] = []
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="r1fs-put")
-
-        def write(cid: Cid, data: bytes) -> None:
-            try:
-                self.put(cid, data)
-            except BaseException as exc:
-                errors.append(exc)
-            finally:
-                slots.release()
-
-        def put(cid: Cid, data: bytes) -> None:
-            if errors:
-                raise errors[0]
-            slots.acquire()
-            pool.submit(write, cid, data)
-
+        """A `put` that writes in a pool of threads (see `ParallelWriter`); leaving the block waits for
+        every write and raises the first error."""
+        writer = ParallelWriter(self, workers, in_flight)
         try:
-            yield put
+            yield writer.put
         finally:
-            pool.shutdown(wait=True)
-        if errors:
-            raise errors[0]
+            writer.close()
 
     # -- writers and GC ------------------------------------------------------------------------
 
@@ -265,3 +245,35 @@ class BlockStore:
                 total += path.stat().st_size
                 count += 1
         return {"blocks": count, "bytes": total}
+
+
+class ParallelWriter:
+    """Writes blocks in a pool of threads, for imports and fetches: creating a file is mostly waiting
+    on the file system, so several at once go faster than one after another, and the caller (hashing,
+    or reading the network) does not wait for the disk. At most `in_flight` blocks wait in memory."""
+
+    def __init__(self, store: BlockStore, workers: int = 8, in_flight: int = 16) -> None:
+        self.store = store
+        self._slots = threading.BoundedSemaphore(in_flight)
+        self._errors: list[BaseException] = []
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="r1fs-put")
+
+    def _write(self, cid: Cid, data: bytes) -> None:
+        try:
+            self.store.put(cid, data)
+        except BaseException as exc:
+            self._errors.append(exc)
+        finally:
+            self._slots.release()
+
+    def put(self, cid: Cid, data: bytes) -> None:
+        if self._errors:
+            raise self._errors[0]
+        self._slots.acquire()
+        self._pool.submit(self._write, cid, data)
+
+    def close(self) -> None:
+        """Wait for every write; raise the first error."""
+        self._pool.shutdown(wait=True)
+        if self._errors:
+            raise self._errors[0]
