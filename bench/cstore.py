@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import shutil
 import socket
 import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -66,11 +69,16 @@ def start_redis(tmp: Path, fsync: bool) -> tuple[list[subprocess.Popen[bytes]], 
                     break
             except redis.ConnectionError:
                 time.sleep(0.05)
+    # Wait for the initial full resync to finish (state=online), not just for the replicas to connect.
     primary = redis.Redis(port=ports[0])
-    for _ in range(200):
-        if primary.info("replication").get("connected_slaves") == 2:
+    for _ in range(400):
+        info = primary.info("replication")
+        states = [v.get("state") for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+        if states == ["online", "online"]:
             break
         time.sleep(0.05)
+    else:
+        raise RuntimeError(f"redis replicas did not come online: {info}")
     return procs, ports
 
 
@@ -109,11 +117,11 @@ def bench_redis(tmp: Path, batches: int, size: int, value: str, fsync: bool) -> 
 
 
 async def bench_r1os(
-    tmp: Path, batches: int, size: int, value: str, fsync: bool
+    tmp: Path, batches: int, size: int, value: str, fsync: bool, broker: str | None
 ) -> tuple[float, list[float]]:
     dn = Devnet(tmp / f"r1os-{fsync}")
     state = await asyncio.to_thread(
-        dn.up, nodes=3, oracles=0, chain=False, heartbeat=2.0, timeout=60, fsync=fsync
+        dn.up, nodes=3, oracles=0, chain=False, heartbeat=2.0, timeout=60, fsync=fsync, broker=broker
     )
     try:
         key = NodeKey.generate()
@@ -154,10 +162,12 @@ async def bench_r1os(
         dn.down()
 
 
-async def devnet_convergence(tmp: Path, writes: int) -> list[float]:
+async def devnet_convergence(tmp: Path, writes: int, broker: str | None) -> list[float]:
     """5-node devnet: a write on node A, time until it is readable on all five."""
     dn = Devnet(tmp / "five")
-    state = await asyncio.to_thread(dn.up, nodes=5, oracles=0, chain=False, heartbeat=2.0, timeout=60)
+    state = await asyncio.to_thread(
+        dn.up, nodes=5, oracles=0, chain=False, heartbeat=2.0, timeout=60, broker=broker
+    )
     try:
         key = NodeKey.generate()
         clock = HybridClock()
@@ -180,22 +190,56 @@ async def devnet_convergence(tmp: Path, writes: int) -> list[float]:
         dn.down()
 
 
+@contextlib.contextmanager
+def _mosquitto(tmp: Path) -> Iterator[str]:
+    """A real mosquitto for the nodes, as production runs an external broker."""
+    from r1os.transport import find_mosquitto
+
+    exe = find_mosquitto()
+    if exe is None:
+        raise SystemExit("mosquitto is not installed (apt-get install mosquitto), or use --broker embedded")
+    port = free_port()
+    conf = tmp / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n"
+        "max_queued_messages 100000\n" + ("user root\n" if os.geteuid() == 0 else "")
+    )
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            time.sleep(0.05)
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--value-bytes", type=int, default=64)
+    parser.add_argument(
+        "--broker", choices=["mosquitto", "embedded"], default="mosquitto",
+        help="MQTT broker between the r1os nodes (production runs an external broker)",
+    )  # fmt: skip
     args = parser.parse_args()
     value = "v" * args.value_bytes
-    with tempfile.TemporaryDirectory() as t:
+    with tempfile.TemporaryDirectory() as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
+        broker = None
+        if args.broker == "mosquitto":
+            broker = stack.enter_context(_mosquitto(tmp))
         n = args.batches * args.batch_size
+        print(f"r1os nodes talk through the {args.broker} broker")
         print(
             f"replicated writes, 3 replicas, {n} ops in batches of {args.batch_size}, {args.value_bytes}-byte values"
         )
         for fsync, label in ((True, "durable (fsync before ack)"), (False, "in memory (no fsync)")):
             r_tp, r_lat = bench_redis(tmp, args.batches, args.batch_size, value, fsync)
-            o_tp, o_lat = asyncio.run(bench_r1os(tmp, args.batches, args.batch_size, value, fsync))
+            o_tp, o_lat = asyncio.run(bench_r1os(tmp, args.batches, args.batch_size, value, fsync, broker))
             print(f" {label}:")
             print(
                 f"  redis  throughput {r_tp:>10,.0f} ops/s   convergence p50 {pct(r_lat, 50):6.2f} ms  "
@@ -209,7 +253,7 @@ def main() -> None:
                 f"  ratio r1os/redis throughput: {o_tp / r_tp:.2f}x (target >= 0.5x); "
                 "r1os convergence p99 target <= 50 ms"
             )
-        five = asyncio.run(devnet_convergence(tmp, 200))
+        five = asyncio.run(devnet_convergence(tmp, 200, broker))
     print(
         f"5-node devnet, single write on A readable on all: p50 {pct(five, 50):.2f} ms  p99 {pct(five, 99):.2f} ms"
     )

@@ -10,6 +10,7 @@ from the fast path (broadcast) or from anti-entropy.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,6 +24,8 @@ DEFAULT_MAX_KEY_BYTES = 512
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
 DEFAULT_MAX_OPS_PER_BATCH = 10_000
 DEFAULT_MAX_FUTURE_MS = 30_000
+
+_CONTROL = re.compile(r"[\x00-\x1f]")
 
 OpKind = Literal["set", "del", "hset", "hdel"]
 _KINDS = ("set", "del", "hset", "hdel")
@@ -88,7 +91,7 @@ def _check_name(what: str, name: Any, limit: int) -> str:
         raise CStoreError("malformed", f"{what} must be a non-empty string")
     if len(name.encode()) > limit:
         raise CStoreError("too_large", f"{what} is longer than {limit} bytes")
-    if any(ord(ch) < 32 for ch in name):
+    if _CONTROL.search(name):
         raise CStoreError("malformed", f"{what} contains control characters")
     return name
 
@@ -185,9 +188,11 @@ def decode_batch(
         raise CStoreError("bad_signature", "batch signature is invalid") from None
     if signer != writer:
         raise CStoreError("bad_signature", "batch is not signed by its writer")
-    # Value size is checked on the encoded value (what replicas store and ship).
+    # Value size is checked on the encoded value (what replicas store and ship); a batch smaller
+    # than the limit cannot hold a value over it.
+    big = len(raw) > limits.max_value_bytes
     for op in ops:
-        if op.value is not None and len(orjson.dumps(op.value)) > limits.max_value_bytes:
+        if big and op.value is not None and len(orjson.dumps(op.value)) > limits.max_value_bytes:
             raise CStoreError("too_large", f"value of {op.key!r} exceeds {limits.max_value_bytes} bytes")
         check_namespace(writer, op, oracles)
     return Batch(writer, wall_ms, counter, tuple(ops), raw, hashlib.sha256(raw).hexdigest())

@@ -34,6 +34,7 @@ log = logging.getLogger("r1os.cstore")
 
 MSG_BATCH = "cstore.batch"
 INLINE_LIMIT = 256 * 1024  # larger batches are announced and pulled over HTTP
+MAX_SYNC_BATCHES = 1_000  # per anti-entropy answer
 SETTLE_MS = 1_000  # how long a write is left to the fast path before anti-entropy compares it
 Watcher = Callable[[str, str | None, Any], Awaitable[None] | None]
 
@@ -79,7 +80,7 @@ class CStoreService(Service):
         self._tasks: list[asyncio.Task[None]] = []
         self._http: httpx.AsyncClient | None = None
         self._last_log: dict[str, float] = {}
-        self._lock = asyncio.Lock()
+        self._last_broadcast_applied = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -238,13 +239,15 @@ class CStoreService(Service):
                 raw = await self._pull_one(payload["url"], payload["id"])
             else:
                 raise CStoreError("malformed", "cstore.batch message without a batch")
-            self.receive(raw)
+            self.receive(raw, broadcast=True)
         except CStoreError as exc:
             self._reject(exc, sender=env.sender)
 
-    def receive(self, raw: bytes) -> list[EntryId]:
+    def receive(self, raw: bytes, *, broadcast: bool = False) -> list[EntryId]:
         """Merge a batch from a peer; persisted by the next group commit."""
         batch = decode_batch(raw, limits=self.limits, now_ms=_now_ms(), oracles=self.oracles)
+        if broadcast:
+            self._last_broadcast_applied = time.monotonic()
         changed = self._apply(batch)
         if changed:
             self.log.append_nowait(batch.raw)
@@ -271,8 +274,15 @@ class CStoreService(Service):
     # -- anti-entropy ------------------------------------------------------------------------
 
     async def _anti_entropy_loop(self) -> None:
+        deferred = 0
         while True:
             await asyncio.sleep(self.sync_interval * random.uniform(0.8, 1.2))
+            # While broadcasts keep arriving the fast path is doing the work; a round now would mostly
+            # ship batches already queued for us. Defer, but never more than a few rounds in a row.
+            if time.monotonic() - self._last_broadcast_applied < self.sync_interval / 2 and deferred < 3:
+                deferred += 1
+                continue
+            deferred = 0
             peers = [
                 p for p in self.ctx.netmap.online()
                 if p.heartbeat.url and "cstore" in p.heartbeat.services
@@ -302,7 +312,7 @@ class CStoreService(Service):
         want = [b for b in answer.get("want", []) if isinstance(b, int) and 0 <= b < BUCKETS]
         pushed = 0
         if want:
-            mine = self.state.batches_in(want)
+            mine = self.state.batches_in(want)[:MAX_SYNC_BATCHES]
             if mine:
                 body = orjson.dumps({"batches": [b.decode() for b in mine]})
                 r = await self._http.post(
@@ -319,7 +329,9 @@ class CStoreService(Service):
             diff = self.state.differing_buckets(remote, self._horizon())
         except (ValueError, TypeError) as exc:
             raise CStoreError("malformed", f"bad digests: {exc}") from None
-        return {"batches": [b.decode() for b in self.state.batches_in(diff)], "want": diff}
+        # Bounded answers keep one round from stalling the node; the rest comes next round.
+        batches = self.state.batches_in(diff)[:MAX_SYNC_BATCHES]
+        return {"batches": [b.decode() for b in batches], "want": diff}
 
     def _horizon(self) -> int:
         """Entries younger than this are still on the fast path: anti-entropy leaves them alone."""

@@ -14,6 +14,7 @@ every bucket differ under load and anti-entropy would ship the whole store for n
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -43,8 +44,9 @@ class Register:
 
 
 def bucket_of(key: str) -> int:
-    """Hash fields share their key's bucket, so a whole hash travels together."""
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:2], "big") % BUCKETS
+    """Hash fields share their key's bucket, so a whole hash travels together (CRC-32: fast, and the
+    same on every replica, unlike Python's salted `hash`)."""
+    return zlib.crc32(key.encode()) % BUCKETS
 
 
 def _entry_hash(eid: EntryId, order: Order) -> int:
