@@ -234,9 +234,8 @@ def main() -> None:
             broker = stack.enter_context(_mosquitto(tmp))
         n = args.batches * args.batch_size
         print(f"r1os nodes talk through the {args.broker} broker")
-        print(
-            f"replicated writes, 3 replicas, {n} ops in batches of {args.batch_size}, {args.value_bytes}-byte values"
-        )
+        print(f"replicated writes, 3 replicas, {n} ops in batches of {args.batch_size}, "
+              f"{args.value_bytes}-byte values")  # fmt: skip
         for fsync, label in ((True, "durable (fsync before ack)"), (False, "in memory (no fsync)")):
             r_tp, r_lat = bench_redis(tmp, args.batches, args.batch_size, value, fsync)
             o_tp, o_lat = asyncio.run(bench_r1os(tmp, args.batches, args.batch_size, value, fsync, broker))
@@ -254,9 +253,8 @@ def main() -> None:
                 "r1os convergence p99 target <= 50 ms"
             )
         five = asyncio.run(devnet_convergence(tmp, 200, broker))
-    print(
-        f"5-node devnet, single write on A readable on all: p50 {pct(five, 50):.2f} ms  p99 {pct(five, 99):.2f} ms"
-    )
+    print(f"5-node devnet, single write on A readable on all: p50 {pct(five, 50):.2f} ms  "
+          f"p99 {pct(five, 99):.2f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -128,7 +128,8 @@ def check_namespace(writer: str, op: Op, oracles: frozenset[str] = frozenset()) 
     raise CStoreError(
         "forbidden",
         f"key {op.key!r} is in no namespace",
-        hint="use node:<your address>:..., app:<your address>:..., pub:... (hash fields) or net:... (oracles)",
+        hint="use node:<your address>:..., app:<your address>:..., pub:... (hash fields) "
+        "or net:... (oracles)",
     )
 
 

@@ -203,7 +203,7 @@ class CStoreService(Service):
         self.clock.observe(Timestamp(batch.wall_ms, batch.counter + len(batch.ops) - 1))
         if changed:
             self.applied_batches += 1
-            for key, field in changed:
+            for key, _field in changed:
                 ns = _namespace(key)
                 if ns is not None:
                     self._ns_keys[ns].add(key)
@@ -351,8 +351,9 @@ class CStoreService(Service):
         """Forget old tombstones and compact the log when most of it is dead weight."""
         removed = self.state.gc(_now_ms() - self.tombstone_ttl_ms)
         if removed:
-            for ns, keys in list(self._ns_keys.items()):
-                keys.intersection_update(set(self.state.strings) | set(self.state.hashes))
+            present = set(self.state.strings) | set(self.state.hashes)
+            for keys in self._ns_keys.values():
+                keys.intersection_update(present)
         live = self.state.live_batches()
         live_size = sum(len(b) + 8 for b in live)
         if self.log.size > max(2 * live_size, 1 << 20):

@@ -60,9 +60,10 @@ class _Codec:
         if self.key is None:
             import orjson
 
+            now_ms = time.time() * 1000
             body = [
                 {"op": o.kind, "key": o.key, "field": o.field, "value": o.value,
-                 "ttl": None if o.expires_ms is None else max(0.001, (o.expires_ms - time.time() * 1000) / 1000)}
+                 "ttl": None if o.expires_ms is None else max(0.001, (o.expires_ms - now_ms) / 1000)}
                 for o in ops
             ]  # fmt: skip
             return "/v1/cstore/write", orjson.dumps({"ops": body})
