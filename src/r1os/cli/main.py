@@ -51,6 +51,9 @@ def _register() -> None:
     app.add_typer(rewards.app, name="rewards", help="Show and claim licence mining rewards.")
     app.add_typer(token.app, name="token", help="R1 balances and transfers.")
     app.add_typer(job.app, name="job", help="PoAI jobs paid through the escrow.")
+    from r1os.cli import oracle
+
+    app.add_typer(oracle.app, name="oracle", help="Agreed epochs and signed node availability.")
 
 
 _register()

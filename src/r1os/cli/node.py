@@ -96,7 +96,18 @@ def build_services(config: NodeConfig) -> list[Service]:
             broker_url=config.broker,
         ),
         R1fsService(),
+        *oracle_services(config),
     ]
+
+
+def oracle_services(config: NodeConfig) -> list[Service]:
+    """OracleSync on oracle nodes; auto-claim on nodes that asked for it."""
+    from r1os.oracle import AutoClaimService, OracleSyncService, settings_from
+
+    out: list[Service] = [OracleSyncService(settings_from(config))] if config.oracle else []
+    if config.auto_claim_epochs:
+        out.append(AutoClaimService(config.auto_claim_epochs, config.chain_deployment))
+    return out
 
 
 @app.command("info")

@@ -82,9 +82,13 @@ def read_signed(path: Path) -> SignedAvailability:
 @app.command("claim")
 @handle_errors
 def claim(
-    signatures: Path = typer.Option(
-        ..., "--signatures", "-s", help="JSON with node, first_epoch, availabilities, signatures."
+    signatures: Path | None = typer.Option(
+        None, "--signatures", "-s", help="JSON with node, first_epoch, availabilities, signatures."
     ),
+    node: str | None = typer.Option(
+        None, "--node", help="Fetch the signatures for this node from an oracle (address or devnet name)."
+    ),
+    oracle: str | None = typer.Option(None, "--oracle", help="Oracle HTTP URL (default: one of --dir's)."),
     token_id: int | None = typer.Option(
         None, "--token-id", help="Licence to claim for (default: the one linked to the node)."
     ),
@@ -94,12 +98,25 @@ def claim(
     key_file: Path | None = KeyFileOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """Claim a licence's rewards for epochs the oracles signed; the R1 goes to the licence owner."""
-    signed = read_signed(signatures)
-    sigs = signed.signature_bytes()
+    """Claim a licence's rewards for epochs the oracles signed; the R1 goes to the licence owner.
+
+    With --node, everything claimable is fetched from an oracle instead of a --signatures file."""
+    if signatures is None and node is None:
+        raise ChainError(
+            "nothing to claim with", hint="pass --node ADDRESS (ask an oracle) or --signatures FILE"
+        )
+    signed = read_signed(signatures) if signatures is not None else None
     c = client(deployment, dir, key_file, signer=True)
 
     async def go() -> dict[str, Any]:
+        nonlocal signed
+        if signed is None:
+            from r1os.cli.oracle import node_address, oracle_url
+            from r1os.oracle import fetch_signed
+
+            address = node_address(node or "", dir, oracle is None)
+            signed, _ = await fetch_signed(oracle_url(oracle, dir), c, address)
+        sigs = signed.signature_bytes()
         tid, kind = token_id or signed.token_id, type or signed.type
         if tid is None:
             lic = await c.licence_of(signed.node)

@@ -82,7 +82,9 @@ class OracleSettings:
     """Seconds to wait for the other oracles in each phase (default epoch/10 within 1..30 s)."""
     eligible_fraction: float = ELIGIBLE_FRACTION
     disagree_by: int = DISAGREE_BY
-    slack: float = SLACK_S
+    slack: float | None = None
+    """Tolerance over hb before a gap breaks a run: Ratio1's 5 s at hb = 10 s, scaled as hb/2 for
+    faster heartbeats (default min(5 s, hb/2)), so a short devnet outage is not bridged."""
     poai_min_availability: int = 128
     """A node listed for a PoAI job is attested for an epoch if it was at least this available."""
     deployment: Deployment | None = None
@@ -91,7 +93,11 @@ class OracleSettings:
     def delay(self) -> float:
         if self.close_delay is not None:
             return self.close_delay
-        return min(2 * self.heartbeat + 0.5, max_gap(self.heartbeat, self.slack))
+        return min(2 * self.heartbeat + 0.5, max_gap(self.heartbeat, self.gap_slack))
+
+    @property
+    def gap_slack(self) -> float:
+        return self.slack if self.slack is not None else min(SLACK_S, self.heartbeat / 2)
 
     @property
     def timeout(self) -> float:
@@ -215,7 +221,7 @@ class OracleSyncService(Service):
     def local_table(self, epoch: int) -> Table:
         """This oracle's measurement of every node for `epoch` (a subclass may lie, in tests)."""
         s = self.settings
-        return self.hb.table(s.heartbeat, self.clock.start(epoch), self.clock.end(epoch), slack=s.slack)
+        return self.hb.table(s.heartbeat, self.clock.start(epoch), self.clock.end(epoch), slack=s.gap_slack)
 
     # -- the epoch loop ------------------------------------------------------------------------
 
@@ -277,7 +283,7 @@ class OracleSyncService(Service):
         box.tables[self.me] = SignedTable(
             oracle=self.me, values=mine, sig=sign_table(self.ctx.key, "table", net, epoch, mine)
         )
-        await self.ctx.broadcast(MSG_TABLE, {"epoch": epoch, **_wire(box.tables[self.me])})
+        await self._to_oracles(MSG_TABLE, {"epoch": epoch, **_wire(box.tables[self.me])})
         await self._gather(box, "tables", set(oracles), time.monotonic() + timeout)
 
         # 2. median over the eligible voters; exchange medians with those still talking.
@@ -288,7 +294,7 @@ class OracleSyncService(Service):
             values=proposal.values,
             sig=sign_table(self.ctx.key, "median", net, epoch, proposal.values),
         )
-        await self.ctx.broadcast(MSG_MEDIAN, {"epoch": epoch, **_wire(box.medians[self.me])})
+        await self._to_oracles(MSG_MEDIAN, {"epoch": epoch, **_wire(box.medians[self.me])})
         await self._gather(box, "medians", set(tables), time.monotonic() + timeout)
         agreed, supporters = agree(
             {o: t.values for o, t in box.medians.items() if o in oracles}, len(oracles)
@@ -302,7 +308,7 @@ class OracleSyncService(Service):
         )
         attest = await self._attestations(epoch, agreed)
         box.sigs[self.me] = {"table_hash": thash, "sigs": ours, "attest": attest}
-        await self.ctx.broadcast(
+        await self._to_oracles(
             MSG_SIGS,
             {"epoch": epoch, "table_hash": thash, "table_sig": ours.table_sig, "nodes": node_sigs,
              "attest": attest},
@@ -334,6 +340,16 @@ class OracleSyncService(Service):
             epoch, len(agreed), len(proposal.voters), len(oracles), len(record.signatures),
         )  # fmt: skip
         return record
+
+    async def _to_oracles(self, type: str, payload: dict[str, Any]) -> None:
+        """Phase messages go to the other oracles' inboxes only (edge nodes have no use for them)."""
+        others = [o for o in self.oracles if o != self.me]
+        results = await asyncio.gather(
+            *(self.ctx.send(o, type, payload) for o in others), return_exceptions=True
+        )
+        for o, r in zip(others, results, strict=True):
+            if isinstance(r, Exception):
+                log.warning("could not send %s to oracle %s: %s", type, o, r)
 
     def _sign_nodes(self, epoch: int, agreed: Table) -> dict[str, str]:
         return {n: "0x" + sign_availability(self.ctx.key, n, epoch, [v]).hex() for n, v in agreed.items()}

@@ -1,0 +1,120 @@
+"""`r1os oracle`: the epochs the oracles agreed on and the signed availability of a node.
+
+The oracle is found with `--oracle URL` (any oracle node's HTTP API), else in the devnet of `--dir`
+(default ~/.r1os/devnet), where NODE may also be a devnet node name (`node-04`) or number.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+from rich.table import Table
+
+from r1os.cli._common import console, handle_errors, print_json, run
+from r1os.errors import ChainError, DevnetError
+from r1os.paths import default_devnet_dir
+
+app = typer.Typer(no_args_is_help=True)
+
+OracleOpt = typer.Option(None, "--oracle", help="An oracle node's HTTP API URL.")
+DirOpt = typer.Option(None, "--dir", help="Devnet folder to find an oracle in (default ~/.r1os/devnet).")
+JsonOpt = typer.Option(False, "--json", help="Print JSON.")
+
+
+def oracle_url(oracle: str | None, dir: Path | None) -> str:
+    """The given URL, else the first devnet oracle that answers."""
+    if oracle:
+        return oracle.rstrip("/")
+    from r1os.devnet import Devnet
+
+    state = Devnet(dir or default_devnet_dir()).state()
+    for node in state.nodes:
+        if not node.oracle:
+            continue
+        try:
+            httpx.get(f"{node.url}/v1/oracle/epochs", timeout=2).raise_for_status()
+            return node.url
+        except httpx.HTTPError:
+            continue
+    raise DevnetError(f"no oracle of the devnet in {state.dir} answers", hint="is the devnet up?")
+
+
+def node_address(ref: str, dir: Path | None, use_dir: bool) -> str:
+    """An address as given, or a devnet node's address from its name or number."""
+    if ref.startswith("0x") and len(ref) == 42:
+        return ref
+    if use_dir:
+        from r1os.devnet import Devnet
+
+        return Devnet(dir or default_devnet_dir()).state().node(ref).address
+    raise ChainError(f"{ref!r} is not a node address", hint="pass 0x... (or a devnet node name with --dir)")
+
+
+@app.command("epochs")
+@handle_errors
+def epochs(oracle: str | None = OracleOpt, dir: Path | None = DirOpt, json_out: bool = JsonOpt) -> None:
+    """List the epochs the oracles closed: voters, signers, nodes and the audit document's CID."""
+    from r1os.oracle import oracle_get
+
+    url = oracle_url(oracle, dir)
+    data = run(oracle_get(url, "/v1/oracle/epochs"))
+    if json_out:
+        print_json(data)
+        return
+    t = Table(title=f"epochs agreed by the oracles (from {data['oracle']})")
+    for col in ("epoch", "nodes", "voters", "signers", "table hash", "R1FS CID"):
+        t.add_column(col)
+    for e in data["epochs"]:
+        t.add_row(
+            str(e["epoch"]),
+            str(e["nodes"]),
+            str(len(e["voters"])),
+            str(len(e["signers"])),
+            e["table_hash"][:18] + "...",
+            e.get("cid") or "-",
+        )
+    console.print(t)
+    console.print(
+        f"current epoch {data['current_epoch']} ({data['epoch_seconds']:g} s each);"
+        f" {len(data['oracles'])} oracle(s), quorum {data['quorum']}",
+        highlight=False,
+    )
+    for e, why in data.get("failed", {}).items():
+        console.print(f"[yellow]epoch {e} not closed:[/] {why}", highlight=False)
+
+
+@app.command("availability")
+@handle_errors
+def availability(
+    node: str = typer.Argument(..., help="Node address (or devnet node name/number)."),
+    epochs: str | None = typer.Option(None, "--epochs", help="A:B inclusive (default: all closed)."),
+    oracle: str | None = OracleOpt,
+    dir: Path | None = DirOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """A node's agreed availability (0..255) per epoch, with the oracles' signatures."""
+    from r1os.oracle import oracle_get
+
+    url = oracle_url(oracle, dir)
+    address = node_address(node, dir, oracle is None)
+    params = {"epochs": epochs} if epochs else {}
+    data: Any = run(oracle_get(url, f"/v1/oracle/availability/{address}", params))
+    if json_out:
+        print_json(data)
+        return
+    t = Table(title=f"availability of {data['node']}")
+    for col in ("epoch", "value", "%", "signatures"):
+        t.add_column(col)
+    for e in data["epochs"]:
+        pct = f"{e['value'] / 255 * 100:.1f}" if e["measured"] else "unmeasured"
+        t.add_row(str(e["epoch"]), str(e["value"]), pct, str(len(e["signatures"])))
+    console.print(t)
+    claim = data.get("claim") or {}
+    console.print(
+        f"claim over epochs {data['first_epoch']}..{data['last_epoch']}:"
+        f" {len(claim.get('signatures', []))} oracle signature(s)",
+        highlight=False,
+    )

@@ -1,0 +1,298 @@
+"""End-to-end on a real devnet (anvil, contracts, broker, 3 oracle processes, 2 edge nodes), with
+10 s epochs and 1 s heartbeats:
+
+- node-05 is stopped (SIGSTOP/SIGCONT) for half of an epoch: every honest oracle measures about 128 and the
+  agreed value is the same everywhere;
+- oracle node-03 is replaced by a lying one (a real node in this process whose local table says 255
+  for the stopped node and 0 for the online one): the agreed table does not move, and the liar is
+  recorded as misbehaving;
+- then the liar goes silent: the next epoch closes with 2 of 3;
+- `r1os rewards claim --node` fetches the signatures from an oracle and the licence owner's R1 grows
+  by exactly sum(release x a // 255);
+- a PoAI job listed in CSTORE is attested by the oracles and pays the escrow out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from r1os.chain.anvil import dev_private_key
+from r1os.chain.devnet import devnet_client
+from r1os.cli.main import app
+from r1os.cli.node import build_services
+from r1os.devnet import Devnet
+from r1os.node import Node, NodeConfig
+from r1os.oracle import EpochClock, OracleSyncService, Table, settings_from
+from tests.chain.conftest import _anvil_or_skip
+from tests.conftest import wait_for
+
+EPOCH = 10
+HB = 1.0
+runner = CliRunner()
+
+
+class LyingOracle(OracleSyncService):
+    """An eligible oracle whose local table lies about two nodes."""
+
+    def __init__(self, settings: Any, says_online: str, says_offline: str) -> None:
+        super().__init__(settings)
+        self.says_online, self.says_offline = says_online, says_offline
+
+    def local_table(self, epoch: int) -> Table:
+        table = super().local_table(epoch)
+        table[self.says_online], table[self.says_offline] = 255, 0
+        return table
+
+
+class ThreadNode:
+    """A real node running in this process (its own event loop in a thread)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop_event: asyncio.Event | None = None
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self.thread.start()
+
+    async def _main(self) -> None:
+        self.loop, self.stop_event = asyncio.get_running_loop(), asyncio.Event()
+        await self.node.start()
+        try:
+            await self.stop_event.wait()
+        finally:
+            await self.node.stop()
+
+    def stop(self) -> None:
+        assert self.loop is not None and self.stop_event is not None
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(20)
+
+
+def get(url: str, path: str, **params: Any) -> Any:
+    r = httpx.get(f"{url}{path}", params=params, timeout=10)
+    r.raise_for_status()
+    return r.json()
+
+
+def record(url: str, epoch: int) -> dict[str, Any] | None:
+    r = httpx.get(f"{url}/v1/oracle/epochs/{epoch}", timeout=5)
+    return r.json() if r.status_code == 200 else None
+
+
+def sleep_until(t: float) -> None:
+    # waiting for a point on the epoch clock is the scenario itself, not a guess about readiness
+    time.sleep(max(0.0, t - time.time()))
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    _anvil_or_skip()
+    dir = tmp_path_factory.mktemp("oracle-devnet")
+    dn = Devnet(dir)
+    state = dn.up(nodes=5, oracles=3, heartbeat=HB, epoch_seconds=EPOCH, timeout=90)
+    liar: ThreadNode | None = None
+    try:
+        o1, o2, o3, n4, n5 = state.nodes
+        dep_file = Path(state.chain["deployment_file"])  # type: ignore[index]
+        admin = devnet_client(dir, dev_private_key(0))
+        dep = admin.deployment
+        clock = EpochClock(dep.genesis_time, dep.epoch_seconds)
+
+        async def new_job() -> int:
+            await admin.usdc_faucet(100 * 10**6)
+            return await admin.create_job(2, 30, 10**6)
+
+        job_id = asyncio.run(new_job())
+        r = httpx.post(
+            f"{o1.url}/v1/cstore/write",
+            json={"ops": [{"op": "set", "key": f"net:poai:job:{job_id}",
+                           "value": {"nodes": [n4.address, n5.address]}}]},
+            timeout=10,
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+
+        # node-03 becomes a liar: same key, home and port, running here.
+        dn.stop_node(o3.name)
+        config = NodeConfig(
+            home=Path(o3.home),
+            network=state.network,
+            broker=state.broker_url,
+            http=f"127.0.0.1:{o3.http_port}",
+            oracle=True,
+            heartbeat_interval=HB,
+            oracles=[o.address for o in (o1, o2, o3)],
+            chain_deployment=dep_file,
+            key_strength="light",
+        )
+        services = [s for s in build_services(config) if s.name != "oracle"]
+        services.append(LyingOracle(settings_from(config), says_online=n5.address, says_offline=n4.address))
+        password = (dir / "password").read_text().strip()
+        liar = ThreadNode(Node(config, password=password, services=services))
+        wait_for(lambda: get(o3.url, "/v1/oracle/epochs"), 20, "the lying oracle's API")
+
+        # node-05 stopped (SIGSTOP: it sends nothing, as if cut off) for half of epoch k. Its last
+        # heartbeat before the stop is on average half an interval earlier, hence the offset.
+        k = clock.epoch_at(time.time()) + 1
+        start = clock.start(k)
+        sleep_until(start + EPOCH * 0.25 + HB / 2)
+        os.kill(n5.pid, signal.SIGSTOP)  # type: ignore[arg-type]
+        try:
+            sleep_until(start + EPOCH * 0.75)
+        finally:
+            os.kill(n5.pid, signal.SIGCONT)  # type: ignore[arg-type]
+
+        honest = [o1, o2]
+        recs = {
+            o.name: wait_for(lambda o=o: record(o.url, k), EPOCH + 20, f"epoch {k} on {o.name}")
+            for o in honest
+        }
+
+        # then the liar goes silent for a whole epoch.
+        liar.stop()
+        liar = None
+        silent = clock.epoch_at(time.time()) + 1
+        silent_recs = {
+            o.name: wait_for(lambda o=o: record(o.url, silent), 2 * EPOCH + 20, f"epoch {silent} on {o.name}")
+            for o in honest
+        }  # fmt: skip
+        yield {
+            "dir": dir, "state": state, "clock": clock, "k": k, "silent": silent, "recs": recs,
+            "silent_recs": silent_recs, "admin": admin, "job_id": job_id,
+        }  # fmt: skip
+    finally:
+        if liar is not None:
+            liar.stop()
+        dn.down()
+
+
+def test_half_stopped_node_is_near_128_on_every_honest_oracle(scenario: dict[str, Any]) -> None:
+    state, recs = scenario["state"], scenario["recs"]
+    o1, o2, o3, n4, n5 = state.nodes
+    for rec in recs.values():
+        for oracle in (o1.address, o2.address):
+            local = rec["tables"][oracle]["values"][n5.address]
+            assert abs(local - 128) <= 26, (oracle, local)
+        assert abs(rec["values"][n5.address] - 128) <= 26
+        assert rec["values"][n4.address] >= 240
+    a, b = recs.values()
+    assert a["values"] == b["values"] and a["table_hash"] == b["table_hash"]
+    assert sorted(a["signatures"]) == sorted(o.address for o in (o1, o2, o3))
+
+
+def test_lying_oracle_does_not_change_the_agreed_table(scenario: dict[str, Any]) -> None:
+    state, rec = scenario["state"], scenario["recs"]["node-01"]
+    o1, o2, o3, n4, n5 = state.nodes
+    lie = rec["tables"][o3.address]["values"]
+    assert lie[n5.address] == 255 and lie[n4.address] == 0
+    assert o3.address in rec["voters"]  # it was eligible: its vote counted and was outvoted
+    honest = [rec["tables"][o]["values"][n5.address] for o in (o1.address, o2.address)]
+    assert rec["values"][n5.address] == min(honest)  # the median of (h1, h2, 255)
+    entries = get(o1.url, "/v1/oracle/misbehaviour")["entries"]
+    flagged = {e["oracle"] for e in entries.values() if e["epoch"] == scenario["k"]}
+    assert flagged == {o3.address}
+
+
+def test_silent_oracle_still_closes_the_epoch_with_two_of_three(scenario: dict[str, Any]) -> None:
+    state = scenario["state"]
+    o1, o2, o3, *_ = state.nodes
+    a, b = scenario["silent_recs"].values()
+    for rec in (a, b):
+        assert rec["voters"] == sorted([o1.address, o2.address])
+        assert sorted(rec["signatures"]) == sorted([o1.address, o2.address]) and rec["quorum"] == 2
+        assert o3.address not in rec["tables"]
+    assert a["values"] == b["values"]
+
+
+def test_cstore_and_r1fs_keep_the_audit_trail(scenario: dict[str, Any]) -> None:
+    state, k = scenario["state"], scenario["k"]
+    edge = state.nodes[3]  # an edge node's CSTORE replica has the oracles' records too
+    entry = wait_for(
+        lambda: get(edge.url, "/v1/cstore/hget", key="net:oracle:epochs", field=str(k)).get("value"),
+        15,
+        "the epoch index on an edge node",
+    )
+    assert entry["table_hash"] == scenario["recs"]["node-01"]["table_hash"]
+    doc = httpx.get(f"{state.nodes[0].url}/ipfs/{entry['cid']}", timeout=10)
+    assert doc.status_code == 200 and json.loads(doc.content)["table_hash"] == entry["table_hash"]
+
+
+def test_claim_through_the_cli_pays_by_the_formula(scenario: dict[str, Any]) -> None:
+    dir, state, admin = scenario["dir"], scenario["state"], scenario["admin"]
+    n5 = state.nodes[4]
+    before = asyncio.run(admin.balance(n5.address))
+    result = runner.invoke(
+        app,
+        ["rewards", "claim", "--dir", str(dir), "--node", "node-05", "--json"],
+        env={"R1OS_PRIVATE_KEY": dev_private_key(0)},
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["owner"] == n5.address and out["last_epoch"] >= scenario["k"]
+    per = get(
+        state.nodes[1].url, f"/v1/oracle/availability/{n5.address}",
+        epochs=f"{out['first_epoch']}:{out['last_epoch']}", claim="false",
+    )["epochs"]  # fmt: skip
+    release = asyncio.run(admin.call("NDLicence", "epoch_release", out["token_id"]))
+    expected = sum(release * e["value"] // 255 for e in per)
+    assert out["amount"] == expected > 0
+    assert asyncio.run(admin.balance(n5.address)) - before == expected
+    half = next(e for e in per if e["epoch"] == scenario["k"])
+    assert abs(half["value"] - 128) <= 26
+
+
+def test_poai_job_is_attested_and_paid(scenario: dict[str, Any]) -> None:
+    admin, job_id, n4 = scenario["admin"], scenario["job_id"], scenario["state"].nodes[3]
+    rec = scenario["recs"]["node-01"]
+    att = rec["attestations"][str(job_id)]
+    assert n4.address in att["nodes"] and len(att["signatures"]) >= 2
+    job = asyncio.run(admin.job(job_id))
+    assert job.paid > 0 and job.burned > 0
+    assert asyncio.run(admin.usdc_balance(n4.address)) > 0
+
+
+def test_oracle_cli(scenario: dict[str, Any]) -> None:
+    dir, k, n5 = str(scenario["dir"]), scenario["k"], scenario["state"].nodes[4]
+    r = runner.invoke(app, ["oracle", "epochs", "--dir", dir, "--json"])
+    assert r.exit_code == 0, r.output
+    assert k in [e["epoch"] for e in json.loads(r.stdout)["epochs"]]
+    r = runner.invoke(
+        app, ["oracle", "availability", "node-05", "--dir", dir, "--epochs", f"{k}:{k}", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert (
+        data["node"] == n5.address
+        and data["epochs"][0]["value"] == scenario["recs"]["node-01"]["values"][n5.address]
+    )
+    assert len(data["epochs"][0]["signatures"]) == 3
+    r = runner.invoke(app, ["oracle", "availability", "node-05", "--dir", dir])
+    assert r.exit_code == 0 and "availability of" in r.output
+
+
+def test_oracle_cli_bad_input_is_one_line(scenario: dict[str, Any]) -> None:
+    dir = str(scenario["dir"])
+    cases = [
+        (["oracle", "availability", "node-05", "--dir", dir, "--epochs", "5:2"], "bad epoch range"),
+        (["oracle", "availability", "node-05", "--dir", dir, "--epochs", "99999:99999"], "has not ended"),
+        (["oracle", "availability", "nobody", "--dir", dir], "no devnet node"),
+        (["oracle", "availability", "0x12", "--oracle", "http://127.0.0.1:9"], "not a node address"),
+        (["oracle", "epochs", "--oracle", "http://127.0.0.1:9"], "cannot reach the oracle"),
+        (["rewards", "claim", "--dir", dir], "nothing to claim with"),
+    ]
+    for args, text in cases:
+        r = runner.invoke(app, args, env={"R1OS_PRIVATE_KEY": dev_private_key(0)})
+        out = r.output + (r.stderr or "")
+        assert r.exit_code == 1, (args, out)
+        assert text in out and "Traceback" not in out, (args, out)
