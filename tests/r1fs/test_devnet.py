@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from r1os.devnet import Devnet
-from r1os.devnet._state import DevnetState
+from r1os.devnet._state import DevnetState, pid_alive
 from r1os.r1fs import CHUNK_SIZE, R1fsClient, import_bytes, parse_cid
 from r1os.r1fs._store import BlockStore
 from tests.conftest import async_wait_for
@@ -142,3 +142,36 @@ async def test_killed_holder_is_replaced(devnet: tuple[Devnet, DevnetState]) -> 
     idx = state.nodes.index(newcomer)
     assert store_of(state, idx).is_complete(parse_cid(cid), verify=True)
     await asyncio.sleep(0)
+
+
+@pytest.mark.slow
+async def test_200_mib_added_on_a_fetched_on_c(devnet: tuple[Devnet, DevnetState], tmp_path: Path) -> None:
+    """The issue's size: 200 MiB added on node A, fetched on node C, byte-identical."""
+    dn, _ = devnet
+    running = [n for n in dn.state().nodes if pid_alive(n.pid)]  # another test may have killed one
+    a, c = running[0], running[2]
+    src, dst = tmp_path / "in.bin", tmp_path / "out.bin"
+    with open(src, "wb") as fh:  # noqa: ASYNC230 (test setup)
+        for i in range(200):
+            fh.write(mod251(1024 * 1024, start=i * 1024 * 1024 + 3))
+    async with R1fsClient(a.url) as ca:
+        out = await ca.add_file(src)
+    assert out["size"] == 200 * 1024 * 1024
+
+    async def announced() -> bool:
+        return bool((await stat(c.url, out["cid"]))["providers"])
+
+    await async_wait_for(announced, 15, "the provider record to reach node C")
+    async with R1fsClient(c.url) as cc:
+        assert await cc.get_to(out["cid"], dst) == out["size"]
+    assert sha256_file(dst) == sha256_file(src)
+
+
+def sha256_file(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while piece := fh.read(1 << 20):
+            h.update(piece)
+    return h.hexdigest()
