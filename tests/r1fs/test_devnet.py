@@ -7,6 +7,7 @@ from another; a killed holder of a pinned file is replaced within the grace peri
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from r1os.r1fs._store import BlockStore
 from tests.conftest import async_wait_for
 from tests.r1fs._content import mod251
 
+JS = json.loads((Path(__file__).parent / "vectors" / "js_importer.json").read_text())["vectors"]
 HB = 1.0
 GRACE = 4.0
 ENV = {"R1OS_R1FS_GRACE": str(GRACE), "R1OS_R1FS_RECONCILE_INTERVAL": "0.5"}
@@ -175,3 +177,72 @@ def sha256_file(path: Path) -> str:
         while piece := fh.read(1 << 20):
             h.update(piece)
     return h.hexdigest()
+
+
+# -- the CLI against the same devnet --------------------------------------------------------------
+
+
+def cli(*args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from r1os.cli import app
+
+    return CliRunner().invoke(app, ["fs", *args])
+
+
+def test_cli_add_get_stat_ls_pin_unpin(devnet: tuple[Devnet, DevnetState], tmp_path: Path) -> None:
+    dn, _ = devnet
+    running = [n for n in dn.state().nodes if pid_alive(n.pid)]
+    a, b = running[0].url, running[1].url
+    src = tmp_path / "f.bin"
+    src.write_bytes(mod251(CHUNK_SIZE + 1))
+    want = next(v["cid"] for v in JS if v["name"] == "256KiB+1")  # from the JS importer, not r1os
+
+    only = cli("add", "--only-hash", str(src))
+    assert only.exit_code == 0 and only.output.strip() == want
+    added = cli("add", str(src), "--node", a, "--json")
+    assert added.exit_code == 0, added.output
+    assert json.loads(added.output)["cid"] == want
+    got = cli("get", want, "-o", str(tmp_path / "g.bin"), "--node", b)
+    assert got.exit_code == 0, got.output
+    assert (tmp_path / "g.bin").read_bytes() == src.read_bytes()
+    st = cli("stat", want, "--node", b, "--json")
+    assert json.loads(st.output)["size"] == CHUNK_SIZE + 1
+    assert want in cli("ls", "--node", a).output
+    pinned = cli("pin", want, "--node", b)
+    assert pinned.exit_code == 0 and "pinned" in pinned.output
+    assert "unpinned" in cli("unpin", want, "--node", b).output
+
+
+def test_cli_encrypted_round_trip(devnet: tuple[Devnet, DevnetState], tmp_path: Path) -> None:
+    dn, _ = devnet
+    running = [n for n in dn.state().nodes if pid_alive(n.pid)]
+    src = tmp_path / "secret.txt"
+    src.write_bytes(b"the launch codes " * 1000)
+    added = cli("add", str(src), "--encrypt", "--node", running[0].url, "--json")
+    assert added.exit_code == 0, added.output
+    out = json.loads(added.output)
+    # The node stores only ciphertext: its gateway does not serve the plaintext.
+    raw = httpx.get(f"{running[1].url}/ipfs/{out['cid']}", timeout=30).content
+    assert b"launch codes" not in raw and len(raw) > src.stat().st_size
+    got = cli("get", out["cid"], "--key", out["key"], "-o", str(tmp_path / "p.txt"), "--node", running[1].url)
+    assert got.exit_code == 0, got.output
+    assert (tmp_path / "p.txt").read_bytes() == src.read_bytes()
+    wrong = cli(
+        "get", out["cid"], "--key", "00" * 32, "-o", str(tmp_path / "w.txt"), "--node", running[1].url
+    )
+    assert wrong.exit_code == 1 and "authentication" in wrong.output
+    assert not (tmp_path / "w.txt").exists()  # no half-written plaintext left behind
+
+
+def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
+    bad = cli("get", "not-a-cid")
+    assert bad.exit_code == 1 and "not a CID" in bad.output and "Traceback" not in bad.output
+    down = cli(
+        "stat", "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku", "--node", "http://127.0.0.1:9"
+    )
+    assert down.exit_code == 1 and "cannot reach the node" in down.output
+    f = tmp_path / "x"
+    f.write_bytes(b"x")
+    mixed = cli("add", str(f), "--only-hash", "--encrypt")
+    assert mixed.exit_code == 1 and "do not mix" in mixed.output
