@@ -6,7 +6,6 @@ from another; a killed holder of a pinned file is replaced within the grace peri
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
@@ -143,7 +142,19 @@ async def test_killed_holder_is_replaced(devnet: tuple[Devnet, DevnetState]) -> 
     newcomer = next(n for n in state.nodes if n.address.lower() in set(replaced) - set(holders))
     idx = state.nodes.index(newcomer)
     assert store_of(state, idx).is_complete(parse_cid(cid), verify=True)
-    await asyncio.sleep(0)
+    # The victim comes back with its copy: one replica too many, so the last in rendezvous order drops it.
+    dn.start_node(victim.name)
+
+    async def back_to_three() -> bool:
+        # Settled: A counts 3 live copies, and the victim's own pins agree with what A sees of it
+        # (it either announced its copy again and someone else dropped one, or it dropped its own).
+        s = await stat(a.url, cid)
+        alive = {p["address"] for p in s["providers"] if p["alive"]}
+        async with R1fsClient(victim.url) as cv:
+            keeps = cid in {p["cid"] for p in await cv.ls()}
+        return len(alive) == 3 and keeps == (victim.address.lower() in alive)
+
+    await async_wait_for(back_to_three, 40, "the surplus replica to be dropped")
 
 
 @pytest.mark.slow

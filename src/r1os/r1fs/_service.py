@@ -21,7 +21,7 @@ from r1os.r1fs._dag import RAW, Cid, parse_cid, read_file_node, verify_block
 from r1os.r1fs._errors import BadUpload, BlockNotFound, CorruptBlock, R1fsError
 from r1os.r1fs._exporter import read_range
 from r1os.r1fs._importer import ImportResult, import_stream
-from r1os.r1fs._providers import Directory, KeyValue, plan, wanted_replicas
+from r1os.r1fs._providers import PIN, Directory, KeyValue, plan, wanted_replicas
 from r1os.r1fs._store import BlockStore, GcResult, ParallelWriter
 
 log = logging.getLogger("r1os.r1fs")
@@ -89,6 +89,9 @@ class R1fsService(Service):
                 log.warning("r1fs: no cstore service on this node; providers and replication are off")
         if kv is not None:
             self.dir = Directory(kv, self.me)
+            watch = getattr(kv, "watch", None)
+            if callable(watch):  # react to a new or withdrawn pin request now, not at the next pass
+                watch(PIN, lambda _key, _field, _value: self._wake.set())
         # Peers' blocks come through aiohttp: its C parser moves bulk bytes about twice as fast as httpx.
         self._http = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.settings.fetch_timeout),
@@ -152,7 +155,7 @@ class R1fsService(Service):
         With `expect_size` (an upload's Content-Length) a short or long body is refused before anything
         is pinned; its blocks are left to GC."""
         with self.store.writing():
-            with self.store.parallel_put() as put:
+            with self.store.parallel_put(replace=True) as put:
                 result = await import_stream(source, put, max_size=max_size or self.settings.max_upload)
             cid = str(result.cid)
             if expect_size is not None and result.size != expect_size:

@@ -67,12 +67,15 @@ class BlockStore:
     def has(self, cid: Cid) -> bool:
         return self.path(cid).exists()
 
-    def put(self, cid: Cid, data: bytes) -> bool:
-        """Store a block (trusted: the caller computed or verified `cid`); False if it was there."""
+    def put(self, cid: Cid, data: bytes, *, replace: bool = False) -> bool:
+        """Store a block (trusted: the caller computed or verified `cid`); False if it was there.
+
+        With `replace` an existing file is rewritten anyway: an import has the right bytes in hand, and
+        rewriting is the cheapest way to be sure a copy that rotted on disk is not kept."""
         name = cid.text
         d = self._dir_for(name)
         final = d / name
-        if final.exists():
+        if not replace and final.exists():
             return False
         with self._lock:
             self._tmp_seq += 1
@@ -178,10 +181,12 @@ class BlockStore:
             return False
 
     @contextlib.contextmanager
-    def parallel_put(self, workers: int = 8, in_flight: int = 16) -> Iterator[Callable[[Cid, bytes], None]]:
+    def parallel_put(
+        self, workers: int = 8, in_flight: int = 16, *, replace: bool = False
+    ) -> Iterator[Callable[[Cid, bytes], None]]:
         """A `put` that writes in a pool of threads (see `ParallelWriter`); leaving the block waits for
         every write and raises the first error."""
-        writer = ParallelWriter(self, workers, in_flight)
+        writer = ParallelWriter(self, workers, in_flight, replace=replace)
         try:
             yield writer.put
         finally:
@@ -252,15 +257,18 @@ class ParallelWriter:
     on the file system, so several at once go faster than one after another, and the caller (hashing,
     or reading the network) does not wait for the disk. At most `in_flight` blocks wait in memory."""
 
-    def __init__(self, store: BlockStore, workers: int = 8, in_flight: int = 16) -> None:
+    def __init__(
+        self, store: BlockStore, workers: int = 8, in_flight: int = 16, *, replace: bool = False
+    ) -> None:
         self.store = store
+        self.replace = replace
         self._slots = threading.BoundedSemaphore(in_flight)
         self._errors: list[BaseException] = []
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="r1fs-put")
 
     def _write(self, cid: Cid, data: bytes) -> None:
         try:
-            self.store.put(cid, data)
+            self.store.put(cid, data, replace=self.replace)
         except BaseException as exc:
             self._errors.append(exc)
         finally:
