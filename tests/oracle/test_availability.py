@@ -71,3 +71,19 @@ def test_coverage_is_bounded_by_the_epoch(raw: list[float]) -> None:
     c = covered_seconds(times, HB, 100.0, 600.0)
     assert 0.0 <= c <= 500.0
     assert 0 <= availability(times, HB, 100.0, 600.0) <= 255
+
+
+@given(
+    st.lists(st.floats(min_value=0.3, max_value=30, allow_nan=False), min_size=1, max_size=100),
+    st.floats(min_value=-50, max_value=50),
+)
+def test_fast_path_matches_the_walk(gaps: list[float], t0: float) -> None:
+    from r1os.oracle._availability import _covered_walk
+
+    times = [t0]
+    for g in gaps:
+        times.append(times[-1] + g)
+    for start, end in ((0.0, 100.0), (-20.0, 300.0), (t0, t0 + 10)):
+        fast = covered_seconds(times, HB, start, end)
+        slow = _covered_walk(times, HB / 2, HB + 5.0, start, end)
+        assert abs(fast - slow) < 1e-6

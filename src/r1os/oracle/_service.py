@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -233,10 +234,13 @@ class OracleSyncService(Service):
             if epoch not in self.records and epoch not in self._closing:
                 task = asyncio.create_task(self.close_epoch(epoch), name=f"oracle-close-{epoch}")
                 self._closing[epoch] = task
-                task.add_done_callback(lambda _t, e=epoch: self._closing.pop(e, None))
+                task.add_done_callback(functools.partial(self._closed, epoch))
             self._forget_before(epoch - KEEP_INBOX_EPOCHS)
             self.hb.prune(self.clock.start(epoch - 1) - max_gap(self.settings.heartbeat) - 1)
             epoch += 1
+
+    def _closed(self, epoch: int, _task: asyncio.Task[EpochRecord | None]) -> None:
+        self._closing.pop(epoch, None)
 
     def _forget_before(self, epoch: int) -> None:
         for e in [e for e in self._inbox if e < epoch]:
@@ -279,7 +283,7 @@ class OracleSyncService(Service):
         timeout = s.timeout
 
         # 1. our signed local table, then the others'.
-        mine = self.local_table(epoch)
+        mine = await asyncio.to_thread(self.local_table, epoch)  # ~0.7 s for 1,000 nodes a day
         box.tables[self.me] = SignedTable(
             oracle=self.me, values=mine, sig=sign_table(self.ctx.key, "table", net, epoch, mine)
         )
@@ -329,7 +333,7 @@ class OracleSyncService(Service):
             tables={o: t for o, t in box.tables.items() if o in oracles},
             closed_at=time.time(),
         )
-        self._merge_sigs(record, box)
+        await self._merge_sigs(record, box)
         await self._record_misbehaviour(epoch, tables, agreed, box)
         self.records[epoch] = record
         self.failures.pop(epoch, None)
@@ -354,7 +358,7 @@ class OracleSyncService(Service):
     def _sign_nodes(self, epoch: int, agreed: Table) -> dict[str, str]:
         return {n: "0x" + sign_availability(self.ctx.key, n, epoch, [v]).hex() for n, v in agreed.items()}
 
-    def _merge_sigs(self, record: EpochRecord, box: _Inbox) -> None:
+    async def _merge_sigs(self, record: EpochRecord, box: _Inbox) -> None:
         """Keep the signatures that are over this very table (checked), from oracles of the set."""
         for oracle, entry in box.sigs.items():
             if oracle in record.signatures or oracle not in record.oracles:
@@ -365,7 +369,7 @@ class OracleSyncService(Service):
             who = table_signer(sigs.table_sig, "agreed", record.network, record.epoch, record.values)
             if who != oracle:
                 continue
-            if oracle != self.me and not self._node_sigs_ok(record, oracle, sigs):
+            if oracle != self.me and not await asyncio.to_thread(self._node_sigs_ok, record, oracle, sigs):
                 self._note_misbehaviour(record.epoch, oracle, "bad node signatures", {})
                 continue
             record.signatures[oracle] = sigs
@@ -463,7 +467,7 @@ class OracleSyncService(Service):
                 self._note_misbehaviour(epoch, env.sender, "signed a table other than the agreed one", {})
                 return
             box = _Inbox(sigs={env.sender: entry})
-            self._merge_sigs(record, box)
+            await self._merge_sigs(record, box)
             if env.sender in record.signatures:
                 await self._store(record)
             return
