@@ -257,3 +257,21 @@ def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
     f.write_bytes(b"x")
     mixed = cli("add", str(f), "--only-hash", "--encrypt")
     assert mixed.exit_code == 1 and "do not mix" in mixed.output
+
+
+def test_blocking_client(devnet: tuple[Devnet, DevnetState], tmp_path: Path) -> None:
+    from r1os.r1fs import R1fs, new_key
+
+    dn, _ = devnet
+    running = [n for n in dn.state().nodes if pid_alive(n.pid)]
+    data = mod251(CHUNK_SIZE * 2, start=17)
+    with R1fs(running[0].url) as fa, R1fs(running[3].url) as fb:
+        out = fa.add_bytes(data)
+        assert fb.get_bytes(out["cid"]) == data
+        assert fb.stat(out["cid"])["size"] == len(data)
+        src = tmp_path / "s.bin"
+        src.write_bytes(data)
+        key = new_key()
+        enc = fa.add_file(src, key=key)
+        assert fb.get_to(enc["cid"], tmp_path / "o.bin", key=key) == len(data)
+        assert (tmp_path / "o.bin").read_bytes() == data

@@ -1,6 +1,6 @@
 """R1FS: content-addressed file storage whose CIDs are the same as kubo's `ipfs add --cid-version=1`."""
 
-from r1os.r1fs._client import API_URL_ENV, R1fsClient, default_api_url
+from r1os.r1fs._client import API_URL_ENV, R1fs, R1fsClient, default_api_url
 from r1os.r1fs._crypto import (
     Decryptor,
     Encryptor,
@@ -34,6 +34,7 @@ __all__ = [
     "GcResult",
     "ImportResult",
     "KeyValue",
+    "R1fs",
     "R1fsClient",
     "R1fsError",
     "R1fsService",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +154,103 @@ class R1fsClient:
 
     async def gc(self) -> dict[str, Any]:
         return await self._request("POST", "/v1/r1fs/gc", "gc")  # type: ignore[no-any-return]
+
+
+class R1fs:
+    """The blocking twin of `R1fsClient`, for scripts and the SDK's synchronous `Session`."""
+
+    def __init__(self, url: str | None = None, *, timeout: float = 300.0) -> None:
+        self.url = (url or default_api_url()).rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def __enter__(self) -> R1fs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, what: str, **kw: Any) -> Any:
+        try:
+            r = self._http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise R1fsError(
+                f"cannot reach the node at {self.url}: {exc}", hint="is the node running?"
+            ) from None
+        _raise_for(r, what)
+        return r.json()
+
+    def add_file(
+        self, path: Path, *, pin: bool = True, replicas: int = 1, key: bytes | None = None
+    ) -> dict[str, Any]:
+        """Upload a file (encrypted first with `key`, if given); returns {cid, size, ...}."""
+
+        def body() -> Iterator[bytes]:
+            enc = Encryptor(key) if key is not None else None
+            with open(path, "rb") as fh:
+                while piece := fh.read(PIECE):
+                    yield enc.update(piece) if enc is not None else piece
+            if enc is not None:
+                yield enc.finish()
+
+        headers = {"content-type": "application/octet-stream"}
+        if key is None:
+            headers["content-length"] = str(path.stat().st_size)
+        params = {"pin": pin, "replicas": replicas}
+        return self._request("POST", "/v1/r1fs/add", "add", params=params, content=body(), headers=headers)  # type: ignore[no-any-return]
+
+    def add_bytes(self, data: bytes, *, pin: bool = True, replicas: int = 1) -> dict[str, Any]:
+        params = {"pin": pin, "replicas": replicas}
+        return self._request("POST", "/v1/r1fs/add", "add", params=params, content=data)  # type: ignore[no-any-return]
+
+    def stream(self, cid: str, *, key: bytes | None = None) -> Iterator[bytes]:
+        dec = Decryptor(key) if key is not None else None
+        try:
+            with self._http.stream("GET", "/v1/r1fs/get", params={"cid": cid}) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    _raise_for(r, "get")
+                expected, got = r.headers.get("content-length"), 0
+                for piece in r.iter_raw():
+                    got += len(piece)
+                    yield dec.update(piece) if dec is not None else piece
+                if expected is not None and got != int(expected):
+                    raise R1fsError(f"get {cid}: stream ended after {got} of {expected} bytes")
+        except httpx.HTTPError as exc:
+            raise R1fsError(f"get {cid} from {self.url} failed: {exc}") from None
+        if dec is not None:
+            yield dec.finish()
+
+    def get_bytes(self, cid: str, *, key: bytes | None = None) -> bytes:
+        return b"".join(self.stream(cid, key=key))
+
+    def get_to(self, cid: str, out: Path, *, key: bytes | None = None) -> int:
+        tmp = out.with_name(f".{out.name}.part")
+        total = 0
+        try:
+            with open(tmp, "wb") as fh:
+                for piece in self.stream(cid, key=key):
+                    fh.write(piece)
+                    total += len(piece)
+            os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return total
+
+    def pin(self, cid: str, replicas: int = 1) -> dict[str, Any]:
+        return self._request("POST", "/v1/r1fs/pin", "pin", json={"cid": cid, "replicas": replicas})  # type: ignore[no-any-return]
+
+    def unpin(self, cid: str) -> dict[str, Any]:
+        return self._request("POST", "/v1/r1fs/unpin", "unpin", json={"cid": cid})  # type: ignore[no-any-return]
+
+    def ls(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/r1fs/ls", "ls")["pins"]  # type: ignore[no-any-return]
+
+    def stat(self, cid: str) -> dict[str, Any]:
+        return self._request("GET", "/v1/r1fs/stat", "stat", params={"cid": cid})  # type: ignore[no-any-return]
+
+    def gc(self) -> dict[str, Any]:
+        return self._request("POST", "/v1/r1fs/gc", "gc")  # type: ignore[no-any-return]
