@@ -158,8 +158,7 @@ class DauthService(Service):
         stored = await self.cstore.get(CONFIG_KEY)
         if stored is not None:
             self._on_config(stored)
-        for field, value in (await self.cstore.hgetall(ADMITTED_KEY)).items():
-            self._ingest(field, value)
+        self._reload()
         self.cstore.watch("net:dauth:", self._on_cstore)
         if self.is_oracle:
             self._tasks.append(asyncio.create_task(self._recheck_loop(), name="dauth-recheck"))
@@ -185,7 +184,7 @@ class DauthService(Service):
         elif key == CONFIG_KEY and value is not None:
             self._on_config(value)
 
-    def _ingest(self, field: str, value: Any) -> None:
+    def _ingest(self, field: str, value: Any, *, quiet: bool = False) -> None:
         """Take one stored record (None = deleted) into the admitted set if it checks out."""
         addr = field.lower()
         was = self._valid(addr)
@@ -199,7 +198,8 @@ class DauthService(Service):
                 if not signed.valid_signers(self._oracles):
                     raise ValueError("no valid oracle signature")
             except (ValidationError, ValueError) as exc:
-                log.warning("dauth: ignoring admission record for %s: %s", field[:64], exc)
+                if not quiet and self._oracles:
+                    log.warning("dauth: ignoring admission record for %s: %s", field[:64], exc)
                 self._records.pop(addr, None)
             else:
                 self._records[addr] = signed
@@ -260,12 +260,24 @@ class DauthService(Service):
         self._sync_cstore_oracles()
         if self._oracles != old:
             log.info("dauth: oracle set is now %s", sorted(self._oracles))
-            # Records must be signed by a current oracle: check them all again.
-            for addr, rec in list(self._records.items()):
-                self._ingest(addr, rec.model_dump())
+            # Records must be signed by a current oracle: check all stored ones again (including
+            # those refused before we knew the oracle that signed them).
+            self._reload()
             for addr in old - self._oracles:
                 if not self._valid(addr):
                     self._forget_peer(addr)
+
+    def _reload(self) -> None:
+        cstore = getattr(self, "cstore", None)
+        if cstore is None:
+            return
+        stored = cstore.state.hgetall(ADMITTED_KEY, time.time_ns() // 1_000_000)
+        stored = {f.lower(): v for f, v in stored.items()}
+        for addr in set(self._records) | set(stored):
+            value = stored.get(addr)
+            if value is None and addr in self._records:  # got over HTTP, not replicated here yet
+                value = self._records[addr].model_dump()
+            self._ingest(addr, value, quiet=True)
 
     def _sync_cstore_oracles(self) -> None:
         # `net:` keys are writable by oracles only; CSTORE learns the current set from here.
