@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -92,9 +93,18 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
             etag = f'"{cid}"'
             if request.headers.get("if-none-match") == etag:
                 return Response(status_code=304, headers={"ETag": etag})
+            fetching = None
             if request.headers.get(LOCAL_ONLY) is None:
-                await svc.fetch(cid)
-            size = await svc.size(cid)
+                fetching = svc.fetch_task(cid)
+                # A file that is all here (or a fetch that fails at once) settles within a moment:
+                # then the answer is a clean status, not a stream cut short.
+                await asyncio.wait({fetching}, timeout=0.1)
+                if fetching.done():
+                    fetching.result()
+                    fetching = None
+                size = await svc.size(cid) if fetching is None else await svc.size_when_fetched(cid, fetching)
+            else:
+                size = await svc.size(cid)
         except (R1fsError, OSError) as exc:
             return _error(_status_of(exc), exc, what)
         headers = {
@@ -123,7 +133,7 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
 
         async def body(c: Cid = cid) -> AsyncIterator[bytes]:
             try:
-                async for piece in svc.read(c, start, length):
+                async for piece in svc.read(c, start, length, fetching=fetching):
                     yield piece
             except R1fsError as exc:  # headers are gone: all we can do is cut the stream short
                 log.error("r1fs %s: %s failed mid-stream: %s", what, c, exc)
@@ -211,13 +221,9 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
 
     @router.post("/v1/r1fs/gc")
     async def gc() -> dict[str, Any]:
-        import asyncio
-
         r = await asyncio.to_thread(svc.gc)
         return {"kept": r.kept, "removed": r.removed, "freed": r.freed, "busy": r.busy}
 
     @router.get("/v1/r1fs/stats")
     async def stats() -> dict[str, Any]:
-        import asyncio
-
         return {"store": await asyncio.to_thread(svc.store.stats), "pins": len(svc.pins), **svc.counters}

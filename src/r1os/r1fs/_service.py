@@ -104,6 +104,7 @@ class R1fsService(Service):
         if self.dir is not None:
             self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="r1fs-reconcile"))
         self._tasks.append(asyncio.create_task(self._gc_loop(), name="r1fs-gc"))
+        self._tasks.append(asyncio.create_task(asyncio.to_thread(self.store.prepare), name="r1fs-shards"))
 
     async def stop(self) -> None:
         for t in [*self._tasks, *self._fetching.values()]:
@@ -230,9 +231,40 @@ class R1fsService(Service):
     async def size(self, cid: Cid) -> int:
         return read_file_node(cid, await self.get_block(cid)).filesize
 
-    async def read(self, cid: Cid, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        async for piece in read_range(cid, self.get_block, offset, length):
+    async def read(
+        self,
+        cid: Cid,
+        offset: int = 0,
+        length: int | None = None,
+        *,
+        fetching: asyncio.Task[None] | None = None,
+    ) -> AsyncIterator[bytes]:
+        """The file's bytes; with `fetching` (a `fetch_task`), blocks not here yet are waited for, so a
+        download streams while the blocks arrive instead of after the last one."""
+
+        async def get_block(c: Cid) -> bytes:
+            while True:
+                try:
+                    return self.store.get(c)
+                except BlockNotFound:
+                    if fetching is None:
+                        raise
+                    if fetching.done():
+                        fetching.result()  # the fetch's own error, if it failed
+                        return self.store.get(c)
+                    await asyncio.wait({fetching}, timeout=0.005)
+
+        async for piece in read_range(cid, get_block, offset, length):
             yield piece
+
+    async def size_when_fetched(self, cid: Cid, fetching: asyncio.Task[None]) -> int:
+        """The file size as soon as the root block is here (or the fetch's error)."""
+        while not self.store.has(cid):
+            if fetching.done():
+                fetching.result()
+                break
+            await asyncio.wait({fetching}, timeout=0.005)
+        return await self.size(cid)
 
     # -- fetch from providers --------------------------------------------------------------
 
@@ -275,15 +307,25 @@ class R1fsService(Service):
                 out.append((addr, peer.heartbeat.url.rstrip("/")))
         return out
 
-    async def fetch(self, root: Cid) -> None:
-        """Make the whole DAG under `root` local; concurrent calls for one root share the work."""
+    def fetch_task(self, root: Cid) -> asyncio.Task[None]:
+        """The (shared) background task making the whole DAG under `root` local."""
         key = str(root)
         task = self._fetching.get(key)
         if task is None:
             task = asyncio.create_task(self._fetch(root), name=f"r1fs-fetch-{key[-8:]}")
             self._fetching[key] = task
-            task.add_done_callback(lambda _t: self._fetching.pop(key, None))
-        await asyncio.shield(task)
+
+            def done(t: asyncio.Task[None]) -> None:
+                self._fetching.pop(key, None)
+                if not t.cancelled() and t.exception() is not None:
+                    log.info("r1fs: fetch of %s failed: %s", key, t.exception())
+
+            task.add_done_callback(done)
+        return task
+
+    async def fetch(self, root: Cid) -> None:
+        """Make the whole DAG under `root` local; concurrent calls for one root share the work."""
+        await asyncio.shield(self.fetch_task(root))
 
     async def _fetch(self, root: Cid) -> None:
         """Fetch the tree's interior nodes one by one, then the leaves in runs: each run is one HTTP

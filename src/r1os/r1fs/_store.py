@@ -25,6 +25,7 @@ from r1os.r1fs._errors import BadCid, BlockNotFound, CorruptBlock
 log = logging.getLogger("r1os.r1fs.store")
 
 _TMP = ".tmp-"
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,15 @@ class BlockStore:
         return d
 
     # -- blocks --------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create all 1024 shard folders at once: a node does it in the background when it starts, so
+        its first large fetch does not pay for a mkdir per block (slow on some file systems)."""
+        for a in _B32:
+            for b in _B32:
+                if a + b not in self._shards:
+                    (self.root / (a + b)).mkdir(exist_ok=True)
+                    self._shards.add(a + b)
 
     def has(self, cid: Cid) -> bool:
         return self.path(cid).exists()
