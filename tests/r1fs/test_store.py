@@ -8,18 +8,21 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from r1os.r1fs import (
     CHUNK_SIZE,
     BlockNotFound,
     BlockStore,
     CorruptBlock,
+    DagBuilder,
     TooLarge,
     import_bytes,
     import_stream,
     read_range,
 )
-from r1os.r1fs._dag import Cid
+from r1os.r1fs._dag import Cid, Link, encode_file_node
 from tests.r1fs._content import mod251
 
 
@@ -133,3 +136,52 @@ def test_missing_lists_absent_blocks(tmp_path: Path) -> None:
     leaf = next(c for c in store.dag_blocks(cid) if c.codec == 0x55)
     store.remove(leaf)
     assert store.missing(cid) == [leaf] and not store.is_complete(cid)
+
+
+# -- the balanced layout and range reads on deep trees: small chunks and 3 links per node ----------------
+
+
+def reference_root(leaves: list[Link], blocks: dict[Cid, bytes], links: int) -> Link:
+    """The balanced layout written as its definition: group a level `links` at a time, until one is left."""
+    level = leaves
+    while len(level) > 1:
+        nxt = []
+        for i in range(0, len(level), links):
+            group = level[i : i + links]
+            block = encode_file_node(group)
+            cid = Cid.for_block(0x70, block)
+            blocks[cid] = block
+            nxt.append(Link(cid, len(block) + sum(x.tsize for x in group), sum(x.filesize for x in group)))
+        level = nxt
+    return level[0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(min_value=1, max_value=120),
+    links=st.integers(min_value=2, max_value=5),
+    cut=st.tuples(st.integers(0, 700), st.integers(0, 700)),
+)
+def test_deep_trees_match_the_layout_and_read_any_range(n: int, links: int, cut: tuple[int, int]) -> None:
+    chunks = [mod251(5, start=7 * i) + bytes([i % 256]) for i in range(n)]  # 6-byte chunks
+    data = b"".join(chunks)
+    blocks: dict[Cid, bytes] = {}
+    builder = DagBuilder(lambda c, b: blocks.__setitem__(c, b), max_links=links)
+    for chunk in chunks:
+        builder.add_chunk(chunk)
+    result = builder.finish()
+    ref_blocks: dict[Cid, bytes] = {}
+    leaves = [Link(Cid.for_block(0x55, c), len(c), len(c)) for c in chunks]
+    ref = reference_root(leaves, ref_blocks, links)
+    assert result.cid == ref.cid and result.dag_size == ref.tsize and result.size == len(data)
+
+    async def get(c: Cid) -> bytes:
+        return blocks[c]
+
+    lo, hi = sorted(cut)
+    lo, hi = min(lo, len(data)), min(hi, len(data))
+
+    async def read() -> bytes:
+        return b"".join([p async for p in read_range(result.cid, get, lo, hi - lo)])
+
+    assert asyncio.run(read()) == data[lo:hi]

@@ -32,8 +32,11 @@ class ImportResult:
 class DagBuilder:
     """Feed whole chunks in order with `add_chunk`, then `finish` gives the root. Not thread-safe."""
 
-    def __init__(self, put: PutBlock | None = None) -> None:
+    def __init__(self, put: PutBlock | None = None, *, max_links: int = MAX_LINKS) -> None:
+        if max_links < 2:
+            raise ValueError("a node needs room for at least 2 links")
         self._put = put
+        self._max_links = max_links
         self._levels: list[list[Link]] = [[]]
         self.size = 0
         self.blocks = 0
@@ -61,7 +64,7 @@ class DagBuilder:
         if level == len(self._levels):
             self._levels.append([])
         self._levels[level].append(link)
-        if len(self._levels[level]) == MAX_LINKS:
+        if len(self._levels[level]) == self._max_links:
             full, self._levels[level] = self._levels[level], []
             self._push(level + 1, self._node(full))
 
