@@ -157,3 +157,11 @@ async def test_corrupt_local_block_is_not_served_as_the_file(served: Served) -> 
     r = await served.client.get(f"/ipfs/{CID}")
     # The fetch step notices the block is gone (dropped as corrupt) and finds no provider for it.
     assert r.status_code in (404, 502)
+
+
+async def test_metrics_are_registered(served: Served) -> None:
+    from prometheus_client import generate_latest
+
+    await add(served)
+    text = generate_latest(served.svc.ctx.metrics).decode()
+    assert 'r1os_r1fs_pins{kind="user"} 1.0' in text and "r1os_r1fs_corrupt_from_peer_total 0.0" in text

@@ -101,6 +101,9 @@ class R1fsService(Service):
         from r1os.r1fs._api import mount
 
         mount(ctx.router, self)
+        from r1os.r1fs._metrics import R1fsCollector
+
+        ctx.metrics.register(R1fsCollector(self))
         if self.dir is not None:
             self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="r1fs-reconcile"))
         self._tasks.append(asyncio.create_task(self._gc_loop(), name="r1fs-gc"))
