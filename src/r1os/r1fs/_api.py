@@ -15,11 +15,10 @@ from starlette.requests import ClientDisconnect
 
 from r1os.r1fs._dag import Cid, parse_cid
 from r1os.r1fs._errors import BadCid, BadUpload, BlockNotFound, CorruptBlock, R1fsError, TooLarge
+from r1os.r1fs._service import LOCAL_ONLY
 
 if TYPE_CHECKING:
     from r1os.r1fs._service import R1fsService
-
-LOCAL_ONLY = "X-R1fs-Local-Only"  # a peer pulling blocks: serve what is here, never fetch for it
 
 log = logging.getLogger("r1os.r1fs.api")
 

@@ -48,7 +48,7 @@ class R1fsSettings(BaseSettings):
     reconcile_interval: float = Field(default=5.0, gt=0)
     gc_interval: float = Field(default=600.0, gt=0)
     max_upload: int = Field(default=64 * 1024**3, gt=0, description="largest file accepted by /v1/r1fs/add")
-    parallel: int = Field(default=8, ge=1, le=64, description="blocks fetched at once")
+    parallel: int = Field(default=8, ge=1, le=64, description="runs of blocks fetched at once")
     verify_reads: bool = False
     fsync: bool = False
     fetch_timeout: float = Field(default=30.0, gt=0)
