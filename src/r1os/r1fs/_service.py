@@ -66,6 +66,7 @@ class R1fsService(Service):
         self.pins: dict[str, dict[str, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._fetching: dict[str, asyncio.Task[None]] = {}
+        self._replicating: set[str] = set()
         self._http: aiohttp.ClientSession | None = None
         self._started = 0.0
         self._wake = asyncio.Event()
@@ -527,7 +528,8 @@ class R1fsService(Service):
                 replica_holders=replica_holders,
                 candidates=candidates,
             )
-            if action == "fetch" and cid not in self._fetching:
+            if action == "fetch" and cid not in self._replicating:
+                self._replicating.add(cid)
                 self._tasks.append(asyncio.create_task(self._replicate(cid), name=f"r1fs-rep-{cid[-8:]}"))
             elif action == "drop":
                 log.info(
@@ -553,6 +555,8 @@ class R1fsService(Service):
             log.info("r1fs: now holding a replica of %s", cid)
         except Exception as exc:
             log.warning("r1fs: replicating %s failed: %s (will retry)", cid, exc)
+        finally:
+            self._replicating.discard(cid)
 
     async def _reconcile_loop(self) -> None:
         # Re-announce what this node holds: the records may be older than a wipe of the store.
