@@ -28,7 +28,7 @@ from r1os.wire import EnvelopeSigner
 from tests.conftest import wait_for
 
 HB = 1.0
-EPOCH = 20  # seconds: oracles re-check every 5 s, so a revocation must land well within one epoch
+EPOCH = 30  # seconds: oracles re-check every 7.5 s, so a revocation must land well within one epoch
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -138,6 +138,14 @@ def test_unlicensed_node_is_refused_then_admitted_without_restart_then_revoked(d
 
     # Buy and link a licence the way a user would: faucet, then buy --link with the node's key.
     cli("token", "faucet", node.address, "--dir", str(dn.dir))
+    # The licence contract refuses to unlink once an epoch has ended unclaimed, so link at the start
+    # of an epoch and unlink within it.
+    cfg = get(state.nodes[0].url, "/v1/dauth/status")["network_config"]
+
+    def left_in_epoch() -> float:
+        return float(EPOCH - (time.time() - cfg["genesis_time"]) % EPOCH)
+
+    wait_for(lambda: left_in_epoch() > EPOCH - 2, EPOCH + 5, "the start of an epoch", interval=0.1)
     env = {"R1OS_PASSWORD": (dn.dir / "password").read_text().strip()}
     keyfile = str(Path(node.home) / "keys" / "node.json")
     bought = json.loads(cli("licence", "buy", "--link", node.address, "-k", keyfile, "--dir", str(dn.dir),
@@ -151,6 +159,7 @@ def test_unlicensed_node_is_refused_then_admitted_without_restart_then_revoked(d
     assert dn.state().node(node.name).pid == pid  # no restart
     print(f"\nadmitted {admitted_s:.1f} s after the link, in every peer list after {seen_s:.1f} s")
 
+    assert left_in_epoch() > 1, "the link and the checks above took most of an epoch"
     # Unlinking revokes within one epoch: gone from the admitted sets and the peer lists.
     cli("licence", "unlink", str(bought["token_id"]), "-k", keyfile, "--dir", str(dn.dir), env=env)
     unlinked_at = time.monotonic()
@@ -289,3 +298,17 @@ def test_the_broker_refuses_unadmitted_clients(devnet: Any) -> None:
     log = (dn.dir / "broker.log").read_text()
     assert f"refused MQTT client {stranger.address.lower()}: not admitted by dAuth" in log
     assert "password is not signed by the username's key" in log
+
+
+def test_a_restarted_node_is_admitted_again_from_its_stored_record(devnet: Any) -> None:
+    dn, state = devnet
+    _, edges = oracles_and_edges(state)
+    edge = edges[2]
+    dn.stop_node(edge.name)
+    node = dn.start_node(edge.name)
+    wait_for(lambda: get(node.url, "/v1/dauth/status")["state"] == "admitted", 20, "admission after restart")
+    status = get(node.url, "/v1/dauth/status")
+    assert status["record"]["record"]["address"] == edge.address
+    for n in state.nodes:
+        if n.name != edge.name:
+            wait_for(lambda n=n: edge.address in peer_addresses(n.url), 30, f"{n.name} to see it again")
