@@ -90,7 +90,10 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
         try:
             cid = parse_cid(cid_text)
             etag = f'"{cid}"'
-            if request.headers.get("if-none-match") == etag:
+            if (
+                etag in request.headers.get("if-none-match", "")
+                or request.headers.get("if-none-match") == "*"
+            ):
                 return Response(status_code=304, headers={"ETag": etag})
             fetching = None
             if request.headers.get(LOCAL_ONLY) is None:
