@@ -224,8 +224,13 @@ def test_cstore_and_r1fs_keep_the_audit_trail(scenario: dict[str, Any]) -> None:
         "the epoch index on an edge node",
     )
     assert entry["table_hash"] == scenario["recs"]["node-01"]["table_hash"]
-    doc = httpx.get(f"{state.nodes[0].url}/ipfs/{entry['cid']}", timeout=10)
-    assert doc.status_code == 200 and json.loads(doc.content)["table_hash"] == entry["table_hash"]
+    # each oracle keeps its own record (field = its address), pointing at its R1FS document
+    records = get(edge.url, "/v1/cstore/hgetall", key=f"net:oracle:epoch:{k}")["fields"]
+    for oracle in state.nodes[:2]:
+        rec = records[oracle.address]
+        assert rec["table_hash"] == entry["table_hash"] and rec["cid"]
+        doc = httpx.get(f"{oracle.url}/ipfs/{rec['cid']}", timeout=10)
+        assert doc.status_code == 200 and json.loads(doc.content)["values"] == rec["values"]
 
 
 def test_claim_through_the_cli_pays_by_the_formula(scenario: dict[str, Any]) -> None:
@@ -296,3 +301,102 @@ def test_oracle_cli_bad_input_is_one_line(scenario: dict[str, Any]) -> None:
         out = r.output + (r.stderr or "")
         assert r.exit_code == 1, (args, out)
         assert text in out and "Traceback" not in out, (args, out)
+
+
+def test_malformed_and_equivocating_oracle_messages_are_refused_and_logged(scenario: dict[str, Any]) -> None:
+    from r1os.dauth import broker_client_id, broker_password
+    from r1os.identity import load_keystore
+    from r1os.oracle import sign_table
+    from r1os.transport import MqttTransport, inbox_topic
+    from r1os.wire import EnvelopeSigner
+
+    dir, state, clock = scenario["dir"], scenario["state"], scenario["clock"]
+    o1, o3, n4 = state.nodes[0], state.nodes[2], state.nodes[3]
+    key = load_keystore(Path(o3.home) / "keys" / "node.json", (dir / "password").read_text().strip())
+    signer = EnvelopeSigner(key, state.network)
+    now = clock.epoch_at(time.time())
+    good = {n4.address: 200}
+    other = {n4.address: 10}
+    messages = [
+        {"epoch": now, "values": {n4.address: 300}, "sig": "0x00"},  # out of range
+        {
+            "epoch": now,
+            "values": good,
+            "sig": sign_table(key, "table", state.network, now + 1, good),
+        },  # bad sig
+        {"epoch": now + 50, "values": good, "sig": "0x00"},  # epoch out of range
+        {"epoch": now, "values": "nope", "sig": "0x00"},  # not a table
+        {"epoch": now, "values": good, "sig": sign_table(key, "table", state.network, now, good)},
+        {
+            "epoch": now,
+            "values": other,
+            "sig": sign_table(key, "table", state.network, now, other),
+        },  # 2nd table
+    ]
+    last = get(o1.url, "/v1/oracle/epochs")["last_closed"]
+
+    async def send() -> None:
+        # the broker lets in admitted nodes only: log in as node-03 (stopped by now)
+        login = {"username": key.address, "password": broker_password(key, state.network)}
+        async with MqttTransport(state.broker_url, client_id=broker_client_id(key.address), **login) as t:
+            await t.wait_connected()
+            for payload in messages:
+                raw = signer.seal("oracle.table", payload)
+                await t.publish(inbox_topic(state.network, o1.address), raw, qos=1)
+
+    asyncio.run(send())
+    log = Path(o1.home) / "node.log"
+    for text in (
+        "must be 0..255",
+        "bad table signature",
+        "out of range",
+        "a table is an object",
+        "equivocation",
+    ):
+        wait_for(lambda text=text: text in log.read_text(), 10, f"log line {text!r}")
+    entries = wait_for(
+        lambda: [
+            e
+            for e in get(o1.url, "/v1/oracle/misbehaviour")["entries"].values()
+            if "equivocation" in e["reason"]
+        ],
+        10,
+        "the equivocation entry",
+    )
+    assert entries[0]["oracle"] == o3.address and entries[0]["epoch"] == now
+    # and the oracle carries on closing epochs
+    wait_for(
+        lambda: get(o1.url, "/v1/oracle/epochs")["last_closed"] > last, 2 * EPOCH + 15, "another closed epoch"
+    )
+
+
+def test_auto_claim_every_epoch(scenario: dict[str, Any]) -> None:
+    """node-04 restarted with `auto_claim_epochs=1` claims on its own; its owner's R1 grows."""
+    dir, state, admin = scenario["dir"], scenario["state"], scenario["admin"]
+    n4 = state.nodes[3]
+    dn = Devnet(dir)
+    dn.stop_node(n4.name)
+    config = NodeConfig(
+        home=Path(n4.home),
+        network=state.network,
+        broker=state.broker_url,
+        http=f"127.0.0.1:{n4.http_port}",
+        heartbeat_interval=HB,
+        oracles=[o.address for o in state.nodes[:3]],
+        chain_deployment=Path(state.chain["deployment_file"]),  # type: ignore[index]
+        key_strength="light",
+        auto_claim_epochs=1,
+    )
+    before = asyncio.run(admin.balance(n4.address))
+    node = ThreadNode(
+        Node(config, password=(dir / "password").read_text().strip(), services=build_services(config))
+    )
+    try:
+        svc = wait_for(
+            lambda: next((s for s in node.node.services if s.name == "autoclaim"), None), 10, "service"
+        )
+        claims = wait_for(lambda: list(svc.claims), 3 * EPOCH + 20, "an automatic claim")  # type: ignore[attr-defined]
+        assert claims[0]["amount"] > 0
+        assert asyncio.run(admin.balance(n4.address)) - before == sum(c["amount"] for c in svc.claims)  # type: ignore[attr-defined]
+    finally:
+        node.stop()

@@ -253,12 +253,12 @@ class OracleSyncService(Service):
         return box
 
     async def _gather(self, box: _Inbox, which: str, want: set[str], deadline: float) -> None:
-        """Wait until every oracle in `want` has sent its `which` message, or the deadline."""
+        """Wait until every oracle in `want` has sent its `which` message, or the (wall-clock) deadline."""
         while True:
             have: dict[str, Any] = getattr(box, which)
             if want <= set(have):
                 return
-            left = deadline - time.monotonic()
+            left = deadline - time.time()
             if left <= 0:
                 return
             box.changed.clear()
@@ -280,7 +280,9 @@ class OracleSyncService(Service):
     async def _close(self, epoch: int) -> EpochRecord:
         s, net, oracles = self.settings, self.ctx.network, self.oracles
         box = self._box(epoch)
-        timeout = s.timeout
+        # Phase deadlines are points on the shared epoch clock, not "T after I got here": an oracle
+        # that moved on early (it had every table) still waits for one that waited out a silent peer.
+        t0, timeout = max(self.clock.end(epoch) + s.delay, time.time()), s.timeout
 
         # 1. our signed local table, then the others'.
         mine = await asyncio.to_thread(self.local_table, epoch)  # ~0.7 s for 1,000 nodes a day
@@ -288,7 +290,7 @@ class OracleSyncService(Service):
             oracle=self.me, values=mine, sig=sign_table(self.ctx.key, "table", net, epoch, mine)
         )
         await self._to_oracles(MSG_TABLE, {"epoch": epoch, **_wire(box.tables[self.me])})
-        await self._gather(box, "tables", set(oracles), time.monotonic() + timeout)
+        await self._gather(box, "tables", set(oracles), t0 + timeout)
 
         # 2. median over the eligible voters; exchange medians with those still talking.
         tables = {o: t.values for o, t in box.tables.items() if o in oracles}
@@ -299,7 +301,7 @@ class OracleSyncService(Service):
             sig=sign_table(self.ctx.key, "median", net, epoch, proposal.values),
         )
         await self._to_oracles(MSG_MEDIAN, {"epoch": epoch, **_wire(box.medians[self.me])})
-        await self._gather(box, "medians", set(tables), time.monotonic() + timeout)
+        await self._gather(box, "medians", set(tables), t0 + 2 * timeout)
         agreed, supporters = agree(
             {o: t.values for o, t in box.medians.items() if o in oracles}, len(oracles)
         )
@@ -317,7 +319,7 @@ class OracleSyncService(Service):
             {"epoch": epoch, "table_hash": thash, "table_sig": ours.table_sig, "nodes": node_sigs,
              "attest": attest},
         )  # fmt: skip
-        await self._gather(box, "sigs", set(supporters), time.monotonic() + timeout)
+        await self._gather(box, "sigs", set(supporters), t0 + 3 * timeout)
 
         record = EpochRecord(
             network=net,
