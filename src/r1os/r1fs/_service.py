@@ -111,6 +111,8 @@ class R1fsService(Service):
         self._tasks.append(asyncio.create_task(asyncio.to_thread(self.store.prepare), name="r1fs-shards"))
 
     async def stop(self) -> None:
+        if hasattr(self, "store"):
+            self.store.closed = True
         for t in [*self._tasks, *self._fetching.values()]:
             t.cancel()
         for t in [*self._tasks, *self._fetching.values()]:

@@ -48,6 +48,7 @@ class BlockStore:
         self._lock = threading.Lock()
         self._writers = 0
         self._tmp_seq = 0
+        self.closed = False  # set when the owner stops: background work on the store ends early
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -70,6 +71,8 @@ class BlockStore:
         its first large fetch does not pay for a mkdir per block (slow on some file systems)."""
         for a in _B32:
             for b in _B32:
+                if self.closed:
+                    return
                 if a + b not in self._shards:
                     (self.root / (a + b)).mkdir(exist_ok=True)
                     self._shards.add(a + b)
