@@ -275,3 +275,30 @@ def test_blocking_client(devnet: tuple[Devnet, DevnetState], tmp_path: Path) -> 
         enc = fa.add_file(src, key=key)
         assert fb.get_to(enc["cid"], tmp_path / "o.bin", key=key) == len(data)
         assert (tmp_path / "o.bin").read_bytes() == data
+
+
+def test_cli_key_shared_with_another_node(
+    devnet: tuple[Devnet, DevnetState], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from r1os.identity import NodeKey
+
+    dn, _ = devnet
+    running = [n for n in dn.state().nodes if pid_alive(n.pid)]
+    friend = NodeKey.generate()
+    src = tmp_path / "for-friend.txt"
+    src.write_bytes(b"only for you " * 100)
+    added = cli(
+        "add", str(src), "--encrypt", "--share-with", friend.ai_address, "--node", running[0].url, "--json"
+    )
+    assert added.exit_code == 0, added.output
+    out = json.loads(added.output)
+    blob = out["shared"][friend.ai_address]
+    monkeypatch.setenv("R1OS_PRIVATE_KEY", friend.private_key_hex)
+    got = cli("get", out["cid"], "--key-blob", blob, "-o", str(tmp_path / "o.txt"), "--node", running[2].url)
+    assert got.exit_code == 0, got.output
+    assert (tmp_path / "o.txt").read_bytes() == src.read_bytes()
+    monkeypatch.setenv("R1OS_PRIVATE_KEY", NodeKey.generate().private_key_hex)  # someone else
+    denied = cli(
+        "get", out["cid"], "--key-blob", blob, "-o", str(tmp_path / "x.txt"), "--node", running[2].url
+    )
+    assert denied.exit_code == 1 and not (tmp_path / "x.txt").exists()

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from r1os.cli._common import console, err_console, fail, handle_errors, print_json, run
+from r1os.cli._common import KeyFileOpt, console, err_console, fail, handle_errors, load_key, print_json, run
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -74,6 +74,9 @@ def add(
     only_hash: bool = typer.Option(
         False, "--only-hash", help="Print the CID only; store nothing, no node needed (as `ipfs add -n -Q`)."
     ),
+    share_with: list[str] = typer.Option(
+        [], "--share-with", help="With --encrypt: also print the key encrypted to this node (0xai_ address)."
+    ),
     node: str | None = typer.Option(None, "--node", help=NODE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -87,8 +90,12 @@ def add(
         result = import_file(file)
         sys.stdout.write(f"{result.cid}\n")
         return
-    from r1os.r1fs import new_key
+    from r1os.identity import public_key_from_ai_address
+    from r1os.r1fs import new_key, wrap_key
 
+    if share_with and not encrypt:
+        fail("--share-with needs --encrypt")
+    recipients = {r: public_key_from_ai_address(r) for r in share_with}
     key = new_key() if encrypt else None
 
     async def go() -> dict[str, Any]:
@@ -102,12 +109,16 @@ def add(
     out = run(go())
     if key is not None:
         out["key"] = key.hex()
+        if recipients:
+            out["shared"] = {r: wrap_key(key, pub).hex() for r, pub in recipients.items()}
     if json_out:
         print_json(out)
         return
     console.print(f"added [bold]{out['cid']}[/] {file.name} ({out['size']} bytes)", highlight=False)
     if key is not None:
         console.print(f"key {key.hex()}", highlight=False)
+        for r, blob in out.get("shared", {}).items():
+            console.print(f"key for {r}: {blob}", highlight=False)
         err_console.print("[dim]keep the key: `r1os fs get CID --key KEY` needs it; the node never saw it[/]")
 
 
@@ -121,6 +132,12 @@ def get(
     key: str | None = typer.Option(
         None, "--key", help="Decrypt with this key (hex) from `fs add --encrypt`."
     ),
+    key_blob: str | None = typer.Option(
+        None,
+        "--key-blob",
+        help="Decrypt with a key shared to you (`fs add --share-with`), opened with your key.",
+    ),
+    key_file: Path | None = KeyFileOpt,
     node: str | None = typer.Option(None, "--node", help=NODE_HELP),
 ) -> None:
     """Fetch a file (from any node that has it) and write it out."""
@@ -128,6 +145,17 @@ def get(
 
     cid = str(parse_cid(cid))
     file_key = _parse_key(key) if key else None
+    if key_blob:
+        from r1os.r1fs import unwrap_key
+
+        me = load_key(key_file)
+        if me is None:
+            fail("--key-blob needs your key: --key-file KEYSTORE or $R1OS_PRIVATE_KEY")
+        try:
+            blob = bytes.fromhex(key_blob.removeprefix("0x"))
+        except ValueError:
+            fail("--key-blob must be hex (as printed by `fs add --share-with`)")
+        file_key = unwrap_key(me, blob)
 
     async def go() -> int:
         async with _client(node) as client:
