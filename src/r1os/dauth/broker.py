@@ -6,8 +6,9 @@ locally, then looks the address up in the admitted set, which it reads from the 
 (`GET /v1/dauth/admitted`, every record's oracle signatures checked against the oracle addresses the
 broker was started with). It re-reads that set when it is older than `refresh_s` or when an unknown
 address knocks, at most once per `min_refresh_s`, so a node admitted a moment ago gets in on its next
-reconnect attempt. Connections already open are not cut on revocation; the nodes' own message check
-drops the revoked node's traffic.
+reconnect attempt. A topic plugin applies the same set to every PUBLISH and every delivery, so a node
+whose admission is revoked while connected can neither send nor receive anything from then on (the
+set is re-read every `refresh_s` in the background).
 
 Run it with `python -m r1os.dauth.broker --port P --network N --oracles A,B --oracle-urls U1,U2`.
 """
@@ -16,15 +17,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import signal
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
+from amqtt.plugins.base import BaseTopicPlugin
+from amqtt.session import Session
 from pydantic import ValidationError
 
 from r1os.dauth._models import SignedRecord
 from r1os.dauth._tokens import check_broker_login
+from r1os.transport.broker import EmbeddedBroker
 
 log = logging.getLogger("r1os.dauth.broker")
 
@@ -49,13 +57,29 @@ class BrokerGate:
         self.admitted: dict[str, int] = {}  # lower-case address -> expires (unix s)
         self.refused = 0
         self.accepted = 0
+        self.open = False  # the oracles say dAuth is off on this network: admit every valid login
+        self._blocked: set[str] = set()
         self._fetched_at = 0.0
         self._tried_at = 0.0
         self._lock = asyncio.Lock()
         self._http: httpx.AsyncClient | None = None
 
     def _known(self, address: str) -> bool:
+        if self.open:
+            return True
         return address in self.oracles or self.admitted.get(address, 0) > time.time()
+
+    def allowed(self, username: str | None) -> bool:
+        """May this (already logged-in) client still publish and receive? Cache only, no I/O."""
+        if self.open:
+            return True
+        return bool(username) and self._known(str(username).lower())
+
+    async def refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            with contextlib.suppress(Exception):
+                await self.refresh()
 
     async def authorize(self, client_id: str, username: str | None, password: str | bytes | None) -> bool:
         try:
@@ -86,7 +110,9 @@ class BrokerGate:
             for url in self.oracle_urls:
                 try:
                     r = await self._http.get(f"{url}/v1/dauth/admitted")
-                    records = r.json()["admitted"]
+                    data = r.json()
+                    records = data["admitted"]
+                    self.open = data.get("enabled") is False
                 except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
                     log.debug("cannot read the admitted set from %s: %s", url, exc)
                     continue
@@ -111,14 +137,80 @@ class BrokerGate:
                     out[rec.address.lower()] = rec.expires
         return out
 
+    def note_blocked(self, username: str | None) -> bool:
+        """True the first time traffic of `username` is stopped (so it is logged once)."""
+        key = str(username).lower()
+        if key in self._blocked:
+            return False
+        self._blocked.add(key)
+        return True
+
     async def close(self) -> None:
         if self._http is not None:
             await self._http.aclose()
 
 
+class DauthTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
+    """Refuses PUBLISH from, and delivery to, clients that are no longer admitted."""
+
+    @dataclass
+    class Config:
+        gate: Any = None
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None, action: Any = None
+    ) -> bool:
+        gate = self.config.gate
+        if gate is None or session is None:
+            return True
+        ok = bool(gate.allowed(session.username))
+        if not ok and gate.note_blocked(session.username):
+            log.warning("stopped traffic of %s: no longer admitted by dAuth", session.username)
+        return ok
+
+
+class DauthBroker(EmbeddedBroker):
+    """`EmbeddedBroker` with the dAuth gate at CONNECT and on every message."""
+
+    def __init__(self, gate: BrokerGate, host: str = "127.0.0.1", port: int = 1883) -> None:
+        super().__init__(host, port, authorize=gate.authorize)
+        self.gate = gate
+        self._refresher: asyncio.Task[None] | None = None
+
+    def config(self) -> dict[str, Any]:
+        cfg = super().config()
+        cfg["plugins"][f"{__name__}.DauthTopicPlugin"] = {"gate": self.gate}
+        return cfg
+
+    async def start(self) -> None:
+        await super().start()
+        if self._refresher is None:
+            self._refresher = asyncio.create_task(self.gate.refresh_loop(), name="dauth-broker-refresh")
+
+    async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+        await super().stop()
+        await self.gate.close()
+
+
+async def _serve(gate: BrokerGate, host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    async with DauthBroker(gate, host, port) as broker:
+        print(broker.url, flush=True)
+        log.info("dAuth gate on: %d oracles, admitted set from %s", len(gate.oracles), gate.oracle_urls)
+        await stop.wait()
+
+
 def main(argv: list[str] | None = None) -> None:
     from r1os.errors import TransportError
-    from r1os.transport.broker import EmbeddedBroker, serve
 
     parser = argparse.ArgumentParser(description="Run the r1os embedded MQTT broker with dAuth.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -135,12 +227,8 @@ def main(argv: list[str] | None = None) -> None:
 
     gate = BrokerGate(args.network, split(args.oracles), split(args.oracle_urls))
 
-    def ready(broker: EmbeddedBroker) -> None:
-        print(broker.url, flush=True)
-        log.info("dAuth gate on: %d oracles, admitted set from %s", len(gate.oracles), gate.oracle_urls)
-
     try:
-        asyncio.run(serve(args.host, args.port, authorize=gate.authorize, on_ready=ready))
+        asyncio.run(_serve(gate, args.host, args.port))
     except TransportError as exc:
         raise SystemExit(f"error: {exc}") from None
 
