@@ -20,7 +20,7 @@ from r1os.devnet import Devnet
 from r1os.devnet._state import DevnetState, pid_alive
 from r1os.r1fs import CHUNK_SIZE, R1fsClient, import_bytes, parse_cid
 from r1os.r1fs._store import BlockStore
-from tests.conftest import async_wait_for
+from tests.conftest import async_wait_for, wait_for
 from tests.r1fs._content import mod251
 
 JS = json.loads((Path(__file__).parent / "vectors" / "js_importer.json").read_text())["vectors"]
@@ -302,3 +302,23 @@ def test_cli_key_shared_with_another_node(
         "get", out["cid"], "--key-blob", blob, "-o", str(tmp_path / "x.txt"), "--node", running[2].url
     )
     assert denied.exit_code == 1 and not (tmp_path / "x.txt").exists()
+
+
+def test_upload_cut_off_mid_body_pins_nothing(devnet: tuple[Devnet, DevnetState]) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    dn, _ = devnet
+    node = next(n for n in dn.state().nodes if pid_alive(n.pid))
+    before = {p["cid"] for p in httpx.get(f"{node.url}/v1/r1fs/ls", timeout=10).json()["pins"]}
+    u = urlsplit(node.url)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+        s.sendall(
+            b"POST /v1/r1fs/add HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Length: 1000000\r\n\r\n" + b"q" * 300_000
+        )
+    # The node notices the cut, keeps serving, and pinned nothing from the broken upload.
+    r = httpx.get(f"{node.url}/v1/r1fs/ls", timeout=10)
+    assert r.status_code == 200 and {p["cid"] for p in r.json()["pins"]} == before
+    assert httpx.get(f"{node.url}/v1/health", timeout=10).status_code == 200
+    wait_for(lambda: "upload ended early" in node.log_path.read_text(), 10, "the refusal in the node's log")
