@@ -538,7 +538,7 @@ class OracleSyncService(Service):
         if cstore is None:
             return
         try:
-            await cstore.hset(EPOCH_KEY.format(record.epoch), self.me, record.model_dump(mode="json"))
+            await cstore.hset(EPOCH_KEY.format(record.epoch), self.me, compact(record))
             await cstore.hset(
                 INDEX_KEY,
                 str(record.epoch),
@@ -766,6 +766,16 @@ class OracleSyncService(Service):
             ],  # fmt: skip
             "failed": {str(e): why for e, why in sorted(self.failures.items())},
         }
+
+
+def compact(record: EpochRecord) -> dict[str, Any]:
+    """The CSTORE form of a record: agreed values and every oracle's table signature (enough to
+    trust or adopt it), without the local tables and per-node signatures, which stay in the R1FS
+    document; so a 10,000-node network still fits CSTORE's 1 MiB values."""
+    out = record.model_dump(mode="json", exclude={"tables"})
+    for sigs in out["signatures"].values():
+        sigs["nodes"] = {}
+    return out
 
 
 def _wire(t: SignedTable) -> dict[str, Any]:
