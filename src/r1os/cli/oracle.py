@@ -105,7 +105,8 @@ def availability(
     if json_out:
         print_json(data)
         return
-    t = Table(title=f"availability of {data['node']}")
+    console.print(f"availability of {data['node']}", highlight=False)
+    t = Table()
     for col in ("epoch", "value", "%", "signatures"):
         t.add_column(col)
     for e in data["epochs"]:
