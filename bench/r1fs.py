@@ -31,6 +31,7 @@ def best(fn: Callable[[], object], repeat: int) -> float:
     """Fastest of `repeat` runs (seconds): the least disturbed by the rest of the machine."""
     times = []
     for _ in range(repeat):
+        os.sync()  # start each run with no dirty pages left by the previous one (writeback throttling)
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
