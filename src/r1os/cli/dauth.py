@@ -49,6 +49,33 @@ def _summary(s: dict[str, Any]) -> str:
     return f"waiting ({s.get('attempts', 0)} attempts) - {why}"
 
 
+def _retry(urls: list[str]) -> None:
+    """Make waiting nodes ask an oracle now, and wait (up to 10 s) for their answers."""
+    import httpx
+
+    asked_at = time.time()
+    kicked: list[str] = []
+    for u in urls:
+        try:
+            if httpx.post(f"{u.rstrip('/')}/v1/dauth/retry", timeout=5).json().get("retrying"):
+                kicked.append(u)
+        except (httpx.HTTPError, ValueError):
+            continue
+
+    def answered(u: str) -> bool:
+        try:
+            s = _fetch(u)
+        except Exception:
+            return True
+        refusal = s.get("last_refusal") or {}
+        return bool(s["state"] != "waiting" or refusal.get("at", 0) >= asked_at)
+
+    deadline = time.monotonic() + 10
+    while kicked and time.monotonic() < deadline:
+        kicked = [u for u in kicked if not answered(u)]
+        time.sleep(0.1)
+
+
 @handle_errors
 def admission(
     node_ref: str | None = typer.Argument(
@@ -57,6 +84,9 @@ def admission(
     url: str | None = typer.Option(None, "--node", help="The node's HTTP API URL."),
     dir: Path | None = typer.Option(None, "--dir", help="A devnet folder: show its nodes."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    retry: bool = typer.Option(
+        False, "--retry", help="Make a waiting node ask an oracle now (e.g. right after linking)."
+    ),
 ) -> None:
     """Show whether a node is admitted by dAuth (and if not, why)."""
     targets: list[tuple[str, str]] = []
@@ -70,6 +100,8 @@ def admission(
     else:
         targets = [("node", url or "http://127.0.0.1:31234")]
     results: list[dict[str, Any]] = []
+    if retry:
+        _retry([u for _, u in targets])
     for name, u in targets:
         try:
             results.append({"name": name, "url": u, **_fetch(u)})

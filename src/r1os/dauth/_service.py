@@ -72,7 +72,7 @@ class DauthService(Service):
         broker_url: str | None = None,
         check_interval: float | None = None,
         retry_initial: float = 1.0,
-        retry_max: float = 15.0,
+        retry_max: float = 10.0,
     ) -> None:
         self.network = network
         self.is_oracle = oracle
@@ -535,6 +535,7 @@ class DauthService(Service):
                 ):
                     continue
             self.state = "waiting"
+            self._kick.clear()  # a retry asked for from now on wakes the wait below
             try:
                 await self.request_admission()
                 delay = self.retry_initial
@@ -553,10 +554,16 @@ class DauthService(Service):
             except Exception as exc:  # noqa: BLE001 - keep asking; say why
                 self.last_refusal = {"cause": "error", "detail": str(exc), "hint": None, "at": time.time()}
                 log.warning("dauth: admission request failed: %s; retrying in %.0f s", exc, delay)
-            self._kick.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), delay)
             delay = min(delay * 2, self.retry_max)
+
+    def retry(self) -> bool:
+        """Ask for admission now instead of at the next backoff step (e.g. right after linking)."""
+        if not self.enabled or self.is_oracle:
+            return False
+        self._kick.set()
+        return True
 
     async def request_admission(self) -> dict[str, Any]:
         """Ask the oracles (in random order) until one admits us; raise the last refusal otherwise."""
@@ -686,6 +693,10 @@ def _routes(router: APIRouter, svc: DauthService) -> None:
             "admitted": records,
             "count": len(records),
         }
+
+    @router.post("/v1/dauth/retry")
+    async def retry() -> dict[str, Any]:
+        return {"retrying": svc.retry(), "state": svc.state}
 
     @router.get("/v1/dauth/status")
     async def status() -> dict[str, Any]:

@@ -117,6 +117,7 @@ class BrokerGate:
                     log.debug("cannot read the admitted set from %s: %s", url, exc)
                     continue
                 self.admitted = self._check(records)
+                self._blocked = {a for a in self._blocked if not self._known(a)}  # log again next time
                 self._fetched_at = time.monotonic()
                 return True
             log.warning("cannot read the admitted set from any oracle (%s)", ", ".join(self.oracle_urls))
