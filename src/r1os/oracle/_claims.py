@@ -104,8 +104,7 @@ class AutoClaimService(Service):
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with_suppress = asyncio.gather(self._task, return_exceptions=True)
-            await with_suppress
+            await asyncio.gather(self._task, return_exceptions=True)
 
     def _oracle_urls(self) -> list[str]:
         return [p.heartbeat.url for p in self.ctx.netmap.online() if p.heartbeat.oracle and p.heartbeat.url]

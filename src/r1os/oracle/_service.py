@@ -130,6 +130,7 @@ class OracleSyncService(Service):
         self.failures: dict[int, str] = {}
         self._inbox: dict[int, _Inbox] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._writes: set[asyncio.Future[None]] = set()
         self._closing: dict[int, asyncio.Task[EpochRecord | None]] = {}
         self._http: httpx.AsyncClient | None = None
         self._started = 0.0
@@ -167,7 +168,7 @@ class OracleSyncService(Service):
         )
 
     async def stop(self) -> None:
-        tasks = self._tasks + list(self._closing.values())
+        tasks: list[asyncio.Future[Any]] = [*self._tasks, *self._closing.values(), *self._writes]
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -487,7 +488,8 @@ class OracleSyncService(Service):
     def _note_misbehaviour(self, epoch: int, oracle: str, reason: str, detail: dict[str, Any]) -> None:
         log.warning("oracle %s misbehaved in epoch %d: %s", oracle, epoch, reason)
         task = asyncio.ensure_future(self._write_misbehaviour(epoch, oracle, reason, detail))
-        self._tasks.append(task)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
     async def _write_misbehaviour(self, epoch: int, oracle: str, reason: str, detail: dict[str, Any]) -> None:
         cstore = self._cstore()
