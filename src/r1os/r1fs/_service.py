@@ -10,9 +10,8 @@ import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -23,6 +22,9 @@ from r1os.r1fs._exporter import read_range
 from r1os.r1fs._importer import ImportResult, import_stream
 from r1os.r1fs._providers import PIN, Directory, KeyValue, plan, wanted_replicas
 from r1os.r1fs._store import BlockStore, GcResult, ParallelWriter
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("r1os.r1fs")
 
@@ -93,11 +95,6 @@ class R1fsService(Service):
             watch = getattr(kv, "watch", None)
             if callable(watch):  # react to a new or withdrawn pin request now, not at the next pass
                 watch(PIN, lambda _key, _field, _value: self._wake.set())
-        # Peers' blocks come through aiohttp: its C parser moves bulk bytes about twice as fast as httpx.
-        self._http = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.settings.fetch_timeout),
-            connector=aiohttp.TCPConnector(limit=4 * self.settings.parallel),
-        )
         self._started = time.time()
         from r1os.r1fs._api import mount
 
@@ -121,6 +118,21 @@ class R1fsService(Service):
         self._tasks.clear()
         if self._http is not None:
             await self._http.close()
+
+    def _session(self) -> aiohttp.ClientSession:
+        """The HTTP client for peers, made at the first fetch (aiohttp costs ~7 MiB per process).
+
+        Peers' blocks come through aiohttp: its C parser moves bulk bytes about twice as fast as httpx."""
+        if self._http is None:
+            import aiohttp
+
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=10, sock_read=self.settings.fetch_timeout
+                ),
+                connector=aiohttp.TCPConnector(limit=4 * self.settings.parallel),
+            )
+        return self._http
 
     # -- local pins ------------------------------------------------------------------------
 
@@ -407,7 +419,9 @@ class R1fsService(Service):
     async def _fetch_run(
         self, root: Cid, run: list[_Leaf], providers: list[tuple[str, str]], n: int, writer: ParallelWriter
     ) -> None:
-        assert self._http is not None
+        http = self._session()
+        from aiohttp import ClientError
+
         done = 0
         failures: list[str] = []
         for attempt in range(len(providers)):
@@ -420,7 +434,7 @@ class R1fsService(Service):
             headers = {"Range": f"bytes={lo}-{last.offset + last.size - 1}", LOCAL_ONLY: "1"}
             buf = bytearray()
             try:
-                async with self._http.get(f"{url}/ipfs/{root}", headers=headers) as r:
+                async with http.get(f"{url}/ipfs/{root}", headers=headers) as r:
                     if r.status != 206:
                         failures.append(f"{addr[:10]}: HTTP {r.status}")
                         continue
@@ -442,7 +456,7 @@ class R1fsService(Service):
                     "r1fs: %s served a corrupt copy of block %s; trying another provider", addr, run[done].cid
                 )
                 failures.append(f"{addr[:10]}: corrupt")
-            except (TimeoutError, aiohttp.ClientError) as exc:
+            except (TimeoutError, ClientError) as exc:
                 failures.append(f"{addr[:10]}: {type(exc).__name__}")
         if done < len(run):
             raise BlockNotFound(
@@ -451,16 +465,18 @@ class R1fsService(Service):
 
     async def _fetch_block(self, cid: Cid, providers: list[tuple[str, str]], n: int) -> bytes:
         """One block from the providers in turn (starting at a different one for each block)."""
-        assert self._http is not None
+        http = self._session()
+        from aiohttp import ClientError
+
         text = str(cid)
         failures = []
         for i in range(len(providers)):
             addr, url = providers[(n + i) % len(providers)]
             try:
-                async with self._http.get(f"{url}/v1/r1fs/block/{text}") as r:
+                async with http.get(f"{url}/v1/r1fs/block/{text}") as r:
                     status = r.status
                     data = await r.read() if status == 200 else b""
-            except (TimeoutError, aiohttp.ClientError) as exc:
+            except (TimeoutError, ClientError) as exc:
                 failures.append(f"{addr[:10]}: {type(exc).__name__}")
                 self.counters["fetch_retries"] += 1
                 continue
