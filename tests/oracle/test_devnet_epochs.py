@@ -183,9 +183,9 @@ def test_half_stopped_node_is_near_128_on_every_honest_oracle(scenario: dict[str
     for rec in recs.values():
         for oracle in (o1.address, o2.address):
             local = rec["tables"][oracle]["values"][n5.address]
-            assert abs(local - 128) <= 26, (oracle, local)
-        assert abs(rec["values"][n5.address] - 128) <= 26
-        assert rec["values"][n4.address] >= 240
+            assert abs(local - 128) <= 32, (oracle, local)
+        assert abs(rec["values"][n5.address] - 128) <= 32
+        assert rec["values"][n4.address] >= 230  # the liar said 0
     a, b = recs.values()
     assert a["values"] == b["values"] and a["table_hash"] == b["table_hash"]
     assert sorted(a["signatures"]) == sorted(o.address for o in (o1, o2, o3))
@@ -254,7 +254,7 @@ def test_claim_through_the_cli_pays_by_the_formula(scenario: dict[str, Any]) -> 
     assert out["amount"] == expected > 0
     assert asyncio.run(admin.balance(n5.address)) - before == expected
     half = next(e for e in per if e["epoch"] == scenario["k"])
-    assert abs(half["value"] - 128) <= 26
+    assert abs(half["value"] - 128) <= 32
 
 
 def test_poai_job_is_attested_and_paid(scenario: dict[str, Any]) -> None:

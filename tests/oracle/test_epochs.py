@@ -45,8 +45,8 @@ def test_settings_come_from_config_then_deployment_then_mainnet(tmp_path: Path) 
     assert (s.genesis_time, s.epoch_seconds) == (5, 30)
     s = settings_from(NodeConfig())
     assert (s.genesis_time, s.epoch_seconds) == (MAINNET_GENESIS, DAY)
-    # hb = 10 s keeps Ratio1's 5 s slack; faster heartbeats scale it to hb/2
-    assert (s.gap_slack, settings_from(NodeConfig(heartbeat_interval=1)).gap_slack) == (5.0, 0.5)
+    # hb = 10 s keeps Ratio1's 5 s slack; faster heartbeats get hb (one late heartbeat forgiven)
+    assert (s.gap_slack, settings_from(NodeConfig(heartbeat_interval=1)).gap_slack) == (5.0, 1.0)
 
 
 def test_unreadable_deployment_is_logged_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -84,8 +84,9 @@ class OracleSettings:
     eligible_fraction: float = ELIGIBLE_FRACTION
     disagree_by: int = DISAGREE_BY
     slack: float | None = None
-    """Tolerance over hb before a gap breaks a run: Ratio1's 5 s at hb = 10 s, scaled as hb/2 for
-    faster heartbeats (default min(5 s, hb/2)), so a short devnet outage is not bridged."""
+    """Tolerance over hb before a gap breaks a run (default min(5 s, hb)): Ratio1's 5 s at hb = 10 s;
+    with faster heartbeats one late or lost heartbeat is still tolerated, but a devnet outage of a
+    few seconds is not bridged."""
     poai_min_availability: int = 128
     """A node listed for a PoAI job is attested for an epoch if it was at least this available."""
     deployment: Deployment | None = None
@@ -98,7 +99,7 @@ class OracleSettings:
 
     @property
     def gap_slack(self) -> float:
-        return self.slack if self.slack is not None else min(SLACK_S, self.heartbeat / 2)
+        return self.slack if self.slack is not None else min(SLACK_S, self.heartbeat)
 
     @property
     def timeout(self) -> float:
