@@ -1,4 +1,5 @@
-"""`Session` and `AsyncSession`: one node URL and (optionally) one key, and every service behind them."""
+"""`Session` and `AsyncSession`: one node URL and (optionally) one key, and every service behind them
+(`.cstore`, `.r1fs`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Self
 import httpx
 
 from r1os.identity import NodeKey
+from r1os.r1fs import R1fs, R1fsClient
 from r1os.sdk._cstore import AsyncCStore, CStore
 
 API_URL_ENV = "R1OS_API_URL"
@@ -27,6 +29,7 @@ class AsyncSession:
         self.key = key
         self._http = httpx.AsyncClient(timeout=timeout)
         self.cstore = AsyncCStore(self._http, self.url, key)
+        self.r1fs = R1fsClient(self.url)
 
     async def node(self) -> dict[str, object]:
         r = await self._http.get(f"{self.url}/v1/node")
@@ -34,6 +37,7 @@ class AsyncSession:
         return dict(r.json())
 
     async def aclose(self) -> None:
+        await self.r1fs.aclose()
         await self._http.aclose()
 
     async def __aenter__(self) -> Self:
@@ -53,6 +57,7 @@ class Session:
         self.key = key
         self._http = httpx.Client(timeout=timeout)
         self.cstore = CStore(self._http, self.url, key)
+        self.r1fs = R1fs(self.url)
 
     def node(self) -> dict[str, object]:
         r = self._http.get(f"{self.url}/v1/node")
@@ -60,6 +65,7 @@ class Session:
         return dict(r.json())
 
     def close(self) -> None:
+        self.r1fs.close()
         self._http.close()
 
     def __enter__(self) -> Self:
