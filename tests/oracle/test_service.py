@@ -1,0 +1,106 @@
+"""OracleSync services on real nodes over the embedded broker (no chain), closing an epoch on demand
+with synthetic heartbeat logs: the phase timing between an oracle that has every table early and one
+that waits out a silent peer, and a lying oracle outvoted."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from r1os.identity import NodeKey, save_keystore
+from r1os.node import Node, NodeConfig
+from r1os.oracle import HeartbeatLog, OracleSettings, OracleSyncService, Table, sign_table
+from r1os.transport import EmbeddedBroker, MqttTransport, inbox_topic
+from r1os.wire import EnvelopeSigner
+from tests.conftest import async_wait_for
+
+NET = "oracletest"
+EPOCH = 100.0
+HB = 1.0
+EDGE, HALF = "0x" + "e" * 40, "0x" + "f" * 40
+
+
+def full_log(nodes: list[str], genesis: float, half: str | None = None) -> HeartbeatLog:
+    log = HeartbeatLog()
+    for n in nodes:
+        t = genesis - 2
+        while t < genesis + EPOCH + 2:
+            if n != half or not genesis + 25 <= t < genesis + 75:
+                log.record(n, t)
+            t += HB
+    return log
+
+
+class Liar(OracleSyncService):
+    def local_table(self, epoch: int) -> Table:
+        return {**super().local_table(epoch), EDGE: 0, HALF: 255}
+
+
+@pytest.fixture
+async def net(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    broker = EmbeddedBroker(port=0)
+    await broker.start()
+    keys = [NodeKey.generate() for _ in range(3)]
+    oracles = [k.address for k in keys]
+    running: list[Node] = []
+
+    async def start(i: int, cls: type[OracleSyncService] = OracleSyncService) -> OracleSyncService:
+        home = tmp_path / f"o{i}"
+        save_keystore(keys[i], home / "keys" / "node.json", "pw", strength="light")
+        # epoch 0 ended a moment ago; the loop waits for epoch 1, tests close epoch 0 by hand
+        genesis = time.time() - EPOCH - 1
+        svc = cls(OracleSettings(genesis_time=genesis, epoch_seconds=EPOCH, heartbeat=HB, oracles=oracles,
+                                 phase_timeout=1.0))  # fmt: skip
+        svc.hb = full_log([*oracles, EDGE, HALF], genesis, half=HALF)
+        cfg = NodeConfig(home=home, network=NET, broker=broker.url, http="127.0.0.1:0", oracle=True,
+                         heartbeat_interval=HB, oracles=oracles, key_strength="light")  # fmt: skip
+        node = Node(cfg, password="pw", services=[svc])
+        await node.start()
+        running.append(node)
+        return svc
+
+    yield {"broker": broker, "keys": keys, "oracles": oracles, "start": start}
+    for node in running:
+        await node.stop()
+    await broker.stop()
+
+
+async def test_early_oracle_waits_for_one_that_waited_out_a_silent_peer(net: dict[str, Any]) -> None:
+    o1, o2 = await net["start"](0), await net["start"](1)
+    k3 = net["keys"][2]
+    # o1 alone gets a table from the third oracle, which then says nothing more: o1 has every table
+    # at once and moves on, o2 waits the phase out. Both must still agree.
+    values = {EDGE: 255}
+    async with MqttTransport(net["broker"].url, client_id="third") as t:
+        await t.wait_connected()
+        raw = EnvelopeSigner(k3, NET).seal(
+            "oracle.table", {"epoch": 0, "values": values, "sig": sign_table(k3, "table", NET, 0, values)}
+        )
+        await t.publish(inbox_topic(NET, o1.me), raw, qos=1)
+    await async_wait_for(lambda: _now(k3.address in o1._box(0).tables), 5, "the third table on o1")
+    r1, r2 = await asyncio.gather(o1.close_epoch(0), o2.close_epoch(0))
+    assert r1 is not None and r2 is not None, (o1.failures, o2.failures)
+    assert r1.table_hash == r2.table_hash  # o1 counted the third table, o2 never saw it
+    assert set(r2.voters) == {o1.me, o2.me} and set(r1.voters) == {o1.me, o2.me, k3.address}
+    assert sorted(r1.signatures) == sorted([o1.me, o2.me])
+    assert r1.values[EDGE] == 255 and abs(r1.values[HALF] - 128) <= 3
+
+
+async def test_lying_oracle_is_outvoted(net: dict[str, Any]) -> None:
+    svcs = [await net["start"](0), await net["start"](1), await net["start"](2, Liar)]
+    recs = await asyncio.gather(*(s.close_epoch(0) for s in svcs))
+    assert all(r is not None for r in recs)
+    hashes = {r.table_hash for r in recs if r is not None}
+    assert len(hashes) == 1
+    rec = recs[0]
+    assert rec is not None and rec.values[EDGE] == 255 and abs(rec.values[HALF] - 128) <= 3
+    assert len(rec.voters) == 3 and len(rec.signatures) == 3
+
+
+async def _now(value: bool) -> bool:
+    return value
