@@ -6,8 +6,9 @@ more replicas. Both acknowledge a write only once it is durable on the primary's
 appendonly + appendfsync always; r1os: fsync'd log).
 
 - throughput: ops/s from the first batch until the last key is on all 3 replicas;
-- convergence: per batch, time from send until the batch is readable on both other replicas
-  (Redis: WAIT 2; r1os: long-poll `GET /v1/cstore/wait` on each replica), p50/p99.
+- convergence: per batch, time from the client sending it until it is readable on both other
+  replicas, p50/p99 (Redis: the client times its pipeline plus `WAIT 2`; r1os: each replica records
+  the time from the client stamping the batch to applying it, and the slower replica counts).
 Also a 5-node devnet: a write on node A, time until it is readable on all 5 nodes (p50/p99).
 
 Run: `.venv/bin/python bench/cstore.py [--batches 200 --batch-size 100]`
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import os
 import shutil
 import socket
@@ -145,18 +147,23 @@ async def bench_r1os(
             last = f"{ns}bench:{batches - 1}:{size - 1}"
             await asyncio.gather(*(http.get(f"{u}/v1/cstore/wait", params={"key": last}) for u in replicas))
             throughput = batches * size / (time.perf_counter() - t0)
-            latencies = []
+            # Convergence as the replicas see it: each replica records, per batch, the time from the
+            # client stamping it to applying it (same machine, same clock); a batch has converged when
+            # the slower replica has it.
+            since = time.time_ns() // 1_000_000
+            sent = []
             for b in range(min(batches, 200)):
                 body = batch("lat", b)
-                k = f"{ns}lat:{b}:{size - 1}"
-                t = time.perf_counter()
-                waits = [
-                    asyncio.create_task(http.get(f"{u}/v1/cstore/wait", params={"key": k})) for u in replicas
-                ]
+                sent.append(hashlib.sha256(body).hexdigest())
                 await post(body)
-                for r in await asyncio.gather(*waits):
-                    r.raise_for_status()
-                latencies.append((time.perf_counter() - t) * 1000)
+            last = f"{ns}lat:{min(batches, 200) - 1}:{size - 1}"
+            await asyncio.gather(*(http.get(f"{u}/v1/cstore/wait", params={"key": last}) for u in replicas))
+            per_batch: dict[str, float] = {}
+            for u in replicas:
+                data = (await http.get(f"{u}/v1/cstore/lag", params={"since_ms": since})).json()
+                for lag, bid in zip(data["lag_ms"], data["batch"], strict=True):
+                    per_batch[bid] = max(per_batch.get(bid, 0.0), float(lag))
+            latencies = [per_batch[bid] for bid in sent if bid in per_batch]
         return throughput, latencies
     finally:
         dn.down()
@@ -171,20 +178,24 @@ async def devnet_convergence(tmp: Path, writes: int, broker: str | None) -> list
     try:
         key = NodeKey.generate()
         clock = HybridClock()
-        out = []
         async with httpx.AsyncClient(timeout=30) as http:
+            since = time.time_ns() // 1_000_000
+            sent = []
             for i in range(writes):
                 k = f"app:{key.address.lower()}:w{i}"
                 ts = clock.reserve()
                 body = sign_batch(key, [Op("set", k, value=i)], ts.wall_ms, ts.counter)
-                t = time.perf_counter()
-                waits = [
-                    asyncio.create_task(http.get(f"{n.url}/v1/cstore/wait", params={"key": k}))
-                    for n in state.nodes[1:]
-                ]
+                sent.append(hashlib.sha256(body).hexdigest())
                 (await http.post(f"{state.nodes[0].url}/v1/cstore/batch", content=body)).raise_for_status()
-                await asyncio.gather(*waits)
-                out.append((time.perf_counter() - t) * 1000)
+            last = f"app:{key.address.lower()}:w{writes - 1}"
+            others = state.nodes[1:]
+            await asyncio.gather(*(http.get(f"{n.url}/v1/cstore/wait", params={"key": last}) for n in others))
+            per_write: dict[str, float] = {}
+            for n in others:
+                data = (await http.get(f"{n.url}/v1/cstore/lag", params={"since_ms": since})).json()
+                for lag, bid in zip(data["lag_ms"], data["batch"], strict=True):
+                    per_write[bid] = max(per_write.get(bid, 0.0), float(lag))
+        out = [per_write[bid] for bid in sent if bid in per_write]
         return out
     finally:
         dn.down()

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +22,7 @@ import httpx
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import Histogram
 
 from r1os.cstore._hlc import HybridClock, Timestamp
 from r1os.cstore._log import BatchLog, read_log
@@ -81,6 +82,13 @@ class CStoreService(Service):
         self._http: httpx.AsyncClient | None = None
         self._last_log: dict[str, float] = {}
         self._last_broadcast_applied = 0.0
+        self.lags: deque[tuple[int, int, str]] = deque(maxlen=10_000)  # (applied at ms, lag ms, batch id)
+        self._lag_hist = Histogram(
+            "r1os_cstore_replication_lag_seconds",
+            "Time from a writer stamping a batch to this replica applying it (fast path)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=None,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -101,6 +109,7 @@ class CStoreService(Service):
         if loaded:
             log.info("cstore: loaded %d batches, %d entries from %s", loaded, len(self.state), path)
         ctx.on(MSG_BATCH, self._on_batch_message)
+        ctx.metrics.register(self._lag_hist)
         self._http = httpx.AsyncClient(timeout=10)
         _routes(ctx.router, self)
         self._tasks.append(asyncio.create_task(self._anti_entropy_loop(), name="cstore-sync"))
@@ -245,9 +254,15 @@ class CStoreService(Service):
 
     def receive(self, raw: bytes, *, broadcast: bool = False) -> list[EntryId]:
         """Merge a batch from a peer; persisted by the next group commit."""
-        batch = decode_batch(raw, limits=self.limits, now_ms=_now_ms(), oracles=self.oracles)
+        now = _now_ms()
+        batch = decode_batch(raw, limits=self.limits, now_ms=now, oracles=self.oracles)
         if broadcast:
             self._last_broadcast_applied = time.monotonic()
+            # Replication lag: from the writer stamping the batch to it being readable here.
+            lag = now - batch.wall_ms
+            if 0 <= lag < 60_000:
+                self.lags.append((now, lag, batch.id))
+                self._lag_hist.observe(lag / 1000)
         changed = self._apply(batch)
         if changed:
             self.log.append_nowait(batch.raw)
@@ -431,6 +446,12 @@ def _routes(router: APIRouter, svc: CStoreService) -> None:
     @router.get("/v1/cstore/stats")
     async def stats() -> dict[str, Any]:
         return {"digest": svc.state.digest(), **svc.stats()}
+
+    @router.get("/v1/cstore/lag")
+    async def lag(since_ms: int = 0) -> dict[str, Any]:
+        """Replication lag samples (ms) of batches applied from broadcasts since `since_ms`."""
+        samples = [(lag, batch_id) for at, lag, batch_id in svc.lags if at >= since_ms]
+        return {"n": len(samples), "lag_ms": [s[0] for s in samples], "batch": [s[1] for s in samples]}
 
     @router.post("/v1/cstore/batch")
     async def batch(request: Request) -> Response:
