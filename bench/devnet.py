@@ -61,10 +61,9 @@ def main() -> None:
         f"  floor: starting {args.nodes} Pythons that import the web/MQTT stack took {floor:.1f} s "
         f"(mesh/floor {mesh / floor:.2f}x)"
     )
-    print(
-        f"idle RSS per node: mean {sum(rss) / len(rss):.1f} MiB, max {max(rss):.1f} MiB; broker {broker:.1f} MiB"
-    )
-    print(f"  baseline bare python: {base:.1f} MiB (node/bare {sum(rss) / len(rss) / base:.2f}x)")
+    mean = sum(rss) / len(rss)
+    print(f"idle RSS per node: mean {mean:.1f} MiB, max {max(rss):.1f} MiB; broker {broker:.1f} MiB")
+    print(f"  baseline bare python: {base:.1f} MiB (node/bare {mean / base:.2f}x)")
 
 
 if __name__ == "__main__":

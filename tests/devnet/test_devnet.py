@@ -172,7 +172,10 @@ def test_acknowledged_write_survives_sigkill(devnet: Any) -> None:
     log_path = Path(target.home) / "services" / "cstore" / "batches.log"
     assert any(k.encode() in raw for raw in read_log(log_path)), "acknowledged batch missing from the log"
     dn.start_node(target.name)
-    wait_for(
-        lambda: httpx.get(f"{target.url}/v1/cstore/get", params={"key": k}, timeout=1).json()["value"] == "acked",
-        30, "the restarted node to serve the acknowledged write",
-    )  # fmt: skip
+
+    def served() -> bool:
+        return (
+            httpx.get(f"{target.url}/v1/cstore/get", params={"key": k}, timeout=1).json()["value"] == "acked"
+        )
+
+    wait_for(served, 30, "the restarted node to serve the acknowledged write")

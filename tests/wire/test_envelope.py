@@ -81,9 +81,7 @@ def test_each_rejection_cause() -> None:
     assert cause_of(v, forge(body(type="nope"), KEY)) == "unknown_type"
     assert cause_of(v, forge(body(ts=int(time.time() * 1000) + 3_600_000), KEY)) == "clock_skew"
     assert cause_of(v, forge(body(ts=int(time.time() * 1000) - 61_000), KEY)) == "expired"
-    assert (
-        cause_of(v, forge(body(ts=int(time.time() * 1000) - 40_000, ttl=120), KEY)) == "clock_skew"
-    )
+    assert cause_of(v, forge(body(ts=int(time.time() * 1000) - 40_000, ttl=120), KEY)) == "clock_skew"
     assert cause_of(v, forge(body(seq=True), KEY)) == "malformed"
     # non-canonical encoding of a validly signed message (a space added)
     assert cause_of(v, good.replace(b'"ttl":', b'"ttl": ')) == "malformed"
@@ -97,9 +95,7 @@ def test_each_rejection_cause() -> None:
     n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
     s = n - int.from_bytes(sig[32:64], "big")
     twin = sig[:32] + s.to_bytes(32, "big") + bytes([sig[64] ^ 1])
-    assert (
-        cause_of(v, fresh.replace(obj["sig"][2:].encode(), twin.hex().encode())) == "bad_signature"
-    )
+    assert cause_of(v, fresh.replace(obj["sig"][2:].encode(), twin.hex().encode())) == "bad_signature"
     assert v.accepted == 1
 
 
