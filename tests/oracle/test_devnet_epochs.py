@@ -202,6 +202,9 @@ def test_lying_oracle_does_not_change_the_agreed_table(scenario: dict[str, Any])
     entries = get(o1.url, "/v1/oracle/misbehaviour")["entries"]
     flagged = {e["oracle"] for e in entries.values() if e["epoch"] == scenario["k"]}
     assert flagged == {o3.address}
+    r = runner.invoke(app, ["oracle", "misbehaviour", "--dir", str(scenario["dir"]), "--json"])
+    assert r.exit_code == 0, r.output
+    assert any(e["oracle"] == o3.address and "disagrees" in e["reason"] for e in json.loads(r.stdout))
 
 
 def test_silent_oracle_still_closes_the_epoch_with_two_of_three(scenario: dict[str, Any]) -> None:

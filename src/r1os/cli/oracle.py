@@ -119,3 +119,25 @@ def availability(
         f" {len(claim.get('signatures', []))} oracle signature(s)",
         highlight=False,
     )
+
+
+@app.command("misbehaviour")
+@handle_errors
+def misbehaviour(oracle: str | None = OracleOpt, dir: Path | None = DirOpt, json_out: bool = JsonOpt) -> None:
+    """Oracles recorded as misbehaving: strong disagreement, equivocation, bad signatures."""
+    from r1os.oracle import oracle_get
+
+    entries = run(oracle_get(oracle_url(oracle, dir), "/v1/oracle/misbehaviour"))["entries"]
+    rows = sorted(entries.values(), key=lambda e: (e["epoch"], e["oracle"], e["reporter"]))
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no misbehaviour recorded")
+        return
+    t = Table(title="oracle misbehaviour")
+    for col in ("epoch", "oracle", "reason", "reported by"):
+        t.add_column(col)
+    for e in rows:
+        t.add_row(str(e["epoch"]), e["oracle"], e["reason"], e["reporter"])
+    console.print(t)
