@@ -5,6 +5,7 @@ that waits out a silent peer, and a lying oracle outvoted."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -49,13 +50,15 @@ async def net(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     oracles = [k.address for k in keys]
     running: list[Node] = []
 
-    async def start(i: int, cls: type[OracleSyncService] = OracleSyncService) -> OracleSyncService:
+    async def start(
+        i: int, cls: type[OracleSyncService] = OracleSyncService, timeout: float = 1.0
+    ) -> OracleSyncService:
         home = tmp_path / f"o{i}"
         save_keystore(keys[i], home / "keys" / "node.json", "pw", strength="light")
         # epoch 0 ended a moment ago; the loop waits for epoch 1, tests close epoch 0 by hand
         genesis = time.time() - EPOCH - 1
         svc = cls(OracleSettings(genesis_time=genesis, epoch_seconds=EPOCH, heartbeat=HB, oracles=oracles,
-                                 phase_timeout=1.0))  # fmt: skip
+                                 phase_timeout=timeout))  # fmt: skip
         svc.hb = full_log([*oracles, EDGE, HALF], genesis, half=HALF)
         cfg = NodeConfig(home=home, network=NET, broker=broker.url, http="127.0.0.1:0", oracle=True,
                          heartbeat_interval=HB, oracles=oracles, key_strength="light")  # fmt: skip
@@ -72,23 +75,31 @@ async def net(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
 
 async def test_early_oracle_waits_for_one_that_waited_out_a_silent_peer(net: dict[str, Any]) -> None:
     o1, o2 = await net["start"](0), await net["start"](1)
-    k3 = net["keys"][2]
     # o1 alone gets a table from the third oracle, which then says nothing more: o1 has every table
     # at once and moves on, o2 waits the phase out. Both must still agree.
-    values = {EDGE: 255}
-    async with MqttTransport(net["broker"].url, client_id="third") as t:
-        await t.wait_connected()
-        raw = EnvelopeSigner(k3, NET).seal(
-            "oracle.table", {"epoch": 0, "values": values, "sig": sign_table(k3, "table", NET, 0, values)}
-        )
-        await t.publish(inbox_topic(NET, o1.me), raw, qos=1)
-    await async_wait_for(lambda: _now(k3.address in o1._box(0).tables), 5, "the third table on o1")
+    k3 = await _third_table_to(net, o1)
     r1, r2 = await asyncio.gather(o1.close_epoch(0), o2.close_epoch(0))
     assert r1 is not None and r2 is not None, (o1.failures, o2.failures)
     assert r1.table_hash == r2.table_hash  # o1 counted the third table, o2 never saw it
     assert set(r2.voters) == {o1.me, o2.me} and set(r1.voters) == {o1.me, o2.me, k3.address}
     assert sorted(r1.signatures) == sorted([o1.me, o2.me])
     assert r1.values[EDGE] == 255 and abs(r1.values[HALF] - 128) <= 3
+
+
+async def test_oracle_whose_median_phase_ended_early_joins_the_table_it_computed(
+    net: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # o1 has every table at once and a short phase timeout: its median phase ends (t0 + 1.4 s)
+    # before o2, waiting out the third oracle for 1.5 s, sends its median. o1 then finds no quorum of
+    # medians, but o2 signs the same table o1 computed, so o1 joins it instead of failing the epoch.
+    caplog.set_level(logging.INFO, logger="r1os.oracle")
+    o1, o2 = await net["start"](0, timeout=0.7), await net["start"](1, timeout=1.5)
+    await _third_table_to(net, o1)
+    r1, r2 = await asyncio.gather(o1.close_epoch(0), o2.close_epoch(0))
+    assert r1 is not None and r2 is not None, (o1.failures, o2.failures)
+    assert r1.table_hash == r2.table_hash
+    assert sorted(r1.signatures) == sorted(r2.signatures) == sorted([o1.me, o2.me])
+    assert "joined the table 1 oracle(s) agreed on" in caplog.text
 
 
 async def test_lying_oracle_is_outvoted(net: dict[str, Any]) -> None:
@@ -100,6 +111,19 @@ async def test_lying_oracle_is_outvoted(net: dict[str, Any]) -> None:
     rec = recs[0]
     assert rec is not None and rec.values[EDGE] == 255 and abs(rec.values[HALF] - 128) <= 3
     assert len(rec.voters) == 3 and len(rec.signatures) == 3
+
+
+async def _third_table_to(net: dict[str, Any], o1: OracleSyncService) -> NodeKey:
+    k3 = net["keys"][2]
+    values = {EDGE: 255}
+    async with MqttTransport(net["broker"].url, client_id="third") as t:
+        await t.wait_connected()
+        raw = EnvelopeSigner(k3, NET).seal(
+            "oracle.table", {"epoch": 0, "values": values, "sig": sign_table(k3, "table", NET, 0, values)}
+        )
+        await t.publish(inbox_topic(NET, o1.me), raw, qos=1)
+    await async_wait_for(lambda: _now(k3.address in o1._box(0).tables), 5, "the third table on o1")
+    return k3  # type: ignore[no-any-return]
 
 
 async def _now(value: bool) -> bool:

@@ -304,9 +304,16 @@ class OracleSyncService(Service):
         )
         await self._to_oracles(MSG_MEDIAN, {"epoch": epoch, **_wire(box.medians[self.me])})
         await self._gather(box, "medians", set(tables), t0 + 2 * timeout)
-        agreed, supporters = agree(
-            {o: t.values for o, t in box.medians.items() if o in oracles}, len(oracles)
-        )
+        try:
+            agreed, supporters = agree(
+                {o: t.values for o, t in box.medians.items() if o in oracles}, len(oracles)
+            )
+        except NoQuorum:
+            # Medians came too late to count here, but the others may have agreed on the very table
+            # we computed: co-sign it if enough of them signed it by the end of the last phase. Only
+            # our own median is ever adopted this way, so a liar cannot talk us into its table.
+            agreed = proposal.values
+            supporters = await self._backers(box, net, epoch, agreed, len(oracles), t0 + 3 * timeout)
 
         # 3. sign the agreed table (whole, and per node for the reward contracts) and collect.
         thash = "0x" + table_hash("agreed", net, epoch, agreed).hex()
@@ -358,6 +365,23 @@ class OracleSyncService(Service):
         for o, r in zip(others, results, strict=True):
             if isinstance(r, Exception):
                 log.warning("could not send %s to oracle %s: %s", type, o, r)
+
+    async def _backers(
+        self, box: _Inbox, net: str, epoch: int, values: Table, n: int, deadline: float
+    ) -> list[str]:
+        """Oracles that signed `values` as the agreed table, once with us they make a quorum."""
+        want = "0x" + table_hash("agreed", net, epoch, values).hex()
+        while True:
+            backers = {o for o, e in box.sigs.items() if e["table_hash"] == want} | {self.me}
+            if len(backers) >= quorum(n):
+                log.info("epoch %d: joined the table %d oracle(s) agreed on", epoch, len(backers) - 1)
+                return sorted(backers)
+            left = deadline - time.time()
+            if left <= 0:
+                raise NoQuorum(f"no quorum of medians, and {len(backers) - 1} oracle(s) signed our table")
+            box.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(box.changed.wait(), left)
 
     def _sign_nodes(self, epoch: int, agreed: Table) -> dict[str, str]:
         return {n: "0x" + sign_availability(self.ctx.key, n, epoch, [v]).hex() for n, v in agreed.items()}
