@@ -13,9 +13,19 @@ from typing import Any
 
 import pytest
 
-from r1os.identity import NodeKey, save_keystore
+from r1os.cstore import CStoreService
+from r1os.identity import NodeKey, normalize_address, save_keystore
 from r1os.node import Node, NodeConfig
-from r1os.oracle import HeartbeatLog, OracleSettings, OracleSyncService, Table, sign_table
+from r1os.oracle import (
+    EPOCH_KEY,
+    HeartbeatLog,
+    OracleSettings,
+    OracleSignatures,
+    OracleSyncService,
+    Table,
+    sign_table,
+)
+from r1os.oracle._service import compact
 from r1os.transport import EmbeddedBroker, MqttTransport, inbox_topic
 from r1os.wire import EnvelopeSigner
 from tests.conftest import async_wait_for
@@ -23,7 +33,7 @@ from tests.conftest import async_wait_for
 NET = "oracletest"
 EPOCH = 100.0
 HB = 1.0
-EDGE, HALF = "0x" + "e" * 40, "0x" + "f" * 40
+EDGE, HALF = normalize_address("0x" + "e" * 40), normalize_address("0x" + "f" * 40)
 
 
 def full_log(nodes: list[str], genesis: float, half: str | None = None) -> HeartbeatLog:
@@ -49,20 +59,24 @@ async def net(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     keys = [NodeKey.generate() for _ in range(3)]
     oracles = [k.address for k in keys]
     running: list[Node] = []
+    # epoch 0 ended a moment ago; the loops wait for epoch 1, tests close epoch 0 by hand
+    genesis = time.time() - EPOCH - 1
 
     async def start(
-        i: int, cls: type[OracleSyncService] = OracleSyncService, timeout: float = 1.0
+        i: int, cls: type[OracleSyncService] = OracleSyncService, timeout: float = 1.0, cstore: bool = False
     ) -> OracleSyncService:
         home = tmp_path / f"o{i}"
         save_keystore(keys[i], home / "keys" / "node.json", "pw", strength="light")
-        # epoch 0 ended a moment ago; the loop waits for epoch 1, tests close epoch 0 by hand
-        genesis = time.time() - EPOCH - 1
         svc = cls(OracleSettings(genesis_time=genesis, epoch_seconds=EPOCH, heartbeat=HB, oracles=oracles,
                                  phase_timeout=timeout))  # fmt: skip
         svc.hb = full_log([*oracles, EDGE, HALF], genesis, half=HALF)
         cfg = NodeConfig(home=home, network=NET, broker=broker.url, http="127.0.0.1:0", oracle=True,
                          heartbeat_interval=HB, oracles=oracles, key_strength="light")  # fmt: skip
-        node = Node(cfg, password="pw", services=[svc])
+        services: list[Any] = [svc]
+        if cstore:
+            allowed = frozenset(o.lower() for o in oracles)
+            services.insert(0, CStoreService(sync_interval=0.3, fsync=False, oracles=allowed))
+        node = Node(cfg, password="pw", services=services)
         await node.start()
         running.append(node)
         return svc
@@ -128,3 +142,31 @@ async def _third_table_to(net: dict[str, Any], o1: OracleSyncService) -> NodeKey
 
 async def _now(value: bool) -> bool:
     return value
+
+
+async def test_oracle_that_was_down_adopts_a_quorum_record_never_a_forged_one(net: dict[str, Any]) -> None:
+    o1, o2 = await net["start"](0, cstore=True), await net["start"](1, cstore=True)
+    r1, r2 = await asyncio.gather(o1.close_epoch(0), o2.close_epoch(0))
+    assert r1 is not None and r2 is not None
+    # o1 then rewrites its own CSTORE record with other values, signed by itself alone
+    k1 = net["keys"][0]
+    forged = r1.model_copy(deep=True)
+    forged.values[EDGE] = 0
+    forged.signatures = {o1.me: OracleSignatures(table_sig=sign_table(k1, "agreed", NET, 0, forged.values))}
+    await o1._cstore().hset(EPOCH_KEY.format(0), o1.me, compact(forged))
+
+    o3 = await net["start"](2, cstore=True)  # it was down during the close
+    await async_wait_for(
+        lambda: _now(len(o3._cstore().state.hgetall(EPOCH_KEY.format(0), 2**62)) == 2), 15, "records on o3"
+    )
+    per = await o3.availability(EDGE, 0, 0)
+    assert per[0]["value"] == 255 and per[0]["measured"]
+    assert o3.records[0].table_hash == r2.table_hash
+    claim = await o3.sign_range(HALF, 0, 0)
+    assert claim["availabilities"] == [r2.values[HALF]]
+    # a record only its writer signed is never adopted
+    alone = forged.model_copy(update={"epoch": 5})
+    alone.signatures = {o1.me: OracleSignatures(table_sig=sign_table(k1, "agreed", NET, 5, alone.values))}
+    await o1._cstore().hset(EPOCH_KEY.format(5), o1.me, compact(alone))
+    await async_wait_for(lambda: _now(bool(o3._cstore().state.hgetall(EPOCH_KEY.format(5), 2**62))), 15, "it")
+    assert await o3.adopt(5) is None and 5 not in o3.records
