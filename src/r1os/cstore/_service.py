@@ -36,7 +36,8 @@ log = logging.getLogger("r1os.cstore")
 MSG_BATCH = "cstore.batch"
 INLINE_LIMIT = 256 * 1024  # larger batches are announced and pulled over HTTP
 MAX_SYNC_BATCHES = 1_000  # per anti-entropy answer
-SETTLE_MS = 1_000  # how long a write is left to the fast path before anti-entropy compares it
+SETTLE_MS = 1_000
+HORIZON_STEP_MS = 1_000  # how long a write is left to the fast path before anti-entropy compares it
 Watcher = Callable[[str, str | None, Any], Awaitable[None] | None]
 
 
@@ -313,8 +314,9 @@ class CStoreService(Service):
     async def sync_with(self, url: str) -> tuple[int, int]:
         """One anti-entropy round with the node at `url`; returns (batches pulled, batches pushed)."""
         assert self._http is not None
-        digests = base64.b64encode(self.state.bucket_digests(self._horizon())).decode()
-        r = await self._http.post(f"{url}/v1/cstore/sync", json={"digests": digests})
+        horizon = self._horizon()
+        digests = base64.b64encode(self.state.bucket_digests(horizon)).decode()
+        r = await self._http.post(f"{url}/v1/cstore/sync", json={"digests": digests, "horizon": horizon})
         r.raise_for_status()
         answer = r.json()
         pulled = 0
@@ -338,10 +340,15 @@ class CStoreService(Service):
         self.syncs += 1
         return pulled, pushed
 
-    def answer_sync(self, digests_b64: str) -> dict[str, Any]:
+    def answer_sync(self, digests_b64: str, horizon: int | None = None) -> dict[str, Any]:
+        mine = self._horizon()
+        if horizon is not None and horizon != mine:
+            # The two sides would compare different sets of entries and see differences that are only
+            # writes still in flight. Skip this round; with whole-second horizons this is rare.
+            return {"batches": [], "want": [], "horizon": mine}
         try:
             remote = base64.b64decode(digests_b64, validate=True)
-            diff = self.state.differing_buckets(remote, self._horizon())
+            diff = self.state.differing_buckets(remote, mine)
         except (ValueError, TypeError) as exc:
             raise CStoreError("malformed", f"bad digests: {exc}") from None
         # Bounded answers keep one round from stalling the node; the rest comes next round.
@@ -349,8 +356,9 @@ class CStoreService(Service):
         return {"batches": [b.decode() for b in batches], "want": diff}
 
     def _horizon(self) -> int:
-        """Entries younger than this are still on the fast path: anti-entropy leaves them alone."""
-        return _now_ms() - SETTLE_MS
+        """Entries younger than this are still on the fast path: anti-entropy leaves them alone.
+        Whole steps, so two replicas comparing at nearly the same moment use the same horizon."""
+        return (_now_ms() - SETTLE_MS) // HORIZON_STEP_MS * HORIZON_STEP_MS
 
     # -- maintenance -------------------------------------------------------------------------
 
@@ -482,7 +490,11 @@ def _routes(router: APIRouter, svc: CStoreService) -> None:
     async def sync(request: Request) -> Response:
         try:
             body = orjson.loads(await request.body())
-            return Response(orjson.dumps(svc.answer_sync(body["digests"])), media_type="application/json")
+            horizon = body.get("horizon")
+            if horizon is not None and type(horizon) is not int:
+                raise TypeError("horizon must be an integer")
+            answer = svc.answer_sync(body["digests"], horizon)
+            return Response(orjson.dumps(answer), media_type="application/json")
         except CStoreError as exc:
             return _error(exc)
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
