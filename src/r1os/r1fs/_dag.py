@@ -141,7 +141,7 @@ def parse_cid(text: str | bytes) -> Cid:
     return Cid(cid.codec.code, bytes(cid.raw_digest))
 
 
-def verify_block(cid: Cid, data: bytes) -> None:
+def verify_block(cid: Cid, data: bytes | bytearray | memoryview) -> None:
     """Raise `CorruptBlock` unless `data` hashes to `cid`."""
     if hashlib.sha256(data).digest() != cid.digest:
         raise CorruptBlock(f"block {cid} does not match its hash")

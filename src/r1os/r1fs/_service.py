@@ -8,7 +8,9 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,12 +18,12 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from r1os.node import Service, ServiceContext
-from r1os.r1fs._dag import RAW, Cid, parse_cid, read_file_node, verify_block
+from r1os.r1fs._dag import RAW, Cid, parse_cid, read_file_node
 from r1os.r1fs._errors import BadUpload, BlockNotFound, CorruptBlock, R1fsError
 from r1os.r1fs._exporter import read_range
 from r1os.r1fs._importer import ImportResult, import_stream
 from r1os.r1fs._providers import PIN, Directory, KeyValue, plan, wanted_replicas
-from r1os.r1fs._store import BlockStore, GcResult, ParallelWriter
+from r1os.r1fs._store import BlockStore, GcResult
 
 if TYPE_CHECKING:
     import aiohttp
@@ -30,6 +32,9 @@ log = logging.getLogger("r1os.r1fs")
 
 #: Header of a peer's gateway request: serve only what is local, never fetch on its behalf.
 LOCAL_ONLY = "X-R1fs-Local-Only"
+
+#: Leaves of one fetch run read ahead of their hash check (8 runs x 8 x 256 KiB = 16 MiB at most).
+_WINDOW = 8
 
 
 @dataclass(frozen=True)
@@ -365,19 +370,13 @@ class R1fsService(Service):
             missing = [leaf for leaf in leaves if not self.store.has(leaf.cid)]
             if not missing:
                 return
-            per = max(4, min(64, -(-len(missing) // (2 * self.settings.parallel))))
-            runs: list[list[_Leaf]] = []
-            for leaf in missing:
-                last = runs[-1][-1] if runs else None
-                if last is None or len(runs[-1]) >= per or last.offset + last.size != leaf.offset:
-                    runs.append([leaf])
-                else:
-                    runs[-1].append(leaf)
+            runs = self._plan_runs(missing)
             queue: asyncio.Queue[tuple[int, list[_Leaf]]] = asyncio.Queue()
             for i, run in enumerate(runs):
                 queue.put_nowait((i, run))
-
-            writer = ParallelWriter(self.store)
+            # Leaves are checked and written by a few threads (sha256 and file calls release the GIL),
+            # so the loop only moves bytes off the sockets while the cores hash and create files.
+            pool = ThreadPoolExecutor(self._writers(), thread_name_prefix="r1fs-fetch")
 
             async def worker() -> None:
                 while True:
@@ -385,12 +384,30 @@ class R1fsService(Service):
                         i, run = queue.get_nowait()
                     except asyncio.QueueEmpty:
                         return
-                    await self._fetch_run(root, run, providers, i, writer)
+                    await self._fetch_run(root, run, providers, i, pool)
 
             try:
                 await asyncio.gather(*(worker() for _ in range(min(self.settings.parallel, len(runs)))))
             finally:
-                await asyncio.to_thread(writer.close)
+                await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+    @staticmethod
+    def _writers() -> int:
+        return max(2, min(4, os.cpu_count() or 1))
+
+    def _plan_runs(self, missing: list[_Leaf]) -> list[list[_Leaf]]:
+        """Consecutive missing leaves grouped into runs, each one Range request: big enough that a
+        request's round trip is small beside its bytes (up to 64 leaves, 16 MiB), small enough that
+        every one of the `parallel` streams gets about two."""
+        per = max(4, min(64, -(-len(missing) // (2 * self.settings.parallel))))
+        runs: list[list[_Leaf]] = []
+        for leaf in missing:
+            last = runs[-1][-1] if runs else None
+            if last is None or len(runs[-1]) >= per or last.offset + last.size != leaf.offset:
+                runs.append([leaf])
+            else:
+                runs[-1].append(leaf)
+        return runs
 
     async def _skeleton(
         self,
@@ -417,12 +434,16 @@ class R1fsService(Service):
         return pos - offset
 
     async def _fetch_run(
-        self, root: Cid, run: list[_Leaf], providers: list[tuple[str, str]], n: int, writer: ParallelWriter
+        self, root: Cid, run: list[_Leaf], providers: list[tuple[str, str]], n: int, pool: ThreadPoolExecutor
     ) -> None:
+        """One run of leaves as one Range request; on any failure the rest of the run goes on at the
+        next provider. Each leaf is read whole off the socket and handed to `pool`, which checks its
+        hash and only then stores it; up to `_WINDOW` leaves of a run are in the pool at once."""
         http = self._session()
         from aiohttp import ClientError
 
-        done = 0
+        loop = asyncio.get_running_loop()
+        done = 0  # leaves of the run verified and stored
         failures: list[str] = []
         for attempt in range(len(providers)):
             if done == len(run):
@@ -432,32 +453,47 @@ class R1fsService(Service):
                 self.counters["fetch_retries"] += 1
             lo, last = run[done].offset, run[-1]
             headers = {"Range": f"bytes={lo}-{last.offset + last.size - 1}", LOCAL_ONLY: "1"}
-            buf = bytearray()
+            checks: deque[asyncio.Future[bool]] = deque()
+            problem: str | None = None
             try:
                 async with http.get(f"{url}/ipfs/{root}", headers=headers) as r:
                     if r.status != 206:
-                        failures.append(f"{addr[:10]}: HTTP {r.status}")
-                        continue
-                    async for piece in r.content.iter_any():
-                        buf += piece
-                        while done < len(run) and len(buf) >= run[done].size:
-                            leaf = run[done]
-                            data = bytes(buf[: leaf.size])
-                            del buf[: leaf.size]
-                            verify_block(leaf.cid, data)
-                            writer.put(leaf.cid, data)
-                            self.counters["fetched_blocks"] += 1
-                            done += 1
-                if done < len(run):
-                    failures.append(f"{addr[:10]}: cut short")
-            except CorruptBlock:
-                self.counters["corrupt_from_peer"] += 1
-                log.warning(
-                    "r1fs: %s served a corrupt copy of block %s; trying another provider", addr, run[done].cid
-                )
-                failures.append(f"{addr[:10]}: corrupt")
+                        problem = f"HTTP {r.status}"
+                    else:
+                        for leaf in run[done:]:
+                            data = await r.content.readexactly(leaf.size)
+                            checks.append(loop.run_in_executor(pool, self.store.put_verified, leaf.cid, data))
+                            if len(checks) >= _WINDOW:
+                                await asyncio.wait([checks[0]])
+                                if checks[0].exception() is not None:
+                                    break  # a corrupt leaf: no use reading on from this provider
+                                checks.popleft()
+                                done += 1
+                                self.counters["fetched_blocks"] += 1
+            except asyncio.IncompleteReadError:
+                problem = "cut short"
             except (TimeoutError, ClientError) as exc:
-                failures.append(f"{addr[:10]}: {type(exc).__name__}")
+                problem = type(exc).__name__
+            # Settle the leaves still in the pool, in order: the run resumes at the first bad one.
+            results = await asyncio.gather(*checks, return_exceptions=True)
+            for result in results:
+                if isinstance(result, CorruptBlock):
+                    self.counters["corrupt_from_peer"] += 1
+                    log.warning(
+                        "r1fs: %s served a corrupt copy of block %s; trying another provider",
+                        addr,
+                        run[done].cid,
+                    )
+                    problem = "corrupt"
+                    break
+                if isinstance(result, BaseException):
+                    raise result  # the local disk failed: no provider can help
+                done += 1
+                self.counters["fetched_blocks"] += 1
+            if problem is None and done < len(run):
+                problem = "cut short"
+            if problem is not None:
+                failures.append(f"{addr[:10]}: {problem}")
         if done < len(run):
             raise BlockNotFound(
                 f"block {run[done].cid}: no provider had a valid copy ({'; '.join(failures)})"
