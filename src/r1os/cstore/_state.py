@@ -71,36 +71,46 @@ class CStoreState:
         """Merge a verified batch; returns the entries it changed (empty if it was old news)."""
         changed: list[EntryId] = []
         writer = batch.writer.lower()
+        wall, counter, batch_id = batch.wall_ms, batch.counter, batch.id
+        settled = wall < self._horizon_ms  # the same for every op of a batch
+        strings, hashes = self.strings, self.hashes
+        bucket_xor, bucket_keys, recent = self._bucket_xor, self._bucket_keys, self._recent
+        won = 0
         for i, op in enumerate(batch.ops):
-            order: Order = (batch.wall_ms, batch.counter + i, writer, batch.id)
-            if op.field is None:
-                table = self.strings
-                name = op.key
+            order: Order = (wall, counter + i, writer, batch_id)
+            key, field = op.key, op.field
+            if field is None:
+                table = strings
+                name = key
             else:
-                table = self.hashes.get(op.key)  # type: ignore[assignment]
+                table = hashes.get(key)  # type: ignore[assignment]
                 if table is None:
-                    table = self.hashes[op.key] = {}
-                name = op.field
+                    table = hashes[key] = {}
+                name = field
             current = table.get(name)
             if current is not None and current.order >= order:
                 continue
-            deleted = op.kind in ("del", "hdel")
-            settled = order[0] < self._horizon_ms
+            deleted = op.kind == "del" or op.kind == "hdel"
             table[name] = Register(order, None if deleted else op.value, op.expires_ms, deleted, settled)
-            eid: EntryId = (op.key, op.field)
-            b = bucket_of(op.key)
-            self._refs[batch.id] = self._refs.get(batch.id, 0) + 1
-            self._batches.setdefault(batch.id, batch.raw)
+            eid: EntryId = (key, field)
+            b = zlib.crc32(key.encode()) % BUCKETS
+            won += 1
             if current is not None:
                 if current.settled:
-                    self._bucket_xor[b] ^= _entry_hash(eid, current.order)
-                self._release(current.order[3])
+                    bucket_xor[b] ^= _entry_hash(eid, current.order)
+                if current.order[3] == batch_id:
+                    won -= 1  # replaced an earlier op of this same batch
+                else:
+                    self._release(current.order[3])
             if settled:
-                self._bucket_xor[b] ^= _entry_hash(eid, order)
+                bucket_xor[b] ^= _entry_hash(eid, order)
             else:
-                self._recent.append((eid, order))
-            self._bucket_keys[b].add(op.key)
+                recent.append((eid, order))
+            bucket_keys[b].add(key)
             changed.append(eid)
+        if won:
+            self._refs[batch_id] = self._refs.get(batch_id, 0) + won
+            self._batches[batch_id] = batch.raw
         return changed
 
     def _release(self, batch_id: str) -> None:
