@@ -35,6 +35,8 @@ LOCAL_ONLY = "X-R1fs-Local-Only"
 
 #: Leaves of one fetch run read ahead of their hash check (8 runs x 8 x 256 KiB = 16 MiB at most).
 _WINDOW = 8
+#: Leaves read ahead of the one being sent, when serving a file.
+_READAHEAD = 4
 
 
 @dataclass(frozen=True)
@@ -268,7 +270,8 @@ class R1fsService(Service):
         async def get_block(c: Cid) -> bytes:
             while True:
                 try:
-                    return self.store.get(c)
+                    # a leaf is read in a thread: the loop sends the previous one meanwhile
+                    return await asyncio.to_thread(self.store.get, c) if c.codec == RAW else self.store.get(c)
                 except BlockNotFound:
                     if fetching is None:
                         raise
@@ -277,7 +280,7 @@ class R1fsService(Service):
                         return self.store.get(c)
                     await asyncio.wait({fetching}, timeout=0.005)
 
-        async for piece in read_range(cid, get_block, offset, length):
+        async for piece in read_range(cid, get_block, offset, length, readahead=_READAHEAD):
             yield piece
 
     async def size_when_fetched(self, cid: Cid, fetching: asyncio.Task[None]) -> int:

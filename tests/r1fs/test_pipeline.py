@@ -1,0 +1,160 @@
+"""The parallel paths: leaves hashed and stored by a pool (same CIDs, same blocks, errors surface),
+chunking of uneven pieces, read-ahead in range reads, and concurrent writers on one store."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from r1os.r1fs import (
+    CHUNK_SIZE,
+    BlockStore,
+    CorruptBlock,
+    DagBuilder,
+    ImportResult,
+    import_bytes,
+    import_file,
+    import_stream,
+    read_range,
+)
+from r1os.r1fs._dag import DAG_PB, RAW, Cid, Link, encode_file_node
+from r1os.r1fs._importer import rechunk
+from tests.r1fs._content import mod251
+
+
+def build(
+    chunks: list[bytes], *, workers: int, links: int, window: int | None = None
+) -> tuple[ImportResult, dict[Cid, bytes]]:
+    blocks: dict[Cid, bytes] = {}
+    builder = DagBuilder(
+        lambda c, b: blocks.__setitem__(c, b), max_links=links, workers=workers, window=window
+    )
+    for chunk in chunks:
+        builder.add_chunk(chunk)
+    return builder.finish(), blocks
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 9, 10, 28, 40])
+def test_pooled_builder_gives_the_same_tree_as_one_thread(n: int) -> None:
+    chunks = [mod251(5 + i % 3, start=11 * i) for i in range(n)]
+    serial, serial_blocks = build(chunks, workers=0, links=3)
+    for workers, window in [(1, 1), (3, 2), (4, None)]:
+        pooled, pooled_blocks = build(chunks, workers=workers, links=3, window=window)
+        assert pooled == serial
+        assert pooled_blocks == serial_blocks
+
+
+def test_import_file_with_and_without_threads(tmp_path: Path) -> None:
+    data = mod251(5 * CHUNK_SIZE + 1)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    one = import_file(path, workers=0)
+    assert import_file(path, workers=2) == one == import_bytes(data, workers=3)
+    store = BlockStore(tmp_path / "b")
+    assert import_file(path, store.put, workers=2) == one
+    assert store.is_complete(one.cid, verify=True)
+    assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "b").rglob("*"))
+
+
+def test_a_failing_put_in_the_pool_surfaces_and_stops_the_threads() -> None:
+    before = threading.active_count()
+    seen = 0
+    lock = threading.Lock()
+
+    def put(_cid: Cid, _block: bytes) -> None:
+        nonlocal seen
+        with lock:
+            seen += 1
+            if seen == 3:
+                raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        import_bytes(mod251(8 * CHUNK_SIZE), put, workers=2)
+    assert threading.active_count() == before
+
+
+async def test_a_failing_put_surfaces_from_a_stream_import() -> None:
+    def put(cid: Cid, _block: bytes) -> None:
+        if cid.codec == RAW:
+            raise OSError(5, "Input/output error")
+
+    async def source() -> AsyncIterator[bytes]:
+        for _ in range(6):
+            yield mod251(CHUNK_SIZE)
+
+    with pytest.raises(OSError, match="Input/output"):
+        await import_stream(source(), put, workers=2)
+
+
+async def test_rechunk_cuts_uneven_pieces_into_exact_chunks() -> None:
+    sizes = [1, CHUNK_SIZE - 1, CHUNK_SIZE, 2 * CHUNK_SIZE + 3, 5, CHUNK_SIZE - 8, 3, CHUNK_SIZE]
+    data = mod251(sum(sizes))
+
+    async def source() -> AsyncIterator[bytes]:
+        off = 0
+        for n in sizes:
+            yield data[off : off + n]
+            off += n
+
+    chunks = [c async for c in rechunk(source())]
+    assert b"".join(chunks) == data
+    assert all(len(c) == CHUNK_SIZE for c in chunks[:-1]) and 0 < len(chunks[-1]) <= CHUNK_SIZE
+
+
+async def test_read_ahead_gives_the_same_bytes_whatever_order_reads_finish() -> None:
+    chunks = [mod251(7, start=3 * i) for i in range(50)]
+    data = b"".join(chunks)
+    result, blocks = build(chunks, workers=0, links=4)
+    rng = random.Random(1)
+
+    async def get(c: Cid) -> bytes:
+        await asyncio.sleep(rng.random() / 1000)  # reads finish out of order
+        return blocks[c]
+
+    for lo, hi in [(0, len(data)), (3, 200), (140, 141), (0, 0), (349, 350)]:
+        got = b"".join([p async for p in read_range(result.cid, get, lo, hi - lo, readahead=3)])
+        assert got == data[lo:hi]
+
+
+async def test_read_ahead_still_catches_a_leaf_of_the_wrong_size() -> None:
+    leaves = [b"abc", b"defg", b"hi"]
+    blocks = {Cid.for_block(RAW, b): b for b in leaves}
+    links = [Link(Cid.for_block(RAW, b), len(b), len(b)) for b in leaves]
+    links[1] = Link(links[1].cid, 4, 5)  # the parent lies about the second leaf
+    node = encode_file_node(links)
+    root = Cid.for_block(DAG_PB, node)
+    blocks[root] = node
+
+    async def get(c: Cid) -> bytes:
+        return blocks[c]
+
+    with pytest.raises(CorruptBlock, match="parent says 5"):
+        _ = [p async for p in read_range(root, get, readahead=2)]
+
+
+def test_two_stores_on_one_folder_write_the_same_blocks_at_once(tmp_path: Path) -> None:
+    blocks = [mod251(1000, start=i) for i in range(40)]
+    stores = [BlockStore(tmp_path / "b"), BlockStore(tmp_path / "b")]
+    errors: list[BaseException] = []
+
+    def write(store: BlockStore) -> None:
+        try:
+            for b in blocks:
+                store.put(Cid.for_block(RAW, b), b, replace=True)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(s,)) for s in stores for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for b in blocks:
+        assert stores[0].get(Cid.for_block(RAW, b), verify=True) == b
+    assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "b").rglob("*"))
