@@ -11,7 +11,8 @@ Rows: a bare aiohttp download of the file between two local processes (the serve
 sendfile), first thrown away, then hashed per 256 KiB and written as one file per block (the floor
 under any fetch that verifies and stores blocks); then R1FS itself on a devnet: node B pins a file
 only node A holds (every block verified, then stored on B), and node D streams it to a local file
-through its HTTP API while it fetches it from A.
+through its HTTP API while it fetches it from A; beside them, A's gateway serving the file to a bare
+aiohttp client (the serving side alone).
 
 Run: `.venv/bin/python bench/r1fs.py [--mib 200] [--repeat 3] [--dir DIR]`. File creation cost
 depends on the folder (see docs/r1fs.md, Performance): the output prints it for the folder used.
@@ -72,14 +73,12 @@ def fresh(work: Path, name: str) -> Path:
 
 
 def write_pieces(path: Path, root: Path) -> None:
-    """The file's 256 KiB pieces as new files in 1024 folders, like a block store but no hashing."""
-    root.mkdir()
+    """The file's 256 KiB pieces as new files in `root`'s 1024 folders (made beforehand, as a block
+    store's are when its node starts), like a block store but no hashing, no temp names."""
     with open(path, "rb", buffering=0) as fh:
         i = 0
         while chunk := fh.read(CHUNK_SIZE):
-            d = root / f"{i % 1024:03x}"
-            d.mkdir(exist_ok=True)
-            (d / str(i)).write_bytes(chunk)
+            (root / f"{i % 1024:03x}" / str(i)).write_bytes(chunk)
             i += 1
 
 
@@ -89,6 +88,13 @@ def shards(root: Path) -> Path:
     for i in range(1024):
         (root / f"{i:03x}").mkdir()
     return root
+
+
+def prepared(root: Path) -> BlockStore:
+    """A block store with its shard folders made, as a node's is soon after it starts."""
+    store = BlockStore(root)
+    store.prepare()
+    return store
 
 
 def create_cost(work: Path, n: int = 400) -> float:
@@ -121,17 +127,19 @@ def bench_add(data: bytes, path: Path, work: Path, repeat: int) -> None:
         timed(lambda: import_file(path, workers=0), repeat), size, base,
     )  # fmt: skip
     print(f"  [creating one empty file here takes {create_cost(work):.0f} us]")
+    roots = [shards(fresh(work, "pieces")) for _ in range(repeat)]
     floor = line(
         f"fs floor: the {size // CHUNK_SIZE} pieces written as new files, no hashing",
-        timed(lambda: write_pieces(path, fresh(work, "pieces")), repeat), size, base,
+        timed(lambda: write_pieces(path, roots.pop()), repeat), size, base,
     )  # fmt: skip
+    stores = [prepared(fresh(work, "store")) for _ in range(2 * repeat)]
     store = line(
         f"add into a block store: read, hash, write blocks ({workers} threads)",
-        timed(lambda: import_file(path, BlockStore(fresh(work, "store")).put), repeat), size, base, 0.8,
+        timed(lambda: import_file(path, stores.pop().put), repeat), size, base, 0.8,
     )  # fmt: skip
     line(
         "add into a block store, all in one thread",
-        timed(lambda: import_file(path, BlockStore(fresh(work, "store")).put, workers=0), repeat), size, base,
+        timed(lambda: import_file(path, stores.pop().put, workers=0), repeat), size, base,
     )  # fmt: skip
     print(f"  [the block store add runs at {floor / store:.2f}x of the fs floor]")
 
@@ -235,6 +243,12 @@ async def bench_nodes(
     print("\nDEVNET  (node A holds the file; each other node fetches it once, from A)")
     sha_disk = line("sha256 of the file read from disk (baseline of the next row)", base, size)
     line("add over HTTP to node A (uvicorn, streamed body)", [upload], size, sha_disk, 0.8)
+    served = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        await bare_download(f"{a.url}/ipfs/{cid}", None)
+        served.append(time.perf_counter() - t)
+    line("node A's gateway alone: the file to an aiohttp client -> discard", served, size, copy)
     warmups = []
     for n in [*pullers, getter]:
         await wait_provided(n.url, cid)

@@ -1,10 +1,8 @@
 """The parallel paths: leaves hashed and stored by a pool (same CIDs, same blocks, errors surface),
-chunking of uneven pieces, read-ahead in range reads, and concurrent writers on one store."""
+chunking of uneven pieces, and concurrent writers on one store."""
 
 from __future__ import annotations
 
-import asyncio
-import random
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,15 +12,13 @@ import pytest
 from r1os.r1fs import (
     CHUNK_SIZE,
     BlockStore,
-    CorruptBlock,
     DagBuilder,
     ImportResult,
     import_bytes,
     import_file,
     import_stream,
-    read_range,
 )
-from r1os.r1fs._dag import DAG_PB, RAW, Cid, Link, encode_file_node
+from r1os.r1fs._dag import RAW, Cid
 from r1os.r1fs._importer import rechunk
 from tests.r1fs._content import mod251
 
@@ -104,37 +100,6 @@ async def test_rechunk_cuts_uneven_pieces_into_exact_chunks() -> None:
     chunks = [c async for c in rechunk(source())]
     assert b"".join(chunks) == data
     assert all(len(c) == CHUNK_SIZE for c in chunks[:-1]) and 0 < len(chunks[-1]) <= CHUNK_SIZE
-
-
-async def test_read_ahead_gives_the_same_bytes_whatever_order_reads_finish() -> None:
-    chunks = [mod251(7, start=3 * i) for i in range(50)]
-    data = b"".join(chunks)
-    result, blocks = build(chunks, workers=0, links=4)
-    rng = random.Random(1)
-
-    async def get(c: Cid) -> bytes:
-        await asyncio.sleep(rng.random() / 1000)  # reads finish out of order
-        return blocks[c]
-
-    for lo, hi in [(0, len(data)), (3, 200), (140, 141), (0, 0), (349, 350)]:
-        got = b"".join([p async for p in read_range(result.cid, get, lo, hi - lo, readahead=3)])
-        assert got == data[lo:hi]
-
-
-async def test_read_ahead_still_catches_a_leaf_of_the_wrong_size() -> None:
-    leaves = [b"abc", b"defg", b"hi"]
-    blocks = {Cid.for_block(RAW, b): b for b in leaves}
-    links = [Link(Cid.for_block(RAW, b), len(b), len(b)) for b in leaves]
-    links[1] = Link(links[1].cid, 4, 5)  # the parent lies about the second leaf
-    node = encode_file_node(links)
-    root = Cid.for_block(DAG_PB, node)
-    blocks[root] = node
-
-    async def get(c: Cid) -> bytes:
-        return blocks[c]
-
-    with pytest.raises(CorruptBlock, match="parent says 5"):
-        _ = [p async for p in read_range(root, get, readahead=2)]
 
 
 def test_two_stores_on_one_folder_write_the_same_blocks_at_once(tmp_path: Path) -> None:

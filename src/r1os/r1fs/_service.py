@@ -35,8 +35,6 @@ LOCAL_ONLY = "X-R1fs-Local-Only"
 
 #: Leaves of one fetch run read ahead of their hash check (8 runs x 8 x 256 KiB = 16 MiB at most).
 _WINDOW = 8
-#: Leaves read ahead of the one being sent, when serving a file.
-_READAHEAD = 4
 
 
 @dataclass(frozen=True)
@@ -79,6 +77,7 @@ class R1fsService(Service):
         self._http: aiohttp.ClientSession | None = None
         self._started = 0.0
         self._wake = asyncio.Event()
+        self._arrived = asyncio.Event()  # set (and replaced) whenever fetched blocks are stored
         self.counters: dict[str, int] = {"corrupt_from_peer": 0, "fetched_blocks": 0, "fetch_retries": 0}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -269,27 +268,41 @@ class R1fsService(Service):
 
         async def get_block(c: Cid) -> bytes:
             while True:
+                arrived = self._arrived  # taken before looking, so no arrival can slip between
                 try:
-                    # a leaf is read in a thread: the loop sends the previous one meanwhile
-                    return await asyncio.to_thread(self.store.get, c) if c.codec == RAW else self.store.get(c)
+                    # read inline: a 256 KiB read from the page cache costs less than a thread hop
+                    return self.store.get(c)
                 except BlockNotFound:
                     if fetching is None:
                         raise
                     if fetching.done():
                         fetching.result()  # the fetch's own error, if it failed
                         return self.store.get(c)
-                    await asyncio.wait({fetching}, timeout=0.005)
+                    await self._next_arrival(arrived)
 
-        async for piece in read_range(cid, get_block, offset, length, readahead=_READAHEAD):
+        async for piece in read_range(cid, get_block, offset, length):
             yield piece
+
+    def _block_arrived(self) -> None:
+        self._arrived.set()
+        self._arrived = asyncio.Event()
+
+    @staticmethod
+    async def _next_arrival(arrived: asyncio.Event) -> None:
+        """Wait until a fetch stores a block or ends (`_block_arrived`); a second at most."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(arrived.wait(), 1.0)
 
     async def size_when_fetched(self, cid: Cid, fetching: asyncio.Task[None]) -> int:
         """The file size as soon as the root block is here (or the fetch's error)."""
-        while not self.store.has(cid):
+        while True:
+            arrived = self._arrived
+            if self.store.has(cid):
+                break
             if fetching.done():
                 fetching.result()
                 break
-            await asyncio.wait({fetching}, timeout=0.005)
+            await self._next_arrival(arrived)
         return await self.size(cid)
 
     # -- fetch from providers --------------------------------------------------------------
@@ -343,6 +356,7 @@ class R1fsService(Service):
 
             def done(t: asyncio.Task[None]) -> None:
                 self._fetching.pop(key, None)
+                self._block_arrived()
                 if not t.cancelled() and t.exception() is not None:
                     log.info("r1fs: fetch of %s failed: %s", key, t.exception())
 
@@ -463,18 +477,29 @@ class R1fsService(Service):
                     if r.status != 206:
                         problem = f"HTTP {r.status}"
                     else:
-                        for leaf in run[done:]:
-                            data = await r.content.readexactly(leaf.size)
-                            checks.append(loop.run_in_executor(pool, self.store.put_verified, leaf.cid, data))
-                            if len(checks) >= _WINDOW:
-                                await asyncio.wait([checks[0]])
-                                if checks[0].exception() is not None:
-                                    break  # a corrupt leaf: no use reading on from this provider
-                                checks.popleft()
-                                done += 1
-                                self.counters["fetched_blocks"] += 1
-            except asyncio.IncompleteReadError:
-                problem = "cut short"
+                        buf = bytearray()
+                        nxt = done  # next leaf to cut out of the stream
+                        async for piece in r.content.iter_any():
+                            buf += piece
+                            while nxt < len(run) and len(buf) >= run[nxt].size:
+                                leaf = run[nxt]
+                                with memoryview(buf) as view:
+                                    data = bytes(view[: leaf.size])
+                                del buf[: leaf.size]  # cheap: a bytearray drops its head in place
+                                checks.append(
+                                    loop.run_in_executor(pool, self.store.put_verified, leaf.cid, data)
+                                )
+                                nxt += 1
+                                if len(checks) >= _WINDOW:
+                                    await asyncio.wait([checks[0]])
+                                    if checks[0].exception() is not None:
+                                        break
+                                    checks.popleft()
+                                    done += 1
+                                    self.counters["fetched_blocks"] += 1
+                                    self._block_arrived()
+                            if checks and checks[0].done() and checks[0].exception() is not None:
+                                break  # a corrupt leaf: no use reading on from this provider
             except (TimeoutError, ClientError) as exc:
                 problem = type(exc).__name__
             # Settle the leaves still in the pool, in order: the run resumes at the first bad one.
@@ -493,6 +518,7 @@ class R1fsService(Service):
                     raise result  # the local disk failed: no provider can help
                 done += 1
                 self.counters["fetched_blocks"] += 1
+                self._block_arrived()
             if problem is None and done < len(run):
                 problem = "cut short"
             if problem is not None:
@@ -532,6 +558,7 @@ class R1fsService(Service):
                 failures.append(f"{addr[:10]}: corrupt")
                 continue
             self.counters["fetched_blocks"] += 1
+            self._block_arrived()
             return data
         raise BlockNotFound(f"block {text}: no provider had a valid copy ({'; '.join(failures)})")
 
