@@ -24,8 +24,11 @@ def _devnet(dir: Path | None):  # type: ignore[no-untyped-def]
     return Devnet(dir or default_devnet_dir())
 
 
+_T0 = time.monotonic()
+
+
 def _progress(msg: str) -> None:
-    err_console.print(f"[dim]•[/] {msg}", highlight=False)
+    err_console.print(f"[dim]{time.monotonic() - _T0:5.1f}s[/] {msg}", highlight=False)
 
 
 def _table(status: dict) -> Table:  # type: ignore[type-arg]

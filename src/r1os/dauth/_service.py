@@ -638,6 +638,10 @@ class DauthService(Service):
                 if field.lower() != self._address:
                     self._ingest(field, value)
         log.info("dauth: admitted by %s (%s)", data.get("oracle"), url)
+        # The broker refused us until now: reconnect at once instead of waiting out the backoff.
+        retry_now = getattr(self.ctx.transport, "retry_now", None)
+        if callable(retry_now):
+            retry_now()
 
     # -- status ------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -48,10 +49,14 @@ class BrokerGate:
         *,
         refresh_s: float = 5.0,
         min_refresh_s: float = 1.0,
+        oracle_urls_file: Path | None = None,
     ) -> None:
         self.network = network
         self.oracles = {a.lower() for a in oracles}
-        self.oracle_urls = [u.rstrip("/") for u in oracle_urls]
+        self._oracle_urls = [u.rstrip("/") for u in oracle_urls]
+        # Oracles that bind free ports are only known once they run: their URLs can come from a file
+        # (one per line) that is re-read at every refresh.
+        self.oracle_urls_file = oracle_urls_file
         self.refresh_s = refresh_s
         self.min_refresh_s = min_refresh_s
         self.admitted: dict[str, int] = {}  # lower-case address -> expires (unix s)
@@ -63,6 +68,16 @@ class BrokerGate:
         self._tried_at = 0.0
         self._lock = asyncio.Lock()
         self._http: httpx.AsyncClient | None = None
+
+    @property
+    def oracle_urls(self) -> list[str]:
+        if self.oracle_urls_file is not None:
+            try:
+                lines = self.oracle_urls_file.read_text().split()
+            except OSError:
+                lines = []
+            return [u.rstrip("/") for u in lines if u] + self._oracle_urls
+        return self._oracle_urls
 
     def _known(self, address: str) -> bool:
         if self.open:
@@ -218,7 +233,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=1883)
     parser.add_argument("--network", default="devnet")
     parser.add_argument("--oracles", required=True, help="comma-separated oracle addresses")
-    parser.add_argument("--oracle-urls", required=True, help="comma-separated oracle HTTP URLs")
+    parser.add_argument(
+        "--oracle-urls", required=True,
+        help="comma-separated oracle HTTP URLs, or @FILE with one URL per line (re-read at every refresh)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per admitted-set read is noise
@@ -226,7 +244,10 @@ def main(argv: list[str] | None = None) -> None:
     def split(text: str) -> list[str]:
         return [x.strip() for x in text.split(",") if x.strip()]
 
-    gate = BrokerGate(args.network, split(args.oracles), split(args.oracle_urls))
+    if args.oracle_urls.startswith("@"):
+        gate = BrokerGate(args.network, split(args.oracles), [], oracle_urls_file=Path(args.oracle_urls[1:]))
+    else:
+        gate = BrokerGate(args.network, split(args.oracles), split(args.oracle_urls))
 
     try:
         asyncio.run(_serve(gate, args.host, args.port))

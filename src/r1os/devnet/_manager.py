@@ -25,10 +25,12 @@ import httpx
 from r1os.devnet._state import DevnetNode, DevnetState, load_state, pid_alive, save_state
 from r1os.errors import DevnetError
 from r1os.identity import NodeKey, load_or_create
+from r1os.node import read_node_state
 
 log = logging.getLogger("r1os.devnet")
 
 PASSWORD_FILE = "password"
+ORACLE_URLS_FILE = "oracle-urls"  # read by the dAuth broker: oracles bind free ports, known once started
 Progress = Callable[[str], None]
 
 
@@ -36,6 +38,16 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _password(dir: Path) -> str:
@@ -155,20 +167,11 @@ class Devnet:
             name = f"node-{i:02d}"
             home = self.dir / "nodes" / name
             key, _ = load_or_create(home / "keys" / "node.json", password, strength="light")
-            port = free_port()
-            planned.append(
-                (
-                    DevnetNode(
-                        name=name,
-                        address=key.address,
-                        home=str(home),
-                        http_port=port,
-                        url=f"http://127.0.0.1:{port}",
-                        oracle=i <= oracles,
-                    ),
-                    key,
-                )
+            # Port 0: each node binds a free port itself and reports its URL (no race with other processes).
+            node = DevnetNode(
+                name=name, address=key.address, home=str(home), http_port=0, url="", oracle=i <= oracles
             )
+            planned.append((node, key))
 
         # 2. Broker.
         broker_pid: int | None = None
@@ -181,7 +184,8 @@ class Devnet:
                 args = [sys.executable, "-m", "r1os.dauth.broker", "--port", str(port),
                         "--network", network,
                         "--oracles", ",".join(n.address for n in oracle_nodes),
-                        "--oracle-urls", ",".join(n.url for n in oracle_nodes)]  # fmt: skip
+                        "--oracle-urls", f"@{self.dir / ORACLE_URLS_FILE}"]  # fmt: skip
+                (self.dir / ORACLE_URLS_FILE).write_text("")
             broker_pid = _spawn(args, self.dir / "broker.log")
             broker = f"mqtt://127.0.0.1:{port}"
             _wait_port("127.0.0.1", port, 20, "the broker", broker_pid)
@@ -204,11 +208,15 @@ class Devnet:
             state.chain = self._setup_chain(planned, epoch_seconds, progress)
             save_state(state)
 
-        # 4. Nodes.
+        # 4. Nodes: oracles first, so the others can be told where to ask for admission.
         progress(f"starting {nodes} nodes ({oracles} oracles)")
-        for node, _ in planned:
-            node.pid = self._spawn_node(state, node)
-        save_state(state)
+        for group in ([n for n, _ in planned if n.oracle], [n for n, _ in planned if not n.oracle]):
+            for node in group:
+                node.pid = self._spawn_node(state, node)
+            save_state(state)
+            self._await_urls(group)
+            save_state(state)
+            self._write_oracle_urls(state)
 
         # 5. Wait for the full mesh.
         progress("waiting until every node sees every other node")
@@ -253,6 +261,33 @@ class Devnet:
             # dAuth: every node asks the oracles for admission
             args += ["--oracle-urls", ",".join(n.url for n in state.nodes if n.oracle)]
         return _spawn(args, node.log_path, env)
+
+    def _write_oracle_urls(self, state: DevnetState) -> None:
+        (self.dir / ORACLE_URLS_FILE).write_text(
+            "".join(f"{n.url}\n" for n in state.nodes if n.oracle and n.url)
+        )
+
+    def _await_urls(self, nodes: list[DevnetNode], timeout: float = 60.0) -> None:
+        """Wait until each node reports the URL it listens on (in its home's node.json)."""
+        deadline = time.monotonic() + timeout
+        pending = list(nodes)
+        while pending:
+            for node in list(pending):
+                info = read_node_state(Path(node.home))
+                if info and info.get("pid") == node.pid and info.get("status") == "running":
+                    node.url = str(info["url"])
+                    node.http_port = int(node.url.rsplit(":", 1)[1])
+                    pending.remove(node)
+                elif not pid_alive(node.pid):
+                    raise DevnetError(
+                        f"{node.name} exited during start-up",
+                        hint=f"see `r1os devnet logs {node.name} --dir {self.dir}`",
+                    )
+            if pending and time.monotonic() > deadline:
+                names = ", ".join(n.name for n in pending)
+                raise DevnetError(f"node(s) did not start within {timeout:g} s: {names}")
+            if pending:
+                time.sleep(0.05)
 
     async def _wait_mesh(self, state: DevnetState, timeout: float, progress: Progress) -> None:
         want = len(state.nodes) - 1
@@ -362,8 +397,14 @@ class Devnet:
         node = state.node(ref)
         if pid_alive(node.pid):
             raise DevnetError(f"{node.name} is already running (pid {node.pid})")
+        if node.http_port and not _port_free(node.http_port):
+            node.http_port = 0  # its old port was taken meanwhile: any free one
         node.pid = self._spawn_node(state, node)
         save_state(state)
+        self._await_urls([node])
+        save_state(state)
+        if node.oracle:
+            self._write_oracle_urls(state)
         return node
 
     def add_node(self, *, licence: bool = True) -> DevnetNode:
@@ -376,9 +417,7 @@ class Devnet:
         name = f"node-{i:02d}"
         home = self.dir / "nodes" / name
         key, _ = load_or_create(home / "keys" / "node.json", _password(self.dir), strength="light")
-        port = free_port()
-        node = DevnetNode(name=name, address=key.address, home=str(home), http_port=port,
-                          url=f"http://127.0.0.1:{port}")  # fmt: skip
+        node = DevnetNode(name=name, address=key.address, home=str(home), http_port=0, url="")
         if licence and state.chain is not None:
             from r1os.chain.devnet import setup_devnet_chain
 
@@ -387,6 +426,8 @@ class Devnet:
                                epoch_seconds=int(state.chain["epoch_seconds"]))  # fmt: skip
         state.nodes.append(node)
         node.pid = self._spawn_node(state, node)
+        save_state(state)
+        self._await_urls([node])
         save_state(state)
         return node
 

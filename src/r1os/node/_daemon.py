@@ -41,10 +41,17 @@ HEARTBEAT = "hb"
 PROTOCOL_TYPES: set[str] = {HEARTBEAT}
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class Node:
@@ -227,9 +234,16 @@ class Node:
         await self.transport.start()
 
         app = create_app(self)
-        host, port = self.config.http_host, self.config.http_port
-        if port == 0:
-            port = _free_port(host)
+        host = self.config.http_host
+        try:
+            # Bind here and hand the socket to uvicorn: port 0 then means "any free port" with no race.
+            sock = _listen(host, self.config.http_port)
+        except OSError as exc:
+            raise NodeError(
+                f"HTTP API cannot listen on {self.config.http}: {exc.strerror or exc}",
+                hint="choose another --http HOST:PORT (port 0 picks a free one)",
+            ) from None
+        port = int(sock.getsockname()[1])
         self.url = self.config.public_url or f"http://{host}:{port}"
         for service in self.services:
             router = APIRouter()
@@ -254,11 +268,11 @@ class Node:
             app.include_router(router)
         self.metrics.register(NodeCollector(self))
 
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        config = uvicorn.Config(app, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
         # The node owns SIGINT/SIGTERM (it stops services first); uvicorn must not take them over.
         self._server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-        serve = asyncio.create_task(self._server.serve(), name="http")
+        serve = asyncio.create_task(self._server.serve(sockets=[sock]), name="http")
         self._tasks.append(serve)
         while not self._server.started:
             if serve.done():

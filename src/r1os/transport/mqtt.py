@@ -208,6 +208,7 @@ class MqttTransport(Transport):
         self._outbox: deque[tuple[str, bytes, int]] = deque()
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
+        self._retry = asyncio.Event()
         self._run_task: asyncio.Task[None] | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
@@ -281,6 +282,10 @@ class MqttTransport(Transport):
         self._connected.clear()
         self._client = None
         log.info("mqtt %s: stopped (%s)", self.client_id, self.stats)
+
+    def retry_now(self) -> None:
+        """Skip the current reconnect backoff (e.g. just admitted by the network)."""
+        self._retry.set()
 
     async def wait_connected(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         if self._stopped:
@@ -415,7 +420,12 @@ class MqttTransport(Transport):
                 log.exception("mqtt %s: unexpected error on %s; reconnecting", self.client_id, self.url)
             finally:
                 self._on_disconnect()
-            await asyncio.sleep(next(delays))
+            # Wait out the backoff, unless someone knows the broker will now accept us (`retry_now`).
+            self._retry.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry.wait(), next(delays))
+            if self._retry.is_set():
+                delays = backoff_delays(self._backoff_initial, self._backoff_max)
 
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         """Renew subscriptions, then mark connected and replay the offline queue."""
