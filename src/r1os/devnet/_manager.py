@@ -210,7 +210,13 @@ class Devnet:
 
         # 4. Nodes: oracles first, so the others can be told where to ask for admission.
         progress(f"starting {nodes} nodes ({oracles} oracles)")
-        for group in ([n for n, _ in planned if n.oracle], [n for n, _ in planned if not n.oracle]):
+        everyone = [n for n, _ in planned]
+        groups = (
+            [[n for n in everyone if n.oracle], [n for n in everyone if not n.oracle]]
+            if chain
+            else [everyone]
+        )
+        for group in groups:
             for node in group:
                 node.pid = self._spawn_node(state, node)
             save_state(state)
