@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import random
 import time
@@ -28,7 +27,7 @@ from r1os.cstore._hlc import HybridClock, Timestamp
 from r1os.cstore._log import BatchLog, read_log
 from r1os.cstore._ops import Batch, CStoreError, Limits, Op, decode_batch, sign_batch
 from r1os.cstore._state import BUCKETS, CStoreState, EntryId
-from r1os.node import Service, ServiceContext
+from r1os.node import Service, ServiceContext, cancel_tasks
 from r1os.wire import Envelope
 
 log = logging.getLogger("r1os.cstore")
@@ -117,11 +116,7 @@ class CStoreService(Service):
         self._tasks.append(asyncio.create_task(self._maintenance_loop(), name="cstore-gc"))
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_tasks(self._tasks)
         if self._http is not None:
             await self._http.aclose()
         if hasattr(self, "log"):

@@ -41,7 +41,7 @@ from r1os.dauth._models import (
 )
 from r1os.errors import ChainError, R1osError
 from r1os.identity import normalize_address
-from r1os.node import Service, ServiceContext
+from r1os.node import Service, ServiceContext, cancel_tasks
 
 if TYPE_CHECKING:
     from r1os.chain.client import ChainClient
@@ -167,11 +167,7 @@ class DauthService(Service):
         self._tasks.append(asyncio.create_task(self._expiry_loop(), name="dauth-expiry"))
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_tasks(self._tasks)
         self._tasks.clear()
         if self._http is not None:
             await self._http.aclose()

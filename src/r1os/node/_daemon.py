@@ -276,8 +276,8 @@ class Node:
         self._tasks.append(serve)
         while not self._server.started:
             if serve.done():
-                exc = serve.exception()
-                raise NodeError(f"HTTP API could not listen on {host}:{port}: {exc or 'exited'}")
+                failure = serve.exception()
+                raise NodeError(f"HTTP API could not start on {host}:{port}: {failure or 'exited'}")
             await asyncio.sleep(0.02)
         self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
         self._write_state("running")

@@ -31,7 +31,7 @@ from r1os.chain.digests import (
     sign_availability,
 )
 from r1os.identity import normalize_address, recover_address
-from r1os.node import Service, ServiceContext
+from r1os.node import Service, ServiceContext, cancel_tasks
 from r1os.oracle._availability import SLACK_S, HeartbeatLog, max_gap
 from r1os.oracle._consensus import (
     DISAGREE_BY,
@@ -169,12 +169,7 @@ class OracleSyncService(Service):
         )
 
     async def stop(self) -> None:
-        tasks: list[asyncio.Future[Any]] = [*self._tasks, *self._closing.values(), *self._writes]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_tasks([*self._tasks, *self._closing.values(), *self._writes])
         if self._http is not None:
             await self._http.aclose()
 
