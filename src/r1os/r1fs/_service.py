@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import logging
 import os
+import queue
+import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,15 +36,19 @@ log = logging.getLogger("r1os.r1fs")
 #: Header of a peer's gateway request: serve only what is local, never fetch on its behalf.
 LOCAL_ONLY = "X-R1fs-Local-Only"
 
-#: Leaves of one fetch run read ahead of their hash check (8 runs x 8 x 256 KiB = 16 MiB at most).
-_WINDOW = 8
-
 
 @dataclass(frozen=True)
 class _Leaf:
     cid: Cid
     offset: int
     size: int
+
+
+def _connect(url: str, timeout: float) -> http.client.HTTPConnection:
+    """A blocking connection to a peer's API (the stdlib client: fetch threads read straight off it)."""
+    u = urlsplit(url)
+    cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+    return cls(u.hostname or "127.0.0.1", u.port, timeout=timeout)
 
 
 class R1fsSettings(BaseSettings):
@@ -388,29 +395,30 @@ class R1fsService(Service):
             if not missing:
                 return
             runs = self._plan_runs(missing)
-            queue: asyncio.Queue[tuple[int, list[_Leaf]]] = asyncio.Queue()
+            # Each run is fetched by a plain thread with a blocking HTTP connection: it receives, hashes
+            # and writes its leaves itself (all three release the GIL), so the cores stay busy without
+            # a hand-off between the event loop and a pool for every leaf.
+            todo: queue.SimpleQueue[tuple[int, list[_Leaf]]] = queue.SimpleQueue()
             for i, run in enumerate(runs):
-                queue.put_nowait((i, run))
-            # Leaves are checked and written by a few threads (sha256 and file calls release the GIL),
-            # so the loop only moves bytes off the sockets while the cores hash and create files.
-            pool = ThreadPoolExecutor(self._writers(), thread_name_prefix="r1fs-fetch")
+                todo.put((i, run))
+            loop = asyncio.get_running_loop()
+            stop = threading.Event()
+            workers = min(self.settings.parallel, len(runs))
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="r1fs-fetch")
 
-            async def worker() -> None:
-                while True:
+            def worker() -> None:
+                while not stop.is_set():
                     try:
-                        i, run = queue.get_nowait()
-                    except asyncio.QueueEmpty:
+                        i, run = todo.get_nowait()
+                    except queue.Empty:
                         return
-                    await self._fetch_run(root, run, providers, i, pool)
+                    self._fetch_run(loop, root, run, providers, i, stop)
 
             try:
-                await asyncio.gather(*(worker() for _ in range(min(self.settings.parallel, len(runs)))))
+                await asyncio.gather(*(loop.run_in_executor(pool, worker) for _ in range(workers)))
             finally:
-                await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
-
-    @staticmethod
-    def _writers() -> int:
-        return max(2, min(4, os.cpu_count() or 1))
+                stop.set()  # on an error or a cancel the other runs stop at their next leaf
+                pool.shutdown(wait=False, cancel_futures=True)
 
     def _plan_runs(self, missing: list[_Leaf]) -> list[list[_Leaf]]:
         """Consecutive missing leaves grouped into runs, each one Range request: big enough that a
@@ -450,83 +458,78 @@ class R1fsService(Service):
             pos += size
         return pos - offset
 
-    async def _fetch_run(
-        self, root: Cid, run: list[_Leaf], providers: list[tuple[str, str]], n: int, pool: ThreadPoolExecutor
+    def _fetch_run(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        root: Cid,
+        run: list[_Leaf],
+        providers: list[tuple[str, str]],
+        n: int,
+        stop: threading.Event,
     ) -> None:
-        """One run of leaves as one Range request; on any failure the rest of the run goes on at the
-        next provider. Each leaf is read whole off the socket and handed to `pool`, which checks its
-        hash and only then stores it; up to `_WINDOW` leaves of a run are in the pool at once."""
-        http = self._session()
-        from aiohttp import ClientError
-
-        loop = asyncio.get_running_loop()
+        """One run of leaves as one Range request, in a worker thread; on any failure the rest of the
+        run goes on at the next provider. Each leaf is read whole, its hash checked, then stored."""
         done = 0  # leaves of the run verified and stored
         failures: list[str] = []
         for attempt in range(len(providers)):
-            if done == len(run):
+            if done == len(run) or stop.is_set():
                 return
             addr, url = providers[(n + attempt) % len(providers)]
             if attempt:
-                self.counters["fetch_retries"] += 1
+                loop.call_soon_threadsafe(self._count, "fetch_retries")
             lo, last = run[done].offset, run[-1]
             headers = {"Range": f"bytes={lo}-{last.offset + last.size - 1}", LOCAL_ONLY: "1"}
-            checks: deque[asyncio.Future[bool]] = deque()
-            problem: str | None = None
+            problem = None
+            conn = _connect(url, self.settings.fetch_timeout)
             try:
-                async with http.get(f"{url}/ipfs/{root}", headers=headers) as r:
-                    if r.status != 206:
-                        problem = f"HTTP {r.status}"
-                    else:
-                        buf = bytearray()
-                        nxt = done  # next leaf to cut out of the stream
-                        async for piece in r.content.iter_any():
-                            buf += piece
-                            while nxt < len(run) and len(buf) >= run[nxt].size:
-                                leaf = run[nxt]
-                                with memoryview(buf) as view:
-                                    data = bytes(view[: leaf.size])
-                                del buf[: leaf.size]  # cheap: a bytearray drops its head in place
-                                checks.append(
-                                    loop.run_in_executor(pool, self.store.put_verified, leaf.cid, data)
-                                )
-                                nxt += 1
-                                if len(checks) >= _WINDOW:
-                                    await asyncio.wait([checks[0]])
-                                    if checks[0].exception() is not None:
-                                        break
-                                    checks.popleft()
-                                    done += 1
-                                    self.counters["fetched_blocks"] += 1
-                                    self._block_arrived()
-                            if checks and checks[0].done() and checks[0].exception() is not None:
-                                break  # a corrupt leaf: no use reading on from this provider
-            except (TimeoutError, ClientError) as exc:
-                problem = type(exc).__name__
-            # Settle the leaves still in the pool, in order: the run resumes at the first bad one.
-            results = await asyncio.gather(*checks, return_exceptions=True)
-            for result in results:
-                if isinstance(result, CorruptBlock):
-                    self.counters["corrupt_from_peer"] += 1
-                    log.warning(
-                        "r1fs: %s served a corrupt copy of block %s; trying another provider",
-                        addr,
-                        run[done].cid,
-                    )
-                    problem = "corrupt"
-                    break
-                if isinstance(result, BaseException):
-                    raise result  # the local disk failed: no provider can help
-                done += 1
-                self.counters["fetched_blocks"] += 1
-                self._block_arrived()
-            if problem is None and done < len(run):
-                problem = "cut short"
+                try:
+                    conn.request("GET", f"{urlsplit(url).path}/ipfs/{root}", headers=headers)
+                    r = conn.getresponse()
+                except (OSError, http.client.HTTPException) as exc:
+                    failures.append(f"{addr[:10]}: {type(exc).__name__}")
+                    continue
+                if r.status != 206:
+                    failures.append(f"{addr[:10]}: HTTP {r.status}")
+                    continue
+                while done < len(run) and not stop.is_set():
+                    leaf = run[done]
+                    try:
+                        data = r.read(leaf.size)
+                    except (OSError, http.client.HTTPException) as exc:
+                        problem = type(exc).__name__
+                        break
+                    if len(data) < leaf.size:
+                        problem = "cut short"
+                        break
+                    try:
+                        self.store.put_verified(leaf.cid, data)  # a disk error is raised: no peer helps
+                    except CorruptBlock:
+                        log.warning(
+                            "r1fs: %s served a corrupt copy of block %s; trying another provider",
+                            addr,
+                            leaf.cid,
+                        )
+                        loop.call_soon_threadsafe(self._count, "corrupt_from_peer")
+                        problem = "corrupt"
+                        break
+                    done += 1
+                    loop.call_soon_threadsafe(self._landed)
+            finally:
+                conn.close()
             if problem is not None:
                 failures.append(f"{addr[:10]}: {problem}")
-        if done < len(run):
+        if done < len(run) and not stop.is_set():
             raise BlockNotFound(
                 f"block {run[done].cid}: no provider had a valid copy ({'; '.join(failures)})"
             )
+
+    def _count(self, name: str) -> None:
+        self.counters[name] += 1
+
+    def _landed(self) -> None:
+        """A fetched leaf is stored (called in the loop, from the fetch threads)."""
+        self.counters["fetched_blocks"] += 1
+        self._block_arrived()
 
     async def _fetch_block(self, cid: Cid, providers: list[tuple[str, str]], n: int) -> bytes:
         """One block from the providers in turn (starting at a different one for each block)."""
