@@ -15,8 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,18 +216,6 @@ class BlockStore:
         except CorruptBlock:
             return False
 
-    @contextlib.contextmanager
-    def parallel_put(
-        self, workers: int = 8, in_flight: int = 16, *, replace: bool = False
-    ) -> Iterator[Callable[[Cid, bytes], None]]:
-        """A `put` that writes in a pool of threads (see `ParallelWriter`); leaving the block waits for
-        every write and raises the first error."""
-        writer = ParallelWriter(self, workers, in_flight, replace=replace)
-        try:
-            yield writer.put
-        finally:
-            writer.close()
-
     # -- writers and GC ------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -287,38 +274,3 @@ class BlockStore:
                 total += path.stat().st_size
                 count += 1
         return {"blocks": count, "bytes": total}
-
-
-class ParallelWriter:
-    """Writes blocks in a pool of threads, for imports and fetches: creating a file is mostly waiting
-    on the file system, so several at once go faster than one after another, and the caller (hashing,
-    or reading the network) does not wait for the disk. At most `in_flight` blocks wait in memory."""
-
-    def __init__(
-        self, store: BlockStore, workers: int = 8, in_flight: int = 16, *, replace: bool = False
-    ) -> None:
-        self.store = store
-        self.replace = replace
-        self._slots = threading.BoundedSemaphore(in_flight)
-        self._errors: list[BaseException] = []
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="r1fs-put")
-
-    def _write(self, cid: Cid, data: bytes) -> None:
-        try:
-            self.store.put(cid, data, replace=self.replace)
-        except BaseException as exc:
-            self._errors.append(exc)
-        finally:
-            self._slots.release()
-
-    def put(self, cid: Cid, data: bytes) -> None:
-        if self._errors:
-            raise self._errors[0]
-        self._slots.acquire()
-        self._pool.submit(self._write, cid, data)
-
-    def close(self) -> None:
-        """Wait for every write; raise the first error."""
-        self._pool.shutdown(wait=True)
-        if self._errors:
-            raise self._errors[0]
