@@ -75,15 +75,18 @@ class BatchLog:
         self.records_written = 0
         self.fsyncs = 0
 
+    def _write_now(self, record: bytes) -> None:
+        """Without fsync there is nothing to wait for: one write syscall, no thread hand-off."""
+        data = _encode(record)
+        self._fh.write(data)
+        self._fh.flush()
+        self.size += len(data)
+        self.records_written += 1
+
     async def append(self, record: bytes) -> None:
         """Return once `record` is on disk (fsync on), or handed to the OS (fsync off)."""
         if not self.fsync and not self._pending:
-            # Without fsync there is nothing to wait for: one write syscall, no thread hand-off.
-            data = _encode(record)
-            self._fh.write(data)
-            self._fh.flush()
-            self.size += len(data)
-            self.records_written += 1
+            self._write_now(record)
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((record, fut))
@@ -111,6 +114,12 @@ class BatchLog:
 
     def append_nowait(self, record: bytes) -> None:
         """Queue `record` for the next group commit without waiting for it (replicated copies)."""
+        if not self.fsync and not self._pending:
+            try:
+                self._write_now(record)
+            except OSError as exc:
+                log.error("cstore log %s: write failed: %s", self.path, exc)
+            return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(lambda f: f.exception())  # retrieved: a failed write is logged in _flush
         self._pending.append((record, fut))
