@@ -13,7 +13,7 @@ from r1os.cli._common import KeyFileOpt, console, handle_errors, print_json, run
 from r1os.cli.chain import DeploymentOpt, DirOpt, JsonOpt, client, r1
 
 if TYPE_CHECKING:
-    from r1os.chain.client import Licence
+    from r1os.chain.client import ChainClient, Licence
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -110,14 +110,19 @@ def ls(
 ) -> None:
     """List the ND, MND and GND licences an address holds."""
     c = client(deployment, dir, key_file, signer=owner is None)
+    show_licences(c, owner, json_out, "licences of")
+
+
+def show_licences(c: ChainClient, owner: str | None, json_out: bool, title: str) -> list[Licence]:
+    """Print the licences `owner` (default: the signer) holds, as JSON or a table; returns them."""
     rows = run(c.licences(owner))
     if json_out:
         print_json([lic.model_dump() for lic in rows])
-        return
-    if not rows:
+    elif not rows:
         console.print(f"{owner or c.sender} holds no licence", highlight=False)
-        return
-    console.print(licence_table(rows, f"licences of {owner or c.sender}"))
+    else:
+        console.print(licence_table(rows, f"{title} {owner or c.sender}"))
+    return rows
 
 
 @app.command("price")

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from r1os.chain.digests import SignedAvailability
 from r1os.cli._common import KeyFileOpt, console, handle_errors, print_json, run
 from r1os.cli.chain import DeploymentOpt, DirOpt, JsonOpt, client, r1
-from r1os.cli.licence import licence_table
+from r1os.cli.licence import licence_table, show_licences
 from r1os.errors import ChainError
 
 app = typer.Typer(no_args_is_help=True)
@@ -56,15 +56,9 @@ def show(
             highlight=False,
         )
         return
-    rows = run(c.licences(owner))
-    if json_out:
-        print_json([lic.model_dump() for lic in rows])
-        return
-    if not rows:
-        console.print(f"{owner or c.sender} holds no licence", highlight=False)
-        return
-    console.print(licence_table(rows, f"rewards of {owner or c.sender}"))
-    console.print(f"claimed in all: {r1(sum(lic.claimed for lic in rows))} R1")
+    rows = show_licences(c, owner, json_out, "rewards of")
+    if rows and not json_out:
+        console.print(f"claimed in all: {r1(sum(lic.claimed for lic in rows))} R1")
 
 
 def read_signed(path: Path) -> SignedAvailability:
