@@ -93,7 +93,7 @@ class CStoreState:
             deleted = op.kind == "del" or op.kind == "hdel"
             table[name] = Register(order, None if deleted else op.value, op.expires_ms, deleted, settled)
             eid: EntryId = (key, field)
-            b = zlib.crc32(key.encode()) % BUCKETS
+            b = bucket_of(key)
             won += 1
             if current is not None:
                 if current.settled:
