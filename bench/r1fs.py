@@ -91,10 +91,7 @@ def shards(root: Path) -> Path:
 
 
 def prepared(root: Path) -> BlockStore:
-    """A block store with its shard folders made, as a node's is soon after it starts."""
-    store = BlockStore(root)
-    store.prepare()
-    return store
+    return BlockStore(root)
 
 
 def create_cost(work: Path, n: int = 400) -> float:

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from r1os.r1fs import CHUNK_SIZE, import_bytes, parse_cid
-from tests.r1fs._content import mod251
+from tests.r1fs._content import mod251, rot
 from tests.r1fs.conftest import Served
 
 DATA = mod251(2 * CHUNK_SIZE + 100)
@@ -153,7 +153,7 @@ async def test_corrupt_local_block_is_not_served_as_the_file(served: Served) -> 
     await add(served)
     root = parse_cid(CID)
     leaf = next(c for c in served.svc.store.dag_blocks(root) if c.codec == 0x55)
-    served.svc.store.path(leaf).write_bytes(b"rotten")
+    rot(served.svc.store, leaf)
     r = await served.client.get(f"/ipfs/{CID}")
     # The fetch step notices the block is gone (dropped as corrupt) and finds no provider for it.
     assert r.status_code in (404, 502)

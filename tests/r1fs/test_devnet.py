@@ -21,7 +21,7 @@ from r1os.devnet._state import DevnetState, pid_alive
 from r1os.r1fs import CHUNK_SIZE, R1fsClient, import_bytes, parse_cid
 from r1os.r1fs._store import BlockStore
 from tests.conftest import async_wait_for, wait_for
-from tests.r1fs._content import mod251
+from tests.r1fs._content import mod251, rot
 
 JS = json.loads((Path(__file__).parent / "vectors" / "js_importer.json").read_text())["vectors"]
 HB = 1.0
@@ -47,7 +47,7 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devnet, D
 
 
 def store_of(state: DevnetState, i: int) -> BlockStore:
-    return BlockStore(Path(state.nodes[i].home) / "services" / "r1fs" / "blocks")
+    return BlockStore(Path(state.nodes[i].home) / "services" / "r1fs" / "blocks", readonly=True)
 
 
 async def stat(url: str, cid: str) -> dict[str, Any]:
@@ -103,10 +103,8 @@ async def test_corrupted_block_at_a_provider_is_fetched_from_another(
     # Rot every leaf on the original holder's disk: whichever block D asks it for is bad.
     store = store_of(state, 0)
     leaves = [x for x in store.dag_blocks(parse_cid(cid)) if x.codec == 0x55]
-    for leaf in leaves:  # one flipped bit per block, the size unchanged
-        rotten = bytearray(store.path(leaf).read_bytes())
-        rotten[len(rotten) // 2] ^= 0x10
-        store.path(leaf).write_bytes(bytes(rotten))
+    for leaf in leaves:  # one flipped bit per block, in place in the node's pack file
+        rot(store, leaf)
     if d.address.lower() in holders:  # D must fetch, not read its own copy
         d = state.nodes[4] if state.nodes[4].address.lower() not in holders else state.nodes[1]
     before = (await stats(d.url))["corrupt_from_peer"]

@@ -17,12 +17,15 @@ from r1os.r1fs import (
     BlockStore,
     CorruptBlock,
     DagBuilder,
+    R1fsError,
+    StoreBusy,
     TooLarge,
     import_bytes,
     import_stream,
     read_range,
 )
 from r1os.r1fs._dag import Cid, Link, encode_file_node
+from r1os.r1fs._store import RECORD_SIZE
 from tests.r1fs._content import mod251
 
 
@@ -67,36 +70,100 @@ async def test_upload_over_the_limit_is_refused(tmp_path: Path) -> None:
         await import_stream(pieces(b"x" * 1000, 100), store.put, max_size=999)
 
 
-def test_writes_are_atomic_and_leave_no_temp_files(tmp_path: Path) -> None:
+def test_blocks_and_removals_survive_reopening(tmp_path: Path) -> None:
     store = BlockStore(tmp_path / "b")
-    cid = store_bytes(store, b"hello")
-    assert store.put(cid, b"hello") is False  # already there: not rewritten
-    names = [p.name for p in (tmp_path / "b").rglob("*") if p.is_file()]
-    assert names == [str(cid)]
+    kept = store_bytes(store, b"hello")
+    gone = store_bytes(store, b"bye")
+    assert store.put(kept, b"hello") is False  # already there: not written again
+    store.remove(gone)
+    store.close()
+    again = BlockStore(tmp_path / "b")
+    assert again.get(kept) == b"hello" and not again.has(gone)
+    assert again.stats()["blocks"] == 1
+
+
+def test_a_torn_or_damaged_index_loses_only_its_own_records(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = BlockStore(tmp_path / "b")
+    cids = [store_bytes(store, bytes([i]) * 100) for i in range(3)]
+    path, _, _ = store.locate(cids[0]) or (None, 0, 0)
+    assert path is not None
+    store.close()
+    idx = path.with_suffix(".idx")
+    raw = bytearray(idx.read_bytes())
+    raw[RECORD_SIZE + 5] ^= 0xFF  # rot in the second record
+    idx.write_bytes(bytes(raw) + b"\x01" * 20)  # and a record torn by a crash
+    reopened = BlockStore(tmp_path / "b")
+    assert reopened.has(cids[0]) and not reopened.has(cids[1]) and reopened.has(cids[2])
+    assert idx.stat().st_size == 3 * RECORD_SIZE  # the torn tail is cut, new records go after
+    assert "torn record" in caplog.text and "bad index records" in caplog.text
+    again = store_bytes(reopened, bytes([1]) * 100)  # fetching the lost block again works
+    assert reopened.get(again) == bytes([1]) * 100
+
+
+def test_a_pack_cut_short_reports_its_blocks_corrupt(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "b")
+    first = store_bytes(store, b"a" * 1000)
+    last = store_bytes(store, b"b" * 1000)
+    where = store.locate(last)
+    assert where is not None
+    store.close()
+    os.truncate(where[0], where[1] + 10)
+    reopened = BlockStore(tmp_path / "b")  # the record naming missing bytes is dropped on load
+    assert reopened.get(first) == b"a" * 1000 and not reopened.has(last)
+
+
+def test_a_second_writer_on_one_folder_is_refused(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "b")
+    cid = store_bytes(store, b"mine")
+    with pytest.raises(StoreBusy):
+        BlockStore(tmp_path / "b")
+    reader = BlockStore(tmp_path / "b", readonly=True)  # tools may look while the node runs
+    assert reader.get(cid) == b"mine"
+    with pytest.raises(R1fsError):
+        reader.put(Cid.for_block(0x55, b"x"), b"x")
+    store.close()
+    BlockStore(tmp_path / "b").close()  # free again once the writer is gone
 
 
 def test_a_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
     store = BlockStore(tmp_path / "b")
     cid = Cid.for_block(0x55, b"data")
-
-    class Boom(bytes):
-        pass
-
     with pytest.raises(TypeError):
         store.put(cid, 12345)  # type: ignore[arg-type]
-    assert not store.has(cid)
-    assert [p for p in (tmp_path / "b").rglob("*") if p.is_file()] == []
+    assert not store.has(cid) and store.stats()["blocks"] == 0
+
+
+def test_blocks_of_the_old_one_file_per_block_layout_are_moved_into_packs(tmp_path: Path) -> None:
+    root = tmp_path / "b"
+    good = Cid.for_block(0x55, b"old block")
+    rotten = Cid.for_block(0x55, b"rotten block")
+    for cid, data in ((good, b"old block"), (rotten, b"changed")):
+        shard = root / cid.text[-3:-1]
+        shard.mkdir(parents=True, exist_ok=True)
+        (shard / cid.text).write_bytes(data)
+    (root / "aa").mkdir(exist_ok=True)
+    (root / "aa" / ".tmp-1-1-1").write_bytes(b"left by a crash")
+    store = BlockStore(root)
+    assert store.get(good, verify=True) == b"old block" and not store.has(rotten)
+    assert sorted(p.name for p in root.iterdir()) == ["packs"]
 
 
 def test_corrupted_block_is_detected_on_verified_read(tmp_path: Path) -> None:
     store = BlockStore(tmp_path / "b", verify_reads=True)
     cid = store_bytes(store, b"precious")
-    store.path(cid).write_bytes(b"tampered")
+    where = store.locate(cid)
+    assert where is not None
+    with open(where[0], "r+b") as fh:
+        fh.seek(where[1])
+        fh.write(b"tampered")
     with pytest.raises(CorruptBlock):
         store.get(cid)
     assert not store.has(cid)  # a corrupt copy is dropped, so a fetch replaces it
     with pytest.raises(BlockNotFound):
         store.get(cid)
+    assert store.put(cid, b"precious") and store.get(cid) == b"precious"
 
 
 def test_put_verified_refuses_wrong_bytes(tmp_path: Path) -> None:
@@ -112,13 +179,32 @@ def test_gc_keeps_what_roots_reach_and_removes_the_rest(tmp_path: Path) -> None:
     kept_data = mod251(2 * CHUNK_SIZE + 1)
     kept = store_bytes(store, kept_data)
     dropped = store_bytes(store, mod251(2 * CHUNK_SIZE + 1, start=7))
-    stale = tmp_path / "b" / "aa" / ".tmp-1-1-1"
-    stale.parent.mkdir(exist_ok=True)
-    stale.write_bytes(b"left by a crash")
-    os.utime(stale, (0, 0))
     result = store.gc([kept])
     assert (result.kept, result.removed, result.busy) == (4, 4, False)
-    assert store.is_complete(kept) and not store.has(dropped) and not stale.exists()
+    assert store.is_complete(kept) and not store.has(dropped)
+    store.close()
+    assert BlockStore(tmp_path / "b").is_complete(kept)
+
+
+def test_gc_deletes_dead_packs_and_compacts_mostly_dead_ones(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "b", pack_size=3 * CHUNK_SIZE)  # a new pack every 3 leaves
+    files = [mod251(2 * CHUNK_SIZE + 1, start=i) for i in range(4)]
+    roots = [store_bytes(store, f) for f in files]
+    before = store.stats()
+    assert before["packs"] >= 4
+    store.gc([roots[1]])  # one file of four stays
+    after = store.stats()
+    assert after["blocks"] == 4 and after["pack_bytes"] < before["pack_bytes"] / 2
+    assert len(list((tmp_path / "b" / "packs").glob("*.pack"))) == after["packs"]
+    store.close()
+    reopened = BlockStore(tmp_path / "b", pack_size=3 * CHUNK_SIZE)
+    assert reopened.is_complete(roots[1], verify=True)
+    assert not any(reopened.has(r) for r in (roots[0], roots[2], roots[3]))
+
+    async def read() -> bytes:
+        return await read_all(reopened, roots[1])
+
+    assert asyncio.run(read()) == files[1]
 
 
 def test_gc_waits_for_writers(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from r1os.r1fs._crypto import (
     wrap_key,
 )
 from r1os.r1fs._dag import CHUNK_SIZE, MAX_LINKS, Cid, parse_cid, read_file_node, verify_block
-from r1os.r1fs._errors import BadCid, BlockNotFound, CorruptBlock, R1fsError, TooLarge
+from r1os.r1fs._errors import BadCid, BlockNotFound, CorruptBlock, R1fsError, StoreBusy, TooLarge
 from r1os.r1fs._exporter import read_range
 from r1os.r1fs._importer import DagBuilder, ImportResult, import_bytes, import_file, import_stream
 from r1os.r1fs._providers import Directory, KeyValue
@@ -39,6 +39,7 @@ __all__ = [
     "R1fsError",
     "R1fsService",
     "R1fsSettings",
+    "StoreBusy",
     "TooLarge",
     "decrypt_bytes",
     "default_api_url",

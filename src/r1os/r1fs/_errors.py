@@ -29,3 +29,9 @@ class TooLarge(R1fsError):
 
 class BadUpload(R1fsError):
     """An upload's body does not match what its headers promised (truncated or too long)."""
+
+
+class StoreBusy(R1fsError):
+    """The block store's folder is already open for writing (by another node or tool)."""
+
+    hint = "stop the node that uses this home, or open the store read-only"

@@ -52,6 +52,17 @@ def _connect(url: str, timeout: float) -> http.client.HTTPConnection:
     return cls(u.hostname or "127.0.0.1", u.port, timeout=timeout)
 
 
+def _read_into(r: http.client.HTTPResponse, view: memoryview) -> int:
+    """Fill `view` from the response (no new bytes object per leaf); fewer bytes only at its end."""
+    got = 0
+    while got < len(view):
+        n = r.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
 class R1fsSettings(BaseSettings):
     """R1FS knobs, from `R1OS_R1FS_*` environment variables (so devnet nodes can be tuned)."""
 
@@ -119,7 +130,6 @@ class R1fsService(Service):
         if self.dir is not None:
             self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="r1fs-reconcile"))
         self._tasks.append(asyncio.create_task(self._gc_loop(), name="r1fs-gc"))
-        self._tasks.append(asyncio.create_task(asyncio.to_thread(self.store.prepare), name="r1fs-shards"))
 
     async def stop(self) -> None:
         if hasattr(self, "store"):
@@ -130,6 +140,8 @@ class R1fsService(Service):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
+        if hasattr(self, "store"):
+            self.store.close()
         if self._http is not None:
             await self._http.close()
 
@@ -475,6 +487,7 @@ class R1fsService(Service):
         run goes on at the next provider. Each leaf is read whole, its hash checked, then stored."""
         done = 0  # leaves of the run verified and stored
         failures: list[str] = []
+        buf = memoryview(bytearray(max(leaf.size for leaf in run)))  # one buffer for every leaf
         for attempt in range(len(providers)):
             if done == len(run) or stop.is_set():
                 return
@@ -497,12 +510,13 @@ class R1fsService(Service):
                     continue
                 while done < len(run) and not stop.is_set():
                     leaf = run[done]
+                    data = buf[: leaf.size]
                     try:
-                        data = r.read(leaf.size)
+                        got = _read_into(r, data)
                     except (OSError, http.client.HTTPException) as exc:
                         problem = type(exc).__name__
                         break
-                    if len(data) < leaf.size:
+                    if got < leaf.size:
                         problem = "cut short"
                         break
                     try:
