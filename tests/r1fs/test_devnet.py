@@ -165,7 +165,8 @@ async def test_200_mib_added_on_a_fetched_on_c(devnet: tuple[Devnet, DevnetState
     with open(src, "wb") as fh:  # noqa: ASYNC230 (test setup)
         for i in range(200):
             fh.write(mod251(1024 * 1024, start=i * 1024 * 1024 + 3))
-    async with R1fsClient(a.url) as ca:
+    before = [(await stats(n.url))["local_served"] for n in (a, c)]
+    async with R1fsClient(a.url) as ca:  # a node on this machine: the file goes by its descriptor
         out = await ca.add_file(src)
     assert out["size"] == 200 * 1024 * 1024
 
@@ -176,6 +177,30 @@ async def test_200_mib_added_on_a_fetched_on_c(devnet: tuple[Devnet, DevnetState
     async with R1fsClient(c.url) as cc:
         assert await cc.get_to(out["cid"], dst) == out["size"]
     assert sha256_file(dst) == sha256_file(src)
+    assert [(await stats(n.url))["local_served"] for n in (a, c)] == [before[0] + 1, before[1] + 1]
+
+
+async def test_files_over_http_when_the_local_socket_is_not_used(
+    devnet: tuple[Devnet, DevnetState], tmp_path: Path
+) -> None:
+    """Clients elsewhere (or with `local=False`) stream through HTTP: same CIDs, same bytes."""
+    _, state = devnet
+    a, c = state.nodes[0], state.nodes[3]
+    src, dst = tmp_path / "in.bin", tmp_path / "out.bin"
+    src.write_bytes(mod251(5 * CHUNK_SIZE + 17, start=11))
+    before = (await stats(a.url))["local_served"]
+    async with R1fsClient(a.url, local=False) as ca:
+        out = await ca.add_file(src)
+    assert out["cid"] == str(import_bytes(src.read_bytes()).cid)
+
+    async def announced() -> bool:
+        return bool((await stat(c.url, out["cid"]))["providers"])
+
+    await async_wait_for(announced, 15, "the provider record to reach node D")
+    async with R1fsClient(c.url, local=False) as cc:
+        assert await cc.get_to(out["cid"], dst) == out["size"]
+    assert dst.read_bytes() == src.read_bytes() and not (tmp_path / ".out.bin.part").exists()
+    assert (await stats(a.url))["local_served"] == before
 
 
 def sha256_file(path: Path) -> str:

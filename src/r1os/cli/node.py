@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,7 @@ from r1os.cli._common import console, handle_errors, print_json, run, setup_logg
 from r1os.errors import ConfigError
 
 if TYPE_CHECKING:
-    from r1os.node import NodeConfig, Service
+    from r1os.node import Node, NodeConfig, Service
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -72,7 +73,22 @@ def start(
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-    run(Node(config, services=build_services(config)).run())
+    run_node(Node(config, services=build_services(config)))
+
+
+def run_node(node: Node) -> None:
+    """Run the node on uvloop where it is installed (its sockets and callbacks cost a fraction of the
+    pure-Python loop's: HTTP requests, MQTT traffic and block transfers all go through them);
+    `R1OS_EVENT_LOOP=asyncio` picks the standard loop."""
+    if os.environ.get("R1OS_EVENT_LOOP", "uvloop") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            uvloop.run(node.run())
+            return
+    run(node.run())
 
 
 def build_services(config: NodeConfig) -> list[Service]:

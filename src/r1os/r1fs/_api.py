@@ -196,6 +196,11 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
              "replicas": replicas}
         )  # fmt: skip
 
+    @router.get("/v1/r1fs/local")
+    async def local() -> dict[str, Any]:
+        """The Unix socket where clients on this machine hand over open files (null when off)."""
+        return {"socket": svc.local.name if svc.local is not None else None}
+
     @router.post("/v1/r1fs/pin")
     async def pin(body: PinBody) -> Response:
         try:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from r1os.r1fs._crypto import Decryptor, Encryptor
 from r1os.r1fs._errors import BlockNotFound, R1fsError
+from r1os.r1fs._local import local_call
 
 #: Apps started by a node find its HTTP API here.
 API_URL_ENV = "R1OS_API_URL"
@@ -22,6 +25,30 @@ Progress = Callable[[int], None]
 
 def default_api_url() -> str:
     return os.environ.get(API_URL_ENV, DEFAULT_API_URL).rstrip("/")
+
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _is_local(url: str) -> bool:
+    return (urlsplit(url).hostname or "") in _LOOPBACK or (urlsplit(url).hostname or "").startswith("127.")
+
+
+def _local_answer(r: httpx.Response) -> str | None:
+    """The node's local socket from its `/v1/r1fs/local` answer (None: off, or an older node)."""
+    if r.status_code != 200:
+        return None
+    try:
+        name = r.json().get("socket")
+    except ValueError:
+        return None
+    return name if isinstance(name, str) and name else None
+
+
+def _open_part(out: Path) -> tuple[Path, int]:
+    """The temp file a download goes to (renamed over `out` once complete: no half files)."""
+    tmp = out.with_name(f".{out.name}.part")
+    return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
 
 
 def _raise_for(r: httpx.Response, what: str) -> None:
@@ -37,11 +64,40 @@ def _raise_for(r: httpx.Response, what: str) -> None:
 
 
 class R1fsClient:
-    """Talks to one node (`url`, default `$R1OS_API_URL`); files stream both ways."""
+    """Talks to one node (`url`, default `$R1OS_API_URL`); files stream both ways.
 
-    def __init__(self, url: str | None = None, *, timeout: float = 300.0) -> None:
+    With a node on this machine, whole files (`add_file`, `get_to`, unencrypted) go through the
+    node's local socket instead: the node reads or writes the file itself (see `_local.py`).
+    `local=False` keeps everything on HTTP."""
+
+    def __init__(self, url: str | None = None, *, timeout: float = 300.0, local: bool = True) -> None:
         self.url = (url or default_api_url()).rstrip("/")
+        self.timeout = timeout
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout)
+        self._local: str | None | bool = local and _is_local(self.url)  # True: not asked yet
+
+    async def _local_socket(self) -> str | None:
+        if self._local is True:
+            try:
+                self._local = _local_answer(await self._http.get("/v1/r1fs/local"))
+            except httpx.HTTPError:
+                self._local = None
+        return self._local or None
+
+    async def _via_local(
+        self, request: dict[str, Any], fd: int, progress: Progress | None
+    ) -> dict[str, Any] | None:
+        """The node's answer through its local socket, or None if it has none (then use HTTP)."""
+        name = await self._local_socket()
+        if name is None:
+            return None
+        try:
+            return await asyncio.to_thread(
+                local_call, name, request, fd, timeout=self.timeout, progress=progress
+            )
+        except ConnectionError:
+            self._local = None  # the node is elsewhere (another network namespace): HTTP from now on
+            return None
 
     async def __aenter__(self) -> R1fsClient:
         return self
@@ -72,6 +128,15 @@ class R1fsClient:
         progress: Progress | None = None,
     ) -> dict[str, Any]:
         """Upload a file (encrypted first with `key`, if given); returns {cid, size, ...}."""
+        if key is None and os.path.isfile(path):  # noqa: ASYNC240 (one stat; pipes and devices stream over HTTP)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                request = {"op": "add", "pin": pin, "replicas": replicas}
+                done = await self._via_local(request, fd, progress)
+            finally:
+                os.close(fd)
+            if done is not None:
+                return done
 
         async def body() -> AsyncIterator[bytes]:
             enc = Encryptor(key) if key is not None else None
@@ -123,6 +188,19 @@ class R1fsClient:
         self, cid: str, out: Path, *, key: bytes | None = None, progress: Progress | None = None
     ) -> int:
         """Write the file to `out` (via a temp file renamed at the end, so no half files remain)."""
+        if key is None:
+            tmp, fd = _open_part(out)
+            try:
+                done = await self._via_local({"op": "get", "cid": cid}, fd, progress)
+            except BaseException:
+                os.close(fd)
+                tmp.unlink(missing_ok=True)
+                raise
+            os.close(fd)
+            if done is not None:
+                os.replace(tmp, out)
+                return int(done["size"])
+            tmp.unlink()
         tmp = out.with_name(f".{out.name}.part")
         total = 0
         try:
@@ -159,9 +237,25 @@ class R1fsClient:
 class R1fs:
     """The blocking twin of `R1fsClient`, for scripts and the SDK's synchronous `Session`."""
 
-    def __init__(self, url: str | None = None, *, timeout: float = 300.0) -> None:
+    def __init__(self, url: str | None = None, *, timeout: float = 300.0, local: bool = True) -> None:
         self.url = (url or default_api_url()).rstrip("/")
+        self.timeout = timeout
         self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self._local: str | None | bool = local and _is_local(self.url)
+
+    def _via_local(self, request: dict[str, Any], fd: int) -> dict[str, Any] | None:
+        if self._local is True:
+            try:
+                self._local = _local_answer(self._http.get("/v1/r1fs/local"))
+            except httpx.HTTPError:
+                self._local = None
+        if not self._local:
+            return None
+        try:
+            return local_call(str(self._local), request, fd, timeout=self.timeout)
+        except ConnectionError:
+            self._local = None
+            return None
 
     def __enter__(self) -> R1fs:
         return self
@@ -186,6 +280,14 @@ class R1fs:
         self, path: Path, *, pin: bool = True, replicas: int = 1, key: bytes | None = None
     ) -> dict[str, Any]:
         """Upload a file (encrypted first with `key`, if given); returns {cid, size, ...}."""
+        if key is None and os.path.isfile(path):  # noqa: ASYNC240 (one stat; pipes and devices stream over HTTP)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                done = self._via_local({"op": "add", "pin": pin, "replicas": replicas}, fd)
+            finally:
+                os.close(fd)
+            if done is not None:
+                return done
 
         def body() -> Iterator[bytes]:
             enc = Encryptor(key) if key is not None else None
@@ -227,6 +329,19 @@ class R1fs:
         return b"".join(self.stream(cid, key=key))
 
     def get_to(self, cid: str, out: Path, *, key: bytes | None = None) -> int:
+        if key is None:
+            tmp, fd = _open_part(out)
+            try:
+                done = self._via_local({"op": "get", "cid": cid}, fd)
+            except BaseException:
+                os.close(fd)
+                tmp.unlink(missing_ok=True)
+                raise
+            os.close(fd)
+            if done is not None:
+                os.replace(tmp, out)
+                return int(done["size"])
+            tmp.unlink()
         tmp = out.with_name(f".{out.name}.part")
         total = 0
         try:

@@ -194,6 +194,42 @@ def import_fileobj(fh: BinaryIO, put: PutBlock | None = None, *, workers: int | 
         builder.close()
 
 
+def _pread_chunk(fd: int, pos: int) -> bytes:
+    """A whole chunk at `pos` (shorter only at the end): a short read must not move a chunk boundary."""
+    chunk = os.pread(fd, CHUNK_SIZE, pos)
+    while chunk and len(chunk) < CHUNK_SIZE:
+        more = os.pread(fd, CHUNK_SIZE - len(chunk), pos + len(chunk))
+        if not more:
+            break
+        chunk += more
+    return chunk
+
+
+def import_fd(
+    fd: int,
+    put: PutBlock | None = None,
+    *,
+    workers: int | None = None,
+    max_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Import an open file by position (`pread`), leaving its offset alone: the descriptor may be
+    shared with the process that opened it. Reads to the end as it is now."""
+    builder = DagBuilder(put, workers=default_workers() if workers is None else workers)
+    try:
+        pos = 0
+        while chunk := _pread_chunk(fd, pos):
+            pos += len(chunk)
+            if max_size is not None and pos > max_size:
+                raise TooLarge(f"file exceeds the limit of {max_size} bytes")
+            builder.add_chunk(chunk)
+            if progress is not None:
+                progress(len(chunk))
+        return builder.finish()
+    finally:
+        builder.close()
+
+
 def import_bytes(data: bytes, put: PutBlock | None = None, *, workers: int | None = None) -> ImportResult:
     """Import bytes in memory (a file of one chunk is done in the calling thread: nothing to overlap)."""
     if workers is None:

@@ -11,7 +11,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -23,14 +23,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from r1os.node import Service, ServiceContext
 from r1os.r1fs._dag import RAW, Cid, parse_cid, read_file_node
-from r1os.r1fs._errors import BadUpload, BlockNotFound, CorruptBlock, R1fsError
+from r1os.r1fs._errors import BadUpload, BlockNotFound, CorruptBlock, R1fsError, TooLarge
 from r1os.r1fs._exporter import read_range
-from r1os.r1fs._importer import ImportResult, import_stream
+from r1os.r1fs._importer import ImportResult, import_fd, import_stream
 from r1os.r1fs._providers import PIN, Directory, KeyValue, plan, wanted_replicas
 from r1os.r1fs._store import BlockStore, GcResult
 
 if TYPE_CHECKING:
     import aiohttp
+
+    from r1os.r1fs._local import LocalServer
 
 log = logging.getLogger("r1os.r1fs")
 
@@ -78,6 +80,9 @@ class R1fsSettings(BaseSettings):
     verify_reads: bool = False
     fsync: bool = False
     fetch_timeout: float = Field(default=30.0, gt=0)
+    local_socket: bool = Field(
+        default=True, description="serve local clients' open files over a Unix socket (see _local.py)"
+    )
 
 
 class R1fsService(Service):
@@ -94,10 +99,14 @@ class R1fsService(Service):
         self._fetching: dict[str, asyncio.Task[None]] = {}
         self._replicating: set[str] = set()
         self._http: aiohttp.ClientSession | None = None
+        self.local: LocalServer | None = None
         self._started = 0.0
         self._wake = asyncio.Event()
         self._arrived = asyncio.Event()  # set (and replaced) whenever fetched blocks are stored
-        self.counters: dict[str, int] = {"corrupt_from_peer": 0, "fetched_blocks": 0, "fetch_retries": 0}
+        self.counters: dict[str, int] = {
+            "corrupt_from_peer": 0, "fetched_blocks": 0, "fetch_retries": 0, "local_served": 0,
+            "local_refused": 0,
+        }  # fmt: skip
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -130,6 +139,13 @@ class R1fsService(Service):
         if self.dir is not None:
             self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="r1fs-reconcile"))
         self._tasks.append(asyncio.create_task(self._gc_loop(), name="r1fs-gc"))
+        if self.settings.local_socket:
+            from r1os.r1fs._local import LocalServer, socket_name
+
+            server = LocalServer(self, socket_name(self.me))
+            if server.open():
+                self.local = server
+                self._tasks.append(asyncio.create_task(server.serve(), name="r1fs-local"))
 
     async def stop(self) -> None:
         if hasattr(self, "store"):
@@ -205,18 +221,61 @@ class R1fsService(Service):
             result = await import_stream(
                 source, partial(self.store.put, replace=True), max_size=max_size or self.settings.max_upload
             )
-            cid = str(result.cid)
             if expect_size is not None and result.size != expect_size:
                 raise BadUpload(f"upload had {result.size} bytes where Content-Length said {expect_size}")
             if pin:
-                self._pin_local(cid, result.size, kind="user", replicas=replicas)
+                self._pin_local(str(result.cid), result.size, kind="user", replicas=replicas)
+        await self._added(result, pin, replicas)
+        return result
+
+    async def add_fd(
+        self, fd: int, *, pin: bool = True, replicas: int = 1, progress: Callable[[int], None] | None = None
+    ) -> ImportResult:
+        """Import an open file handed over by a local client (read with pread: its offset is the
+        client's); the same outcome as `add_stream`, without the bytes crossing a socket."""
+        size = os.fstat(fd).st_size
+        if size > self.settings.max_upload:
+            raise TooLarge(f"file of {size} bytes exceeds the limit of {self.settings.max_upload}")
+        with self.store.writing():
+            put = partial(self.store.put, replace=True)
+            result = await asyncio.to_thread(
+                import_fd, fd, put, max_size=self.settings.max_upload, progress=progress
+            )
+            if pin:
+                self._pin_local(str(result.cid), result.size, kind="user", replicas=replicas)
+        await self._added(result, pin, replicas)
+        return result
+
+    async def _added(self, result: ImportResult, pin: bool, replicas: int) -> None:
+        cid = str(result.cid)
         if pin:
             await self._announce(cid, result.size, replica=False)
             if self.dir is not None and replicas > 1:
                 await self.dir.request_pin(cid, replicas, time.time())
                 self._wake.set()
         log.info("r1fs: added %s (%d bytes, %d blocks, pin=%s)", cid, result.size, result.blocks, pin)
-        return result
+
+    async def get_to_fd(
+        self, cid_text: str, fd: int, *, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Write the file under `cid_text` into an open file handed over by a local client, fetching
+        what is missing; the writes follow the fetch, so they overlap with it."""
+        cid = parse_cid(cid_text)
+        fetching: asyncio.Task[None] | None = self.fetch_task(cid)
+        assert fetching is not None
+        await asyncio.wait({fetching}, timeout=0.1)
+        if fetching.done():
+            fetching.result()
+            fetching = None
+        pos = 0
+        async for piece in self.read(cid, fetching=fetching):
+            n = os.pwrite(fd, piece, pos)
+            while n < len(piece):  # short writes: a full disk raises on the next call
+                n += os.pwrite(fd, memoryview(piece)[n:], pos + n)
+            pos += len(piece)
+            if progress is not None:
+                progress(len(piece))
+        return pos
 
     async def _announce(self, cid: str, size: int, *, replica: bool) -> None:
         if self.dir is None:
