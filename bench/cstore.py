@@ -1,17 +1,20 @@
 """CSTORE benchmark, side by side with Redis in the same run.
 
-Both systems get the same client pattern: one client writes pipelined batches of SETs to a primary
-(Redis: a MULTI-less pipeline; r1os: one signed batch per request) and the data must reach two
-more replicas. Both acknowledge a write only once it is durable on the primary's disk (Redis:
-appendonly + appendfsync always; r1os: fsync'd log).
+Both systems get the same client pattern: one client writes batches of SETs to a primary, `--window`
+batches in flight at a time (Redis: one MULTI-less pipeline of window x batch-size SETs per round
+trip; r1os: one signed batch per HTTP request, one keep-alive connection per batch in flight, all
+sent before the answers are read), and the data must reach two more replicas. The r1os client
+signs every batch inside the timed loop. Both acknowledge a write only once it is durable on the
+primary's disk (Redis: appendonly + appendfsync always; r1os: fsync'd log), or both in memory.
 
-- throughput: ops/s from the first batch until the last key is on all 3 replicas;
+- throughput: ops/s from the first batch until the last key is on all 3 replicas; `--runs` runs
+  per system, alternating between the two so that load from elsewhere on the machine hits both;
 - convergence: per batch, time from the client sending it until it is readable on both other
   replicas, p50/p99 (Redis: the client times its pipeline plus `WAIT 2`; r1os: each replica records
   the time from the client stamping the batch to applying it, and the slower replica counts).
 Also a 5-node devnet: a write on node A, time until it is readable on all 5 nodes (p50/p99).
 
-Run: `.venv/bin/python bench/cstore.py [--batches 200 --batch-size 100]`
+Run: `.venv/bin/python bench/cstore.py [--batches 200 --batch-size 100 --window 4 --runs 3]`
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import http.client
 import os
 import shutil
 import socket
@@ -84,89 +88,140 @@ def start_redis(tmp: Path, fsync: bool) -> tuple[list[subprocess.Popen[bytes]], 
     return procs, ports
 
 
-def bench_redis(tmp: Path, batches: int, size: int, value: str, fsync: bool) -> tuple[float, list[float]]:
-    procs, ports = start_redis(tmp, fsync)
-    try:
-        primary = redis.Redis(port=ports[0])
-        replicas = [redis.Redis(port=p) for p in ports[1:]]
-        t0 = time.perf_counter()
-        for b in range(batches):
-            pipe = primary.pipeline(transaction=False)
+def redis_throughput(ports: list[int], run: int, batches: int, size: int, value: str, window: int) -> float:
+    """Ops/s from the first SET until the last key is on both replicas."""
+    primary = redis.Redis(port=ports[0])
+    replicas = [redis.Redis(port=p) for p in ports[1:]]
+    t0 = time.perf_counter()
+    for first in range(0, batches, window):
+        pipe = primary.pipeline(transaction=False)
+        for b in range(first, min(first + window, batches)):
             for i in range(size):
-                pipe.set(f"bench:{b}:{i}", value)
-            pipe.execute()
-        last = f"bench:{batches - 1}:{size - 1}"
-        while not all(r.exists(last) for r in replicas):
-            time.sleep(0.0005)
-        throughput = batches * size / (time.perf_counter() - t0)
-        latencies = []
-        for b in range(min(batches, 200)):
-            t = time.perf_counter()
-            pipe = primary.pipeline(transaction=False)
-            for i in range(size):
-                pipe.set(f"lat:{b}:{i}", value)
-            pipe.execute()
-            primary.wait(2, 5000)
-            latencies.append((time.perf_counter() - t) * 1000)
-        return throughput, latencies
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait()
+                pipe.set(f"bench{run}:{b}:{i}", value)
+        pipe.execute()
+    last = f"bench{run}:{batches - 1}:{size - 1}"
+    while not all(r.exists(last) for r in replicas):
+        time.sleep(0.0005)
+    return batches * size / (time.perf_counter() - t0)
+
+
+def redis_convergence(ports: list[int], batches: int, size: int, value: str) -> list[float]:
+    """Per batch: the pipeline plus `WAIT 2` (both replicas have it), one batch at a time."""
+    primary = redis.Redis(port=ports[0])
+    latencies = []
+    for b in range(batches):
+        t = time.perf_counter()
+        pipe = primary.pipeline(transaction=False)
+        for i in range(size):
+            pipe.set(f"lat:{b}:{i}", value)
+        pipe.execute()
+        primary.wait(2, 5000)
+        latencies.append((time.perf_counter() - t) * 1000)
+    return latencies
 
 
 # -- r1os -----------------------------------------------------------------------------------------
 
 
-async def bench_r1os(
-    tmp: Path, batches: int, size: int, value: str, fsync: bool, broker: str | None
-) -> tuple[float, list[float]]:
-    dn = Devnet(tmp / f"r1os-{fsync}")
-    state = await asyncio.to_thread(
-        dn.up, nodes=3, oracles=0, chain=False, heartbeat=2.0, timeout=60, fsync=fsync, broker=broker
-    )
+def post_rounds(url: str, bodies: Iterator[bytes], batches: int, window: int) -> None:
+    """Send `batches` request bodies to `url`, `window` at a time: each on its own keep-alive
+    connection, all written before any answer is read (the HTTP counterpart of a Redis pipeline)."""
+    parsed = httpx.URL(url)
+    conns = [http.client.HTTPConnection(parsed.host, parsed.port) for _ in range(window)]
+    headers = {"content-type": "application/json"}
     try:
-        key = NodeKey.generate()
-        ns = f"app:{key.address.lower()}:"
-        clock = HybridClock()
-        primary, replicas = state.nodes[0].url, [n.url for n in state.nodes[1:]]
-        async with httpx.AsyncClient(timeout=30) as http:
+        for first in range(0, batches, window):
+            used = conns[: min(window, batches - first)]
+            for conn in used:
+                conn.request("POST", parsed.path, body=next(bodies), headers=headers)
+            for conn in used:
+                r = conn.getresponse()
+                answer = r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"batch refused: {r.status} {answer!r}")
+    finally:
+        for conn in conns:
+            conn.close()
 
-            def batch(prefix: str, b: int) -> bytes:
-                ops = [Op("set", f"{ns}{prefix}:{b}:{i}", value=value) for i in range(size)]
-                ts = clock.reserve(len(ops))
-                return sign_batch(key, ops, ts.wall_ms, ts.counter)
 
-            async def post(body: bytes) -> None:
-                r = await http.post(f"{primary}/v1/cstore/batch", content=body)
-                r.raise_for_status()
+class R1osClient:
+    """A client with its own key (its own `app:` namespace) writing signed batches to a devnet."""
 
-            t0 = time.perf_counter()
-            for b in range(batches):
-                await post(batch("bench", b))
-            last = f"{ns}bench:{batches - 1}:{size - 1}"
-            await asyncio.gather(*(http.get(f"{u}/v1/cstore/wait", params={"key": last}) for u in replicas))
-            throughput = batches * size / (time.perf_counter() - t0)
-            # Convergence as the replicas see it: each replica records, per batch, the time from the
-            # client stamping it to applying it (same machine, same clock); a batch has converged when
-            # the slower replica has it.
-            since = time.time_ns() // 1_000_000
-            sent = []
-            for b in range(min(batches, 200)):
-                body = batch("lat", b)
-                sent.append(hashlib.sha256(body).hexdigest())
-                await post(body)
-            last = f"{ns}lat:{min(batches, 200) - 1}:{size - 1}"
-            await asyncio.gather(*(http.get(f"{u}/v1/cstore/wait", params={"key": last}) for u in replicas))
-            per_batch: dict[str, float] = {}
-            for u in replicas:
-                data = (await http.get(f"{u}/v1/cstore/lag", params={"since_ms": since})).json()
-                for lag, bid in zip(data["lag_ms"], data["batch"], strict=True):
-                    per_batch[bid] = max(per_batch.get(bid, 0.0), float(lag))
-            latencies = [per_batch[bid] for bid in sent if bid in per_batch]
-        return throughput, latencies
+    def __init__(self, urls: list[str], value: str, size: int) -> None:
+        self.primary, self.replicas = urls[0], urls[1:]
+        self.value, self.size = value, size
+        self.key = NodeKey.generate()
+        self.ns = f"app:{self.key.address.lower()}:"
+        self.clock = HybridClock()
+
+    def batch(self, prefix: str, b: int) -> bytes:
+        ops = [Op("set", f"{self.ns}{prefix}:{b}:{i}", value=self.value) for i in range(self.size)]
+        ts = self.clock.reserve(len(ops))
+        return sign_batch(self.key, ops, ts.wall_ms, ts.counter)
+
+    async def wait_replicas(self, http: httpx.AsyncClient, key: str) -> None:
+        answers = await asyncio.gather(
+            *(http.get(f"{u}/v1/cstore/wait", params={"key": key, "timeout": 30}) for u in self.replicas)
+        )
+        for r in answers:
+            r.raise_for_status()
+
+    async def throughput(self, http: httpx.AsyncClient, batches: int, window: int) -> float:
+        """Ops/s from the first batch (signing included) until the last key is on both replicas."""
+        t0 = time.perf_counter()
+        # Blocking on purpose: nothing else runs on this loop while the clock runs.
+        bodies = (self.batch("bench", b) for b in range(batches))
+        post_rounds(f"{self.primary}/v1/cstore/batch", bodies, batches, window)
+        await self.wait_replicas(http, f"{self.ns}bench:{batches - 1}:{self.size - 1}")
+        return batches * self.size / (time.perf_counter() - t0)
+
+    async def convergence(self, http: httpx.AsyncClient, batches: int) -> list[float]:
+        """Convergence as the replicas see it: each replica records, per batch, the time from the
+        client stamping it to applying it (same machine, same clock); a batch has converged when the
+        slower replica has it. One batch at a time."""
+        since = time.time_ns() // 1_000_000
+        sent = []
+        for b in range(batches):
+            body = self.batch("lat", b)
+            sent.append(hashlib.sha256(body).hexdigest())
+            r = await http.post(f"{self.primary}/v1/cstore/batch", content=body)
+            r.raise_for_status()
+        await self.wait_replicas(http, f"{self.ns}lat:{batches - 1}:{self.size - 1}")
+        per_batch: dict[str, float] = {}
+        for u in self.replicas:
+            data = (await http.get(f"{u}/v1/cstore/lag", params={"since_ms": since})).json()
+            for lag, bid in zip(data["lag_ms"], data["batch"], strict=True):
+                per_batch[bid] = max(per_batch.get(bid, 0.0), float(lag))
+        return [per_batch[bid] for bid in sent if bid in per_batch]
+
+
+async def compare(
+    tmp: Path, fsync: bool, broker: str | None, args: argparse.Namespace, value: str
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Both clusters up side by side; throughput runs alternate between them (so a burst of load
+    from elsewhere on the machine hits both alike), then convergence is measured on each."""
+    procs, ports = start_redis(tmp, fsync)
+    dn = Devnet(tmp / f"r1os-{fsync}")
+    try:
+        state = await asyncio.to_thread(
+            dn.up, nodes=3, oracles=0, chain=False, heartbeat=2.0, timeout=60, fsync=fsync, broker=broker
+        )
+        urls = [n.url for n in state.nodes]
+        r_tp, o_tp = [], []
+        async with httpx.AsyncClient(timeout=60) as http:
+            for run in range(args.runs):
+                r_tp.append(redis_throughput(ports, run, args.batches, args.batch_size, value, args.window))
+                client = R1osClient(urls, value, args.batch_size)  # a fresh namespace per run
+                o_tp.append(await client.throughput(http, args.batches, args.window))
+            n_lat = min(args.batches, 200)
+            r_lat = redis_convergence(ports, n_lat, args.batch_size, value)
+            o_lat = await R1osClient(urls, value, args.batch_size).convergence(http, n_lat)
+        return r_tp, o_tp, r_lat, o_lat
     finally:
         dn.down()
+        for p in procs:
+            p.terminate()
+            p.wait()
 
 
 async def devnet_convergence(tmp: Path, writes: int, broker: str | None) -> list[float]:
@@ -232,6 +287,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--value-bytes", type=int, default=64)
+    parser.add_argument("--window", type=int, default=4, help="batches in flight (both systems)")
+    parser.add_argument("--runs", type=int, default=3, help="throughput runs per system, alternating")
     parser.add_argument(
         "--broker", choices=["mosquitto", "embedded"], default="mosquitto",
         help="MQTT broker between the r1os nodes (production runs an external broker)",
@@ -246,21 +303,20 @@ def main() -> None:
         n = args.batches * args.batch_size
         print(f"r1os nodes talk through the {args.broker} broker")
         print(f"replicated writes, 3 replicas, {n} ops in batches of {args.batch_size}, "
-              f"{args.value_bytes}-byte values")  # fmt: skip
+              f"{args.value_bytes}-byte values, {args.window} batches in flight")  # fmt: skip
         for fsync, label in ((True, "durable (fsync before ack)"), (False, "in memory (no fsync)")):
-            r_tp, r_lat = bench_redis(tmp, args.batches, args.batch_size, value, fsync)
-            o_tp, o_lat = asyncio.run(bench_r1os(tmp, args.batches, args.batch_size, value, fsync, broker))
-            print(f" {label}:")
+            r_tp, o_tp, r_lat, o_lat = asyncio.run(compare(tmp, fsync, broker, args, value))
+            ratios = [o / r for o, r in zip(o_tp, r_tp, strict=True)]
+            print(f" {label}, {args.runs} runs each (median, range):")
+            for name, tp, lat in (("redis", r_tp, r_lat), ("r1os ", o_tp, o_lat)):
+                spread = f"({min(tp):,.0f}-{max(tp):,.0f})"
+                print(
+                    f"  {name} throughput {statistics.median(tp):>8,.0f} ops/s {spread:<17}"
+                    f" convergence p50 {pct(lat, 50):6.2f} ms  p99 {pct(lat, 99):6.2f} ms"
+                )
             print(
-                f"  redis  throughput {r_tp:>10,.0f} ops/s   convergence p50 {pct(r_lat, 50):6.2f} ms  "
-                f"p99 {pct(r_lat, 99):6.2f} ms"
-            )
-            print(
-                f"  r1os   throughput {o_tp:>10,.0f} ops/s   convergence p50 {pct(o_lat, 50):6.2f} ms  "
-                f"p99 {pct(o_lat, 99):6.2f} ms"
-            )
-            print(
-                f"  ratio r1os/redis throughput: {o_tp / r_tp:.2f}x (target >= 0.5x); "
+                f"  ratio r1os/redis throughput: {statistics.median(o_tp) / statistics.median(r_tp):.2f}x "
+                f"(run by run {min(ratios):.2f}x-{max(ratios):.2f}x; target >= 0.5x); "
                 "r1os convergence p99 target <= 50 ms"
             )
         five = asyncio.run(devnet_convergence(tmp, 200, broker))

@@ -13,8 +13,8 @@ import base64
 import logging
 import random
 import time
-from collections import Counter, defaultdict, deque
-from collections.abc import Awaitable, Callable
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import httpx
@@ -52,6 +52,23 @@ def _namespace(key: str) -> str | None:
     return None
 
 
+def _count_namespaces(keys: Iterable[str]) -> Counter[str]:
+    """How many of `keys` fall in each owned namespace. Keys of one writer share their `ns:owner`
+    prefix, so keys are tallied per prefix and the namespace is worked out once per prefix."""
+    by_prefix: dict[str, int] = {}
+    get = by_prefix.get
+    for key in keys:
+        cut = key.find(":", key.find(":") + 1)
+        prefix = key if cut < 0 else key[:cut]
+        by_prefix[prefix] = get(prefix, 0) + 1
+    counts: Counter[str] = Counter()
+    for prefix, n in by_prefix.items():
+        ns = _namespace(prefix)  # only the first two parts of a key matter
+        if ns is not None:
+            counts[ns] += n
+    return counts
+
+
 class CStoreService(Service):
     name = "cstore"
 
@@ -76,7 +93,8 @@ class CStoreService(Service):
         self.rejections: Counter[str] = Counter()
         self.applied_batches = 0
         self.syncs = 0
-        self._ns_keys: dict[str, set[str]] = defaultdict(set)
+        self.sync_batches: Counter[str] = Counter()  # batches anti-entropy pulled / pushed / answered
+        self._ns_count: Counter[str] = Counter()  # keys (live or tombstoned) per owned namespace
         self._watchers: list[tuple[str, Watcher]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._http: httpx.AsyncClient | None = None
@@ -188,16 +206,23 @@ class CStoreService(Service):
                 await self.log.append(batch.raw)
             finally:
                 await sent
+            self._settle_some(len(batch.ops))
         return batch
 
+    def _settle_some(self, n: int) -> None:
+        """Count settled entries into the digests a few at a time (twice as many as were just
+        written, so a backlog drains), instead of all at once when a peer asks for digests."""
+        self.state.settle(self._horizon(), limit=2 * n)
+
     def _check_namespace_quota(self, batch: Batch) -> None:
-        new_keys: dict[str, set[str]] = defaultdict(set)
-        for op in batch.ops:
-            ns = _namespace(op.key)
-            if ns is not None and op.kind in ("set", "hset") and op.key not in self._ns_keys[ns]:
-                new_keys[ns].add(op.key)
-        for ns, keys in new_keys.items():
-            if len(self._ns_keys[ns]) + len(keys) > self.max_keys_per_namespace:
+        strings, hashes = self.state.strings, self.state.hashes
+        new_keys = {
+            op.key
+            for op in batch.ops
+            if (op.kind == "set" or op.kind == "hset") and op.key not in strings and op.key not in hashes
+        }
+        for ns, n in _count_namespaces(new_keys).items():
+            if self._ns_count[ns] + n > self.max_keys_per_namespace:
                 raise CStoreError(
                     "quota", f"namespace {ns} would exceed {self.max_keys_per_namespace} keys",
                     hint="delete keys you no longer need",
@@ -208,17 +233,18 @@ class CStoreService(Service):
         self.clock.observe(Timestamp(batch.wall_ms, batch.counter + len(batch.ops) - 1))
         if changed:
             self.applied_batches += 1
-            for key, _field in changed:
-                ns = _namespace(key)
-                if ns is not None:
-                    self._ns_keys[ns].add(key)
+            if self.state.new_keys:
+                self._ns_count.update(_count_namespaces(self.state.new_keys))
             if self._watchers:
                 self._notify(changed)
         return changed
 
     def _notify(self, changed: list[EntryId]) -> None:
         now = _now_ms()
+        prefixes = tuple(p for p, _ in self._watchers)
         for key, field in changed:
+            if not key.startswith(prefixes):
+                continue
             value = self.state.get(key, now) if field is None else self.state.hget(key, field, now)
             for prefix, cb in self._watchers:
                 if key.startswith(prefix):
@@ -262,6 +288,7 @@ class CStoreService(Service):
         changed = self._apply(batch)
         if changed:
             self.log.append_nowait(batch.raw)
+            self._settle_some(len(batch.ops))
         return changed
 
     async def _pull_one(self, url: str, batch_id: str) -> bytes:
@@ -333,6 +360,7 @@ class CStoreService(Service):
                 r.raise_for_status()
                 pushed = len(mine)
         self.syncs += 1
+        self.sync_batches.update(pulled=pulled, pushed=pushed)
         return pulled, pushed
 
     def answer_sync(self, digests_b64: str, horizon: int | None = None) -> dict[str, Any]:
@@ -348,6 +376,7 @@ class CStoreService(Service):
             raise CStoreError("malformed", f"bad digests: {exc}") from None
         # Bounded answers keep one round from stalling the node; the rest comes next round.
         batches = self.state.batches_in(diff)[:MAX_SYNC_BATCHES]
+        self.sync_batches["answered"] += len(batches)
         return {"batches": [b.decode() for b in batches], "want": diff}
 
     def _horizon(self) -> int:
@@ -369,9 +398,9 @@ class CStoreService(Service):
         """Forget old tombstones and compact the log when most of it is dead weight."""
         removed = self.state.gc(_now_ms() - self.tombstone_ttl_ms)
         if removed:
-            present = set(self.state.strings) | set(self.state.hashes)
-            for keys in self._ns_keys.values():
-                keys.intersection_update(present)
+            self._ns_count = _count_namespaces(set(self.state.strings) | set(self.state.hashes))
+        # Count what has settled even when no peer asks (a lone node), so pending entries stay few.
+        self.state.settle(self._horizon())
         live = self.state.live_batches()
         live_size = sum(len(b) + 8 for b in live)
         if self.log.size > max(2 * live_size, 1 << 20):
@@ -385,6 +414,7 @@ class CStoreService(Service):
             "batches": len(self.state.live_batches()),
             "applied_batches": self.applied_batches,
             "syncs": self.syncs,
+            "sync_batches": dict(self.sync_batches),
             "rejected": dict(self.rejections),
             "log_bytes": self.log.size,
             "hlc": list(self.clock.last),
@@ -456,14 +486,18 @@ def _routes(router: APIRouter, svc: CStoreService) -> None:
         samples = [(lag, batch_id) for at, lag, batch_id in svc.lags if at >= since_ms]
         return {"n": len(samples), "lag_ms": [s[0] for s in samples], "batch": [s[1] for s in samples]}
 
-    @router.post("/v1/cstore/batch")
     async def batch(request: Request) -> Response:
         raw = await request.body()
         try:
             b = await svc.submit(raw)
         except CStoreError as exc:
             return _error(exc)
-        return JSONResponse({"id": b.id, "ops": len(b.ops), "hlc": list(svc.clock.last)})
+        body = orjson.dumps({"id": b.id, "ops": len(b.ops), "hlc": list(svc.clock.last)})
+        return Response(body, media_type="application/json")
+
+    # The write path: a plain route, without FastAPI's parameter and response-model machinery (the
+    # body is a signed batch that `submit` checks in full).
+    router.add_route("/v1/cstore/batch", batch, methods=["POST"])
 
     @router.post("/v1/cstore/write")
     async def write(request: Request) -> Response:

@@ -8,17 +8,18 @@ For anti-entropy the registers are spread over `BUCKETS` buckets by key; each bu
 of its entries' hashes, updated in O(1) per write, so two replicas find what differs by comparing
 1024 small digests instead of their whole contents. Only *settled* entries (written before a horizon a
 little in the past) count in the digests: writes still in flight on the fast path would otherwise make
-every bucket differ under load and anti-entropy would ship the whole store for nothing.
+every bucket differ under load and anti-entropy would ship the whole store for nothing. Entries not
+yet settled wait, in the order they were applied, in a pending table that holds their bucket; an entry
+replaced while pending simply leaves it, so settling needs no lookup.
 """
 
 from __future__ import annotations
 
 import hashlib
 import zlib
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -31,16 +32,20 @@ Order = tuple[int, int, str, str]  # wall_ms, counter, writer (lower), batch id
 EntryId = tuple[str, str | None]  # key, field (None for plain keys)
 
 
-@dataclass(slots=True)
-class Register:
+class Register(NamedTuple):
+    """The op that won an entry. A tuple: built without a constructor call per field, and small;
+    a newer op replaces the whole register."""
+
     order: Order
     value: Any
     expires_ms: int | None
     deleted: bool
-    settled: bool = False  # counted in the bucket digests (older than the settle horizon)
 
     def live(self, now_ms: int) -> bool:
         return not self.deleted and (self.expires_ms is None or self.expires_ms > now_ms)
+
+
+_new_register = tuple.__new__
 
 
 def bucket_of(key: str) -> int:
@@ -49,9 +54,12 @@ def bucket_of(key: str) -> int:
     return zlib.crc32(key.encode()) % BUCKETS
 
 
-def _entry_hash(eid: EntryId, order: Order) -> int:
-    text = f"{eid[0]}\0{eid[1] if eid[1] is not None else ''}\0{eid[1] is None}\0{order}"
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:_DIGEST_BYTES], "big")
+def _entry_hash(order: Order) -> int:
+    """The hash an entry adds to its bucket's digest. An op is named by its batch (the SHA-256 of the
+    signed bytes, fixed length) and its counter, and that op fixes the key, field and value, so those
+    two say everything about the entry."""
+    text = f"{order[3]}{order[1]}".encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=_DIGEST_BYTES).digest(), "big")
 
 
 class CStoreState:
@@ -63,51 +71,60 @@ class CStoreState:
         self._bucket_xor = [0] * BUCKETS
         self._bucket_keys: list[set[str]] = [set() for _ in range(BUCKETS)]
         self._horizon_ms = -1
-        self._recent: deque[tuple[EntryId, Order]] = deque()
+        self._pending: OrderedDict[Order, int] = OrderedDict()  # not yet settled, as applied: bucket
+        self.new_keys: list[str] = []  # keys the last `apply` created (for per-namespace quotas)
 
     # -- writes ------------------------------------------------------------------------------
 
     def apply(self, batch: Batch) -> list[EntryId]:
         """Merge a verified batch; returns the entries it changed (empty if it was old news)."""
         changed: list[EntryId] = []
+        new_keys: list[str] = []
+        self.new_keys = new_keys
         writer = batch.writer.lower()
         wall, counter, batch_id = batch.wall_ms, batch.counter, batch.id
         settled = wall < self._horizon_ms  # the same for every op of a batch
         strings, hashes = self.strings, self.hashes
-        bucket_xor, bucket_keys, recent = self._bucket_xor, self._bucket_keys, self._recent
+        bucket_xor, bucket_keys, pending = self._bucket_xor, self._bucket_keys, self._pending
+        new_register = _new_register
         won = 0
         for i, op in enumerate(batch.ops):
             order: Order = (wall, counter + i, writer, batch_id)
-            key, field = op.key, op.field
+            kind, key, field, value, expires = op
             if field is None:
                 table = strings
                 name = key
+                current = strings.get(key)
+                if current is None and key not in hashes:
+                    new_keys.append(key)
             else:
                 table = hashes.get(key)  # type: ignore[assignment]
                 if table is None:
                     table = hashes[key] = {}
+                    if key not in strings:
+                        new_keys.append(key)
                 name = field
-            current = table.get(name)
-            if current is not None and current.order >= order:
+                current = table.get(name)
+            if current is not None and current[0] >= order:
                 continue
-            deleted = op.kind == "del" or op.kind == "hdel"
-            table[name] = Register(order, None if deleted else op.value, op.expires_ms, deleted, settled)
-            eid: EntryId = (key, field)
+            deleted = kind == "del" or kind == "hdel"
+            table[name] = new_register(Register, (order, None if deleted else value, expires, deleted))
             b = bucket_of(key)
             won += 1
             if current is not None:
-                if current.settled:
-                    bucket_xor[b] ^= _entry_hash(eid, current.order)
-                if current.order[3] == batch_id:
+                old = current[0]
+                if pending.pop(old, None) is None:  # it was settled: take it out of the digest
+                    bucket_xor[b] ^= _entry_hash(old)
+                if old[3] == batch_id:
                     won -= 1  # replaced an earlier op of this same batch
                 else:
-                    self._release(current.order[3])
+                    self._release(old[3])
             if settled:
-                bucket_xor[b] ^= _entry_hash(eid, order)
+                bucket_xor[b] ^= _entry_hash(order)
             else:
-                recent.append((eid, order))
+                pending[order] = b
             bucket_keys[b].add(key)
-            changed.append(eid)
+            changed.append((key, field))
         if won:
             self._refs[batch_id] = self._refs.get(batch_id, 0) + won
             self._batches[batch_id] = batch.raw
@@ -145,25 +162,26 @@ class CStoreState:
         return removed
 
     def _forget(self, eid: EntryId, reg: Register) -> None:
-        if reg.settled:
-            self._bucket_xor[bucket_of(eid[0])] ^= _entry_hash(eid, reg.order)
+        if self._pending.pop(reg.order, None) is None:
+            self._bucket_xor[bucket_of(eid[0])] ^= _entry_hash(reg.order)
         self._release(reg.order[3])
 
-    def _lookup(self, eid: EntryId) -> Register | None:
-        if eid[1] is None:
-            return self.strings.get(eid[0])
-        return self.hashes.get(eid[0], {}).get(eid[1])
+    def settle(self, horizon_ms: int, limit: int | None = None) -> None:
+        """Count every entry written before `horizon_ms` in the bucket digests (the horizon only moves
+        on). Entries wait in the order they were applied: one applied after a newer one waits for
+        that one too (its bucket may then differ from a peer's for one round, as any write in flight).
 
-    def settle(self, horizon_ms: int) -> None:
-        """Count every entry written before `horizon_ms` in the bucket digests (the horizon only moves on)."""
+        With `limit`, at most that many entries are counted now and the rest at the next call: writers
+        settle a little after every batch, so a digest never has a long backlog to work through while
+        replication waits. `bucket_digests` always settles everything."""
         self._horizon_ms = max(self._horizon_ms, horizon_ms)
-        recent = self._recent
-        while recent and recent[0][1][0] < self._horizon_ms:
-            eid, order = recent.popleft()
-            reg = self._lookup(eid)
-            if reg is not None and reg.order == order and not reg.settled:
-                reg.settled = True
-                self._bucket_xor[bucket_of(eid[0])] ^= _entry_hash(eid, order)
+        pending, bucket_xor, horizon = self._pending, self._bucket_xor, self._horizon_ms
+        n = len(pending) if limit is None else min(limit, len(pending))
+        for _ in range(n):
+            order = next(iter(pending))
+            if order[0] >= horizon:
+                break
+            bucket_xor[pending.pop(order)] ^= _entry_hash(order)
 
     # -- reads -------------------------------------------------------------------------------
 
