@@ -41,7 +41,6 @@ from r1os.devnet import Devnet
 from r1os.r1fs import CHUNK_SIZE, BlockStore, R1fsClient, import_bytes, import_file
 from r1os.r1fs._importer import default_workers
 
-
 #: Where the runs write (set by `main`): emptied after every run, so the page cache does not fill
 #: up with old outputs as the benchmark goes on (that slowed later rows by up to 10x here).
 OUT: Path = Path(tempfile.gettempdir())
@@ -237,22 +236,26 @@ async def wait_provided(url: str, cid: str) -> None:
 
 
 async def bench_nodes(
-    dn: Devnet, path: Path, small: Path, work: Path, copy: Callable[[], object], repeat: int, size: int
+    dn: Devnet, paths: tuple[Path, Path], small: Path, work: Path, copy: Callable[[], object], repeat: int
 ) -> None:
     a, *pullers, getter = dn.state().nodes
-    print("\nDEVNET  (node A holds the file; each other node fetches it once, from A)")
+    path, other = paths
+    size = path.stat().st_size
+    print("\nDEVNET  (node A holds the files; each other node fetches one once, from A)")
 
     def sha_disk() -> None:
         hashlib.sha256(path.read_bytes()).digest()
 
-    async with R1fsClient(a.url) as ca:
-        warm = (await ca.add_file(small))["cid"]
-        base = run_once(sha_disk)
-        t = time.perf_counter()
-        out = await ca.add_file(path)
-        upload = time.perf_counter() - t
-    cid = out["cid"]
-    line("add over HTTP to node A (base: sha256 of the file read from disk)", size, [upload], [base], 0.8)
+    adds, warm = {}, ""
+    for name, local, file in (("over HTTP", False, path), ("handing A the open file", True, other)):
+        async with R1fsClient(a.url, local=local) as ca:
+            warm = (await ca.add_file(small))["cid"]  # loads what a first request loads: not timed
+            base = run_once(sha_disk)
+            t = time.perf_counter()
+            adds[local] = (await ca.add_file(file))["cid"]
+            took = time.perf_counter() - t
+        line(f"add on A, {name} (base: sha256 of the file from disk)", size, [took], [base], 0.8)
+    cid, cid2 = adds[False], adds[True]
     served, bases = [], []
     for _ in range(repeat):
         bases.append(run_once(copy))
@@ -260,6 +263,7 @@ async def bench_nodes(
     line("node A's gateway alone: the file to a bare client -> discard", size, served, bases)
     for n in [*pullers, getter]:
         await wait_provided(n.url, cid)
+        await wait_provided(n.url, cid2)
         async with R1fsClient(n.url) as c:  # a node's first fetch loads its HTTP client: not timed
             await c.pin(warm)
     pulls, bases = [], []
@@ -271,23 +275,26 @@ async def bench_nodes(
             await c.pin(cid)
             pulls.append(time.perf_counter() - t)
     line(f"node pulls the file from A into its store ({len(pulls)} nodes)", size, pulls, bases, 0.5)
-    async with R1fsClient(getter.url) as c:
-        base = run_once(copy)
-        os.sync()
-        t = time.perf_counter()
-        await c.get_to(cid, work / "got.bin")
-        cross = time.perf_counter() - t
-        line("get on a node without it, streamed to a local file", size, [cross], [base], 0.5)
-        again, bases = [], []
-        for _ in range(repeat):
-            bases.append(run_once(copy))
+    for name, local, c_id in (("handed the open file", True, cid), ("over HTTP", False, cid2)):
+        async with R1fsClient(getter.url, local=local) as c:
+            base = run_once(copy)
             os.sync()
             t = time.perf_counter()
-            await c.get_to(cid, OUT / "got2.bin")
-            again.append(time.perf_counter() - t)
-        line("get again, now local to that node, to a local file", size, again, bases)
-    same = (work / "got.bin").read_bytes() == path.read_bytes()  # noqa: ASYNC240
-    print(f"  byte-identical: {same}")
+            await c.get_to(c_id, work / f"got-{local}.bin")
+            took = time.perf_counter() - t
+        line(f"get on a node without it, {name}", size, [took], [base], 0.5)
+    for name, local in (("handed the open file", True), ("over HTTP", False)):
+        async with R1fsClient(getter.url, local=local) as c:
+            again, bases = [], []
+            for _ in range(repeat):
+                bases.append(run_once(copy))
+                os.sync()
+                t = time.perf_counter()
+                await c.get_to(cid, fresh(OUT, "again"))
+                again.append(time.perf_counter() - t)
+        line(f"get again, now local to that node, {name}", size, again, bases)
+    same = [(work / f"got-{x}.bin").read_bytes() == p.read_bytes() for x, p in ((True, path), (False, other))]  # noqa: ASYNC240
+    print(f"  byte-identical: {all(same)}")
 
 
 def main() -> None:
@@ -307,6 +314,8 @@ def main() -> None:
         data = os.urandom(size)
         path = work / "input.bin"
         path.write_bytes(data)
+        other = work / "other.bin"
+        other.write_bytes(os.urandom(size))
         small = work / "small.bin"
         small.write_bytes(os.urandom(2**20))
         print(
@@ -320,7 +329,7 @@ def main() -> None:
             dn = Devnet(work / "devnet")
             dn.up(nodes=2 + args.pullers, oracles=0, heartbeat=1.0, chain=False, timeout=90)
             try:
-                asyncio.run(bench_nodes(dn, path, small, work, copy, args.repeat, size))
+                asyncio.run(bench_nodes(dn, (path, other), small, work, copy, args.repeat))
             finally:
                 dn.down()
 
