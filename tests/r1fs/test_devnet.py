@@ -18,7 +18,7 @@ import pytest
 
 from r1os.devnet import Devnet
 from r1os.devnet._state import DevnetState, pid_alive
-from r1os.r1fs import CHUNK_SIZE, R1fsClient, import_bytes, parse_cid
+from r1os.r1fs import CHUNK_SIZE, BlockNotFound, R1fsClient, import_bytes, parse_cid
 from r1os.r1fs._store import BlockStore
 from tests.conftest import async_wait_for, wait_for
 from tests.r1fs._content import mod251, rot
@@ -345,3 +345,15 @@ def test_upload_cut_off_mid_body_pins_nothing(devnet: tuple[Devnet, DevnetState]
     assert r.status_code == 200 and {p["cid"] for p in r.json()["pins"]} == before
     assert httpx.get(f"{node.url}/v1/health", timeout=10).status_code == 200
     wait_for(lambda: "upload ended early" in node.log_path.read_text(), 10, "the refusal in the node's log")
+
+
+async def test_a_failed_local_get_leaves_no_file(devnet: tuple[Devnet, DevnetState], tmp_path: Path) -> None:
+    _, state = devnet
+    nobody = str(import_bytes(b"no node holds these bytes " + os.urandom(16)).cid)
+    dst = tmp_path / "out.bin"
+    before = (await stats(state.nodes[0].url))["local_refused"]
+    async with R1fsClient(state.nodes[0].url) as c:
+        with pytest.raises(BlockNotFound):
+            await c.get_to(nobody, dst)
+    assert os.listdir(tmp_path) == []  # neither the file nor its .part
+    assert (await stats(state.nodes[0].url))["local_refused"] == before + 1

@@ -45,10 +45,31 @@ def _local_answer(r: httpx.Response) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-def _open_part(out: Path) -> tuple[Path, int]:
-    """The temp file a download goes to (renamed over `out` once complete: no half files)."""
-    tmp = out.with_name(f".{out.name}.part")
-    return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+class _Part:
+    """The temp file a download handed to the node goes to: renamed over `out` by `keep`, removed
+    otherwise, so no half files remain."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.tmp = out.with_name(f".{out.name}.part")
+        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        self.kept = False
+
+    def __enter__(self) -> _Part:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+        if not self.kept:
+            self.tmp.unlink(missing_ok=True)
+
+    def keep(self, answer: dict[str, Any]) -> int:
+        os.close(self.fd)
+        self.fd = -1
+        os.replace(self.tmp, self.out)
+        self.kept = True
+        return int(answer["size"])
 
 
 def _raise_for(r: httpx.Response, what: str) -> None:
@@ -189,18 +210,10 @@ class R1fsClient:
     ) -> int:
         """Write the file to `out` (via a temp file renamed at the end, so no half files remain)."""
         if key is None:
-            tmp, fd = _open_part(out)
-            try:
-                done = await self._via_local({"op": "get", "cid": cid}, fd, progress)
-            except BaseException:
-                os.close(fd)
-                tmp.unlink(missing_ok=True)
-                raise
-            os.close(fd)
-            if done is not None:
-                os.replace(tmp, out)
-                return int(done["size"])
-            tmp.unlink()
+            with _Part(out) as part:
+                done = await self._via_local({"op": "get", "cid": cid}, part.fd, progress)
+                if done is not None:
+                    return part.keep(done)
         tmp = out.with_name(f".{out.name}.part")
         total = 0
         try:
@@ -330,18 +343,10 @@ class R1fs:
 
     def get_to(self, cid: str, out: Path, *, key: bytes | None = None) -> int:
         if key is None:
-            tmp, fd = _open_part(out)
-            try:
-                done = self._via_local({"op": "get", "cid": cid}, fd)
-            except BaseException:
-                os.close(fd)
-                tmp.unlink(missing_ok=True)
-                raise
-            os.close(fd)
-            if done is not None:
-                os.replace(tmp, out)
-                return int(done["size"])
-            tmp.unlink()
+            with _Part(out) as part:
+                done = self._via_local({"op": "get", "cid": cid}, part.fd)
+                if done is not None:
+                    return part.keep(done)
         tmp = out.with_name(f".{out.name}.part")
         total = 0
         try:
