@@ -96,6 +96,53 @@ def test_refusals() -> None:
     assert obj["writer"] == a.address
 
 
+def test_malformed_ops_are_refused() -> None:
+    """Op shapes and names, in batches that take the common path (all sets or all hsets, no expiry)
+    and in mixed ones, which are checked op by op."""
+    a = WRITERS[0]
+    k = own(a, "k")
+    pub = a.address.lower()
+
+    def raw_ops(ops: list[object]) -> bytes:
+        # sign_batch encodes Op objects; these are raw lists, encoded and signed the same way
+        from r1os.wire import canonical_bytes, envelope_digest
+
+        body = {"v": 1, "writer": a.address, "hlc": [NOW, 0], "ops": ops}
+        canonical = canonical_bytes(body)
+        sig = a.sign_digest(envelope_digest(canonical))
+        return canonical[:-1] + b',"sig":"0x' + sig.hex().encode() + b'"}'
+
+    for ops, cause in [
+        ([["set", k + "\n", None, 1, None]], "malformed"),  # control character in a key
+        ([["set", k, None, 1, None], ["set", k + "\x00x", None, 1, None]], "malformed"),
+        ([["hset", "pub:x", pub + "\x1f", 1, None]], "malformed"),  # ... in a field
+        ([["hset", "pub:x", "", 1, None]], "malformed"),  # empty field
+        ([["set", "", None, 1, None]], "malformed"),  # empty key
+        ([["set", 5, None, 1, None]], "malformed"),  # key not a string
+        ([["set", k, "f", 1, None]], "malformed"),  # set with a field
+        ([["set", k, None, 1, None], ["del", k, None, 1, None]], "malformed"),  # del with a value
+        ([["set", k, None, 1, -5]], "malformed"),  # negative expiry
+        ([["set", k, None, 1, "soon"]], "malformed"),  # expiry not an integer
+        ([["get", k, None, 1, None]], "malformed"),  # unknown kind
+        ([[["set"], k, None, 1, None]], "malformed"),  # unhashable kind
+        ([["set", k, None, 1]], "malformed"),  # four parts
+        ([{"kind": "set"}], "malformed"),  # not a list
+        ([["set", own(a, "é" * 300), None, 1, None]], "too_large"),  # 600 bytes in 300 characters
+        ([["hset", "pub:x", pub, 1, None], ["set", own(a, "k" * 600), None, 1, None]], "too_large"),
+    ]:
+        with pytest.raises(CStoreError) as info:
+            decode(raw_ops(ops))
+        assert info.value.cause == cause, (ops, info.value)
+    # and what is fine on both paths
+    fine = [
+        [["set", own(a, "é" * 100), None, {"x": [1]}, NOW + 5]],
+        [["hset", "pub:x", pub, 1, None], ["hdel", "pub:y", pub, None, None]],
+        [["set", k, None, 1, None], ["del", own(a, "j"), None, None, None]],
+    ]
+    for ops in fine:
+        assert len(decode(raw_ops(ops)).ops) == len(ops)
+
+
 def test_hlc_orders_after_what_it_saw() -> None:
     wall = [100]
     clock = HybridClock(lambda: wall[0])
@@ -178,3 +225,18 @@ def test_anti_entropy_buckets_find_the_difference() -> None:
         right.apply(decode(raw))
     assert right.export() == left.export()
     assert time.time() > 0
+
+
+def test_keys_are_counted_against_their_namespace() -> None:
+    from r1os.cstore._service import _count_namespaces
+
+    a, b = WRITERS[0].address, WRITERS[1].address
+    keys = [
+        f"app:{a.lower()}:x", f"app:{a.lower()}:y", f"app:{a}:z",  # same owner, any case
+        f"node:{a.lower()}:n", f"app:{a.lower()}",  # the bare namespace counts too
+        f"app:{b.lower()}:other", "pub:r1fs:prov:c", "net:config",  # someone else's; not owned
+    ]  # fmt: skip
+    want = {f"app:{a.lower()}": 4, f"node:{a.lower()}": 1, f"app:{b.lower()}": 1}
+    assert _count_namespaces(keys, a) == want
+    assert _count_namespaces(keys) == want
+    assert _count_namespaces(keys[:2], a) == {f"app:{a.lower()}": 2}

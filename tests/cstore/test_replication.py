@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,52 @@ def _hlc() -> tuple[int, int]:
     import time
 
     return time.time_ns() // 1_000_000, 0
+
+
+async def test_concurrent_writes_travel_together(cluster: Cluster) -> None:
+    """Batches accepted while a broadcast is on its way share the next message; each is still
+    checked on its own by every replica."""
+    from r1os.cstore import MSG_BATCH
+
+    messages: list[int] = []
+
+    async def count(env) -> None:  # type: ignore[no-untyped-def]
+        messages.append(len(env.payload.get("batches", [None])))
+
+    cluster.nodes[1].on(MSG_BATCH, count)
+    client = NodeKey.generate()
+    own = f"app:{client.address.lower()}"
+    wall, _ = _hlc()
+    raws = [sign_batch(client, [Op("set", f"{own}:c{i}", value=i)], wall, i) for i in range(20)]
+    svc = cluster.cstore(0)
+    await asyncio.gather(*(svc.submit(raw) for raw in raws))
+
+    async def everywhere() -> bool:
+        return all([await cluster.cstore(i).get(f"{own}:c19") == 19 for i in range(3)])
+
+    await async_wait_for(everywhere, 10, "the concurrent writes to replicate")
+    assert sum(messages) == 20 and len(messages) < 20, messages
+    assert len(set(await cluster.digests())) == 1
+
+
+async def test_a_bad_batch_in_a_group_is_refused_alone(cluster: Cluster) -> None:
+    from r1os.cstore import MSG_BATCH
+
+    client = NodeKey.generate()
+    own = f"app:{client.address.lower()}"
+    good = sign_batch(client, [Op("set", f"{own}:good", value=1)], *_hlc())
+    forged = good.replace(b":good", b":evil")
+    foreign = sign_batch(client, [Op("set", f"{ns(cluster.nodes[1])}:x", value=1)], *_hlc())
+    before = cluster.cstore(1).rejections.copy()
+    payload = {"batches": [forged.decode(), good.decode(), foreign.decode(), 5]}
+    await cluster.nodes[0].broadcast(MSG_BATCH, payload)
+
+    async def applied() -> bool:
+        return all([await cluster.cstore(i).get(f"{own}:good") == 1 for i in (1, 2)])
+
+    await async_wait_for(applied, 10, "the good batch of the group to be applied")
+    after = cluster.cstore(1).rejections
+    assert after["bad_signature"] - before["bad_signature"] == 1
+    assert after["forbidden"] - before["forbidden"] == 1
+    assert after["malformed"] - before["malformed"] == 1
+    assert await cluster.cstore(1).get(f"{own}:evil") is None

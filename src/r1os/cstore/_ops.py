@@ -10,8 +10,9 @@ from the fast path (broadcast) or from anti-entropy.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Literal, NamedTuple
 
 import orjson
@@ -25,7 +26,7 @@ DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
 DEFAULT_MAX_OPS_PER_BATCH = 10_000
 DEFAULT_MAX_FUTURE_MS = 30_000
 
-_CONTROL = re.compile(r"[\x00-\x1f]")
+_CONTROL_BYTES = bytes(range(0x20))
 
 OpKind = Literal["set", "del", "hset", "hdel"]
 
@@ -127,17 +128,69 @@ def check_namespace(writer: str, op: Op, oracles: frozenset[str] = frozenset()) 
 def _check_names(what: str, names: list[Any], limit: int) -> None:
     """Every name a non-empty string of at most `limit` UTF-8 bytes, without control characters."""
     short = limit // 4  # this many characters fit the limit whatever they are: no encoding needed
-    for name in names:
-        if type(name) is not str or not name:
-            raise CStoreError("malformed", f"{what} must be a non-empty string")
-        if len(name) > short and len(name.encode()) > limit:
-            raise CStoreError("too_large", f"{what} is longer than {limit} bytes")
-    # One scan over all names: joining cannot create a control character that was not there.
-    if _CONTROL.search("".join(names)):
+    # The usual case in C-level passes; anything unusual is looked at name by name.
+    if not (set(map(type, names)) == {str} and 0 < min(map(len, names)) and max(map(len, names)) <= short):
+        for name in names:
+            if type(name) is not str or not name:
+                raise CStoreError("malformed", f"{what} must be a non-empty string")
+            if len(name) > short and len(name.encode()) > limit:
+                raise CStoreError("too_large", f"{what} is longer than {limit} bytes")
+    # One scan over all names (joining cannot create a control character that was not there), on
+    # their UTF-8 bytes, where characters below 0x20 are exactly the bytes below 0x20.
+    joined = "".join(names).encode("utf-8", "surrogatepass")
+    if len(joined.translate(None, _CONTROL_BYTES)) != len(joined):
         raise CStoreError("malformed", f"{what} contains control characters")
 
 
 _new_op = tuple.__new__
+_KIND, _KEY, _FIELD, _EXPIRES = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(4)
+
+
+def _decode_ops_fast(items: list[Any]) -> tuple[list[Op], list[Any], list[Any]] | None:
+    """Ops, keys and hash fields of the common batch (only sets, or only hsets, without expiry) in
+    C-level passes; None when the batch is anything else, and `_decode_ops` looks at every op."""
+    n = len(items)
+    if set(map(type, items)) != {list} or set(map(len, items)) != {5}:
+        return None
+    try:
+        kinds = set(map(_KIND, items))
+    except TypeError:  # an unhashable kind
+        return None
+    if list(map(_EXPIRES, items)).count(None) != n:
+        return None
+    fields = list(map(_FIELD, items))
+    if kinds == {"set"}:
+        if fields.count(None) != n:
+            return None
+        fields = []
+    elif kinds != {"hset"}:
+        return None
+    return [_new_op(Op, item) for item in items], list(map(_KEY, items)), fields
+
+
+def _decode_ops(items: list[Any]) -> tuple[list[Op], list[Any], list[Any]]:
+    """Ops, keys and hash fields of a batch, every op checked for its shape."""
+    ops: list[Op] = []
+    keys: list[Any] = []
+    fields: list[Any] = []
+    for item in items:
+        if type(item) is not list or len(item) != 5:
+            raise CStoreError("malformed", "an op is not [kind, key, field, value, expires_ms]")
+        kind, key, field, value, expires = item
+        keys.append(key)
+        if kind == "set" or kind == "del":
+            if field is not None:
+                raise CStoreError("malformed", f"{kind} takes no field")
+        elif kind == "hset" or kind == "hdel":
+            fields.append(field)
+        else:
+            raise CStoreError("malformed", "an op is not [kind, key, field, value, expires_ms]")
+        if expires is not None and (type(expires) is not int or expires < 0):
+            raise CStoreError("malformed", "expires_ms must be a non-negative integer")
+        if (kind == "del" or kind == "hdel") and (value is not None or expires is not None):
+            raise CStoreError("malformed", f"{kind} carries no value")
+        ops.append(_new_op(Op, item))
+    return ops, keys, fields
 
 
 def decode_batch(
@@ -175,26 +228,7 @@ def decode_batch(
     wall_ms, counter = hlc
     if wall_ms > now_ms + limits.max_future_ms:
         raise CStoreError("clock_skew", f"batch is stamped {(wall_ms - now_ms) / 1000:.1f} s in the future")
-    ops: list[Op] = []
-    keys: list[Any] = []
-    fields: list[Any] = []
-    for item in ops_raw:
-        if type(item) is not list or len(item) != 5:
-            raise CStoreError("malformed", "an op is not [kind, key, field, value, expires_ms]")
-        kind, key, field, value, expires = item
-        keys.append(key)
-        if kind == "set" or kind == "del":
-            if field is not None:
-                raise CStoreError("malformed", f"{kind} takes no field")
-        elif kind == "hset" or kind == "hdel":
-            fields.append(field)
-        else:
-            raise CStoreError("malformed", "an op is not [kind, key, field, value, expires_ms]")
-        if expires is not None and (type(expires) is not int or expires < 0):
-            raise CStoreError("malformed", "expires_ms must be a non-negative integer")
-        if (kind == "del" or kind == "hdel") and (value is not None or expires is not None):
-            raise CStoreError("malformed", f"{kind} carries no value")
-        ops.append(_new_op(Op, item))
+    ops, keys, fields = _decode_ops_fast(ops_raw) or _decode_ops(ops_raw)
     _check_names("key", keys, limits.max_key_bytes)
     if fields:
         _check_names("field", fields, limits.max_key_bytes)
@@ -218,7 +252,8 @@ def decode_batch(
     # others `check_namespace` decides. The owner part compares lower-case, as in the full rule.
     w = writer.lower()
     own = (f"node:{w}:", f"app:{w}:")
-    for op in ops:
-        if not op.key.startswith(own):
-            check_namespace(writer, op, oracles)
+    if not all(map(str.startswith, keys, repeat(own))):
+        for op in ops:
+            if not op.key.startswith(own):
+                check_namespace(writer, op, oracles)
     return Batch(writer, wall_ms, counter, tuple(ops), raw, hashlib.sha256(raw).hexdigest())

@@ -14,7 +14,8 @@ import logging
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection
+from itertools import repeat
 from typing import Any
 
 import httpx
@@ -52,16 +53,30 @@ def _namespace(key: str) -> str | None:
     return None
 
 
-def _count_namespaces(keys: Iterable[str]) -> Counter[str]:
-    """How many of `keys` fall in each owned namespace. Keys of one writer share their `ns:owner`
-    prefix, so keys are tallied per prefix and the namespace is worked out once per prefix."""
+def _count_namespaces(keys: Collection[str], writer: str | None = None) -> Counter[str]:
+    """How many of `keys` fall in each owned namespace.
+
+    Keys of one writer are nearly always in its own `app:`/`node:` namespace: those are counted with
+    one C-level pass per prefix. The rest are tallied per `ns:owner` prefix, whose namespace is then
+    worked out once."""
+    counts: Counter[str] = Counter()
+    rest: Collection[str] = keys
+    if writer is not None:
+        w = writer.lower()
+        own = (f"app:{w}:", f"node:{w}:")
+        for prefix in own:
+            n = sum(map(str.startswith, keys, repeat(prefix)))
+            if n:
+                counts[prefix[:-1]] += n
+        if sum(counts.values()) == len(keys):
+            return counts
+        rest = [k for k in keys if not k.startswith(own)]
     by_prefix: dict[str, int] = {}
     get = by_prefix.get
-    for key in keys:
+    for key in rest:
         cut = key.find(":", key.find(":") + 1)
         prefix = key if cut < 0 else key[:cut]
         by_prefix[prefix] = get(prefix, 0) + 1
-    counts: Counter[str] = Counter()
     for prefix, n in by_prefix.items():
         ns = _namespace(prefix)  # only the first two parts of a key matter
         if ns is not None:
@@ -100,6 +115,8 @@ class CStoreService(Service):
         self._http: httpx.AsyncClient | None = None
         self._last_log: dict[str, float] = {}
         self._last_broadcast_applied = 0.0
+        self._outgoing: list[tuple[Batch, asyncio.Future[None]]] = []
+        self._sender: asyncio.Task[None] | None = None
         self.lags: deque[tuple[int, int, str]] = deque(maxlen=10_000)  # (applied at ms, lag ms, batch id)
         self._lag_hist = Histogram(
             "r1os_cstore_replication_lag_seconds",
@@ -134,7 +151,7 @@ class CStoreService(Service):
         self._tasks.append(asyncio.create_task(self._maintenance_loop(), name="cstore-gc"))
 
     async def stop(self) -> None:
-        await cancel_tasks(self._tasks)
+        await cancel_tasks(self._tasks + ([self._sender] if self._sender is not None else []))
         if self._http is not None:
             await self._http.aclose()
         if hasattr(self, "log"):
@@ -217,11 +234,11 @@ class CStoreService(Service):
     def _check_namespace_quota(self, batch: Batch) -> None:
         strings, hashes = self.state.strings, self.state.hashes
         new_keys = {
-            op.key
+            op[1]
             for op in batch.ops
-            if (op.kind == "set" or op.kind == "hset") and op.key not in strings and op.key not in hashes
+            if (op[0] == "set" or op[0] == "hset") and op[1] not in strings and op[1] not in hashes
         }
-        for ns, n in _count_namespaces(new_keys).items():
+        for ns, n in _count_namespaces(new_keys, batch.writer).items():
             if self._ns_count[ns] + n > self.max_keys_per_namespace:
                 raise CStoreError(
                     "quota", f"namespace {ns} would exceed {self.max_keys_per_namespace} keys",
@@ -234,7 +251,7 @@ class CStoreService(Service):
         if changed:
             self.applied_batches += 1
             if self.state.new_keys:
-                self._ns_count.update(_count_namespaces(self.state.new_keys))
+                self._ns_count.update(_count_namespaces(self.state.new_keys, batch.writer))
             if self._watchers:
                 self._notify(changed)
         return changed
@@ -256,23 +273,65 @@ class CStoreService(Service):
                         log.exception("cstore watcher for %r failed", prefix)
 
     async def _broadcast(self, batch: Batch) -> None:
-        if len(batch.raw) <= INLINE_LIMIT:
-            await self.ctx.broadcast(MSG_BATCH, {"batch": batch.raw.decode()})
-        else:
-            await self.ctx.broadcast(MSG_BATCH, {"id": batch.id, "url": self.ctx.url})
+        """Send `batch` to every replica; returns once it is handed to the broker.
+
+        Batches accepted while an earlier broadcast is still on its way travel together in the next
+        message (`{"batches": [...]}`), so concurrent writers share one envelope signature, one
+        broker message and, on every replica, one envelope check. Each batch keeps its own signature
+        and every replica still checks each one."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outgoing.append((batch, fut))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_outgoing(), name="cstore-broadcast")
+        await fut
+
+    async def _send_outgoing(self) -> None:
+        group: list[tuple[Batch, asyncio.Future[None]]] = []
+        try:
+            while self._outgoing:
+                group, self._outgoing = self._outgoing, []
+                for payload, members in _broadcast_payloads(group, self.ctx.url):
+                    try:
+                        await self.ctx.broadcast(MSG_BATCH, payload)
+                    except Exception as exc:
+                        for fut in members:
+                            if not fut.done():
+                                fut.set_exception(exc)
+                    else:
+                        for fut in members:
+                            if not fut.done():
+                                fut.set_result(None)
+        finally:
+            # Stopped midway (the node is shutting down): whoever waits is not left hanging.
+            for _, fut in group + self._outgoing:
+                if not fut.done():
+                    fut.cancel()
+            self._outgoing = []
 
     async def _on_batch_message(self, env: Envelope) -> None:
         payload = env.payload
         try:
-            if "batch" in payload and isinstance(payload["batch"], str):
-                raw = payload["batch"].encode()
+            batches = payload.get("batches")
+            if isinstance(batches, list):
+                raws = batches
+            elif isinstance(payload.get("batch"), str):
+                raws = [payload["batch"]]
             elif isinstance(payload.get("id"), str) and isinstance(payload.get("url"), str):
-                raw = await self._pull_one(payload["url"], payload["id"])
+                raws = [await self._pull_one(payload["url"], payload["id"])]
             else:
                 raise CStoreError("malformed", "cstore.batch message without a batch")
-            self.receive(raw, broadcast=True)
         except CStoreError as exc:
             self._reject(exc, sender=env.sender)
+            return
+        for raw in raws:
+            try:
+                if isinstance(raw, str):
+                    raw = raw.encode()
+                elif not isinstance(raw, bytes):
+                    raise CStoreError("malformed", "a broadcast batch is not a string")
+                self.receive(raw, broadcast=True)
+            except CStoreError as exc:
+                self._reject(exc, sender=env.sender)
 
     def receive(self, raw: bytes, *, broadcast: bool = False) -> list[EntryId]:
         """Merge a batch from a peer; persisted by the next group commit."""
@@ -419,6 +478,37 @@ class CStoreService(Service):
             "log_bytes": self.log.size,
             "hlc": list(self.clock.last),
         }
+
+
+def _broadcast_payloads(
+    group: list[tuple[Batch, asyncio.Future[None]]], url: str
+) -> list[tuple[dict[str, Any], list[asyncio.Future[None]]]]:
+    """Messages for a group of batches: inline ones packed together up to `INLINE_LIMIT` bytes per
+    message, larger ones announced one by one (replicas pull them over HTTP)."""
+    out: list[tuple[dict[str, Any], list[asyncio.Future[None]]]] = []
+    pack: list[str] = []
+    waiting: list[asyncio.Future[None]] = []
+    size = 0
+
+    def flush() -> None:
+        if pack:
+            payload = {"batch": pack[0]} if len(pack) == 1 else {"batches": list(pack)}
+            out.append((payload, list(waiting)))
+            pack.clear()
+            waiting.clear()
+
+    for batch, fut in group:
+        if size + len(batch.raw) > INLINE_LIMIT:
+            flush()  # in order: what came first is sent first
+            size = 0
+        if len(batch.raw) > INLINE_LIMIT:
+            out.append(({"id": batch.id, "url": url}, [fut]))
+            continue
+        pack.append(batch.raw.decode())
+        waiting.append(fut)
+        size += len(batch.raw)
+    flush()
+    return out
 
 
 def _error(exc: CStoreError) -> JSONResponse:
