@@ -357,3 +357,28 @@ async def test_a_failed_local_get_leaves_no_file(devnet: tuple[Devnet, DevnetSta
             await c.get_to(nobody, dst)
     assert os.listdir(tmp_path) == []  # neither the file nor its .part
     assert (await stats(state.nodes[0].url))["local_refused"] == before + 1
+
+
+async def test_a_range_or_head_on_a_node_without_the_file_fetches_only_what_it_needs(
+    devnet: tuple[Devnet, DevnetState],
+) -> None:
+    _, state = devnet
+    a, c = state.nodes[0], state.nodes[2]
+    data = os.urandom(40 * CHUNK_SIZE + 77)  # 41 leaves under one root, none on any node yet
+    async with R1fsClient(a.url) as ca:
+        cid = (await ca.add_bytes(data))["cid"]
+
+    async def announced() -> bool:
+        return bool((await stat(c.url, cid))["providers"])
+
+    await async_wait_for(announced, 15, "the provider record to reach node C")
+    before = (await stats(c.url))["fetched_blocks"]
+    async with httpx.AsyncClient(timeout=30) as h:
+        head = await h.head(f"{c.url}/ipfs/{cid}")
+        assert head.status_code == 200 and head.headers["content-length"] == str(len(data))
+        assert (await stats(c.url))["fetched_blocks"] == before + 1  # the root alone
+        lo = 10 * CHUNK_SIZE + 5
+        r = await h.get(f"{c.url}/ipfs/{cid}", headers={"Range": f"bytes={lo}-{lo + 99}"})
+    assert r.status_code == 206 and r.content == data[lo : lo + 100]
+    assert (await stats(c.url))["fetched_blocks"] == before + 2  # and the one leaf holding the bytes
+    assert not (await stat(c.url, cid))["complete"]

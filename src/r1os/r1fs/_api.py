@@ -95,18 +95,10 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
                 or request.headers.get("if-none-match") == "*"
             ):
                 return Response(status_code=304, headers={"ETag": etag})
-            fetching = None
-            if request.headers.get(LOCAL_ONLY) is None:
-                fetching = svc.fetch_task(cid)
-                # A file that is all here (or a fetch that fails at once) settles within a moment:
-                # then the answer is a clean status, not a stream cut short.
-                await asyncio.wait({fetching}, timeout=0.1)
-                if fetching.done():
-                    fetching.result()
-                    fetching = None
-                size = await svc.size(cid) if fetching is None else await svc.size_when_fetched(cid, fetching)
-            else:
-                size = await svc.size(cid)
+            local_only = request.headers.get(LOCAL_ONLY) is not None
+            if not local_only:
+                await svc.fetch_root(cid)  # the size is in the root: enough for HEAD and Range
+            size = await svc.size(cid)
         except (R1fsError, OSError) as exc:
             return _error(_status_of(exc), exc, what)
         headers = {
@@ -132,6 +124,19 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
         headers["Content-Length"] = str(length)
         if request.method == "HEAD":
             return Response(status_code=status, headers=headers, media_type="application/octet-stream")
+        fetching = None
+        if not local_only and length:
+            # Only the blocks of the bytes asked for (all of them without a Range). A part that is
+            # all here, or a fetch that fails at once, settles within a moment: then the answer is a
+            # clean status, not a stream cut short.
+            fetching = svc.fetch_task(cid, None if rng is None else (start, start + length - 1))
+            await asyncio.wait({fetching}, timeout=0.1)
+            if fetching.done():
+                try:
+                    fetching.result()
+                except (R1fsError, OSError) as exc:
+                    return _error(_status_of(exc), exc, what)
+                fetching = None
 
         async def body(c: Cid = cid) -> AsyncIterator[bytes]:
             try:

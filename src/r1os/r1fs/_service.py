@@ -375,18 +375,6 @@ class R1fsService(Service):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(arrived.wait(), 1.0)
 
-    async def size_when_fetched(self, cid: Cid, fetching: asyncio.Task[None]) -> int:
-        """The file size as soon as the root block is here (or the fetch's error)."""
-        while True:
-            arrived = self._arrived
-            if self.store.has(cid):
-                break
-            if fetching.done():
-                fetching.result()
-                break
-            await self._next_arrival(arrived)
-        return await self.size(cid)
-
     # -- fetch from providers --------------------------------------------------------------
 
     def _url_of(self, address: str) -> str | None:
@@ -428,12 +416,16 @@ class R1fsService(Service):
                 out.append((addr, peer.heartbeat.url.rstrip("/")))
         return out
 
-    def fetch_task(self, root: Cid) -> asyncio.Task[None]:
-        """The (shared) background task making the whole DAG under `root` local."""
-        key = str(root)
+    def fetch_task(self, root: Cid, span: tuple[int, int] | None = None) -> asyncio.Task[None]:
+        """The (shared) background task making the DAG under `root` local: all of it, or with `span`
+        (first, last byte) only the blocks holding those bytes, as a gateway Range needs."""
+        whole = self._fetching.get(str(root))
+        if whole is not None:  # a fetch of the whole file covers any part of it
+            return whole
+        key = str(root) if span is None else f"{root}:{span[0]}-{span[1]}"
         task = self._fetching.get(key)
         if task is None:
-            task = asyncio.create_task(self._fetch(root), name=f"r1fs-fetch-{key[-8:]}")
+            task = asyncio.create_task(self._fetch(root, span), name=f"r1fs-fetch-{key[-8:]}")
             self._fetching[key] = task
 
             def done(t: asyncio.Task[None]) -> None:
@@ -449,12 +441,24 @@ class R1fsService(Service):
         """Make the whole DAG under `root` local; concurrent calls for one root share the work."""
         await asyncio.shield(self.fetch_task(root))
 
-    async def _fetch(self, root: Cid) -> None:
+    async def fetch_root(self, root: Cid) -> None:
+        """Make the root block local (enough to know the file's size)."""
+        if self.store.has(root):
+            return
+        providers = await self.provider_urls(str(root))
+        if not providers:
+            raise BlockNotFound(f"{root} is not here and no online node provides it")
+        with self.store.writing():
+            await self._fetch_block(root, providers, 0)
+
+    async def _fetch(self, root: Cid, span: tuple[int, int] | None = None) -> None:
         """Fetch the tree's interior nodes one by one, then the leaves in runs: each run is one HTTP
         Range request to a provider's gateway, cut into leaves by the sizes the parent nodes list, every
         leaf checked against its CID before it is stored. Runs go to several providers at once; a run
         that fails (error, cut short, a corrupt leaf) goes on from where it stopped at another one."""
-        if await asyncio.to_thread(self.store.is_complete, root):
+        if span is None and await asyncio.to_thread(self.store.is_complete, root):
+            return
+        if span is not None and await asyncio.to_thread(self._span_here, root, 0, span):
             return
         providers = await self.provider_urls(str(root))
         if not providers:
@@ -465,7 +469,7 @@ class R1fsService(Service):
                     await self._fetch_block(root, providers, 0)
                 return
             leaves: list[_Leaf] = []
-            await self._skeleton(root, 0, None, providers, leaves)
+            await self._skeleton(root, 0, None, providers, leaves, span)
             missing = [leaf for leaf in leaves if not self.store.has(leaf.cid)]
             if not missing:
                 return
@@ -509,6 +513,20 @@ class R1fsService(Service):
                 runs[-1].append(leaf)
         return runs
 
+    def _span_here(self, cid: Cid, offset: int, span: tuple[int, int]) -> bool:
+        """Whether every block holding bytes `span` of the file under `cid` is local."""
+        if not self.store.has(cid):
+            return False
+        if cid.codec == RAW:
+            return True
+        node = read_file_node(cid, self.store.get(cid))
+        pos = offset + len(node.data)
+        for child, size in node.children:
+            if pos <= span[1] and pos + size > span[0] and not self._span_here(child, pos, span):
+                return False
+            pos += size
+        return True
+
     async def _skeleton(
         self,
         cid: Cid,
@@ -516,8 +534,10 @@ class R1fsService(Service):
         expect: int | None,
         providers: list[tuple[str, str]],
         leaves: list[_Leaf],
+        span: tuple[int, int] | None = None,
     ) -> int:
-        """Make the interior nodes under `cid` local and list its leaves in file order."""
+        """Make the interior nodes under `cid` local and list its leaves in file order; with `span`,
+        only the subtrees holding bytes of it (the sizes in each node say which)."""
         if cid.codec == RAW:
             if expect is None:
                 raise CorruptBlock(f"raw leaf {cid} without a size from its parent")
@@ -529,8 +549,11 @@ class R1fsService(Service):
             raise CorruptBlock(f"{cid} holds {node.filesize} bytes where its parent says {expect}")
         pos = offset + len(node.data)
         for child, size in node.children:
-            await self._skeleton(child, pos, size, providers, leaves)
+            if span is None or (pos <= span[1] and pos + size > span[0]):
+                await self._skeleton(child, pos, size, providers, leaves, span)
             pos += size
+        if expect is None and pos - offset != node.filesize:
+            raise CorruptBlock(f"{cid} says {node.filesize} bytes but its parts hold {pos - offset}")
         return pos - offset
 
     def _fetch_run(
