@@ -145,11 +145,18 @@ def test_job_commands(devnet: Devnet) -> None:
     status = devnet.json("job", "status", str(job["job_id"]))
     assert status["balance"] == 6_000_000 and status["owner"] == me.address
     assert "in escrow 6 USDC" in devnet.r1os("job", "status", str(job["job_id"])).stdout
+    extended = devnet.json("job", "extend", str(job["job_id"]), "--epochs", "3", key=me)
+    assert extended["end_epoch"] == status["end_epoch"] + 3
+    assert devnet.json("job", "status", str(job["job_id"]))["balance"] == 15_000_000  # 2 x 5 x 1.5
+    stranger = NodeKey.generate()
+    devnet.r1os("token", "faucet", stranger.address)
+    r = devnet.r1os("job", "extend", str(job["job_id"]), "--epochs", "1", key=stranger, ok=False)
+    assert r.exit_code == 1 and "escrow: not the job owner" in r.stderr
     devnet.r1os("job", "end", str(job["job_id"]), key=me)
     r = devnet.r1os("job", "refund", str(job["job_id"]), key=me, ok=False)
     assert r.exit_code == 1 and "escrow: settlement window open" in r.stderr
     devnet.advance_epochs(2)
-    assert devnet.json("job", "refund", str(job["job_id"]), key=me)["refunded"] == 6_000_000
+    assert devnet.json("job", "refund", str(job["job_id"]), key=me)["refunded"] == 15_000_000
     assert devnet.json("token", "balance", key=me)["USDC"] == 100_000_000
 
 

@@ -226,3 +226,41 @@ def test_escrow_constructor_checks() -> None:
 
     with pytest.raises(DeployReverted, match="escrow: zero address"):
         deploy("PoAIEscrow", ZERO, ZERO, ZERO)
+
+
+def test_extend_job_tops_up_a_running_job(s: System) -> None:
+    owner, job_id = _job(s, nodes=2, epochs=2)
+    _, _, node = s.linked_nd()
+    s.advance_epochs(1)  # in epoch 1 of 0..1
+    more = 2 * 3 * PRICE
+    s.usdc.mint(owner, more)
+    with boa.env.prank(owner):
+        with boa.reverts("erc20: insufficient allowance"):
+            s.escrow.extend_job(job_id, 3)
+        s.usdc.approve(s.escrow.address, more)
+        with boa.reverts("escrow: zero epochs"):
+            s.escrow.extend_job(job_id, 0)
+    stranger = s.user(usdc=more)
+    with boa.env.prank(stranger):
+        s.usdc.approve(s.escrow.address, more)
+        with boa.reverts("escrow: not the job owner"):
+            s.escrow.extend_job(job_id, 3)
+    with boa.env.prank(owner):
+        assert s.escrow.extend_job(job_id, 3) == 5
+    (ev,) = events(s.escrow, "JobExtended")
+    assert (ev.job_id, ev.epochs, ev.end_epoch, ev.amount) == (job_id, 3, 5, more)
+    job = s.escrow.get_job(job_id)
+    assert job.end_epoch == 5 and job.balance == 2 * 2 * PRICE + more
+    assert s.usdc.balanceOf(s.escrow.address) == job.balance
+    s.advance_epochs(3)  # in epoch 4: epochs 2 and 3, paid by the top-up, are payable
+    _attest(s, job_id, 3, [node])
+    s.advance_epochs(2)  # in 6: the job is over, the window for epoch 4 is closed
+    with boa.env.prank(owner), boa.reverts("escrow: job already over"):
+        s.escrow.extend_job(job_id, 1)
+    with boa.env.prank(owner):
+        refunded = s.escrow.refund(job_id)
+    net = PRICE - PRICE * model.POAI_BURN_PERCENT // 100
+    assert refunded == 2 * 5 * PRICE - PRICE  # one node-epoch paid (net + burn), the rest back
+    assert s.usdc.balanceOf(s.escrow.address) == 0 and net > 0
+    with boa.env.prank(owner), boa.reverts("escrow: job closed"):
+        s.escrow.extend_job(job_id, 1)

@@ -123,19 +123,23 @@ def test_signature_sets(s: System, picks: list[int]) -> None:
     price=st.integers(1, 10**7),
     nodes=st.integers(1, 4),
     epochs=st.integers(1, 5),
-    attested=st.lists(st.booleans(), min_size=5, max_size=5),
+    attested=st.lists(st.booleans(), min_size=8, max_size=8),
     serving=st.integers(1, 4),
+    extra=st.integers(0, 3),
 )
 def test_escrow_conserves_funds(
-    s: System, price: int, nodes: int, epochs: int, attested: list[bool], serving: int
+    s: System, price: int, nodes: int, epochs: int, attested: list[bool], serving: int, extra: int
 ) -> None:
     with boa.env.anchor():
         serving = min(serving, nodes)
         served = [s.linked_nd() for _ in range(serving)]
-        owner = s.user(usdc=nodes * epochs * price)
+        owner = s.user(usdc=nodes * (epochs + extra) * price)
         with boa.env.prank(owner):
-            s.usdc.approve(s.escrow.address, nodes * epochs * price)
+            s.usdc.approve(s.escrow.address, nodes * (epochs + extra) * price)
             job_id = s.escrow.create_job(nodes, epochs, price)
+            if extra:  # topped up while it runs
+                s.escrow.extend_job(job_id, extra)
+        epochs += extra
         s.advance_epochs(epochs + 1)
         n_attested = 0
         for e in range(epochs):

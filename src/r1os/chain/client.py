@@ -327,6 +327,13 @@ class ChainClient(Web3Base):
         receipt = await self.transact("PoAIEscrow", "end_job", job_id)
         return int(_event(receipt, self.contract("PoAIEscrow"), "JobEnded")["end_epoch"])
 
+    async def extend_job(self, job_id: int, epochs: int) -> int:
+        """Pay for `epochs` more epochs of a running job (approved first); returns its new end epoch."""
+        job = await self.job(job_id)
+        await self._ensure_allowance("USDC", "PoAIEscrow", job.nodes * epochs * job.price_per_node_epoch)
+        receipt = await self.transact("PoAIEscrow", "extend_job", job_id, epochs)
+        return int(_event(receipt, self.contract("PoAIEscrow"), "JobExtended")["end_epoch"])
+
     async def refund(self, job_id: int) -> int:
         """Take back what the job did not pay out (after its settlement window); returns it."""
         receipt = await self.transact("PoAIEscrow", "refund", job_id)

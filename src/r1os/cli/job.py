@@ -1,8 +1,8 @@
 """`r1os job`: PoAI jobs paid in a stablecoin through the escrow (mock USDC on a devnet).
 
-A job is paid in full when it is created (nodes x epochs x price per node-epoch); oracles attest
-each ended epoch and the escrow pays the serving nodes' operators; the owner can end it early and take
-back what was not paid out.
+A job is paid in full when it is created (nodes x epochs x price per node-epoch) and can be topped up
+with more epochs while it runs (`extend`); oracles attest each ended epoch and the escrow pays the
+serving nodes' operators; the owner can end it early and take back what was not paid out.
 """
 
 from __future__ import annotations
@@ -94,6 +94,28 @@ def status(
         f" burned {usdc(data['burned'])} USDC",
         highlight=False,
     )
+
+
+@app.command("extend")
+@handle_errors
+def extend(
+    job_id: int = typer.Argument(..., help="Job id."),
+    epochs: int = typer.Option(..., "--epochs", min=1, help="How many more epochs to pay for."),
+    deployment: Path | None = DeploymentOpt,
+    dir: Path | None = DirOpt,
+    key_file: Path | None = KeyFileOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Top up a running job: pay nodes x epochs x its price into the escrow for more epochs."""
+    c = client(deployment, dir, key_file, signer=True)
+    end_epoch = run(c.extend_job(job_id, epochs))
+    if json_out:
+        print_json({"job_id": job_id, "end_epoch": end_epoch})
+    else:
+        console.print(
+            f"job {job_id} extended by {epochs} epochs; it now runs until epoch {end_epoch - 1}",
+            highlight=False,
+        )
 
 
 @app.command("end")

@@ -78,6 +78,12 @@ event JobEnded:
     job_id: indexed(uint256)
     end_epoch: uint256
 
+event JobExtended:
+    job_id: indexed(uint256)
+    epochs: uint256
+    end_epoch: uint256
+    amount: uint256
+
 event JobRefunded:
     job_id: indexed(uint256)
     owner: indexed(address)
@@ -220,6 +226,26 @@ def end_job(job_id: uint256):
     assert end < job.end_epoch, "escrow: job already over"
     self._jobs[job_id].end_epoch = end
     log JobEnded(job_id=job_id, end_epoch=end)
+
+
+@external
+def extend_job(job_id: uint256, epochs: uint256) -> uint256:
+    """
+    @notice Job owner: pay for `epochs` more epochs on the same nodes at the same price, while the
+            job still runs (approve this contract for nodes x epochs x price first).
+    @return The new end epoch.
+    """
+    job: Job = self._job(job_id)
+    assert job.owner == msg.sender, "escrow: not the job owner"
+    assert epochs > 0, "escrow: zero epochs"
+    assert self._current_epoch() < job.end_epoch, "escrow: job already over"
+    amount: uint256 = job.nodes * epochs * job.price_per_node_epoch
+    end: uint256 = job.end_epoch + epochs
+    self._jobs[job_id].end_epoch = end
+    self._jobs[job_id].balance = job.balance + amount
+    assert extcall stablecoin.transferFrom(msg.sender, self, amount)
+    log JobExtended(job_id=job_id, epochs=epochs, end_epoch=end, amount=amount)
+    return end
 
 
 @external
