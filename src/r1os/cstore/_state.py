@@ -19,7 +19,7 @@ import hashlib
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
@@ -32,20 +32,15 @@ Order = tuple[int, int, str, str]  # wall_ms, counter, writer (lower), batch id
 EntryId = tuple[str, str | None]  # key, field (None for plain keys)
 
 
-class Register(NamedTuple):
-    """The op that won an entry. A tuple: built without a constructor call per field, and small;
-    a newer op replaces the whole register."""
-
-    order: Order
-    value: Any
-    expires_ms: int | None
-    deleted: bool
-
-    def live(self, now_ms: int) -> bool:
-        return not self.deleted and (self.expires_ms is None or self.expires_ms > now_ms)
+Register = tuple[Order, Any, "int | None", bool]
+"""The op that won an entry: `(order, value, expires_ms, deleted)`. A plain tuple on purpose: the
+garbage collector stops tracking tuples that hold only atomic values, so a large store of strings and
+numbers adds nothing to its passes (a tuple subclass stays tracked: 100k registers made full passes
+take over 100 ms); and a tuple is built without a constructor call per field."""
 
 
-_new_register = tuple.__new__
+def _live(reg: Register, now_ms: int) -> bool:
+    return not reg[3] and (reg[2] is None or reg[2] > now_ms)
 
 
 def bucket_of(key: str) -> int:
@@ -86,7 +81,6 @@ class CStoreState:
         settled = wall < self._horizon_ms  # the same for every op of a batch
         strings, hashes = self.strings, self.hashes
         bucket_xor, bucket_keys, pending = self._bucket_xor, self._bucket_keys, self._pending
-        new_register = _new_register
         won = 0
         for i, op in enumerate(batch.ops):
             order: Order = (wall, counter + i, writer, batch_id)
@@ -108,7 +102,7 @@ class CStoreState:
             if current is not None and current[0] >= order:
                 continue
             deleted = kind == "del" or kind == "hdel"
-            table[name] = new_register(Register, (order, None if deleted else value, expires, deleted))
+            table[name] = (order, None if deleted else value, expires, deleted)
             b = bucket_of(key)
             won += 1
             if current is not None:
@@ -143,7 +137,7 @@ class CStoreState:
         removed = 0
         for key in list(self.strings):
             reg = self.strings[key]
-            if reg.order[0] < horizon_ms and not reg.live(horizon_ms):
+            if reg[0][0] < horizon_ms and not _live(reg, horizon_ms):
                 self._forget((key, None), reg)
                 del self.strings[key]
                 removed += 1
@@ -151,7 +145,7 @@ class CStoreState:
             fields = self.hashes[key]
             for f in list(fields):
                 reg = fields[f]
-                if reg.order[0] < horizon_ms and not reg.live(horizon_ms):
+                if reg[0][0] < horizon_ms and not _live(reg, horizon_ms):
                     self._forget((key, f), reg)
                     del fields[f]
                     removed += 1
@@ -162,9 +156,10 @@ class CStoreState:
         return removed
 
     def _forget(self, eid: EntryId, reg: Register) -> None:
-        if self._pending.pop(reg.order, None) is None:
-            self._bucket_xor[bucket_of(eid[0])] ^= _entry_hash(reg.order)
-        self._release(reg.order[3])
+        order = reg[0]
+        if self._pending.pop(order, None) is None:
+            self._bucket_xor[bucket_of(eid[0])] ^= _entry_hash(order)
+        self._release(order[3])
 
     def settle(self, horizon_ms: int, limit: int | None = None) -> None:
         """Count every entry written before `horizon_ms` in the bucket digests (the horizon only moves
@@ -187,26 +182,26 @@ class CStoreState:
 
     def get(self, key: str, now_ms: int) -> Any | None:
         reg = self.strings.get(key)
-        return reg.value if reg is not None and reg.live(now_ms) else None
+        return reg[1] if reg is not None and _live(reg, now_ms) else None
 
     def exists(self, key: str, now_ms: int) -> bool:
         reg = self.strings.get(key)
-        return reg is not None and reg.live(now_ms)
+        return reg is not None and _live(reg, now_ms)
 
     def hget(self, key: str, field: str, now_ms: int) -> Any | None:
         reg = self.hashes.get(key, {}).get(field)
-        return reg.value if reg is not None and reg.live(now_ms) else None
+        return reg[1] if reg is not None and _live(reg, now_ms) else None
 
     def hgetall(self, key: str, now_ms: int) -> dict[str, Any]:
         fields = self.hashes.get(key, {})
-        return {f: r.value for f, r in sorted(fields.items()) if r.live(now_ms)}
+        return {f: r[1] for f, r in sorted(fields.items()) if _live(r, now_ms)}
 
     def keys(self, prefix: str, now_ms: int) -> list[str]:
         """Live plain keys and hashes with at least one live field, sorted."""
-        out = {k for k, r in self.strings.items() if k.startswith(prefix) and r.live(now_ms)}
+        out = {k for k, r in self.strings.items() if k.startswith(prefix) and _live(r, now_ms)}
         out.update(
             k for k, fields in self.hashes.items()
-            if k.startswith(prefix) and any(r.live(now_ms) for r in fields.values())
+            if k.startswith(prefix) and any(_live(r, now_ms) for r in fields.values())
         )  # fmt: skip
         return sorted(out)
 
@@ -225,10 +220,7 @@ class CStoreState:
     def export(self) -> bytes:
         """Canonical bytes of the whole state (tombstones included): equal state, equal bytes."""
         rows = sorted(
-            (
-                [eid[0], eid[1], list(reg.order), reg.value, reg.expires_ms, reg.deleted]
-                for eid, reg in self._entries()
-            ),
+            ([eid[0], eid[1], list(reg[0]), reg[1], reg[2], reg[3]] for eid, reg in self._entries()),
             key=lambda r: (r[0], r[1] is not None, r[1] or ""),
         )
         return orjson.dumps(rows, option=orjson.OPT_SORT_KEYS)
@@ -255,9 +247,9 @@ class CStoreState:
             for key in self._bucket_keys[b]:
                 reg = self.strings.get(key)
                 if reg is not None:
-                    ids.add(reg.order[3])
+                    ids.add(reg[0][3])
                 for r in self.hashes.get(key, {}).values():
-                    ids.add(r.order[3])
+                    ids.add(r[0][3])
         return [self._batches[i] for i in sorted(ids)]
 
     def batches_by_id(self, batch_id: str) -> list[bytes]:
