@@ -51,6 +51,7 @@ from r1os.oracle._consensus import (
     table_signer,
 )
 from r1os.oracle._epochs import EpochClock, parse_range
+from r1os.oracle._journal import HeartbeatJournal
 from r1os.wire import Envelope
 
 if TYPE_CHECKING:
@@ -127,6 +128,7 @@ class OracleSyncService(Service):
         self.settings = settings
         self.clock = EpochClock(settings.genesis_time, settings.epoch_seconds)
         self.hb = HeartbeatLog()
+        self.journal: HeartbeatJournal | None = None
         self.records: dict[int, EpochRecord] = {}
         self.failures: dict[int, str] = {}
         self._inbox: dict[int, _Inbox] = {}
@@ -151,6 +153,11 @@ class OracleSyncService(Service):
         self._dir = ctx.data_dir / "epochs"
         self._dir.mkdir(parents=True, exist_ok=True)
         self._load_records()
+        self.journal = HeartbeatJournal(ctx.data_dir / "heartbeats.bin")
+        since = self.clock.start(self.clock.epoch_at(time.time()) - 1) - max_gap(self.settings.heartbeat) - 1
+        if kept := self.journal.load(self.hb, since):
+            log.info("oracle sync: %d heartbeats of this epoch and the last read back from disk", kept)
+        self.journal.rewrite(self.hb)
         ctx.on("hb", self._on_heartbeat)
         ctx.on(MSG_TABLE, self._on_table)
         ctx.on(MSG_MEDIAN, self._on_median)
@@ -170,6 +177,9 @@ class OracleSyncService(Service):
 
     async def stop(self) -> None:
         await cancel_tasks([*self._tasks, *self._closing.values(), *self._writes])
+        if self.journal is not None:
+            with contextlib.suppress(OSError):
+                self.journal.flush()
         if self._http is not None:
             await self._http.aclose()
 
@@ -206,14 +216,25 @@ class OracleSyncService(Service):
 
     # -- measuring -----------------------------------------------------------------------------
 
+    def _heard(self, node: str, t: float) -> None:
+        self.hb.record(node, t)
+        if self.journal is not None:
+            self.journal.add(node, t)
+
     async def _on_heartbeat(self, env: Envelope) -> None:
         if self.admitted(env.sender):
-            self.hb.record(env.sender, time.time())
+            self._heard(env.sender, time.time())
 
     async def _tick_loop(self) -> None:
-        """Our own heartbeats never come back to us: record our own liveness at the same rate."""
+        """Our own heartbeats never come back to us: record our own liveness at the same rate (and
+        write what was heard since the last tick to the journal)."""
         while True:
-            self.hb.record(self.me, time.time())
+            self._heard(self.me, time.time())
+            if self.journal is not None:
+                try:
+                    await asyncio.to_thread(self.journal.flush)
+                except OSError as exc:
+                    log.warning("oracle sync: heartbeat journal not written: %s", exc)
             await asyncio.sleep(self.settings.heartbeat)
 
     def local_table(self, epoch: int) -> Table:
@@ -234,6 +255,11 @@ class OracleSyncService(Service):
                 task.add_done_callback(functools.partial(self._closed, epoch))
             self._forget_before(epoch - KEEP_INBOX_EPOCHS)
             self.hb.prune(self.clock.start(epoch - 1) - max_gap(self.settings.heartbeat) - 1)
+            if self.journal is not None:
+                try:
+                    await asyncio.to_thread(self.journal.rewrite, self.hb)
+                except OSError as exc:
+                    log.warning("oracle sync: heartbeat journal not rewritten: %s", exc)
             epoch += 1
 
     def _closed(self, epoch: int, _task: asyncio.Task[EpochRecord | None]) -> None:

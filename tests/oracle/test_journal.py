@@ -1,0 +1,93 @@
+"""The oracle's heartbeat journal: what it heard survives a restart; a damaged file invents nothing."""
+
+from __future__ import annotations
+
+import logging
+import math
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import APIRouter
+from prometheus_client import CollectorRegistry
+
+from r1os.identity import NodeKey, normalize_address
+from r1os.node import NetworkMap, ServiceContext
+from r1os.oracle import HeartbeatLog, OracleSettings, OracleSyncService
+from r1os.oracle._journal import HeartbeatJournal
+
+NODE = normalize_address("0x" + "ab" * 20)
+
+
+def test_round_trip_and_rewrite(tmp_path: Path) -> None:
+    j = HeartbeatJournal(tmp_path / "hb.bin")
+    now = time.time()
+    times = [now - 30 + i for i in range(20)]
+    for t in times:
+        j.add(NODE, t)
+    j.add("not an address", now)
+    j.flush()
+    back = HeartbeatLog()
+    assert j.load(back, since=now - 25) == 15
+    assert back.times[NODE] == times[5:]
+    back.prune(now - 12)
+    j.rewrite(back)
+    again = HeartbeatLog()
+    assert j.load(again, since=0) == len(back.times[NODE]) == 2
+
+
+def test_damaged_records_are_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "hb.bin"
+    now = time.time()
+    good = struct.pack("<20sd", bytes.fromhex("ab" * 20), now - 5)
+    nan = struct.pack("<20sd", bytes.fromhex("ab" * 20), math.nan)
+    future = struct.pack("<20sd", bytes.fromhex("ab" * 20), now + 3600)
+    path.write_bytes(good + nan + future + good[:11])
+    with caplog.at_level(logging.WARNING):
+        into = HeartbeatLog()
+        assert HeartbeatJournal(path).load(into, since=0) == 1
+    assert into.times[NODE] == [now - 5]
+    assert "2 bad records, 11 torn bytes" in caplog.text
+
+
+async def _nothing(*_args: Any) -> None:
+    return None
+
+
+def _ctx(tmp_path: Path, key: NodeKey) -> ServiceContext:
+    return ServiceContext(
+        name="oracle",
+        key=key,
+        network="test",
+        transport=None,  # type: ignore[arg-type]
+        router=APIRouter(),
+        data_dir=tmp_path,
+        metrics=CollectorRegistry(),
+        netmap=NetworkMap(),
+        _publish=_nothing,
+        _send=_nothing,
+        _on=lambda _t, _h: None,
+        _services={},
+        url="http://test",
+    )
+
+
+async def test_an_oracle_restarted_mid_epoch_keeps_what_it_heard(tmp_path: Path) -> None:
+    key = NodeKey.generate()
+    now = time.time()
+    settings = dict(genesis_time=now - 60, epoch_seconds=120.0, heartbeat=1.0, oracles=[key.address])
+    first = OracleSyncService(OracleSettings(**settings))  # type: ignore[arg-type]
+    await first.start(_ctx(tmp_path, key))
+    for i in range(60):  # a node heard every second since the epoch began
+        first._heard(NODE, now - 60 + i)
+    await first.stop()
+    second = OracleSyncService(OracleSettings(**settings))  # type: ignore[arg-type]
+    await second.start(_ctx(tmp_path, key))
+    try:
+        assert len(second.hb.times[NODE]) == 60
+        heard = second.hb.window(NODE, now - 61, now)
+        assert heard[0] == pytest.approx(now - 60) and heard[-1] == pytest.approx(now - 1)
+    finally:
+        await second.stop()
