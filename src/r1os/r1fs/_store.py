@@ -255,15 +255,19 @@ class BlockStore:
             if self.fsync:
                 os.fdatasync(pack.data_fd)
             with self._lock:
-                os.write(pack.idx_fd, _record(cid.codec, cid.digest, offset, n))
-                if self.fsync:
-                    os.fdatasync(pack.idx_fd)
-                self._forget(cid)
-                self._index[cid] = (pack, offset, n)
-                pack.live += 1
-                pack.live_bytes += n
+                deleted = pack.dead  # compacted away while this write ran: write it again below
+                if not deleted:
+                    os.write(pack.idx_fd, _record(cid.codec, cid.digest, offset, n))
+                    if self.fsync:
+                        os.fdatasync(pack.idx_fd)
+                    self._forget(cid)
+                    self._index[cid] = (pack, offset, n)
+                    pack.live += 1
+                    pack.live_bytes += n
         finally:
             self._release(pack)
+        if deleted and not self.closed:
+            self._append(cid, data, n)
 
     def put_verified(self, cid: Cid, data: bytes | memoryview) -> bool:
         """Store a block from an untrusted source, after checking its hash (safe to call from worker
