@@ -145,3 +145,26 @@ def test_no_listener_is_a_connection_error(tmp_path: Path) -> None:
             local_call("@r1os-r1fs-nobody-listens-here", {"op": "add"}, fd, timeout=5)
     finally:
         os.close(fd)
+
+
+async def test_silent_clients_hold_no_threads(served: Served, tmp_path: Path) -> None:
+    """Clients that connect and say nothing are waited for on the loop: many of them at once do not
+    stop an honest request (the node's thread pool has only a few threads)."""
+    name = name_of(served.svc)
+    silent = []
+    for _ in range(20):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.connect(_raw(name))
+        silent.append(s)
+    try:
+        src = tmp_path / "in.bin"
+        src.write_bytes(DATA)
+        fd = os.open(src, os.O_RDONLY)
+        try:
+            out = await asyncio.wait_for(call(served.svc, {"op": "add"}, fd), 5)
+        finally:
+            os.close(fd)
+        assert out["cid"] == CID
+    finally:
+        for s in silent:
+            s.close()

@@ -102,13 +102,12 @@ class LocalServer:
 
     async def _handle(self, conn: socket.socket) -> None:
         fds: list[int] = []
-        conn.setblocking(True)
-        conn.settimeout(10.0)
+        conn.setblocking(False)
+        loop = asyncio.get_running_loop()
         try:
             try:
-                msg, fds, _flags, _ = await asyncio.to_thread(socket.recv_fds, conn, MAX_MESSAGE, 2)
+                msg, fds = await self._receive(conn, loop)
                 request = self._parse(msg, fds)
-                conn.settimeout(None)
                 result = await self._run(request, fds[0], conn)
                 reply: dict[str, Any] = {"ok": True, "result": result}
                 self.svc.counters["local_served"] += 1
@@ -121,12 +120,32 @@ class LocalServer:
                 if isinstance(exc, R1fsError) and exc.hint:
                     reply["hint"] = exc.hint
             with contextlib.suppress(OSError):
-                await asyncio.to_thread(conn.sendall, json.dumps(reply).encode())
+                await loop.sock_sendall(conn, json.dumps(reply).encode())
         finally:
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             conn.close()
+
+    @staticmethod
+    async def _receive(conn: socket.socket, loop: asyncio.AbstractEventLoop) -> tuple[bytes, list[int]]:
+        """The request packet and its descriptors, waited for on the loop (no thread held by a
+        client that connects and says nothing), 10 s at most."""
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def ready() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(conn.fileno(), ready)
+        try:
+            await asyncio.wait_for(readable, 10.0)
+        except TimeoutError:
+            raise R1fsError("no local request within 10 s") from None
+        finally:
+            loop.remove_reader(conn.fileno())
+        msg, fds, _flags, _ = socket.recv_fds(conn, MAX_MESSAGE, 2)
+        return msg, fds
 
     @staticmethod
     def _parse(msg: bytes, fds: list[int]) -> LocalRequest:
