@@ -1,11 +1,11 @@
 """CSTORE benchmark, side by side with Redis in the same run.
 
-Both systems get the same client pattern: one client writes batches of SETs to a primary, `--window`
-batches in flight at a time (Redis: one MULTI-less pipeline of window x batch-size SETs per round
-trip; r1os: one signed batch per HTTP request, one keep-alive connection per batch in flight, all
-sent before the answers are read), and the data must reach two more replicas. The r1os client
-signs every batch inside the timed loop. Both acknowledge a write only once it is durable on the
-primary's disk (Redis: appendonly + appendfsync always; r1os: fsync'd log), or both in memory.
+Both systems get the same client pattern: one client on one connection writes batches of SETs to a
+primary, `--window` batches per round trip (Redis: one MULTI-less pipeline of window x batch-size
+SETs; r1os: one `POST /v1/cstore/batches` carrying window signed batches, each checked on its own),
+and the data must reach two more replicas. The r1os client signs every batch inside the timed
+loop. Both acknowledge a write only once it is durable on the primary's disk (Redis: appendonly +
+appendfsync always; r1os: fsync'd log), or both in memory.
 
 - throughput: ops/s from the first batch until the last key is on all 3 replicas; `--runs` runs
   per system, alternating between the two so that load from elsewhere on the machine hits both;
@@ -124,24 +124,21 @@ def redis_convergence(ports: list[int], batches: int, size: int, value: str) -> 
 
 
 def post_rounds(url: str, bodies: Iterator[bytes], batches: int, window: int) -> None:
-    """Send `batches` request bodies to `url`, `window` at a time: each on its own keep-alive
-    connection, all written before any answer is read (the HTTP counterpart of a Redis pipeline)."""
+    """Send `batches` signed batches to `url` (`/v1/cstore/batches`), `window` per request on one
+    keep-alive connection (the HTTP counterpart of a Redis pipeline)."""
     parsed = httpx.URL(url)
-    conns = [http.client.HTTPConnection(parsed.host, parsed.port) for _ in range(window)]
-    headers = {"content-type": "application/json"}
+    conn = http.client.HTTPConnection(parsed.host, parsed.port)
+    headers = {"content-type": "application/x-ndjson"}
     try:
         for first in range(0, batches, window):
-            used = conns[: min(window, batches - first)]
-            for conn in used:
-                conn.request("POST", parsed.path, body=next(bodies), headers=headers)
-            for conn in used:
-                r = conn.getresponse()
-                answer = r.read()
-                if r.status != 200:
-                    raise RuntimeError(f"batch refused: {r.status} {answer!r}")
+            body = b"\n".join(next(bodies) for _ in range(min(window, batches - first)))
+            conn.request("POST", parsed.path, body=body, headers=headers)
+            r = conn.getresponse()
+            answer = r.read()
+            if r.status != 200 or b'"cause"' in answer:
+                raise RuntimeError(f"batches refused: {r.status} {answer[:500]!r}")
     finally:
-        for conn in conns:
-            conn.close()
+        conn.close()
 
 
 class R1osClient:
@@ -171,7 +168,7 @@ class R1osClient:
         t0 = time.perf_counter()
         # Blocking on purpose: nothing else runs on this loop while the clock runs.
         bodies = (self.batch("bench", b) for b in range(batches))
-        post_rounds(f"{self.primary}/v1/cstore/batch", bodies, batches, window)
+        post_rounds(f"{self.primary}/v1/cstore/batches", bodies, batches, window)
         await self.wait_replicas(http, f"{self.ns}bench:{batches - 1}:{self.size - 1}")
         return batches * self.size / (time.perf_counter() - t0)
 
@@ -287,7 +284,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--value-bytes", type=int, default=64)
-    parser.add_argument("--window", type=int, default=4, help="batches in flight (both systems)")
+    parser.add_argument("--window", type=int, default=4, help="batches per round trip (both systems)")
     parser.add_argument("--runs", type=int, default=3, help="throughput runs per system, alternating")
     parser.add_argument(
         "--broker", choices=["mosquitto", "embedded"], default="mosquitto",
@@ -303,7 +300,7 @@ def main() -> None:
         n = args.batches * args.batch_size
         print(f"r1os nodes talk through the {args.broker} broker")
         print(f"replicated writes, 3 replicas, {n} ops in batches of {args.batch_size}, "
-              f"{args.value_bytes}-byte values, {args.window} batches in flight")  # fmt: skip
+              f"{args.value_bytes}-byte values, {args.window} batches per round trip")  # fmt: skip
         for fsync, label in ((True, "durable (fsync before ack)"), (False, "in memory (no fsync)")):
             r_tp, o_tp, r_lat, o_lat = asyncio.run(compare(tmp, fsync, broker, args, value))
             ratios = [o / r for o, r in zip(o_tp, r_tp, strict=True)]

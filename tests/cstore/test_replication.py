@@ -225,3 +225,31 @@ async def test_a_bad_batch_in_a_group_is_refused_alone(cluster: Cluster) -> None
     assert after["forbidden"] - before["forbidden"] == 1
     assert after["malformed"] - before["malformed"] == 1
     assert await cluster.cstore(1).get(f"{own}:evil") is None
+
+
+async def test_several_batches_in_one_request(cluster: Cluster) -> None:
+    """POST /v1/cstore/batches: one signed batch per line, each accepted or refused on its own."""
+    client = NodeKey.generate()
+    own = f"app:{client.address.lower()}"
+    wall, _ = _hlc()
+    good = [sign_batch(client, [Op("set", f"{own}:m{i}", value=i)], wall, i) for i in range(5)]
+    forged = good[0].replace(b":m0", b":mx")
+    foreign = sign_batch(client, [Op("set", f"{ns(cluster.nodes[1])}:x", value=1)], wall, 9)
+    body = b"\n".join([good[0], forged, good[1], foreign, *good[2:]]) + b"\n"
+    url = f"{cluster.nodes[0].url}/v1/cstore/batches"
+    r = await cluster.http.post(url, content=body)
+    assert r.status_code == 200, r.text
+    causes = [x.get("cause") for x in r.json()["results"]]
+    assert causes == [None, "bad_signature", None, "forbidden", None, None, None]
+    assert [x["ops"] for x in r.json()["results"] if "ops" in x] == [1] * 5
+
+    async def everywhere() -> bool:
+        return all([await cluster.cstore(i).get(f"{own}:m4") == 4 for i in range(3)])
+
+    await async_wait_for(everywhere, 10, "the accepted batches to replicate")
+    assert await cluster.cstore(2).get(f"{own}:mx") is None
+    for bad in (b"", b"\n\n", b"\n".join([good[0]] * 1001)):
+        r = await cluster.http.post(url, content=bad)
+        assert r.status_code == 413 and r.json()["cause"] == "too_large", bad[:20]
+    r = await cluster.http.post(url, content=b"not a batch\n")
+    assert r.status_code == 200 and r.json()["results"][0]["cause"] == "malformed"

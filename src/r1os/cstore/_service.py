@@ -36,6 +36,7 @@ log = logging.getLogger("r1os.cstore")
 MSG_BATCH = "cstore.batch"
 INLINE_LIMIT = 256 * 1024  # larger batches are announced and pulled over HTTP
 MAX_SYNC_BATCHES = 1_000  # per anti-entropy answer
+MAX_BATCHES_PER_REQUEST = 1_000  # POST /v1/cstore/batches
 SETTLE_MS = 1_000
 HORIZON_STEP_MS = 1_000  # how long a write is left to the fast path before anti-entropy compares it
 Watcher = Callable[[str, str | None, Any], Awaitable[None] | None]
@@ -207,29 +208,46 @@ class CStoreService(Service):
 
     async def submit(self, raw: bytes, *, new_keys_limited: bool = True) -> Batch:
         """Check, merge, persist (fsync) and broadcast a signed batch; returns once it is durable."""
-        try:
-            batch = decode_batch(raw, limits=self.limits, now_ms=_now_ms(), oracles=self.oracles)
-            if new_keys_limited:
-                self._check_namespace_quota(batch)
-        except CStoreError as exc:
-            self._reject(exc)
-            raise
-        changed = self._apply(batch)
-        if changed:
-            # Replicas get the batch while our own fsync runs; the caller is answered only once it is
-            # durable here, so an acknowledged write survives a crash of this node right after.
-            sent = asyncio.ensure_future(self._broadcast(batch))
+        (result,) = await self.submit_many([raw], new_keys_limited=new_keys_limited)
+        if isinstance(result, CStoreError):
+            raise result
+        return result
+
+    async def submit_many(
+        self, raws: list[bytes], *, new_keys_limited: bool = True
+    ) -> list[Batch | CStoreError]:
+        """`submit` for several signed batches at once, in order; each is checked on its own and
+        either accepted or refused (its error in its place). Returns once the accepted ones are
+        durable: they share one fsync and travel to the replicas in one message."""
+        results: list[Batch | CStoreError] = []
+        fresh: list[Batch] = []
+        for raw in raws:
             try:
-                await self.log.append(batch.raw)
+                batch = decode_batch(raw, limits=self.limits, now_ms=_now_ms(), oracles=self.oracles)
+                if new_keys_limited:
+                    self._check_namespace_quota(batch)
+            except CStoreError as exc:
+                self._reject(exc)
+                results.append(exc)
+                continue
+            if self._apply(batch):
+                fresh.append(batch)
+            results.append(batch)
+        if fresh:
+            # Replicas get the batches while our own fsync runs; the caller is answered only once
+            # they are durable here, so an acknowledged write survives a crash of this node right after.
+            sent = asyncio.gather(*(self._broadcast(b) for b in fresh))
+            try:
+                await asyncio.gather(*(self.log.append(b.raw) for b in fresh))
             finally:
                 await sent
-            self._settle_some(len(batch.ops))
-        return batch
+            self._settle()
+        return results
 
-    def _settle_some(self, n: int) -> None:
-        """Count settled entries into the digests a few at a time (twice as many as were just
-        written, so a backlog drains), instead of all at once when a peer asks for digests."""
-        self.state.settle(self._horizon(), limit=2 * n)
+    def _settle(self) -> None:
+        """Merge what has settled after every write (cheap: whole milliseconds at a time), so a peer
+        asking for digests never finds a backlog."""
+        self.state.settle(self._horizon())
 
     def _check_namespace_quota(self, batch: Batch) -> None:
         strings, hashes = self.state.strings, self.state.hashes
@@ -347,7 +365,7 @@ class CStoreService(Service):
         changed = self._apply(batch)
         if changed:
             self.log.append_nowait(batch.raw)
-            self._settle_some(len(batch.ops))
+            self._settle()
         return changed
 
     async def _pull_one(self, url: str, batch_id: str) -> bytes:
@@ -585,9 +603,27 @@ def _routes(router: APIRouter, svc: CStoreService) -> None:
         body = orjson.dumps({"id": b.id, "ops": len(b.ops), "hlc": list(svc.clock.last)})
         return Response(body, media_type="application/json")
 
-    # The write path: a plain route, without FastAPI's parameter and response-model machinery (the
-    # body is a signed batch that `submit` checks in full).
+    async def batches(request: Request) -> Response:
+        """Several signed batches in one request, one per line (canonical JSON has no newlines).
+        Each is accepted or refused on its own, like the commands of a Redis pipeline."""
+        raws = [line for line in (await request.body()).split(b"\n") if line.strip()]
+        if not 1 <= len(raws) <= MAX_BATCHES_PER_REQUEST:
+            exc = CStoreError("too_large", f"a request holds 1 to {MAX_BATCHES_PER_REQUEST} batches")
+            svc._reject(exc)
+            return _error(exc)
+        results = [
+            {"error": str(r), "cause": r.cause, "hint": r.hint}
+            if isinstance(r, CStoreError)
+            else {"id": r.id, "ops": len(r.ops)}
+            for r in await svc.submit_many(raws)
+        ]
+        body = orjson.dumps({"results": results, "hlc": list(svc.clock.last)})
+        return Response(body, media_type="application/json")
+
+    # The write path: plain routes, without FastAPI's parameter and response-model machinery (the
+    # body is signed batches that `submit_many` checks in full).
     router.add_route("/v1/cstore/batch", batch, methods=["POST"])
+    router.add_route("/v1/cstore/batches", batches, methods=["POST"])
 
     @router.post("/v1/cstore/write")
     async def write(request: Request) -> Response:

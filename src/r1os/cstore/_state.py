@@ -8,16 +8,18 @@ For anti-entropy the registers are spread over `BUCKETS` buckets by key; each bu
 of its entries' hashes, updated in O(1) per write, so two replicas find what differs by comparing
 1024 small digests instead of their whole contents. Only *settled* entries (written before a horizon a
 little in the past) count in the digests: writes still in flight on the fast path would otherwise make
-every bucket differ under load and anti-entropy would ship the whole store for nothing. Entries not
-yet settled wait, in the order they were applied, in a pending table that holds their bucket; an entry
-replaced while pending simply leaves it, so settling needs no lookup.
+every bucket differ under load and anti-entropy would ship the whole store for nothing. An entry's
+hash is computed when it is applied; until the horizon passes its time it is XORed into a pending
+accumulator for that millisecond instead of the bucket, and settling merges whole accumulators (a few
+XORs per batch written, no per-entry work left for the moment a peer asks for digests).
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import zlib
-from collections import OrderedDict
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -66,7 +68,9 @@ class CStoreState:
         self._bucket_xor = [0] * BUCKETS
         self._bucket_keys: list[set[str]] = [set() for _ in range(BUCKETS)]
         self._horizon_ms = -1
-        self._pending: OrderedDict[Order, int] = OrderedDict()  # not yet settled, as applied: bucket
+        # Entries not yet settled: wall_ms -> bucket -> XOR of their hashes; a heap of those wall_ms.
+        self._pending: dict[int, dict[int, int]] = {}
+        self._pending_walls: list[int] = []
         self.new_keys: list[str] = []  # keys the last `apply` created (for per-namespace quotas)
 
     # -- writes ------------------------------------------------------------------------------
@@ -78,9 +82,14 @@ class CStoreState:
         self.new_keys = new_keys
         writer = batch.writer.lower()
         wall, counter, batch_id = batch.wall_ms, batch.counter, batch.id
-        settled = wall < self._horizon_ms  # the same for every op of a batch
+        horizon = self._horizon_ms
+        settled = wall < horizon  # the same for every op of a batch
         strings, hashes = self.strings, self.hashes
         bucket_xor, bucket_keys, pending = self._bucket_xor, self._bucket_keys, self._pending
+        acc = bucket_xor if settled else self._accumulator(wall)
+        entry_hash, from_bytes = _entry_hash, int.from_bytes
+        # `_entry_hash(order)` for this batch's ops: the batch id part hashed once.
+        id_hash = hashlib.blake2b(batch_id.encode(), digest_size=_DIGEST_BYTES)
         won = 0
         for i, op in enumerate(batch.ops):
             order: Order = (wall, counter + i, writer, batch_id)
@@ -107,22 +116,28 @@ class CStoreState:
             won += 1
             if current is not None:
                 old = current[0]
-                if pending.pop(old, None) is None:  # it was settled: take it out of the digest
-                    bucket_xor[b] ^= _entry_hash(old)
+                # Out of the digest (or of its pending accumulator, which has not been merged yet).
+                (bucket_xor if old[0] < horizon else pending[old[0]])[b] ^= entry_hash(old)
                 if old[3] == batch_id:
                     won -= 1  # replaced an earlier op of this same batch
                 else:
                     self._release(old[3])
-            if settled:
-                bucket_xor[b] ^= _entry_hash(order)
-            else:
-                pending[order] = b
+            h = id_hash.copy()
+            h.update(b"%d" % order[1])
+            acc[b] ^= from_bytes(h.digest(), "big")
             bucket_keys[b].add(key)
             changed.append((key, field))
         if won:
             self._refs[batch_id] = self._refs.get(batch_id, 0) + won
             self._batches[batch_id] = batch.raw
         return changed
+
+    def _accumulator(self, wall_ms: int) -> dict[int, int]:
+        acc = self._pending.get(wall_ms)
+        if acc is None:
+            acc = self._pending[wall_ms] = defaultdict(int)
+            heapq.heappush(self._pending_walls, wall_ms)
+        return acc
 
     def _release(self, batch_id: str) -> None:
         n = self._refs[batch_id] - 1
@@ -157,26 +172,20 @@ class CStoreState:
 
     def _forget(self, eid: EntryId, reg: Register) -> None:
         order = reg[0]
-        if self._pending.pop(order, None) is None:
-            self._bucket_xor[bucket_of(eid[0])] ^= _entry_hash(order)
+        digests = self._bucket_xor if order[0] < self._horizon_ms else self._pending[order[0]]
+        digests[bucket_of(eid[0])] ^= _entry_hash(order)
         self._release(order[3])
 
-    def settle(self, horizon_ms: int, limit: int | None = None) -> None:
+    def settle(self, horizon_ms: int) -> None:
         """Count every entry written before `horizon_ms` in the bucket digests (the horizon only moves
-        on). Entries wait in the order they were applied: one applied after a newer one waits for
-        that one too (its bucket may then differ from a peer's for one round, as any write in flight).
-
-        With `limit`, at most that many entries are counted now and the rest at the next call: writers
-        settle a little after every batch, so a digest never has a long backlog to work through while
-        replication waits. `bucket_digests` always settles everything."""
-        self._horizon_ms = max(self._horizon_ms, horizon_ms)
-        pending, bucket_xor, horizon = self._pending, self._bucket_xor, self._horizon_ms
-        n = len(pending) if limit is None else min(limit, len(pending))
-        for _ in range(n):
-            order = next(iter(pending))
-            if order[0] >= horizon:
-                break
-            bucket_xor[pending.pop(order)] ^= _entry_hash(order)
+        on): merge the pending accumulators of the milliseconds before it."""
+        self._horizon_ms = horizon = max(self._horizon_ms, horizon_ms)
+        walls, pending, bucket_xor = self._pending_walls, self._pending, self._bucket_xor
+        while walls and walls[0] < horizon:
+            acc = pending.pop(heapq.heappop(walls))
+            for b, x in acc.items():
+                if x:
+                    bucket_xor[b] ^= x
 
     # -- reads -------------------------------------------------------------------------------
 
