@@ -57,26 +57,41 @@ def read_log(path: Path) -> Iterator[bytes]:
             fh2.truncate(good_end)
 
 
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 def _encode(record: bytes) -> bytes:
     return _HEADER.pack(len(record), zlib.crc32(record)) + record
 
 
 class BatchLog:
-    """Append with fsync; concurrent appends share one fsync (group commit)."""
+    """Append with fsync; appends waiting at the same time share one fsync (group commit).
 
-    def __init__(self, path: Path, *, fsync: bool = True) -> None:
+    Records are written at once, on the caller's thread (a write to the page cache is cheaper than
+    handing it to another thread); only the fsync runs in a thread. A record counts as durable once
+    an fsync that started after its write has returned, and `append` returns only then.
+
+    Records nobody waits for (`append_nowait`: batches replicated from other nodes) are fsync'd within
+    `lazy_sync` seconds, so that the many arriving meanwhile share one fsync; an `append` arriving in
+    that time starts the fsync at once."""
+
+    def __init__(self, path: Path, *, fsync: bool = True, lazy_sync: float = 0.02) -> None:
         self.path = path
         self.fsync = fsync
+        self.lazy_sync = lazy_sync
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(path, "ab")
-        self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
         self.size = path.stat().st_size
         self.records_written = 0
         self.fsyncs = 0
+        self._synced = 0  # records_written covered by a completed fsync
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._syncing: asyncio.Task[None] | None = None
+        self._wake: asyncio.Future[None] | None = None  # cuts a lazy wait short
 
     def _write_now(self, record: bytes) -> None:
-        """Without fsync there is nothing to wait for: one write syscall, no thread hand-off."""
         data = _encode(record)
         self._fh.write(data)
         self._fh.flush()
@@ -85,58 +100,72 @@ class BatchLog:
 
     async def append(self, record: bytes) -> None:
         """Return once `record` is on disk (fsync on), or handed to the OS (fsync off)."""
-        if not self.fsync and not self._pending:
-            self._write_now(record)
+        self._write_now(record)
+        if not self.fsync:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((record, fut))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush())
+        self._waiters.append((self.records_written, fut))
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+        self._kick()
         await fut
 
-    async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            data = b"".join(_encode(r) for r, _ in batch)
-            try:
-                await asyncio.to_thread(self._write, data)
-            except OSError as exc:
-                log.error("cstore log %s: write failed: %s", self.path, exc)
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            self.size += len(data)
-            self.records_written += len(batch)
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_result(None)
-
     def append_nowait(self, record: bytes) -> None:
-        """Queue `record` for the next group commit without waiting for it (replicated copies)."""
-        if not self.fsync and not self._pending:
-            try:
-                self._write_now(record)
-            except OSError as exc:
-                log.error("cstore log %s: write failed: %s", self.path, exc)
+        """Write `record`; the next group commit makes it durable (replicated copies: nobody waits)."""
+        try:
+            self._write_now(record)
+        except OSError as exc:
+            log.error("cstore log %s: write failed: %s", self.path, exc)
             return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.add_done_callback(lambda f: f.exception())  # retrieved: a failed write is logged in _flush
-        self._pending.append((record, fut))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush())
+        if self.fsync:
+            self._kick()
+
+    def _kick(self) -> None:
+        if self._syncing is None or self._syncing.done():
+            self._syncing = asyncio.create_task(self._sync_loop())
+
+    async def _sync_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._synced < self.records_written:
+            if not self._waiters and self.lazy_sync > 0:
+                self._wake = wake = loop.create_future()
+                timer = loop.call_later(self.lazy_sync, _resolve, wake)
+                try:
+                    await wake
+                finally:
+                    timer.cancel()
+                    self._wake = None
+            target = self.records_written
+            try:
+                await asyncio.to_thread(os.fsync, self._fh.fileno())
+            except OSError as exc:
+                log.error("cstore log %s: fsync failed: %s", self.path, exc)
+                self._settle_waiters(target, exc)
+            else:
+                self.fsyncs += 1
+                self._settle_waiters(target, None)
+            self._synced = target
+
+    def _settle_waiters(self, upto: int, exc: OSError | None) -> None:
+        keep = []
+        for n, fut in self._waiters:
+            if n > upto:
+                keep.append((n, fut))
+            elif not fut.done():
+                if exc is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(exc)
+        self._waiters = keep
 
     async def drain(self) -> None:
         """Wait until everything appended so far is on disk."""
-        while self._flushing is not None and not self._flushing.done():
-            await asyncio.gather(self._flushing, return_exceptions=True)
-
-    def _write(self, data: bytes) -> None:
-        self._fh.write(data)
-        self._fh.flush()
-        if self.fsync:
-            os.fsync(self._fh.fileno())
-            self.fsyncs += 1
+        while self.fsync and self._synced < self.records_written:
+            if self._wake is not None and not self._wake.done():
+                self._wake.set_result(None)
+            self._kick()
+            assert self._syncing is not None
+            await asyncio.gather(self._syncing, return_exceptions=True)
 
     def rewrite(self, records: list[bytes]) -> None:
         """Replace the log with `records` atomically (compaction)."""
@@ -155,6 +184,7 @@ class BatchLog:
             os.close(dir_fd)
         self._fh = open(self.path, "ab")
         self.size = self.path.stat().st_size
+        self._synced = self.records_written  # the new file was fsync'd whole
 
     async def close(self) -> None:
         await self.drain()

@@ -477,11 +477,13 @@ class CStoreService(Service):
         if removed:
             self._ns_count = _count_namespaces(set(self.state.strings) | set(self.state.hashes))
         # Count what has settled even when no peer asks (a lone node), so pending entries stay few.
-        self.state.settle(self._horizon())
+        self._settle()
         live = self.state.live_batches()
         live_size = sum(len(b) + 8 for b in live)
         if self.log.size > max(2 * live_size, 1 << 20):
             await self.log.drain()
+            # Taken again after the wait: batches appended meanwhile must be in the new log too.
+            live = self.state.live_batches()
             self.log.rewrite(live)
             log.info("cstore: compacted log to %d batches (%d bytes)", len(live), self.log.size)
 

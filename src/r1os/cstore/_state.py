@@ -34,7 +34,7 @@ Order = tuple[int, int, str, str]  # wall_ms, counter, writer (lower), batch id
 EntryId = tuple[str, str | None]  # key, field (None for plain keys)
 
 
-Register = tuple[Order, Any, "int | None", bool]
+Register = tuple[Order, Any, int | None, bool]
 """The op that won an entry: `(order, value, expires_ms, deleted)`. A plain tuple on purpose: the
 garbage collector stops tracking tuples that hold only atomic values, so a large store of strings and
 numbers adds nothing to its passes (a tuple subclass stays tracked: 100k registers made full passes
