@@ -171,7 +171,7 @@ def test_acknowledged_write_survives_sigkill(devnet: Any) -> None:
     wait_for(lambda: not pid_alive(target.pid), 10, "the node to die")
     log_path = Path(target.home) / "services" / "cstore" / "batches.log"
     assert any(k.encode() in raw for raw in read_log(log_path)), "acknowledged batch missing from the log"
-    dn.start_node(target.name)
+    target = dn.start_node(target.name)  # on its old port if still free, else on a new one
 
     def served() -> bool:
         return (

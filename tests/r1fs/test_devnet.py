@@ -141,7 +141,7 @@ async def test_killed_holder_is_replaced(devnet: tuple[Devnet, DevnetState]) -> 
     idx = state.nodes.index(newcomer)
     assert store_of(state, idx).is_complete(parse_cid(cid), verify=True)
     # The victim comes back with its copy: one replica too many, so the last in rendezvous order drops it.
-    dn.start_node(victim.name)
+    victim = dn.start_node(victim.name)  # its URL may change if its port was taken meanwhile
 
     async def back_to_three() -> bool:
         # Settled: A counts 3 live copies, and the victim's own pins agree with what A sees of it
