@@ -5,7 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fastapi import APIRouter
+from prometheus_client import CollectorRegistry
+
+from r1os.identity import NodeKey
+from r1os.node import NetworkMap, ServiceContext
 
 T = TypeVar("T")
 
@@ -41,3 +48,27 @@ async def async_wait_for(
             last_exc = exc
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last error: {last_exc})")
+
+
+async def _nothing(*_args: Any) -> None:
+    return None
+
+
+def lone_context(name: str, data_dir: Path, key: NodeKey | None = None) -> ServiceContext:
+    """A `ServiceContext` with no broker, no peers and no other services: one service on its own,
+    for tests of what it does with local data (its routes go to `ctx.router`)."""
+    return ServiceContext(
+        name=name,
+        key=key or NodeKey.generate(),
+        network="test",
+        transport=None,  # type: ignore[arg-type]  # nothing is sent through a broker
+        router=APIRouter(),
+        data_dir=data_dir,
+        metrics=CollectorRegistry(),
+        netmap=NetworkMap(),
+        _publish=_nothing,
+        _send=_nothing,
+        _on=lambda _t, _h: None,
+        _services={},
+        url="http://test",
+    )

@@ -7,16 +7,13 @@ import math
 import struct
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from fastapi import APIRouter
-from prometheus_client import CollectorRegistry
 
 from r1os.identity import NodeKey, normalize_address
-from r1os.node import NetworkMap, ServiceContext
 from r1os.oracle import HeartbeatLog, OracleSettings, OracleSyncService
 from r1os.oracle._journal import HeartbeatJournal
+from tests.conftest import lone_context
 
 NODE = normalize_address("0x" + "ab" * 20)
 
@@ -52,39 +49,17 @@ def test_damaged_records_are_ignored(tmp_path: Path, caplog: pytest.LogCaptureFi
     assert "2 bad records, 11 torn bytes" in caplog.text
 
 
-async def _nothing(*_args: Any) -> None:
-    return None
-
-
-def _ctx(tmp_path: Path, key: NodeKey) -> ServiceContext:
-    return ServiceContext(
-        name="oracle",
-        key=key,
-        network="test",
-        transport=None,  # type: ignore[arg-type]
-        router=APIRouter(),
-        data_dir=tmp_path,
-        metrics=CollectorRegistry(),
-        netmap=NetworkMap(),
-        _publish=_nothing,
-        _send=_nothing,
-        _on=lambda _t, _h: None,
-        _services={},
-        url="http://test",
-    )
-
-
 async def test_an_oracle_restarted_mid_epoch_keeps_what_it_heard(tmp_path: Path) -> None:
     key = NodeKey.generate()
     now = time.time()
     settings = dict(genesis_time=now - 60, epoch_seconds=120.0, heartbeat=1.0, oracles=[key.address])
     first = OracleSyncService(OracleSettings(**settings))  # type: ignore[arg-type]
-    await first.start(_ctx(tmp_path, key))
+    await first.start(lone_context("oracle", tmp_path, key))
     for i in range(60):  # a node heard every second since the epoch began
         first._heard(NODE, now - 60 + i)
     await first.stop()
     second = OracleSyncService(OracleSettings(**settings))  # type: ignore[arg-type]
-    await second.start(_ctx(tmp_path, key))
+    await second.start(lone_context("oracle", tmp_path, key))
     try:
         assert len(second.hb.times[NODE]) == 60
         heard = second.hb.window(NODE, now - 61, now)
