@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,20 @@ async def test_several_batches_in_one_request(cluster: Cluster) -> None:
         assert r.status_code == 413 and r.json()["cause"] == "too_large", bad[:20]
     r = await cluster.http.post(url, content=b"not a batch\n")
     assert r.status_code == 200 and r.json()["results"][0]["cause"] == "malformed"
+
+
+async def test_oversized_request_bodies_are_refused_before_they_are_held(cluster: Cluster) -> None:
+    """Every write and sync route caps its body; a declared or streamed excess is a 413."""
+    node = cluster.nodes[0].url
+    small, big = b"x" * (2 * 1024 * 1024), b"x" * (64 * 1024 * 1024 + 1)
+    for path, body in (("batch", small), ("write", small), ("batches", big), ("push", big), ("sync", big)):
+        r = await cluster.http.post(f"{node}/v1/cstore/{path}", content=body)
+        assert r.status_code == 413 and r.json()["cause"] == "too_large", path
+
+    async def endless() -> AsyncIterator[bytes]:  # no Content-Length: chunked, checked as it streams
+        for _ in range(3):
+            yield b"y" * (1024 * 1024)
+
+    r = await cluster.http.post(f"{node}/v1/cstore/batch", content=endless())
+    assert r.status_code == 413 and "exceeds" in r.json()["error"]
+    assert (await cluster.http.get(f"{node}/v1/health")).status_code == 200

@@ -74,6 +74,11 @@ class Limits:
     max_ops_per_batch: int = DEFAULT_MAX_OPS_PER_BATCH
     max_future_ms: int = DEFAULT_MAX_FUTURE_MS
 
+    @property
+    def max_batch_bytes(self) -> int:
+        """The largest encoded batch worth parsing: one value at the limit plus room for the rest."""
+        return self.max_value_bytes + 64 * 1024 + self.max_ops_per_batch * 64
+
 
 def sign_batch(key: NodeKey, ops: list[Op], wall_ms: int, counter: int) -> bytes:
     """Encode and sign a batch of ops as `key`'s writer."""
@@ -205,7 +210,7 @@ def decode_batch(
     Every replica runs this on every batch, so the per-op work is kept to what the rules need:
     names are checked in one pass, and the namespace rule is evaluated in full only for keys
     outside the writer's own `node:`/`app:` namespaces."""
-    if len(raw) > limits.max_value_bytes + 64 * 1024 + limits.max_ops_per_batch * 64:
+    if len(raw) > limits.max_batch_bytes:
         raise CStoreError("too_large", f"batch of {len(raw)} bytes is too large")
     try:
         obj = orjson.loads(raw)

@@ -531,6 +531,26 @@ def _broadcast_payloads(
     return out
 
 
+#: Largest body of a request carrying many batches (`/batches`, `/push`) or digests (`/sync`).
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused as soon as it passes `limit` bytes (declared or streamed), so a
+    huge body is never held whole."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise CStoreError("too_large", f"request body of {declared} bytes exceeds {limit}")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise CStoreError("too_large", f"request body exceeds {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def _error(exc: CStoreError) -> JSONResponse:
     status = {"forbidden": 403, "bad_signature": 403, "too_large": 413, "quota": 429}.get(exc.cause, 400)
     return JSONResponse({"error": str(exc), "cause": exc.cause, "hint": exc.hint}, status_code=status)
@@ -597,8 +617,8 @@ def _routes(router: APIRouter, svc: CStoreService) -> None:
         return {"n": len(samples), "lag_ms": [s[0] for s in samples], "batch": [s[1] for s in samples]}
 
     async def batch(request: Request) -> Response:
-        raw = await request.body()
         try:
+            raw = await _body(request, svc.limits.max_batch_bytes)
             b = await svc.submit(raw)
         except CStoreError as exc:
             return _error(exc)
@@ -608,9 +628,12 @@ def _routes(router: APIRouter, svc: CStoreService) -> None:
     async def batches(request: Request) -> Response:
         """Several signed batches in one request, one per line (canonical JSON has no newlines).
         Each is accepted or refused on its own, like the commands of a Redis pipeline."""
-        raws = [line for line in (await request.body()).split(b"\n") if line.strip()]
-        if not 1 <= len(raws) <= MAX_BATCHES_PER_REQUEST:
-            exc = CStoreError("too_large", f"a request holds 1 to {MAX_BATCHES_PER_REQUEST} batches")
+        try:
+            body = await _body(request, MAX_REQUEST_BYTES)
+            raws = [line for line in body.split(b"\n") if line.strip()]
+            if not 1 <= len(raws) <= MAX_BATCHES_PER_REQUEST:
+                raise CStoreError("too_large", f"a request holds 1 to {MAX_BATCHES_PER_REQUEST} batches")
+        except CStoreError as exc:
             svc._reject(exc)
             return _error(exc)
         results = [
@@ -634,7 +657,7 @@ def _routes(router: APIRouter, svc: CStoreService) -> None:
         if client not in ("127.0.0.1", "::1", "localhost"):
             return _error(CStoreError("forbidden", "unsigned writes are only accepted from this machine"))
         try:
-            body = orjson.loads(await request.body())
+            body = orjson.loads(await _body(request, svc.limits.max_batch_bytes))
             ops = [_op_from_json(o) for o in body["ops"]]
             b = await svc.write(ops)
         except CStoreError as exc:
@@ -646,7 +669,7 @@ def _routes(router: APIRouter, svc: CStoreService) -> None:
     @router.post("/v1/cstore/sync")
     async def sync(request: Request) -> Response:
         try:
-            body = orjson.loads(await request.body())
+            body = orjson.loads(await _body(request, MAX_REQUEST_BYTES))
             horizon = body.get("horizon")
             if horizon is not None and type(horizon) is not int:
                 raise TypeError("horizon must be an integer")
@@ -660,10 +683,12 @@ def _routes(router: APIRouter, svc: CStoreService) -> None:
     @router.post("/v1/cstore/push")
     async def push(request: Request) -> Response:
         try:
-            body = orjson.loads(await request.body())
+            body = orjson.loads(await _body(request, MAX_REQUEST_BYTES))
             batches = body["batches"]
             if not isinstance(batches, list):
                 raise TypeError("batches must be a list")
+        except CStoreError as exc:
+            return _error(exc)
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             return _error(CStoreError("malformed", f"bad push request: {exc}"))
         applied = refused = 0
