@@ -148,6 +148,8 @@ class CStoreService(Service):
         ctx.metrics.register(self._lag_hist)
         self._http = httpx.AsyncClient(timeout=10)
         _routes(ctx.router, self)
+        for route in ("/v1/cstore/batch", "/v1/cstore/push", "/v1/cstore/sync", "/v1/cstore/write"):
+            ctx.allow_body(route, None)  # each caps its body itself as it reads (`_body`)
         self._tasks.append(asyncio.create_task(self._anti_entropy_loop(), name="cstore-sync"))
         self._tasks.append(asyncio.create_task(self._maintenance_loop(), name="cstore-gc"))
 

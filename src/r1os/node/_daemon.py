@@ -26,6 +26,7 @@ from r1os.errors import NodeError, R1osError
 from r1os.identity import NodeKey, load_or_create, normalize_address, password_from_env_or_prompt
 from r1os.node._api import create_app
 from r1os.node._config import NodeConfig
+from r1os.node._limits import BodyLimit
 from r1os.node._metrics import NodeCollector
 from r1os.node._netmap import NetworkMap
 from r1os.node._resources import collect_resources
@@ -236,6 +237,7 @@ class Node:
         await self.transport.start()
 
         app = create_app(self)
+        self.body_limits = BodyLimit(app, {})
         host = self.config.http_host
         try:
             # Bind here and hand the socket to uvicorn: port 0 then means "any free port" with no race.
@@ -265,12 +267,13 @@ class Node:
                 _on=self.on,
                 _services={s.name: s for s in self.services},
                 url=self.url,
+                _body_limits=self.body_limits.limits,
             )
             await service.start(ctx)
             app.include_router(router)
         self.metrics.register(NodeCollector(self))
 
-        config = uvicorn.Config(app, log_level="warning", lifespan="off")
+        config = uvicorn.Config(self.body_limits, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
         # The node owns SIGINT/SIGTERM (it stops services first); uvicorn must not take them over.
         self._server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]

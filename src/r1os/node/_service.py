@@ -6,7 +6,7 @@ import abc
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,12 @@ class ServiceContext:
     _on: Callable[[str, MessageHandler], None]
     _services: dict[str, Service]
     url: str = ""
+    _body_limits: dict[str, int | None] = field(default_factory=dict)
+
+    def allow_body(self, prefix: str, limit: int | None) -> None:
+        """Let requests to paths under `prefix` carry bodies up to `limit` bytes (None: no cap, the
+        route enforces its own) instead of the node's default cap of 1 MiB."""
+        self._body_limits[prefix] = limit
 
     async def broadcast(self, type: str, payload: dict[str, Any]) -> None:
         """Sign and publish a message to every node of the network."""

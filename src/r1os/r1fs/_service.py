@@ -133,6 +133,7 @@ class R1fsService(Service):
         from r1os.r1fs._api import mount
 
         mount(ctx.router, self)
+        ctx.allow_body("/v1/r1fs/add", None)  # streams, with its own limit (max_upload)
         from r1os.r1fs._metrics import R1fsCollector
 
         ctx.metrics.register(R1fsCollector(self))
