@@ -182,3 +182,15 @@ def test_no_mutated_envelope_is_accepted(pair: tuple[bytes, bytes]) -> None:
     assert v.accept(mutated) is None, mutated
     assert sum(v.rejections.values()) == 1
     assert v.accept(original) is not None  # the verifier still works after hostile input
+
+
+def test_own_messages_are_dropped_before_the_signature_check_and_not_counted() -> None:
+    v = verifier(own_address=KEY.address)
+    mine = EnvelopeSigner(KEY, NET).seal("hb", {})
+    forged_as_me = forge(body(seq=99), OTHER)  # claims to be from KEY, signed by OTHER
+    theirs = EnvelopeSigner(OTHER, NET).seal("hb", {})
+    assert v.accept(mine) is None and v.accept(forged_as_me) is None
+    assert v.own_dropped == 2 and sum(v.rejections.values()) == 0 and v.accepted == 0
+    env = v.accept(theirs)
+    assert env is not None and env.sender == OTHER.address and v.accepted == 1
+    assert v.accept(b"garbage") is None and v.rejections["malformed"] == 1  # others still checked

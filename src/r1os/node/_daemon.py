@@ -222,6 +222,7 @@ class Node:
         self.home.mkdir(parents=True, exist_ok=True)
         self.key = await asyncio.to_thread(self._load_key)
         self.signer = EnvelopeSigner(self.key, self.config.network)
+        self.verifier.own_address = self.key.address  # our own messages echoed back: dropped unchecked
         self._started_at = time.time()
         net = self.config.network
         if self._transport is None:

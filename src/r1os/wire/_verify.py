@@ -89,6 +89,10 @@ class ReplayGuard:
         return len(self._state)
 
 
+class _OwnMessage(Exception):
+    """The receiver's own message came back (not an error: `accept` drops it quietly)."""
+
+
 class EnvelopeVerifier:
     """Turns raw bytes into a trusted `Envelope`, or refuses them with a counted cause."""
 
@@ -103,8 +107,14 @@ class EnvelopeVerifier:
         admitted: Callable[[str, str], bool] | None = None,
         clock: Callable[[], float] = time.time,
         log_interval_s: float = 60.0,
+        own_address: str | None = None,
     ) -> None:
         self.network = network
+        #: Messages from this sender (the receiver's own, echoed back by the broker) are dropped
+        #: before the signature is checked: recovering a key is most of the cost of a message, and
+        #: the receiver would drop its own messages anyway. Neither accepted nor counted refused.
+        self.own_address = own_address
+        self.own_dropped = 0
         self.known_types: set[str] | None = set(known_types) if known_types is not None else None
         self.max_size = max_size
         self.max_skew_s = max_skew_s
@@ -152,6 +162,8 @@ class EnvelopeVerifier:
         # Past skew bounds how long a message can be replayed to a receiver that lost its replay state.
         if now - ts_s > self.max_skew_s:
             raise WireError("clock_skew", f"timestamp {now - ts_s:.1f}s in the past")
+        if obj["sender"] == self.own_address:
+            raise _OwnMessage
         sig_hex: str = obj.pop("sig")
         if not _SIG_RE.fullmatch(sig_hex):
             raise WireError("bad_signature", "signature is not 0x + 130 lowercase hex digits")
@@ -180,6 +192,9 @@ class EnvelopeVerifier:
         """Like `verify`, but count and log a refusal (once per cause per interval) and return None."""
         try:
             return self.verify(raw)
+        except _OwnMessage:
+            self.own_dropped += 1
+            return None
         except WireError as exc:
             self._reject(exc)
             return None
