@@ -70,7 +70,29 @@ class Subscription:
         return f"Subscription({self.pattern!r}, active={self.active})"
 
 
-class Transport(abc.ABC):
+class StartStop(abc.ABC):
+    """`async with` for anything with `start()` and `stop()` (transports, brokers)."""
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class Transport(StartStop):
     """Publish/subscribe of opaque bytes; implementations reconnect by themselves.
 
     `publish` never fails because the broker is down: while offline, messages wait in a bounded
@@ -111,15 +133,3 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def wait_connected(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until `connected`; raise `TransportError` after `timeout` seconds."""
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

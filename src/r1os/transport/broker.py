@@ -18,14 +18,14 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from amqtt.broker import Broker
 from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 
 from r1os.errors import TransportError
+from r1os.transport.base import StartStop
 
 log = logging.getLogger("r1os.transport.broker")  # the same name when run with -m
 
@@ -62,7 +62,7 @@ class _DropStartupTraceback(logging.Filter):
         return record.getMessage() != "Broker startup failed"
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(StartStop):
     """amqtt's broker on one TCP listener; `port=0` picks a free port (see `.port` after start).
 
     `stop()` then `start()` again reuses the same port, so clients can be shown a broker restart.
@@ -153,18 +153,6 @@ class EmbeddedBroker:
         except Exception:
             log.exception("embedded broker: error during shutdown")
         log.info("embedded broker on %s stopped", self.url)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 def _bound_port(broker: Broker) -> int:

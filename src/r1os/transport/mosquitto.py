@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Self
 
 import psutil
 
 from r1os.errors import TransportError
+from r1os.transport.base import StartStop
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ async def wait_for_port(host: str, port: int, timeout: float) -> None:  # noqa: 
         return
 
 
-class MosquittoBroker:
+class MosquittoBroker(StartStop):
     """A mosquitto child process on 127.0.0.1 with anonymous access and no persistence.
 
     `port=0` picks a free port once; `stop()` then `start()` restarts on that same port.
@@ -207,15 +207,11 @@ class MosquittoBroker:
         """Remove the temporary config folder (call after the last stop)."""
         self._dir.cleanup()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.stop()
+        await super().__aexit__(exc_type, exc, tb)
         self.cleanup()
