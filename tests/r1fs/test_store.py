@@ -271,3 +271,19 @@ def test_deep_trees_match_the_layout_and_read_any_range(n: int, links: int, cut:
         return b"".join([p async for p in read_range(result.cid, get, lo, hi - lo)])
 
     assert asyncio.run(read()) == data[lo:hi]
+
+
+def test_copy_to_writes_a_block_into_another_file(tmp_path: Path) -> None:
+    for verify in (False, True):
+        store = BlockStore(tmp_path / f"b{verify}", verify_reads=verify)
+        data = mod251(CHUNK_SIZE, start=9)
+        cid = store_bytes(store, data)
+        fd = os.open(tmp_path / f"out{verify}", os.O_WRONLY | os.O_CREAT)
+        try:
+            assert store.copy_to(cid, fd, 5) == len(data)
+        finally:
+            os.close(fd)
+        assert (tmp_path / f"out{verify}").read_bytes() == b"\0" * 5 + data
+        with pytest.raises(BlockNotFound):
+            store.copy_to(Cid.for_block(0x55, b"absent"), 0, 0)
+        store.close()

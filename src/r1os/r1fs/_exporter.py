@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from r1os.r1fs._dag import Cid, read_file_node
+from r1os.r1fs._dag import RAW, Cid, read_file_node
 from r1os.r1fs._errors import CorruptBlock
 
 GetBlock = Callable[[Cid], Awaitable[bytes]]
@@ -45,3 +45,26 @@ async def read_range(
 
     async for piece in walk(root, 0, None):
         yield piece
+
+
+async def file_parts(root: Cid, get_block: GetBlock) -> AsyncIterator[tuple[Cid | bytes, int]]:
+    """The file in order as (leaf CID, size) or (inline bytes, size), reading only interior nodes:
+    what a copy needs when the leaves can be copied without passing through Python."""
+
+    async def walk(cid: Cid, expect: int | None) -> AsyncIterator[tuple[Cid | bytes, int]]:
+        if cid.codec == RAW:
+            if expect is None:  # a one-block file: the block is the file
+                expect = len(await get_block(cid))
+            yield cid, expect
+            return
+        node = read_file_node(cid, await get_block(cid))
+        if expect is not None and node.filesize != expect:
+            raise CorruptBlock(f"{cid} holds {node.filesize} bytes where its parent says {expect}")
+        if node.data:
+            yield node.data, len(node.data)
+        for child, size in node.children:
+            async for part in walk(child, size):
+                yield part
+
+    async for part in walk(root, None):
+        yield part

@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from r1os.node import Service, ServiceContext
 from r1os.r1fs._dag import RAW, Cid, parse_cid, read_file_node
 from r1os.r1fs._errors import BadUpload, BlockNotFound, CorruptBlock, R1fsError, TooLarge
-from r1os.r1fs._exporter import read_range
+from r1os.r1fs._exporter import file_parts, read_range
 from r1os.r1fs._importer import ImportResult, import_fd, import_stream
 from r1os.r1fs._providers import PIN, Directory, KeyValue, plan, wanted_replicas
 from r1os.r1fs._store import BlockStore, GcResult
@@ -52,6 +52,12 @@ def _connect(url: str, timeout: float) -> http.client.HTTPConnection:
     u = urlsplit(url)
     cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
     return cls(u.hostname or "127.0.0.1", u.port, timeout=timeout)
+
+
+def _pwrite_all(fd: int, data: bytes, pos: int) -> None:
+    n = os.pwrite(fd, data, pos)
+    while n < len(data):  # short writes: a full disk raises on the next call
+        n += os.pwrite(fd, memoryview(data)[n:], pos + n)
 
 
 def _read_into(r: http.client.HTTPResponse, view: memoryview) -> int:
@@ -268,14 +274,22 @@ class R1fsService(Service):
         if fetching.done():
             fetching.result()
             fetching = None
+
+        async def get_block(c: Cid) -> bytes:
+            await self._until_here(c, fetching)
+            return self.store.get(c)
+
         pos = 0
-        async for piece in self.read(cid, fetching=fetching):
-            n = os.pwrite(fd, piece, pos)
-            while n < len(piece):  # short writes: a full disk raises on the next call
-                n += os.pwrite(fd, memoryview(piece)[n:], pos + n)
-            pos += len(piece)
+        async for part, size in file_parts(cid, get_block):
+            if isinstance(part, Cid):  # a leaf: copied by the kernel from its pack, once it is here
+                await self._until_here(part, fetching)
+                if self.store.copy_to(part, fd, pos) != size:
+                    raise CorruptBlock(f"leaf {part} is not the {size} bytes its parent lists")
+            else:
+                _pwrite_all(fd, part, pos)
+            pos += size
             if progress is not None:
-                progress(len(piece))
+                progress(size)
         return pos
 
     async def _announce(self, cid: str, size: int, *, replica: bool) -> None:
@@ -350,21 +364,27 @@ class R1fsService(Service):
         download streams while the blocks arrive instead of after the last one."""
 
         async def get_block(c: Cid) -> bytes:
-            while True:
-                arrived = self._arrived  # taken before looking, so no arrival can slip between
-                try:
-                    # read inline: a 256 KiB read from the page cache costs less than a thread hop
-                    return self.store.get(c)
-                except BlockNotFound:
-                    if fetching is None:
-                        raise
-                    if fetching.done():
-                        fetching.result()  # the fetch's own error, if it failed
-                        return self.store.get(c)
-                    await self._next_arrival(arrived)
+            await self._until_here(c, fetching)
+            # read inline: a 256 KiB read from the page cache costs less than a thread hop
+            return self.store.get(c)
 
         async for piece in read_range(cid, get_block, offset, length):
             yield piece
+
+    async def _until_here(self, c: Cid, fetching: asyncio.Task[None] | None) -> None:
+        """Return once block `c` is local; with no fetch running (or when it ended) it must be now."""
+        while True:
+            arrived = self._arrived  # taken before looking, so no arrival can slip between
+            if self.store.has(c):
+                return
+            if fetching is None:
+                raise BlockNotFound(f"block {c} is not in the local store")
+            if fetching.done():
+                fetching.result()  # the fetch's own error, if it failed
+                if not self.store.has(c):
+                    raise BlockNotFound(f"block {c} is not in the local store")
+                return
+            await self._next_arrival(arrived)
 
     def _block_arrived(self) -> None:
         self._arrived.set()
