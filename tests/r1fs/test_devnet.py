@@ -18,7 +18,7 @@ import pytest
 
 from r1os.devnet import Devnet
 from r1os.devnet._state import DevnetState, pid_alive
-from r1os.r1fs import CHUNK_SIZE, BlockNotFound, R1fsClient, import_bytes, parse_cid
+from r1os.r1fs import CHUNK_SIZE, BlockNotFound, R1fs, R1fsClient, import_bytes, parse_cid
 from r1os.r1fs._store import BlockStore
 from tests.conftest import async_wait_for, wait_for
 from tests.r1fs._content import mod251, rot
@@ -197,9 +197,18 @@ async def test_files_over_http_when_the_local_socket_is_not_used(
         return bool((await stat(c.url, out["cid"]))["providers"])
 
     await async_wait_for(announced, 15, "the provider record to reach node D")
+    seen: list[int] = []
     async with R1fsClient(c.url, local=False) as cc:
-        assert await cc.get_to(out["cid"], dst) == out["size"]
-    assert dst.read_bytes() == src.read_bytes() and not (tmp_path / ".out.bin.part").exists()
+        assert await cc.get_to(out["cid"], dst, progress=seen.append) == out["size"]
+        assert sum(seen) == out["size"]
+        nobody = str(import_bytes(os.urandom(64)).cid)
+        with pytest.raises(BlockNotFound):
+            await cc.get_to(nobody, tmp_path / "nothing.bin")
+    assert dst.read_bytes() == src.read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["in.bin", "out.bin"]  # no .part files left
+    with R1fs(c.url, local=False) as blocking:
+        assert blocking.get_to(out["cid"], tmp_path / "again.bin") == out["size"]
+    assert (tmp_path / "again.bin").read_bytes() == src.read_bytes()  # noqa: ASYNC240
     assert (await stats(a.url))["local_served"] == before
 
 
