@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -73,11 +74,13 @@ def test_status_json_cli(devnet: Any) -> None:
     assert all(n["status"] == "online" and n["url"].startswith("http://") for n in data["nodes"])
 
 
-async def _hostile_traffic(broker: str, network: str, victim_url: str) -> None:
+async def _hostile_traffic(broker: str, network: str, victim_url: str, victim_address: str) -> None:
     captured: list[bytes] = []
 
     async def grab(_topic: str, raw: bytes) -> None:
-        captured.append(raw)
+        # another node's heartbeat: the victim drops echoes of its own messages unchecked
+        if orjson.loads(raw)["sender"] != victim_address:
+            captured.append(raw)
 
     async with MqttTransport(broker, client_id="attacker") as t:
         sub = t.subscribe(heartbeat_topic(network), grab)
@@ -111,10 +114,14 @@ async def _hostile_traffic(broker: str, network: str, victim_url: str) -> None:
 def test_hostile_messages_are_dropped_and_counted(devnet: Any) -> None:
     _, state = devnet
     victim = state.nodes[-1]
-    asyncio.run(_hostile_traffic(state.broker_url, state.network, victim.url))
+    asyncio.run(_hostile_traffic(state.broker_url, state.network, victim.url, victim.address))
     # The node keeps serving and still sees its peers.
     assert httpx.get(f"{victim.url}/v1/health", timeout=2).json()["status"] == "ok"
     assert peers(victim.url)["online"] == len(state.nodes) - 1
+    # Its own heartbeats came back from the broker and were dropped unchecked, and counted apart.
+    metrics = httpx.get(f"{victim.url}/metrics", timeout=2).text
+    own = next(line for line in metrics.splitlines() if line.startswith("r1os_wire_own_dropped_total"))
+    assert float(own.split()[-1]) >= 1
 
 
 def test_killed_node_goes_offline_then_returns_with_same_address(devnet: Any) -> None:

@@ -27,6 +27,13 @@ class NodeCollector(Collector):
         for cause, n in sorted(node.verifier.rejections.items()):
             rejected.add_metric([cause], n)
         yield rejected
+        own = CounterMetricFamily(
+            "r1os_wire_own_dropped",
+            "Messages naming this node as sender (its own, echoed back by the broker, or forged as it),"
+            " dropped without a signature check",
+        )
+        own.add_metric([], node.verifier.own_dropped)
+        yield own
         peers = GaugeMetricFamily("r1os_peers", "Known peers by status", labels=["status"])
         all_peers = node.netmap.peers()
         for status in ("online", "offline"):
