@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -45,6 +46,19 @@ def _local_answer(r: httpx.Response) -> str | None:
     except ValueError:
         return None
     return name if isinstance(name, str) and name else None
+
+
+@contextlib.contextmanager
+def _readable(path: Path) -> Iterator[int | None]:
+    """`path` open for reading, to hand to the node; None for what streams over HTTP (pipes, devices)."""
+    if not os.path.isfile(path):
+        yield None
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 class _Part:
@@ -186,13 +200,10 @@ class R1fsClient:
         progress: Progress | None = None,
     ) -> dict[str, Any]:
         """Upload a file (encrypted first with `key`, if given); returns {cid, size, ...}."""
-        if key is None and os.path.isfile(path):  # noqa: ASYNC240 (one stat; pipes and devices stream over HTTP)
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
+        if key is None:
+            with _readable(path) as fd:
                 request = {"op": "add", "pin": pin, "replicas": replicas}
-                done = await self._via_local(request, fd, progress)
-            finally:
-                os.close(fd)
+                done = None if fd is None else await self._via_local(request, fd, progress)
             if done is not None:
                 return done
 
@@ -332,12 +343,10 @@ class R1fs:
         self, path: Path, *, pin: bool = True, replicas: int = 1, key: bytes | None = None
     ) -> dict[str, Any]:
         """Upload a file (encrypted first with `key`, if given); returns {cid, size, ...}."""
-        if key is None and os.path.isfile(path):  # noqa: ASYNC240 (one stat; pipes and devices stream over HTTP)
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                done = self._via_local({"op": "add", "pin": pin, "replicas": replicas}, fd)
-            finally:
-                os.close(fd)
+        if key is None:
+            with _readable(path) as fd:
+                request = {"op": "add", "pin": pin, "replicas": replicas}
+                done = None if fd is None else self._via_local(request, fd)
             if done is not None:
                 return done
 
