@@ -34,10 +34,11 @@ class BodyLimit:
         self.refused = 0
 
     def limit_for(self, path: str) -> int | None:
-        best, limit = -1, self.default
+        best: int = -1
+        limit: int | None = self.default
         for prefix, cap in self.limits.items():
             if path.startswith(prefix) and len(prefix) > best:
-                best, limit = len(prefix), cap  # type: ignore[assignment]
+                best, limit = len(prefix), cap
         return limit
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:

@@ -69,6 +69,7 @@ class _Part:
         self.out = out
         self.tmp = out.with_name(f".{out.name}.part")
         self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        self.written = 0
         self.kept = False
 
     def __enter__(self) -> _Part:
@@ -80,12 +81,19 @@ class _Part:
         if not self.kept:
             self.tmp.unlink(missing_ok=True)
 
-    def keep(self, answer: dict[str, Any]) -> int:
+    def write(self, piece: bytes) -> None:
+        """Append `piece` (for bytes that pass through this process, e.g. decrypted ones)."""
+        view = memoryview(piece)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        self.written += len(piece)
+
+    def keep(self, size: int) -> int:
         os.close(self.fd)
         self.fd = -1
         os.replace(self.tmp, self.out)
         self.kept = True
-        return int(answer["size"])
+        return size
 
 
 def _raise_for(r: httpx.Response, what: str) -> None:
@@ -257,27 +265,18 @@ class R1fsClient:
         self, cid: str, out: Path, *, key: bytes | None = None, progress: Progress | None = None
     ) -> int:
         """Write the file to `out` (via a temp file renamed at the end, so no half files remain)."""
-        if key is None:
-            with _Part(out) as part:
+        with _Part(out) as part:
+            if key is None:
                 done = await self._via_local({"op": "get", "cid": cid}, part.fd, progress)
-                if done is None:
-                    size = await asyncio.to_thread(_download, self.url, cid, part.fd, self.timeout, progress)
-                    done = {"size": size}
-                return part.keep(done)
-        tmp = out.with_name(f".{out.name}.part")
-        total = 0
-        try:
-            with open(tmp, "wb") as fh:  # noqa: ASYNC230 (local writes; the download is the slow part)
-                async for piece in self.stream(cid, key=key):
-                    fh.write(piece)
-                    total += len(piece)
-                    if progress is not None:
-                        progress(len(piece))
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return total
+                if done is not None:
+                    return part.keep(int(done["size"]))
+                size = await asyncio.to_thread(_download, self.url, cid, part.fd, self.timeout, progress)
+                return part.keep(size)
+            async for piece in self.stream(cid, key=key):  # decrypted here, so it passes through
+                part.write(piece)
+                if progress is not None:
+                    progress(len(piece))
+            return part.keep(part.written)
 
     async def pin(self, cid: str, replicas: int = 1) -> dict[str, Any]:
         return await self._request(  # type: ignore[no-any-return]
@@ -390,24 +389,15 @@ class R1fs:
         return b"".join(self.stream(cid, key=key))
 
     def get_to(self, cid: str, out: Path, *, key: bytes | None = None) -> int:
-        if key is None:
-            with _Part(out) as part:
+        with _Part(out) as part:
+            if key is None:
                 done = self._via_local({"op": "get", "cid": cid}, part.fd)
-                if done is None:
-                    done = {"size": _download(self.url, cid, part.fd, self.timeout, None)}
-                return part.keep(done)
-        tmp = out.with_name(f".{out.name}.part")
-        total = 0
-        try:
-            with open(tmp, "wb") as fh:
-                for piece in self.stream(cid, key=key):
-                    fh.write(piece)
-                    total += len(piece)
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return total
+                if done is not None:
+                    return part.keep(int(done["size"]))
+                return part.keep(_download(self.url, cid, part.fd, self.timeout, None))
+            for piece in self.stream(cid, key=key):
+                part.write(piece)
+            return part.keep(part.written)
 
     def pin(self, cid: str, replicas: int = 1) -> dict[str, Any]:
         return self._request("POST", "/v1/r1fs/pin", "pin", json={"cid": cid, "replicas": replicas})  # type: ignore[no-any-return]
