@@ -125,18 +125,11 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
         if request.method == "HEAD":
             return Response(status_code=status, headers=headers, media_type="application/octet-stream")
         fetching = None
-        if not local_only and length:
-            # Only the blocks of the bytes asked for (all of them without a Range). A part that is
-            # all here, or a fetch that fails at once, settles within a moment: then the answer is a
-            # clean status, not a stream cut short.
-            fetching = svc.fetch_task(cid, None if rng is None else (start, start + length - 1))
-            await asyncio.wait({fetching}, timeout=0.1)
-            if fetching.done():
-                try:
-                    fetching.result()
-                except (R1fsError, OSError) as exc:
-                    return _error(_status_of(exc), exc, what)
-                fetching = None
+        if not local_only and length:  # only the blocks of the bytes asked for (all without a Range)
+            try:
+                fetching = await svc.fetch_running(cid, None if rng is None else (start, start + length - 1))
+            except (R1fsError, OSError) as exc:
+                return _error(_status_of(exc), exc, what)
 
         async def body(c: Cid = cid) -> AsyncIterator[bytes]:
             try:

@@ -268,12 +268,7 @@ class R1fsService(Service):
         """Write the file under `cid_text` into an open file handed over by a local client, fetching
         what is missing; the writes follow the fetch, so they overlap with it."""
         cid = parse_cid(cid_text)
-        fetching: asyncio.Task[None] | None = self.fetch_task(cid)
-        assert fetching is not None
-        await asyncio.wait({fetching}, timeout=0.1)
-        if fetching.done():
-            fetching.result()
-            fetching = None
+        fetching = await self.fetch_running(cid)
 
         async def get_block(c: Cid) -> bytes:
             await self._until_here(c, fetching)
@@ -457,6 +452,19 @@ class R1fsService(Service):
 
             task.add_done_callback(done)
         return task
+
+    async def fetch_running(
+        self, root: Cid, span: tuple[int, int] | None = None
+    ) -> asyncio.Task[None] | None:
+        """Start (or join) the fetch of `root` (or of `span`) and give it a moment: a file that is all
+        here, or a fetch that fails at once, settles within it, so the caller answers with a clean status
+        rather than a stream cut short. Returns the task still running, None if done; raises its error."""
+        task = self.fetch_task(root, span)
+        await asyncio.wait({task}, timeout=0.1)
+        if not task.done():
+            return task
+        task.result()
+        return None
 
     async def fetch(self, root: Cid) -> None:
         """Make the whole DAG under `root` local; concurrent calls for one root share the work."""
