@@ -26,7 +26,7 @@ from tests.r1fs._content import mod251, rot
 JS = json.loads((Path(__file__).parent / "vectors" / "js_importer.json").read_text())["vectors"]
 HB = 1.0
 GRACE = 4.0
-ENV = {"R1OS_R1FS_GRACE": str(GRACE), "R1OS_R1FS_RECONCILE_INTERVAL": "0.5"}
+ENV = {"R1OS_R1FS__GRACE": str(GRACE), "R1OS_R1FS__RECONCILE_INTERVAL": "0.5"}
 
 
 @pytest.fixture(scope="module")

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import typer
-from pydantic import ValidationError
 
-from r1os.cli._common import console, handle_errors, print_json, run, setup_logging
-from r1os.errors import ConfigError
-
-if TYPE_CHECKING:
-    from r1os.node import Node, NodeConfig, Service
+from r1os.cli._common import console, handle_errors, print_json
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -49,81 +42,28 @@ def start(
     ),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
-    """Start a node in the foreground; Ctrl-C or SIGTERM stops it cleanly."""
-    from r1os.node import Node, NodeConfig
+    """Start a node in the foreground; Ctrl-C or SIGTERM stops it cleanly.
+
+    Every setting can also come from the environment (`R1OS_NETWORK`, `R1OS_CSTORE__SYNC_INTERVAL`, ...;
+    see docs/node.md); flags win over the environment."""
+    from r1os.node import Node, build_services, config_from, run_node, setup_logging
 
     setup_logging(log_level)
-    overrides: dict[str, Any] = {
-        "home": home,
-        "network": network,
-        "broker": broker,
-        "http": http,
-        "public_url": public_url,
-        "heartbeat_interval": heartbeat,
-        "key_strength": "light" if light_key else None,
-        "cstore_sync_interval": sync_interval,
-        "oracles": [a.strip() for a in oracles.split(",") if a.strip()] if oracles else None,
-        "oracle_urls": [u.strip() for u in oracle_urls.split(",") if u.strip()] if oracle_urls else None,
-        "chain_deployment": chain_deployment,
-    }
-    if oracle:
-        overrides["oracle"] = True
-    try:
-        config = NodeConfig(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    config = config_from(
+        home=home,
+        network=network,
+        broker=broker,
+        http=http,
+        public_url=public_url,
+        heartbeat_interval=heartbeat,
+        key_strength="light" if light_key else None,
+        cstore={"sync_interval": sync_interval} if sync_interval is not None else None,
+        oracles=[a.strip() for a in oracles.split(",") if a.strip()] if oracles else None,
+        oracle_urls=[u.strip() for u in oracle_urls.split(",") if u.strip()] if oracle_urls else None,
+        chain_deployment=chain_deployment,
+        oracle=True if oracle else None,
+    )
     run_node(Node(config, services=build_services(config)))
-
-
-def run_node(node: Node) -> None:
-    """Run the node on uvloop where it is installed (its sockets and callbacks cost a fraction of the
-    pure-Python loop's: HTTP requests, MQTT traffic and block transfers all go through them);
-    `R1OS_EVENT_LOOP=asyncio` picks the standard loop."""
-    if os.environ.get("R1OS_EVENT_LOOP", "uvloop") != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            uvloop.run(node.run())
-            return
-    run(node.run())
-
-
-def build_services(config: NodeConfig) -> list[Service]:
-    """The services every node runs, in start order (later ones may use earlier ones)."""
-    from r1os.cstore import CStoreService
-    from r1os.dauth import DauthService
-    from r1os.r1fs import R1fsService
-
-    return [
-        CStoreService(
-            sync_interval=config.cstore_sync_interval,
-            fsync=config.cstore_fsync,
-            oracles=frozenset(a.lower() for a in config.oracles),
-        ),
-        DauthService(
-            network=config.network,
-            oracle=config.oracle,
-            oracles=config.oracles,
-            oracle_urls=config.oracle_urls,
-            deployment=config.chain_deployment,
-            broker_url=config.broker,
-        ),
-        R1fsService(),
-        *oracle_services(config),
-    ]
-
-
-def oracle_services(config: NodeConfig) -> list[Service]:
-    """OracleSync on oracle nodes; auto-claim on nodes that asked for it."""
-    from r1os.oracle import AutoClaimService, OracleSyncService, settings_from
-
-    out: list[Service] = [OracleSyncService(settings_from(config))] if config.oracle else []
-    if config.auto_claim_epochs:
-        out.append(AutoClaimService(config.auto_claim_epochs, config.chain_deployment))
-    return out
 
 
 @app.command("info")

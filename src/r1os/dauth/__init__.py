@@ -10,7 +10,7 @@ from r1os.dauth._models import (
     make_request,
 )
 from r1os.dauth._service import ADMITTED_KEY, CONFIG_KEY, DauthService
-from r1os.dauth._tokens import broker_client_id, broker_password, check_broker_login
+from r1os.transport.auth import broker_client_id, broker_password, check_broker_login
 
 __all__ = [
     "ADMITTED_KEY",

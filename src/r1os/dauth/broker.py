@@ -32,7 +32,7 @@ from amqtt.session import Session
 from pydantic import ValidationError
 
 from r1os.dauth._models import SignedRecord
-from r1os.dauth._tokens import check_broker_login
+from r1os.transport.auth import check_broker_login
 from r1os.transport.broker import EmbeddedBroker
 
 log = logging.getLogger("r1os.dauth.broker")

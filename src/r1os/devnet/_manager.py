@@ -8,6 +8,7 @@ record in `<dir>/devnet.json` lets `status`, `logs` and `down` find it again.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import secrets
@@ -245,28 +246,25 @@ class Devnet:
         return info.model_dump() if hasattr(info, "model_dump") else dict(info)
 
     def _spawn_node(self, state: DevnetState, node: DevnetNode) -> int:
+        # `python -m r1os.node` takes its whole configuration from R1OS_* variables (see NodeConfig).
         env = {
             "R1OS_PASSWORD": _password(self.dir),
             "PYTHONUNBUFFERED": "1",
-            "R1OS_CSTORE_FSYNC": "1" if state.fsync else "0",
+            "R1OS_HOME": str(node.home),
+            "R1OS_NETWORK": state.network,
+            "R1OS_BROKER": state.broker_url,
+            "R1OS_HTTP": f"127.0.0.1:{node.http_port}",
+            "R1OS_HEARTBEAT_INTERVAL": str(state.heartbeat_interval),
+            "R1OS_CSTORE__SYNC_INTERVAL": str(state.sync_interval),
+            "R1OS_CSTORE__FSYNC": "1" if state.fsync else "0",
+            "R1OS_ORACLES": json.dumps([n.address for n in state.nodes if n.oracle]),
+            "R1OS_ORACLE": "1" if node.oracle else "0",
         }
-        args = [
-            sys.executable, "-m", "r1os.node", "start",
-            "--home", node.home,
-            "--network", state.network,
-            "--broker", state.broker_url,
-            "--http", f"127.0.0.1:{node.http_port}",
-            "--heartbeat", str(state.heartbeat_interval),
-            "--sync-interval", str(state.sync_interval),
-            "--oracles", ",".join(n.address for n in state.nodes if n.oracle),
-        ]  # fmt: skip
-        if node.oracle:
-            args.append("--oracle")
         if state.chain and state.chain.get("deployment_file"):  # epochs and contracts for oracles
             env.setdefault("R1OS_CHAIN_DEPLOYMENT", str(state.chain["deployment_file"]))
             # dAuth: every node asks the oracles for admission
-            args += ["--oracle-urls", ",".join(n.url for n in state.nodes if n.oracle)]
-        return _spawn(args, node.log_path, env)
+            env["R1OS_ORACLE_URLS"] = json.dumps([n.url for n in state.nodes if n.oracle])
+        return _spawn([sys.executable, "-m", "r1os.node"], node.log_path, env)
 
     def _write_oracle_urls(self, state: DevnetState) -> None:
         (self.dir / ORACLE_URLS_FILE).write_text(

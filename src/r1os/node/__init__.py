@@ -1,26 +1,45 @@
 """The node daemon and its plugin seam."""
 
-from r1os.node._config import DEFAULT_BROKER, DEFAULT_HTTP, NodeConfig
+from r1os.node._assembly import ENTRY_POINT_GROUP, ServicePlugin, build_services, installed_plugins
+from r1os.node._config import (
+    DEFAULT_BROKER,
+    DEFAULT_HTTP,
+    CStoreSettings,
+    NodeConfig,
+    OracleSyncSettings,
+    R1fsSettings,
+)
 from r1os.node._daemon import HEARTBEAT, PROTOCOL_TYPES, Node, read_node_state
 from r1os.node._netmap import Heartbeat, NetworkMap, Peer
 from r1os.node._resources import Resources, collect_resources
+from r1os.node._run import config_from, run_node, setup_logging
 from r1os.node._service import MessageHandler, Service, ServiceContext, cancel_tasks
 
 __all__ = [
     "DEFAULT_BROKER",
     "DEFAULT_HTTP",
+    "ENTRY_POINT_GROUP",
     "HEARTBEAT",
     "PROTOCOL_TYPES",
+    "CStoreSettings",
     "Heartbeat",
     "MessageHandler",
     "NetworkMap",
     "Node",
     "NodeConfig",
+    "OracleSyncSettings",
     "Peer",
+    "R1fsSettings",
     "Resources",
     "Service",
     "ServiceContext",
+    "ServicePlugin",
+    "build_services",
     "cancel_tasks",
     "collect_resources",
+    "config_from",
+    "installed_plugins",
     "read_node_state",
+    "run_node",
+    "setup_logging",
 ]

@@ -1,5 +1,7 @@
-"""`python -m r1os.node start ...`: the node command alone, without loading every CLI group."""
+"""`python -m r1os.node`: run one node configured from `R1OS_*` environment variables."""
 
-from r1os.cli.node import app
+import sys
 
-app(prog_name="r1os node")
+from r1os.node._run import main
+
+sys.exit(main())

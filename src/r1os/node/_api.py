@@ -1,20 +1,93 @@
-"""The node's HTTP API: health, identity, peers and metrics; services mount their own routers."""
+"""The node's HTTP API: health, identity, peers and metrics; services mount their own routers.
+
+Every error answer, from any route of any service, has one shape (`r1os.errors.error_body`):
+`{"error": message, "cause": machine_word, "hint": text or null}`. Services raise `R1osError`
+subclasses (which carry `cause` and `status`); the handlers below turn those, FastAPI's own
+`HTTPException`s, request validation failures and unexpected exceptions into that shape.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 from r1os import __version__
+from r1os.errors import STATUS_CAUSES, R1osError, error_body
 
 if TYPE_CHECKING:
     from r1os.node._daemon import Node
 
+log = logging.getLogger("r1os.node.http")
+
+
+class ErrorAnswer(BaseModel):
+    """The body of every error answer of a node."""
+
+    error: str
+    cause: str
+    hint: str | None = None
+
+
+#: Add to a route's `responses=` so /openapi.json documents its error answers.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorAnswer, "description": "refused: `cause` says why, `hint` what to do"},
+    "5XX": {"model": ErrorAnswer, "description": "failed on the node"},
+}
+
+
+def error_response(exc: R1osError) -> JSONResponse:
+    return JSONResponse(error_body(str(exc), exc.cause, exc.hint), status_code=exc.status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every error of `app` in the one shape; a test app can call this too."""
+
+    @app.exception_handler(R1osError)
+    async def r1os_error(request: Request, exc: R1osError) -> JSONResponse:
+        if exc.status >= 500:
+            log.error("%s %s failed: %s (%s)", request.method, request.url.path, exc, exc.cause)
+        return error_response(exc)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        cause = STATUS_CAUSES.get(exc.status_code, "error")
+        return JSONResponse(error_body(detail, cause), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        message = f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid"))
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more)"
+        return JSONResponse(
+            error_body(message, "invalid_request", "see /openapi.json for this route's parameters"),
+            status_code=422,
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse(
+            error_body(f"internal error: {type(exc).__name__}", "internal", "see the node's log"),
+            status_code=500,
+        )
+
 
 def create_app(node: Node) -> FastAPI:
-    app = FastAPI(title="r1os node", version=__version__, docs_url="/docs", redoc_url=None)
+    app = FastAPI(
+        title="r1os node", version=__version__, docs_url="/docs", redoc_url=None, responses=ERROR_RESPONSES
+    )
+    install_error_handlers(app)
 
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:

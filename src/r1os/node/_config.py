@@ -1,10 +1,16 @@
-"""Node settings: from CLI flags, `R1OS_*` environment variables, or defaults."""
+"""Node settings: from CLI flags, `R1OS_*` environment variables, or defaults.
+
+One `NodeConfig` holds everything; each service's knobs sit in a nested model of their own, set from
+the environment with a double underscore: `R1OS_CSTORE__SYNC_INTERVAL=2`, `R1OS_R1FS__GRACE=30`. The
+nested models live here, beside the node, so a node's whole configuration is one validated object and
+services (above the node) import their settings from below instead of the node reaching up to them.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from r1os.paths import default_node_home
@@ -14,10 +20,53 @@ DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_HTTP = "127.0.0.1:31234"
 
 
+class CStoreSettings(BaseModel):
+    """CSTORE replica knobs (`R1OS_CSTORE__*`)."""
+
+    fsync: bool = Field(default=True, description="fsync the CSTORE log before acknowledging a write")
+    sync_interval: float = Field(default=5.0, gt=0, description="seconds between anti-entropy rounds")
+
+
+class R1fsSettings(BaseModel):
+    """R1FS knobs (`R1OS_R1FS__*`)."""
+
+    grace: float = Field(
+        default=120.0, gt=0, description="seconds a holder may be unseen before it is replaced"
+    )
+    reconcile_interval: float = Field(default=5.0, gt=0, description="seconds between replication passes")
+    gc_interval: float = Field(default=600.0, gt=0, description="seconds between garbage collections")
+    max_upload: int = Field(default=64 * 1024**3, gt=0, description="largest file accepted by /v1/r1fs/add")
+    parallel: int = Field(default=8, ge=1, le=64, description="runs of blocks fetched at once")
+    verify_reads: bool = Field(default=False, description="re-hash every block read from disk")
+    fsync: bool = Field(default=False, description="fsync each block written")
+    fetch_timeout: float = Field(
+        default=30.0, gt=0, description="seconds without data before a provider is given up"
+    )
+    local_socket: bool = Field(default=True, description="serve local clients' open files over a Unix socket")
+
+
+class OracleSyncSettings(BaseModel):
+    """OracleSync knobs on oracle nodes (`R1OS_ORACLE_SYNC__*`); unset ones follow from the epoch length
+    and heartbeat interval (see docs/oracle.md)."""
+
+    close_delay: float | None = Field(
+        default=None, ge=0, description="seconds after an epoch ends before it closes"
+    )
+    phase_timeout: float | None = Field(
+        default=None, gt=0, description="seconds to wait for other oracles per phase"
+    )
+    poai_min_availability: int = Field(
+        default=128,
+        ge=0,
+        le=255,
+        description="availability a PoAI job's node needs in an epoch to be attested",
+    )
+
+
 class NodeConfig(BaseSettings):
     """Everything a node needs to start; its state lives under `home`."""
 
-    model_config = SettingsConfigDict(env_prefix="R1OS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="R1OS_", env_nested_delimiter="__", extra="ignore")
 
     network: str = "devnet"
     home: Path | None = None
@@ -37,14 +86,15 @@ class NodeConfig(BaseSettings):
     oracle_urls: list[str] = Field(
         default_factory=list, description="HTTP URLs of oracles to ask for dAuth admission (seed list)"
     )
-    cstore_fsync: bool = Field(True, description="fsync the CSTORE log before acknowledging a write")
-    cstore_sync_interval: float = Field(5.0, gt=0, description="seconds between anti-entropy rounds")
     chain_deployment: Path | None = Field(
         None, description="deployment JSON of the network's contracts (oracles read the chain with it)"
     )
     genesis_time: int | None = Field(None, description="unix time of epoch 0 (else: deployment)")
     epoch_seconds: int | None = Field(None, gt=0, description="epoch length (else: deployment)")
     auto_claim_epochs: int = Field(0, ge=0, description="claim this node's rewards every K epochs (0: never)")
+    cstore: CStoreSettings = Field(default_factory=CStoreSettings)
+    r1fs: R1fsSettings = Field(default_factory=R1fsSettings)
+    oracle_sync: OracleSyncSettings = Field(default_factory=OracleSyncSettings)
 
     @field_validator("network")
     @classmethod

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 from fastapi import APIRouter
 from prometheus_client import CollectorRegistry
@@ -32,6 +33,7 @@ from r1os.node._netmap import NetworkMap
 from r1os.node._resources import collect_resources
 from r1os.node._service import MessageHandler, Service, ServiceContext
 from r1os.transport import MqttTransport, Transport, broadcast_topic, inbox_topic
+from r1os.transport.auth import broker_client_id, broker_password
 from r1os.transport.topics import all_broadcasts_pattern
 from r1os.wire import Envelope, EnvelopeSigner, EnvelopeVerifier
 
@@ -80,17 +82,20 @@ class Node:
             max_size=config.max_message_size,
             max_skew_s=config.max_clock_skew,
         )
-        # A service that decides who is admitted (dAuth) gates every message from the first one on.
-        for service in self.services:
-            gate = getattr(service, "admits", None)
-            if callable(gate):
-                self.verifier.admitted = gate
+        # Services that decide who is admitted (dAuth) gate every message from the first one on.
+        gates = [s.admits for s in self.services if s.gates_admission]
+        if len(gates) == 1:
+            self.verifier.admitted = gates[0]
+        elif gates:
+            self.verifier.admitted = lambda sender, type: all(gate(sender, type) for gate in gates)
         self.metrics = CollectorRegistry(auto_describe=True)
         self.heartbeats_sent = 0
         self.handler_errors = 0
         self._handlers: dict[str, list[MessageHandler]] = defaultdict(list)
         self._started_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
+        self._contexts: list[ServiceContext] = []
+        self._http: httpx.AsyncClient | None = None
         self._server: uvicorn.Server | None = None
         self._stop = asyncio.Event()
         self.url = ""
@@ -193,7 +198,7 @@ class Node:
             await self.send(env.sender, HEARTBEAT, {**self.heartbeat_payload(), "reply": True})
 
     def heartbeat_payload(self) -> dict[str, Any]:
-        return {
+        payload: dict[str, Any] = {
             "version": __version__,
             "uptime": round(self.uptime, 3),
             "interval": self.config.heartbeat_interval,
@@ -203,6 +208,16 @@ class Node:
             "services": [s.name for s in self.services],
             "resources": collect_resources(self.home).model_dump(),
         }
+        info: dict[str, dict[str, Any]] = {}
+        for service in self.services:
+            if service.adds_heartbeat_fields:
+                try:
+                    info[service.name] = service.heartbeat_fields()
+                except Exception:
+                    log.exception("service %s failed to give its heartbeat fields", service.name)
+        if info:
+            payload["services_info"] = info
+        return payload
 
     async def _heartbeat_loop(self) -> None:
         interval = self.config.heartbeat_interval
@@ -229,7 +244,7 @@ class Node:
             username, password = self._broker_login()
             self._transport = MqttTransport(
                 self.config.broker,
-                client_id=f"r1os-{self.address.lower()}",
+                client_id=broker_client_id(self.address),
                 username=username,
                 password=password,
             )
@@ -250,6 +265,8 @@ class Node:
             ) from None
         port = int(sock.getsockname()[1])
         self.url = self.config.public_url or f"http://{host}:{port}"
+        # One client for every request services make to peers: pooled connections, closed on stop.
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), limits=httpx.Limits(max_connections=256))
         for service in self.services:
             router = APIRouter()
             data_dir = self.home / "services" / service.name
@@ -263,13 +280,16 @@ class Node:
                 data_dir=data_dir,
                 metrics=self.metrics,
                 netmap=self.netmap,
+                config=self.config,
+                http=self._http,
                 _publish=self.broadcast,
                 _send=self.send,
                 _on=self.on,
-                _services={s.name: s for s in self.services},
+                _services=self.services,
                 url=self.url,
                 _body_limits=self.body_limits.limits,
             )
+            self._contexts.append(ctx)
             await service.start(ctx)
             app.include_router(router)
         self.metrics.register(NodeCollector(self))
@@ -302,8 +322,6 @@ class Node:
         """Credentials a dAuth-gated broker checks (address + signature); the URL's own win if given."""
         if "@" in self.config.broker:
             return None, None
-        from r1os.dauth import broker_password
-
         return self.address, broker_password(self.key, self.config.network)
 
     def _write_state(self, status: str) -> None:
@@ -323,11 +341,19 @@ class Node:
     async def stop(self) -> None:
         """Stop services, heartbeats, HTTP and the broker connection; safe to call twice."""
         self._stop.set()
-        for service in reversed(self.services):
+        # Last started, first stopped: a service's tasks end before it flushes, and it flushes before the
+        # services it uses (started earlier) go away.
+        for service, ctx in reversed(list(zip(self.services, self._contexts, strict=False))):
+            await ctx.close()
             try:
                 await service.stop()
             except Exception:
                 log.exception("service %s failed to stop cleanly", service.name)
+            await ctx.run_stop_callbacks()
+        self._contexts.clear()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
         if self._server is not None:
             self._server.should_exit = True
         for task in self._tasks:

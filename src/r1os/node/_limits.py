@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 from starlette.exceptions import HTTPException
 
+from r1os.errors import error_body
+
 log = logging.getLogger("r1os.node.http")
 
 DEFAULT_BODY_LIMIT = 1024 * 1024
@@ -52,7 +54,9 @@ class BodyLimit:
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
         if declared.isdigit() and int(declared) > limit:
             self._refuse(scope, f"declared {int(declared)} bytes")
-            body = orjson.dumps({"error": f"request body over {limit} bytes", "cause": "too_large"})
+            body = orjson.dumps(
+                error_body(f"request body over {limit} bytes", "too_large", "send a smaller body")
+            )
             await send({"type": "http.response.start", "status": 413,
                         "headers": [(b"content-type", b"application/json"),
                                     (b"content-length", str(len(body)).encode())]})  # fmt: skip

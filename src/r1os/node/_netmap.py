@@ -25,6 +25,8 @@ class Heartbeat(BaseModel):
     reply: bool = False
     services: list[str] = []
     resources: dict[str, Any] = {}
+    services_info: dict[str, dict[str, Any]] = {}
+    """What services add to the heartbeat (`Service.heartbeat_fields`), by service name."""
 
 
 class Peer(BaseModel):

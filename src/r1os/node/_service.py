@@ -1,41 +1,67 @@
-"""The plugin seam: services (CSTORE, R1FS, oracle, ...) register with a node and get its parts."""
+"""The plugin seam: services (CSTORE, R1FS, oracle, ...) register with a node and get its parts.
+
+A service is a thin shell: it implements `start(ctx)` and takes everything else from its
+`ServiceContext`: background tasks (`spawn`, cancelled and awaited by the node on stop), clean-up
+callbacks (`on_stop`), one shared HTTP client for talking to peers (`http`), typed lookups of the
+other services of the node (`require(CStoreService)`), messaging and its HTTP router. Optional hooks
+(`admits`, `heartbeat_fields`) are methods of `Service` with do-nothing defaults, so the node calls
+them without looking for them.
+"""
 
 from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Iterable
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import httpx
 from fastapi import APIRouter
 from prometheus_client import CollectorRegistry
 
+from r1os.errors import NodeError
 from r1os.identity import NodeKey
 from r1os.transport import Transport
 from r1os.wire import Envelope
 
 if TYPE_CHECKING:
+    from r1os.node._config import NodeConfig
     from r1os.node._netmap import NetworkMap
 
+log = logging.getLogger("r1os.node")
+
 MessageHandler = Callable[[Envelope], Awaitable[None]]
+StopCallback = Callable[[], Awaitable[None] | None]
+S = TypeVar("S", bound="Service")
+
+#: Seconds a task gets to finish after it was cancelled before the node stops waiting for it.
+TASK_STOP_TIMEOUT = 5.0
 
 
-async def cancel_tasks(tasks: Iterable[asyncio.Future[Any]]) -> None:
-    """Cancel background tasks and wait until they have finished, whatever they raise on the way out."""
+async def cancel_tasks(tasks: Iterable[asyncio.Future[Any]], timeout: float = TASK_STOP_TIMEOUT) -> None:
+    """Cancel background tasks and wait until they have finished, whatever they raise on the way out;
+    a task still running `timeout` seconds after its cancellation is left behind with a log line."""
     tasks = list(tasks)
     for t in tasks:
         t.cancel()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for t in pending:
+        log.warning("task %s did not stop within %g s of its cancellation", t, timeout)
     for t in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await t
+        if t.done() and not t.cancelled():
+            t.exception()  # retrieved, so asyncio does not log it a second time
 
 
 @dataclass
 class ServiceContext:
-    """What a node hands each service: identity, messaging, HTTP routes, metrics and a data folder."""
+    """What a node hands each service: identity, messaging, HTTP routes, metrics, a data folder, the
+    node's configuration, a shared HTTP client, and the lifecycle of its background work."""
 
     name: str
     key: NodeKey
@@ -45,12 +71,62 @@ class ServiceContext:
     data_dir: Path
     metrics: CollectorRegistry
     netmap: NetworkMap
+    config: NodeConfig
+    http: httpx.AsyncClient
+    """One client for every request a service makes to peers (connection pools shared, closed by the node)."""
     _publish: Callable[[str, dict[str, Any]], Awaitable[None]]
     _send: Callable[[str, str, dict[str, Any]], Awaitable[None]]
     _on: Callable[[str, MessageHandler], None]
-    _services: dict[str, Service]
+    _services: list[Service]
     url: str = ""
     _body_limits: dict[str, int | None] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _stop_callbacks: list[StopCallback] = field(default_factory=list)
+    _stopping: bool = False
+
+    @property
+    def address(self) -> str:
+        return self.key.address
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run `coro` in the background for as long as the node runs: the node cancels it, and waits for
+        it, when it stops. A task that fails is logged with its name (it is not restarted)."""
+        if self._stopping:
+            coro.close()
+            raise NodeError(f"service {self.name} is stopping: cannot start task {name!r}")
+        task = asyncio.create_task(coro, name=f"{self.name}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("task %s failed", task.get_name(), exc_info=exc)
+
+    def on_stop(self, callback: StopCallback) -> None:
+        """Call `callback` (sync or async) when the node stops, after this service's tasks have ended and
+        its `stop()` has returned; callbacks run in reverse order of registration."""
+        self._stop_callbacks.append(callback)
+
+    async def close(self) -> None:
+        """Cancel and await this service's tasks, then run its stop callbacks (the node calls this)."""
+        self._stopping = True
+        await cancel_tasks(list(self._tasks))
+
+    async def run_stop_callbacks(self) -> None:
+        while self._stop_callbacks:
+            callback = self._stop_callbacks.pop()
+            try:
+                result = callback()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("stop callback %r of service %s failed", callback, self.name)
+
+    # -- messaging and HTTP ----------------------------------------------------------------
 
     def allow_body(self, prefix: str, limit: int | None) -> None:
         """Let requests to paths under `prefix` carry bodies up to `limit` bytes (None: no cap, the
@@ -69,22 +145,60 @@ class ServiceContext:
         """Receive verified messages of `type` (broadcast or sent to this node)."""
         self._on(type, handler)
 
-    def service(self, name: str) -> Service:
-        """Another service of the same node (started before this one), e.g. `ctx.service("cstore")`."""
-        try:
-            return self._services[name]
-        except KeyError:
-            raise LookupError(f"no service {name!r} on this node (have: {sorted(self._services)})") from None
+    # -- other services --------------------------------------------------------------------
+
+    def find(self, kind: type[S]) -> S | None:
+        """The node's service of class `kind` (or a subclass), or None if the node runs none."""
+        for service in self._services:
+            if isinstance(service, kind):
+                return service
+        return None
+
+    def require(self, kind: type[S]) -> S:
+        """The node's service of class `kind`, e.g. `ctx.require(CStoreService)`; raises `NodeError` if
+        the node runs none. Services start in order, so ask only for ones listed before this one."""
+        service = self.find(kind)
+        if service is None:
+            have = ", ".join(s.name for s in self._services) or "none"
+            raise NodeError(
+                f"service {self.name} needs {kind.__name__}, which this node does not run (services: {have})",
+                hint="add it to the node's services, before this one",
+            )
+        return service
 
 
 class Service(abc.ABC):
-    """A part of the node with its own lifecycle. Subclasses set `name` and implement start/stop."""
+    """A part of the node with its own lifecycle. Subclasses set `name` and implement `start`.
+
+    Hooks with no-op defaults, overridden where a service has something to say:
+    - `admits(sender, type)`: whether a message from `sender` is accepted at all (dAuth). Only services
+      that override it are asked.
+    - `heartbeat_fields()`: what this service adds to the node's heartbeat, under its own name (Deeploy
+      advertises runtimes and free resources this way); keep it small, it is sent every interval.
+    """
 
     name: str = "service"
 
     @abc.abstractmethod
     async def start(self, ctx: ServiceContext) -> None:
-        """Register handlers and routes, load state, start background tasks."""
+        """Register handlers and routes, load state, start background tasks with `ctx.spawn`."""
 
     async def stop(self) -> None:
-        """Stop background tasks and flush state; the default does nothing."""
+        """Flush state; runs after the service's tasks were cancelled and awaited. Default: nothing."""
+
+    def admits(self, sender: str, type: str = "") -> bool:
+        """True if a message of `type` from `sender` may be accepted; the default admits everyone."""
+        return True
+
+    def heartbeat_fields(self) -> dict[str, Any]:
+        """Fields this service adds to the node's heartbeat (under `services_info[<name>]`)."""
+        return {}
+
+    @property
+    def gates_admission(self) -> bool:
+        """True if this service overrides `admits` (so the node asks it about every sender)."""
+        return type(self).admits is not Service.admits
+
+    @property
+    def adds_heartbeat_fields(self) -> bool:
+        return type(self).heartbeat_fields is not Service.heartbeat_fields

@@ -1,5 +1,6 @@
 """R1FS: content-addressed file storage whose CIDs are the same as kubo's `ipfs add --cid-version=1`."""
 
+from r1os.node import R1fsSettings
 from r1os.r1fs._client import API_URL_ENV, R1fs, R1fsClient, default_api_url
 from r1os.r1fs._crypto import (
     Decryptor,
@@ -15,7 +16,7 @@ from r1os.r1fs._errors import BadCid, BlockNotFound, CorruptBlock, R1fsError, St
 from r1os.r1fs._exporter import read_range
 from r1os.r1fs._importer import DagBuilder, ImportResult, import_bytes, import_file, import_stream
 from r1os.r1fs._providers import Directory, KeyValue
-from r1os.r1fs._service import R1fsService, R1fsSettings
+from r1os.r1fs._service import R1fsService
 from r1os.r1fs._store import BlockStore, GcResult
 
 __all__ = [

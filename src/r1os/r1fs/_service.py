@@ -18,10 +18,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from r1os.node import Service, ServiceContext
+from r1os.node import R1fsSettings, Service, ServiceContext
 from r1os.r1fs._dag import RAW, Cid, parse_cid, read_file_node
 from r1os.r1fs._errors import BadUpload, BlockNotFound, CorruptBlock, R1fsError, TooLarge
 from r1os.r1fs._exporter import file_parts, read_range
@@ -69,26 +66,6 @@ def _read_into(r: http.client.HTTPResponse, view: memoryview) -> int:
             break
         got += n
     return got
-
-
-class R1fsSettings(BaseSettings):
-    """R1FS knobs, from `R1OS_R1FS_*` environment variables (so devnet nodes can be tuned)."""
-
-    model_config = SettingsConfigDict(env_prefix="R1OS_R1FS_", extra="ignore")
-
-    grace: float = Field(
-        default=120.0, gt=0, description="seconds a holder may be unseen before it is replaced"
-    )
-    reconcile_interval: float = Field(default=5.0, gt=0)
-    gc_interval: float = Field(default=600.0, gt=0)
-    max_upload: int = Field(default=64 * 1024**3, gt=0, description="largest file accepted by /v1/r1fs/add")
-    parallel: int = Field(default=8, ge=1, le=64, description="runs of blocks fetched at once")
-    verify_reads: bool = False
-    fsync: bool = False
-    fetch_timeout: float = Field(default=30.0, gt=0)
-    local_socket: bool = Field(
-        default=True, description="serve local clients' open files over a Unix socket (see _local.py)"
-    )
 
 
 class R1fsService(Service):

@@ -133,3 +133,7 @@ class Transport(StartStop):
     @abc.abstractmethod
     async def wait_connected(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until `connected`; raise `TransportError` after `timeout` seconds."""
+
+    def retry_now(self) -> None:
+        """Reconnect at once instead of waiting out a backoff (e.g. just after the broker started to
+        admit this node); transports without a backoff ignore it."""

@@ -1,0 +1,19 @@
+"""The oracle services' offer to nodes (entry point `r1os.services`): OracleSync on oracle nodes,
+auto-claim on nodes that asked for it; last, since they use CSTORE, dAuth and R1FS."""
+
+from __future__ import annotations
+
+from r1os.node import NodeConfig, Service, ServicePlugin
+
+
+def _build(config: NodeConfig) -> list[Service]:
+    from r1os.oracle._claims import AutoClaimService
+    from r1os.oracle._service import OracleSyncService, settings_from
+
+    out: list[Service] = [OracleSyncService(settings_from(config))] if config.oracle else []
+    if config.auto_claim_epochs:
+        out.append(AutoClaimService(config.auto_claim_epochs, config.chain_deployment))
+    return out
+
+
+PLUGIN = ServicePlugin("oracle", 40, _build)
