@@ -8,11 +8,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 from fastapi import APIRouter
 from prometheus_client import CollectorRegistry
 
 from r1os.identity import NodeKey
-from r1os.node import NetworkMap, ServiceContext
+from r1os.node import NetworkMap, NodeConfig, ServiceContext
+from r1os.transport import MemoryHub, MemoryTransport
 
 T = TypeVar("T")
 
@@ -56,19 +58,22 @@ async def _nothing(*_args: Any) -> None:
 
 def lone_context(name: str, data_dir: Path, key: NodeKey | None = None) -> ServiceContext:
     """A `ServiceContext` with no broker, no peers and no other services: one service on its own,
-    for tests of what it does with local data (its routes go to `ctx.router`)."""
+    for tests of what it does with local data (its routes go to `ctx.router`). Its transport is an
+    in-memory one that nobody else listens to; the test closes `ctx.http` (or lets it be collected)."""
     return ServiceContext(
         name=name,
         key=key or NodeKey.generate(),
         network="test",
-        transport=None,  # type: ignore[arg-type]  # nothing is sent through a broker
+        transport=MemoryTransport(MemoryHub()),
         router=APIRouter(),
         data_dir=data_dir,
         metrics=CollectorRegistry(),
         netmap=NetworkMap(),
+        config=NodeConfig(network="test", home=data_dir),
+        http=httpx.AsyncClient(timeout=10.0),
         _publish=_nothing,
         _send=_nothing,
         _on=lambda _t, _h: None,
-        _services={},
+        _services=[],
         url="http://test",
     )

@@ -83,6 +83,51 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
+class HealthAnswer(BaseModel):
+    status: str
+    address: str
+    uptime: float
+    broker_connected: bool
+
+
+class NodeInfo(BaseModel):
+    address: str
+    ai_address: str
+    network: str
+    version: str
+    url: str
+    oracle: bool
+    uptime: float
+    heartbeat_interval: float
+    services: list[str]
+    broker: str | None
+    broker_connected: bool
+    resources: dict[str, Any]
+    wire: dict[str, Any]
+    home: str
+    pid: int
+
+
+class PeerInfo(BaseModel):
+    address: str
+    status: str
+    url: str | None
+    oracle: bool
+    version: str
+    last_seen: float
+    heartbeats: int
+    services: list[str]
+    resources: dict[str, Any]
+    services_info: dict[str, dict[str, Any]]
+
+
+class PeersAnswer(BaseModel):
+    self: str
+    online: int
+    total: int
+    peers: list[PeerInfo]
+
+
 def create_app(node: Node) -> FastAPI:
     app = FastAPI(
         title="r1os node", version=__version__, docs_url="/docs", redoc_url=None, responses=ERROR_RESPONSES
@@ -90,40 +135,41 @@ def create_app(node: Node) -> FastAPI:
     install_error_handlers(app)
 
     @app.get("/v1/health")
-    async def health() -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "address": node.address,
-            "uptime": round(node.uptime, 3),
-            "broker_connected": node.transport.connected,
-        }
+    async def health() -> HealthAnswer:
+        return HealthAnswer(
+            status="ok",
+            address=node.address,
+            uptime=round(node.uptime, 3),
+            broker_connected=node.transport.connected,
+        )
 
     @app.get("/v1/node")
-    async def node_info() -> dict[str, Any]:
-        return node.info()
+    async def node_info() -> NodeInfo:
+        return NodeInfo.model_validate(node.info())
 
     @app.get("/v1/peers")
-    async def peers() -> dict[str, Any]:
+    async def peers() -> PeersAnswer:
         items = [
-            {
-                "address": p.address,
-                "status": p.status,
-                "url": p.heartbeat.url,
-                "oracle": p.heartbeat.oracle,
-                "version": p.heartbeat.version,
-                "last_seen": p.last_seen,
-                "heartbeats": p.heartbeats,
-                "services": p.heartbeat.services,
-                "resources": p.heartbeat.resources,
-            }
+            PeerInfo(
+                address=p.address,
+                status=p.status,
+                url=p.heartbeat.url,
+                oracle=p.heartbeat.oracle,
+                version=p.heartbeat.version,
+                last_seen=p.last_seen,
+                heartbeats=p.heartbeats,
+                services=p.heartbeat.services,
+                resources=p.heartbeat.resources,
+                services_info=p.heartbeat.services_info,
+            )
             for p in node.netmap.peers()
         ]
-        return {
-            "self": node.address,
-            "online": sum(1 for p in items if p["status"] == "online"),
-            "total": len(items),
-            "peers": items,
-        }
+        return PeersAnswer(
+            self=node.address,
+            online=sum(1 for p in items if p.status == "online"),
+            total=len(items),
+            peers=items,
+        )
 
     @app.get("/metrics")
     async def metrics() -> Response:

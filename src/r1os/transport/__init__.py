@@ -1,7 +1,8 @@
 """Transport: move opaque (already signed) bytes between nodes over an MQTT broker.
 
 `Transport` is the seam; `MqttTransport` the implementation for any MQTT 3.1.1 broker;
-`EmbeddedBroker` runs amqtt inside the process; `MosquittoBroker` runs a real mosquitto.
+`EmbeddedBroker` runs amqtt inside the process; `MosquittoBroker` runs a real mosquitto;
+`MemoryTransport` carries messages inside one process (tests; no broker).
 Topic names come from `r1os.transport.topics`.
 """
 
@@ -14,6 +15,7 @@ from r1os.transport.base import (
     Transport,
     TransportStats,
 )
+from r1os.transport.memory import MemoryHub, MemoryTransport
 from r1os.transport.mosquitto import MosquittoBroker, find_mosquitto
 from r1os.transport.mqtt import MqttTransport, parse_broker_url
 from r1os.transport.topics import (
@@ -23,6 +25,7 @@ from r1os.transport.topics import (
     heartbeat_topic,
     inbox_topic,
     parse_topic,
+    topic_matches,
 )
 
 if TYPE_CHECKING:
@@ -45,6 +48,8 @@ __all__ = [
     "Authorize",
     "EmbeddedBroker",
     "Handler",
+    "MemoryHub",
+    "MemoryTransport",
     "MosquittoBroker",
     "MqttTransport",
     "Subscription",
@@ -57,4 +62,5 @@ __all__ = [
     "inbox_topic",
     "parse_broker_url",
     "parse_topic",
+    "topic_matches",
 ]

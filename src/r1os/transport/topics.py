@@ -111,3 +111,14 @@ def parse_topic(topic: str) -> ParsedTopic:
     if parts[2] == BROADCAST:
         return ParsedTopic(network, "broadcast", validate_channel(parts[3]))
     return ParsedTopic(network, "inbox", normalize_address(parts[3]))
+
+
+def topic_matches(pattern: str, topic: str) -> bool:
+    """True if `topic` (no wildcards) matches the MQTT filter `pattern` (`+` one level, `#` the rest)."""
+    p_levels, t_levels = pattern.split("/"), topic.split("/")
+    for i, p in enumerate(p_levels):
+        if p == "#":
+            return True
+        if i >= len(t_levels) or (p != "+" and p != t_levels[i]):
+            return False
+    return len(p_levels) == len(t_levels)
