@@ -164,3 +164,37 @@ def test_missing_mosquitto_binary_is_a_clear_error() -> None:
     with pytest.raises(TransportError, match="mosquitto not found") as info:
         MosquittoBroker(binary="/nonexistent/mosquitto")
     assert info.value.hint and "apt-get install mosquitto" in info.value.hint
+
+
+@pytest.mark.parametrize("clean_session", [True, False])
+async def test_a_refused_connect_with_a_victims_client_id_leaves_the_victim_connected(
+    clean_session: bool,
+) -> None:
+    """The attack: client ids are public, so an outsider sends CONNECT with the victim's id and a wrong
+    password. The broker must refuse it without dropping the victim's session or subscriptions."""
+    import aiomqtt
+
+    def authorize(client_id: str, username: str | None, password: str | None) -> bool:
+        return password == f"key-of-{client_id}"
+
+    async with EmbeddedBroker(port=0, authorize=authorize) as broker:
+        victim = MqttTransport(broker.url, "victim", username="victim", password="key-of-victim")
+        sender = MqttTransport(broker.url, "sender", username="sender", password="key-of-sender")
+        got = Collector()
+        victim.subscribe("r1/net/#", got)
+        async with victim, sender:
+            await victim.wait_connected(10)
+            await sender.wait_connected(10)
+            await sender.publish("r1/net/b/x", b"before")
+            await got.wait_for(1)
+            for _ in range(3):
+                with pytest.raises(aiomqtt.MqttError):
+                    async with aiomqtt.Client(
+                        "127.0.0.1", broker.port, identifier="victim", username="victim",
+                        password="guessed", clean_session=clean_session, timeout=5,
+                    ):  # fmt: skip
+                        pass
+            await sender.publish("r1/net/b/x", b"after")
+            await got.wait_for(2)
+            assert got.payloads == [b"before", b"after"]
+            assert victim.connected and victim.stats.reconnects == 0

@@ -20,9 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
+from amqtt.contexts import ListenerConfig
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
+from amqtt.utils import gen_client_id
 
 from r1os.errors import TransportError
 from r1os.transport.base import StartStop
@@ -55,6 +60,71 @@ class AuthorizePlugin(BaseAuthPlugin):  # type: ignore[misc]
         if not verdict:
             log.warning("broker: refused client %r (username %r)", client_id, session.username)
         return bool(verdict)
+
+
+class _GuardedBroker(Broker):  # type: ignore[misc]
+    """amqtt's broker with the login checked before a CONNECT touches any session.
+
+    amqtt 0.12.1 reads a CONNECT, then deletes (clean session) or takes over the session of that client
+    id, and only then asks the auth plugins; a refused CONNECT carrying someone else's client id (client
+    ids are public: `r1os-<address>`) so dropped the victim's session and subscriptions while the victim's
+    socket stayed open: it went on publishing and receiving nothing. Here the plugins are asked first
+    and a refused client is answered "not authorised" and closed without reaching the session table;
+    only a client that proves the id's key (the dAuth gate binds client id to address) can take over.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # sessions checked in _initialize_client_session, by id (amqtt sessions are not hashable), held
+        # until _handle_client_session asks about them right after (so the id cannot be reused meanwhile)
+        self._checked: dict[int, Session] = {}
+
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        try:
+            handler, session = await BrokerProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager
+            )
+        except MQTTError as exc:
+            await writer.close()
+            raise MQTTError(f"invalid CONNECT from {remote_address}:{remote_port}: {exc}") from exc
+        except NoDataError as exc:
+            raise AMQTTError(f"no CONNECT from {remote_address}:{remote_port}: {exc}") from exc
+        if not session.client_id:
+            if not session.clean_session:
+                await writer.close()  # MQTT 3.1.1 (3.1.3.1): an empty id needs a clean session
+                raise MQTTError("empty client id without clean session")
+            session.client_id = gen_client_id()
+        if not await super()._authenticate(session, None):
+            handler.attach(session, reader, writer)
+            await handler.mqtt_connack_authorize(False)
+            await writer.close()
+            raise AMQTTError(f"client {session.client_id[:80]!r} refused before touching any session")
+        if session.clean_session:
+            await self._delete_session(session.client_id)
+            session.parent = 0
+        elif session.client_id in self._sessions:
+            # a persistent session resumed by its proven owner: keep its subscriptions and queue
+            old, _ = self._sessions[session.client_id]
+            for attr in ("will_flag", "will_message", "will_topic", "will_qos", "keep_alive", "username",
+                         "password"):  # fmt: skip
+                setattr(old, attr, getattr(session, attr))
+            session = old
+            session.parent = 1
+        else:
+            session.parent = 0
+        self._checked[id(session)] = session
+        delay = self.config.get("timeout-disconnect-delay", 0)
+        if session.keep_alive > 0 and isinstance(delay, int):
+            session.keep_alive += delay
+        return handler, session
+
+    async def _authenticate(self, session: Session, listener: ListenerConfig | None) -> bool:
+        if self._checked.pop(id(session), None) is session:
+            return True  # checked in _initialize_client_session, before the session table was touched
+        result: bool = await super()._authenticate(session, listener)
+        return result
 
 
 class _DropStartupTraceback(logging.Filter):
@@ -132,7 +202,7 @@ class EmbeddedBroker(StartStop):
         if self._broker is not None:
             return
         try:
-            broker = Broker(self.config())
+            broker = _GuardedBroker(self.config())
             await broker.start()
         except Exception as exc:  # amqtt wraps OSError (port in use) in BrokerError
             raise TransportError(
