@@ -14,8 +14,9 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
+from r1os.errors import error_from_body
 from r1os.r1fs._crypto import Decryptor, Encryptor
-from r1os.r1fs._errors import BlockNotFound, R1fsError
+from r1os.r1fs._errors import R1fsError, remote_error
 from r1os.r1fs._local import local_call
 
 #: Apps started by a node find its HTTP API here.
@@ -102,14 +103,15 @@ def _raise_for(r: httpx.Response, what: str) -> None:
 
 
 def _raise_status(status: int, body: bytes, what: str) -> None:
+    """Raise the error a node's answer describes (`{"error", "cause", "hint"}`, or anything else a
+    proxy may send) as the R1FS error it stands for, e.g. cause `not_found` -> `BlockNotFound`."""
     text = body.decode("utf-8", "replace")
     try:
         answer = json.loads(text)
-        msg, hint = answer.get("error", text), answer.get("hint")
-    except (ValueError, AttributeError):
-        msg, hint = text[:200], None
-    cls = BlockNotFound if status == 404 else R1fsError
-    raise cls(f"{what}: {msg} (HTTP {status})", hint=hint)
+    except ValueError:
+        answer = None
+    err = error_from_body(status, answer, fallback=text)
+    raise remote_error(f"{what}: {err} (HTTP {status})", status=status, cause=err.cause, hint=err.hint)
 
 
 def _download(base_url: str, cid: str, fd: int, timeout: float, progress: Progress | None) -> int:
