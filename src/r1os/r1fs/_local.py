@@ -15,7 +15,11 @@ operations. One exchange per connection, each one SOCK_SEQPACKET message:
     client -> node   {"op": "add", "pin": true, "replicas": 1}  + one fd open for reading
                      {"op": "get", "cid": "bafy..."}            + one fd open for writing
     node -> client   {"progress": <bytes done>}   (any number, about every 32 MiB)
-                     {"ok": true, "result": {...}} or {"ok": false, "error": "...", "status": 4xx}
+                     {"ok": true, "result": {...}}
+                     or {"ok": false, "error": "...", "cause": "not_found", "hint": ..., "status": 404}
+
+A refusal carries what an HTTP error answer would (`error`, `cause`, `hint`, and the `status` the same
+error gets over HTTP), so the client raises the same error either way.
 """
 
 from __future__ import annotations
@@ -28,17 +32,21 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from r1os.r1fs._errors import BlockNotFound, R1fsError
+from r1os.errors import STATUS_CAUSES
+from r1os.r1fs._errors import BadRequest, R1fsError, remote_error
 
 if TYPE_CHECKING:
     from r1os.r1fs._service import R1fsService
 
 log = logging.getLogger("r1os.r1fs.local")
+
+#: Starts a background task the node cancels and awaits when it stops (`ServiceContext.spawn`).
+Spawn = Callable[[Coroutine[Any, Any, Any], str], "asyncio.Task[Any]"]
 
 MAX_MESSAGE = 64 * 1024
 PROGRESS_EVERY = 32 * 1024 * 1024
@@ -65,11 +73,11 @@ class LocalRequest(BaseModel):
 class LocalServer:
     """Accepts local requests for one R1FS service; each connection is one request."""
 
-    def __init__(self, svc: R1fsService, name: str) -> None:
+    def __init__(self, svc: R1fsService, name: str, spawn: Spawn) -> None:
         self.svc = svc
         self.name = name
+        self._spawn = spawn  # each request is a node task: the node ends them when it stops
         self._sock: socket.socket | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
         self.refused = 0
 
     def open(self) -> bool:
@@ -86,19 +94,19 @@ class LocalServer:
         self._sock = sock
         return True
 
+    def close(self) -> None:
+        """Stop listening (the node calls this when it stops, after `serve` has ended)."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
     async def serve(self) -> None:
+        """Accept requests until cancelled, each handled by a task of its own."""
         assert self._sock is not None
         loop = asyncio.get_running_loop()
-        try:
-            while True:
-                conn, _ = await loop.sock_accept(self._sock)
-                task = asyncio.create_task(self._handle(conn), name="r1fs-local")
-                self._handlers.add(task)
-                task.add_done_callback(self._handlers.discard)
-        finally:
-            self._sock.close()
-            for task in list(self._handlers):
-                task.cancel()
+        while True:
+            conn, _ = await loop.sock_accept(self._sock)
+            self._spawn(self._handle(conn), "local-request")
 
     async def _handle(self, conn: socket.socket) -> None:
         fds: list[int] = []
@@ -112,13 +120,14 @@ class LocalServer:
                 reply: dict[str, Any] = {"ok": True, "result": result}
                 self.svc.counters["local_served"] += 1
             except (R1fsError, OSError) as exc:
-                status = 404 if isinstance(exc, BlockNotFound) else 400 if isinstance(exc, R1fsError) else 500
                 self.refused += 1
                 self.svc.counters["local_refused"] += 1
                 log.info("r1fs local request refused: %s", exc)
-                reply = {"ok": False, "error": str(exc), "status": status}
-                if isinstance(exc, R1fsError) and exc.hint:
-                    reply["hint"] = exc.hint
+                if isinstance(exc, R1fsError):
+                    reply = {"ok": False, "error": str(exc), "cause": exc.cause, "hint": exc.hint}
+                    reply["status"] = exc.status
+                else:  # e.g. a descriptor open for writing handed over for an add
+                    reply = {"ok": False, "error": str(exc), "cause": "io", "hint": None, "status": 500}
             with contextlib.suppress(OSError):
                 await loop.sock_sendall(conn, json.dumps(reply).encode())
         finally:
@@ -141,7 +150,7 @@ class LocalServer:
         try:
             await asyncio.wait_for(readable, 10.0)
         except TimeoutError:
-            raise R1fsError("no local request within 10 s") from None
+            raise BadRequest("no local request within 10 s", cause="timeout", status=408) from None
         finally:
             loop.remove_reader(conn.fileno())
         msg, fds, _flags, _ = socket.recv_fds(conn, MAX_MESSAGE, 2)
@@ -150,31 +159,31 @@ class LocalServer:
     @staticmethod
     def _parse(msg: bytes, fds: list[int]) -> LocalRequest:
         if len(fds) != 1:
-            raise R1fsError(f"a local request carries exactly one file descriptor, not {len(fds)}")
+            raise BadRequest(f"a local request carries exactly one file descriptor, not {len(fds)}")
         if not msg:
-            raise R1fsError("empty local request")
+            raise BadRequest("empty local request")
         try:
             return LocalRequest.model_validate_json(msg)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(map(str, first["loc"])) or "request"
-            raise R1fsError(f"bad local request: {where}: {first['msg']}") from None
+            raise BadRequest(f"bad local request: {where}: {first['msg']}") from None
 
     async def _run(self, request: LocalRequest, fd: int, conn: socket.socket) -> dict[str, Any]:
         progress = _Progress(conn)
         info = os.fstat(fd)
         if request.op == "add":
             if not stat.S_ISREG(info.st_mode):
-                raise R1fsError("add: the descriptor is not a regular file")
+                raise BadRequest("add: the descriptor is not a regular file")
             result = await self.svc.add_fd(fd, pin=request.pin, replicas=request.replicas, progress=progress)
             return {
                 "cid": str(result.cid), "size": result.size, "blocks": result.blocks,
                 "pinned": request.pin, "replicas": request.replicas,
             }  # fmt: skip
         if request.cid is None:
-            raise R1fsError("get: no cid in the request")
+            raise BadRequest("get: no cid in the request")
         if not stat.S_ISREG(info.st_mode):
-            raise R1fsError("get: the descriptor is not a regular file")
+            raise BadRequest("get: the descriptor is not a regular file")
         size = await self.svc.get_to_fd(request.cid, fd, progress=progress)
         return {"cid": request.cid, "size": size}
 
@@ -234,5 +243,12 @@ def local_call(
                 if progress is not None and "size" in result:
                     progress(int(result["size"]) - seen)
                 return result
-            cls = BlockNotFound if reply.get("status") == 404 else R1fsError
-            raise cls(str(reply.get("error")), hint=reply.get("hint"))
+            status = reply.get("status")
+            status = status if isinstance(status, int) else 500
+            cause, hint = reply.get("cause"), reply.get("hint")
+            raise remote_error(
+                str(reply.get("error")),
+                status=status,
+                cause=cause if isinstance(cause, str) else STATUS_CAUSES.get(status, "error"),
+                hint=hint if isinstance(hint, str) else None,
+            )

@@ -35,5 +35,5 @@ class R1fsCollector(Collector):
         pinned.add_metric([], sum(int(p.get("size", 0)) for p in self.svc.pins.values()))
         yield pinned
         fetching = GaugeMetricFamily("r1os_r1fs_fetches", "Files being fetched now")
-        fetching.add_metric([], len(self.svc._fetching))
+        fetching.add_metric([], self.svc.fetcher.running)
         yield fetching

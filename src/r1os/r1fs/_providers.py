@@ -11,14 +11,19 @@ still there from the network map, not from the record.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any, Protocol
 
 PROV = "pub:r1fs:prov:"
 PIN = "pub:r1fs:pin:"
 
 
+#: Called with (key, field, value) after a change under a watched prefix (value None: deleted).
+Watcher = Callable[[str, str | None, Any], None]
+
+
 class KeyValue(Protocol):
-    """The part of CSTORE's in-process API that R1FS uses."""
+    """The part of CSTORE's in-process API that R1FS uses (`CStoreService` is one; tests pass others)."""
 
     async def hset(self, key: str, field: str, value: Any, ttl: float | None = None) -> None: ...
 
@@ -27,6 +32,10 @@ class KeyValue(Protocol):
     async def hdel(self, key: str, field: str) -> bool: ...
 
     async def keys(self, prefix: str = "") -> list[str]: ...
+
+    def watch(self, prefix: str, callback: Watcher) -> None: ...
+
+    def unwatch(self, callback: Watcher) -> None: ...
 
 
 def rank(cid: str, addresses: set[str] | list[str]) -> list[str]:
