@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
+import httpx
 import pytest
 
-from r1os.r1fs import CHUNK_SIZE, import_bytes, parse_cid
+from r1os.r1fs import CHUNK_SIZE, BadCid, BlockNotFound, R1fsError, TooLarge, import_bytes, parse_cid
+from r1os.r1fs._client import _raise_for
 from tests.r1fs._content import mod251, rot
 from tests.r1fs.conftest import Served
 
@@ -165,3 +169,67 @@ async def test_metrics_are_registered(served: Served) -> None:
     await add(served)
     text = generate_latest(served.svc.ctx.metrics).decode()
     assert 'r1os_r1fs_pins{kind="user"} 1.0' in text and "r1os_r1fs_corrupt_from_peer_total 0.0" in text
+
+
+async def test_bad_requests_answer_error_cause_and_hint(served: Served) -> None:
+    """Every refusal, from the gateway and the API alike, is the node's one error shape."""
+    await add(served)
+    missing = str(import_bytes(b"not stored here").cid)
+    short = {"content-length": "5000"}
+    cases: list[tuple[str, str, dict[str, Any], int, str]] = [
+        ("GET", "/ipfs/nope", {}, 400, "bad_cid"),
+        ("HEAD", "/v1/r1fs/get?cid=Qm123", {}, 400, "bad_cid"),
+        ("GET", "/v1/r1fs/stat?cid=nope", {}, 400, "bad_cid"),
+        ("GET", "/v1/r1fs/block/nope", {}, 400, "bad_cid"),
+        ("GET", f"/ipfs/{missing}", {}, 404, "not_found"),
+        ("GET", f"/v1/r1fs/get?cid={missing}", {}, 404, "not_found"),
+        ("GET", f"/v1/r1fs/block/{missing}", {}, 404, "not_found"),
+        ("GET", f"/ipfs/{CID}/some/path", {}, 404, "not_found"),
+        ("GET", f"/ipfs/{CID}", {"headers": {"Range": f"bytes={len(DATA)}-"}}, 416, "bad_range"),
+        ("POST", "/v1/r1fs/add", {"content": b"z" * 1000, "headers": short}, 400, "bad_upload"),
+        ("POST", "/v1/r1fs/add", {"content": b"x" * (4 * 1024 * 1024 + 1)}, 413, "too_large"),
+        ("POST", "/v1/r1fs/add?replicas=0", {"content": b"x"}, 422, "invalid_request"),
+        ("POST", "/v1/r1fs/pin", {"json": {"cid": "nope"}}, 400, "bad_cid"),
+        ("POST", "/v1/r1fs/pin", {"json": {"cid": missing}}, 404, "not_found"),
+        ("POST", "/v1/r1fs/pin", {"json": {"cid": CID, "replicas": 0}}, 422, "invalid_request"),
+        ("POST", "/v1/r1fs/unpin", {"json": {}}, 422, "invalid_request"),
+        ("GET", "/v1/r1fs/stat", {}, 422, "invalid_request"),
+    ]
+    for method, url, kw, status, cause in cases:
+        r = await served.client.request(method, url, **kw)
+        assert r.status_code == status, (method, url, r.text)
+        if method == "HEAD":
+            continue  # no body on a HEAD answer
+        body = r.json()
+        assert set(body) == {"error", "cause", "hint"}, (url, body)
+        assert body["cause"] == cause and body["error"], (url, body)
+    r = await served.client.get("/ipfs/nope")
+    assert "CIDv1" in r.json()["hint"]
+    assert served.svc.ls()[0].cid == CID  # nothing pinned by the refused uploads
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "cls", "cause"),
+    [
+        (404, {"error": "nobody has it", "cause": "not_found", "hint": None}, BlockNotFound, "not_found"),
+        (400, {"error": "bad", "cause": "bad_cid", "hint": "use CIDv1"}, BadCid, "bad_cid"),
+        (413, {"error": "big", "cause": "too_large", "hint": None}, TooLarge, "too_large"),
+        (422, {"error": "replicas: too small", "cause": "invalid_request", "hint": "see"}, R1fsError,
+         "invalid_request"),
+        (502, "<html>bad gateway</html>", R1fsError, "bad_gateway"),  # a proxy's page, not a node's answer
+        (404, "", BlockNotFound, "not_found"),
+    ],
+)  # fmt: skip
+def test_clients_raise_the_error_a_node_answered(
+    status: int, body: object, cls: type[R1fsError], cause: str
+) -> None:
+    content = json.dumps(body).encode() if isinstance(body, dict) else str(body).encode()
+    with pytest.raises(cls) as caught:
+        _raise_for(httpx.Response(status, content=content), "get")
+    err = caught.value
+    assert type(err) is cls and err.status == status and err.cause == cause
+    assert str(err).startswith("get: ") and f"(HTTP {status})" in str(err)
+    if isinstance(body, dict):
+        assert body["error"] in str(err) and err.hint == (body["hint"] or cls.hint)
+    elif body:
+        assert "bad gateway" in str(err)

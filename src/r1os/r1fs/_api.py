@@ -1,21 +1,37 @@
-"""HTTP routes of R1FS on the node: the read-only `/ipfs/<cid>` gateway and the `/v1/r1fs/*` API."""
+"""HTTP routes of R1FS on the node: the read-only `/ipfs/<cid>` gateway and the `/v1/r1fs/*` API.
+
+Routes raise `R1fsError`s; the node's error handler answers them with their status and
+`{"error", "cause", "hint"}`, like every error of every route of a node."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
+from r1os.errors import R1osError, error_body
+from r1os.node._api import ERROR_RESPONSES, ErrorAnswer
 from r1os.r1fs._dag import Cid, parse_cid
-from r1os.r1fs._errors import BadCid, BadUpload, BlockNotFound, CorruptBlock, R1fsError, TooLarge
-from r1os.r1fs._service import LOCAL_ONLY
+from r1os.r1fs._errors import BadUpload, R1fsError, TooLarge
+from r1os.r1fs._fetcher import LOCAL_ONLY
+from r1os.r1fs._models import (
+    AddAnswer,
+    GcAnswer,
+    LocalAnswer,
+    PinAnswer,
+    PinList,
+    StatAnswer,
+    StatsAnswer,
+    UnpinAnswer,
+)
 
 if TYPE_CHECKING:
     from r1os.r1fs._service import R1fsService
@@ -55,25 +71,20 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def _error(status: int, exc: Exception, what: str) -> JSONResponse:
-    log.warning("r1fs %s refused (%d): %s", what, status, exc)
-    body: dict[str, Any] = {"error": str(exc)}
-    hint = getattr(exc, "hint", None)
-    if hint:
-        body["hint"] = hint
-    return JSONResponse(body, status_code=status)
-
-
-def _status_of(exc: Exception) -> int:
-    if isinstance(exc, (BadCid, BadUpload)):
-        return 400
-    if isinstance(exc, BlockNotFound):
-        return 404
-    if isinstance(exc, TooLarge):
-        return 413
-    if isinstance(exc, CorruptBlock):
-        return 502
-    return 500
+@contextlib.contextmanager
+def _refusals(what: str, *, quiet: bool = False) -> Iterator[None]:
+    """Log an error a route ends with (the node's handler answers it); an OS error becomes an R1FS one,
+    so its message reaches the caller. `quiet` leaves out 404s: peers ask around for blocks, and a miss
+    is normal."""
+    try:
+        yield
+    except R1osError as exc:
+        if not (quiet and exc.status == 404):
+            log.warning("r1fs %s refused (%d): %s", what, exc.status, exc)
+        raise
+    except OSError as exc:
+        log.warning("r1fs %s failed: %s", what, exc)
+        raise R1fsError(f"{what}: {exc}", cause="io", hint="see the node's log") from exc
 
 
 class PinBody(BaseModel):
@@ -85,9 +96,15 @@ class UnpinBody(BaseModel):
     cid: str
 
 
+_FILE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}}, "description": "the file (206: the Range asked for)"},
+    416: {"model": ErrorAnswer, "description": "the Range lies past the end (`Content-Range: bytes */size`)"},
+}
+
+
 def mount(router: APIRouter, svc: R1fsService) -> None:
     async def serve_file(request: Request, cid_text: str, what: str, download: bool) -> Response:
-        try:
+        with _refusals(what):
             cid = parse_cid(cid_text)
             etag = f'"{cid}"'
             if (
@@ -97,10 +114,8 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
                 return Response(status_code=304, headers={"ETag": etag})
             local_only = request.headers.get(LOCAL_ONLY) is not None
             if not local_only:
-                await svc.fetch_root(cid)  # the size is in the root: enough for HEAD and Range
+                await svc.fetcher.fetch_root(cid)  # the size is in the root: enough for HEAD and Range
             size = await svc.size(cid)
-        except (R1fsError, OSError) as exc:
-            return _error(_status_of(exc), exc, what)
         headers = {
             "ETag": etag,
             "Accept-Ranges": "bytes",
@@ -112,10 +127,12 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
         try:
             rng = parse_range(request.headers.get("range"), size)
         except Unsatisfiable:
-            log.info(
-                "r1fs %s: unsatisfiable range %r for %s (%d bytes)", what, request.headers["range"], cid, size
-            )
-            return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+            header = request.headers["range"]
+            log.info("r1fs %s: unsatisfiable range %r for %s (%d bytes)", what, header, cid, size)
+            # The error shape, but answered here: a 416 carries the file's size in Content-Range.
+            answer = error_body(f"range {header!r} lies past the end of the file ({size} bytes)", "bad_range")
+            headers["Content-Range"] = f"bytes */{size}"
+            return JSONResponse(answer, status_code=416, headers=headers)
         if rng is None:
             start, length, status = 0, size, 200
         else:
@@ -126,10 +143,9 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
             return Response(status_code=status, headers=headers, media_type="application/octet-stream")
         fetching = None
         if not local_only and length:  # only the blocks of the bytes asked for (all without a Range)
-            try:
-                fetching = await svc.fetch_running(cid, None if rng is None else (start, start + length - 1))
-            except (R1fsError, OSError) as exc:
-                return _error(_status_of(exc), exc, what)
+            with _refusals(what):
+                span = None if rng is None else (start, start + length - 1)
+                fetching = await svc.fetcher.fetch_running(cid, span)
 
         async def body(c: Cid = cid) -> AsyncIterator[bytes]:
             try:
@@ -143,92 +159,91 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
             body(), status_code=status, headers=headers, media_type="application/octet-stream"
         )
 
-    @router.api_route("/ipfs/{cid}", methods=["GET", "HEAD"])
+    @router.api_route("/ipfs/{cid}", methods=["GET", "HEAD"], responses={**_FILE, **ERROR_RESPONSES})
     async def gateway(cid: str, request: Request) -> Response:
         """Read-only IPFS path gateway for files (with Range, ETag = the CID)."""
         return await serve_file(request, cid, "gateway", False)
 
-    @router.get("/ipfs/{cid}/{path:path}")
+    @router.get("/ipfs/{cid}/{path:path}", responses=ERROR_RESPONSES)
     async def gateway_path(cid: str, path: str) -> Response:
-        return _error(404, R1fsError("R1FS holds files, not directories: no paths under a CID"), "gateway")
+        """Always 404: R1FS holds files, not directories."""
+        raise R1fsError(
+            "R1FS holds files, not directories: no paths under a CID",
+            cause="not_found",
+            status=404,
+            hint="ask for /ipfs/<cid> itself",
+        )
 
-    @router.api_route("/v1/r1fs/get", methods=["GET", "HEAD"])
+    @router.api_route("/v1/r1fs/get", methods=["GET", "HEAD"], responses={**_FILE, **ERROR_RESPONSES})
     async def get(cid: str, request: Request) -> Response:
         """The file under `cid` (fetched from providers if needed), Range supported."""
         return await serve_file(request, cid, "get", True)
 
-    @router.get("/v1/r1fs/block/{cid}")
+    @router.get(
+        "/v1/r1fs/block/{cid}",
+        responses={200: {"content": {"application/vnd.ipld.raw": {}}, "description": "the block"},
+                   **ERROR_RESPONSES},
+    )  # fmt: skip
     async def block(cid: str) -> Response:
         """One raw block, for peers (they verify its hash)."""
-        try:
-            data = svc.store.get(parse_cid(cid))
-        except (R1fsError, OSError) as exc:
-            status = _status_of(exc)
-            if status == 404:  # peers ask around: a miss is normal, not worth a log line
-                return JSONResponse({"error": str(exc)}, status_code=404)
-            return _error(status, exc, "block")
+        with _refusals("block", quiet=True):
+            data = await svc.get_block(parse_cid(cid))
         return Response(data, media_type="application/vnd.ipld.raw")
 
-    @router.post("/v1/r1fs/add")
-    async def add(request: Request, pin: bool = True, replicas: int = 1) -> Response:
+    @router.post("/v1/r1fs/add", responses=ERROR_RESPONSES)
+    async def add(
+        request: Request, pin: bool = True, replicas: Annotated[int, Query(ge=1, le=64)] = 1
+    ) -> AddAnswer:
         """Store the request body as a file; the body streams through, never held whole."""
         limit = svc.settings.max_upload
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            return _error(413, TooLarge(f"upload of {declared} bytes exceeds the limit of {limit}"), "add")
-        if not 1 <= replicas <= 64:
-            return _error(400, R1fsError("replicas must be between 1 and 64"), "add")
-        try:
-            size = int(declared) if declared is not None and declared.isdigit() else None
-            result = await svc.add_stream(request.stream(), pin=pin, replicas=replicas, expect_size=size)
-        except ClientDisconnect:
-            return _error(400, R1fsError("upload ended early (client disconnected)"), "add")
-        except R1fsError as exc:
-            return _error(_status_of(exc), exc, "add")
-        if declared is not None and declared.isdigit() and int(declared) != result.size:
-            return _error(
-                400, R1fsError(f"body had {result.size} bytes, Content-Length said {declared}"), "add"
-            )
-        return JSONResponse(
-            {"cid": str(result.cid), "size": result.size, "blocks": result.blocks, "pinned": pin,
-             "replicas": replicas}
-        )  # fmt: skip
+        size = int(declared) if declared is not None and declared.isdigit() else None
+        with _refusals("add"):
+            if size is not None and size > limit:
+                raise TooLarge(f"upload of {size} bytes exceeds the limit of {limit}")
+            try:
+                result = await svc.add_stream(request.stream(), pin=pin, replicas=replicas, expect_size=size)
+            except ClientDisconnect:
+                raise BadUpload("upload ended early (client disconnected)") from None
+        return AddAnswer(
+            cid=str(result.cid), size=result.size, blocks=result.blocks, pinned=pin, replicas=replicas
+        )
 
-    @router.get("/v1/r1fs/local")
-    async def local() -> dict[str, Any]:
+    @router.get("/v1/r1fs/local", responses=ERROR_RESPONSES)
+    async def local() -> LocalAnswer:
         """The Unix socket where clients on this machine hand over open files (null when off)."""
-        return {"socket": svc.local.name if svc.local is not None else None}
+        return LocalAnswer(socket=svc.local.name if svc.local is not None else None)
 
-    @router.post("/v1/r1fs/pin")
-    async def pin(body: PinBody) -> Response:
-        try:
-            return JSONResponse(await svc.pin(body.cid, body.replicas))
-        except R1fsError as exc:
-            return _error(_status_of(exc), exc, "pin")
+    @router.post("/v1/r1fs/pin", responses=ERROR_RESPONSES)
+    async def pin(body: PinBody) -> PinAnswer:
+        """Keep the file here (fetching it if needed) and ask for `replicas` copies in all."""
+        with _refusals("pin"):
+            return await svc.pin(body.cid, body.replicas)
 
-    @router.post("/v1/r1fs/unpin")
-    async def unpin(body: UnpinBody) -> Response:
-        try:
-            return JSONResponse(await svc.unpin(body.cid))
-        except R1fsError as exc:
-            return _error(_status_of(exc), exc, "unpin")
+    @router.post("/v1/r1fs/unpin", responses=ERROR_RESPONSES)
+    async def unpin(body: UnpinBody) -> UnpinAnswer:
+        """Release this node's pin and its replication request."""
+        with _refusals("unpin"):
+            return await svc.unpin(body.cid)
 
-    @router.get("/v1/r1fs/ls")
-    async def ls() -> dict[str, Any]:
-        return {"pins": svc.ls()}
+    @router.get("/v1/r1fs/ls", responses=ERROR_RESPONSES)
+    async def ls() -> PinList:
+        """This node's pins."""
+        return PinList(pins=svc.ls())
 
-    @router.get("/v1/r1fs/stat")
-    async def stat(cid: str) -> Response:
-        try:
-            return JSONResponse(await svc.stat(cid))
-        except R1fsError as exc:
-            return _error(_status_of(exc), exc, "stat")
+    @router.get("/v1/r1fs/stat", responses=ERROR_RESPONSES)
+    async def stat(cid: str) -> StatAnswer:
+        """Size, local/complete, pin kind, providers and replicas of a file."""
+        with _refusals("stat"):
+            return await svc.stat(cid)
 
-    @router.post("/v1/r1fs/gc")
-    async def gc() -> dict[str, Any]:
+    @router.post("/v1/r1fs/gc", responses=ERROR_RESPONSES)
+    async def gc() -> GcAnswer:
+        """Collect garbage now (`busy` if an import or fetch was writing)."""
         r = await asyncio.to_thread(svc.gc)
-        return {"kept": r.kept, "removed": r.removed, "freed": r.freed, "busy": r.busy}
+        return GcAnswer(kept=r.kept, removed=r.removed, freed=r.freed, busy=r.busy)
 
-    @router.get("/v1/r1fs/stats")
-    async def stats() -> dict[str, Any]:
-        return {"store": await asyncio.to_thread(svc.store.stats), "pins": len(svc.pins), **svc.counters}
+    @router.get("/v1/r1fs/stats", responses=ERROR_RESPONSES)
+    async def stats() -> StatsAnswer:
+        """Store size and fetch counters."""
+        return await svc.stats()
