@@ -63,6 +63,16 @@ class OracleSyncSettings(BaseModel):
     )
 
 
+class ApiSettings(BaseModel):
+    """Bounds on the node's HTTP API connections (`R1OS_API__*`); see docs/security.md."""
+
+    max_connections: int = Field(default=1024, ge=8, description="open connections; 503 past it")
+    max_head: int = Field(default=64 * 1024, ge=4096, description="bytes of request line + headers")
+    head_timeout: float = Field(default=20.0, gt=0, description="seconds to send a request's head")
+    body_idle_timeout: float = Field(default=60.0, gt=0, description="seconds without a body byte")
+    keep_alive: int = Field(default=5, gt=0, description="seconds an idle connection stays open")
+
+
 class NodeConfig(BaseSettings):
     """Everything a node needs to start; its state lives under `home`."""
 
@@ -92,6 +102,7 @@ class NodeConfig(BaseSettings):
     genesis_time: int | None = Field(None, description="unix time of epoch 0 (else: deployment)")
     epoch_seconds: int | None = Field(None, gt=0, description="epoch length (else: deployment)")
     auto_claim_epochs: int = Field(0, ge=0, description="claim this node's rewards every K epochs (0: never)")
+    api: ApiSettings = Field(default_factory=ApiSettings)
     cstore: CStoreSettings = Field(default_factory=CStoreSettings)
     r1fs: R1fsSettings = Field(default_factory=R1fsSettings)
     oracle_sync: OracleSyncSettings = Field(default_factory=OracleSyncSettings)

@@ -27,6 +27,7 @@ from r1os.errors import NodeError, R1osError
 from r1os.identity import NodeKey, load_or_create, normalize_address, password_from_env_or_prompt
 from r1os.node._api import create_app
 from r1os.node._config import NodeConfig
+from r1os.node._http import HttpLimits, bounded
 from r1os.node._limits import BodyLimit
 from r1os.node._metrics import NodeCollector
 from r1os.node._netmap import NetworkMap
@@ -95,6 +96,9 @@ class Node:
         self._started_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._contexts: list[ServiceContext] = []
+        api = config.api
+        self.http_limits = HttpLimits(api.max_head, api.head_timeout, api.body_idle_timeout)
+        self.body_limits: BodyLimit | None = None
         self._http: httpx.AsyncClient | None = None
         self._server: uvicorn.Server | None = None
         self._stop = asyncio.Event()
@@ -294,7 +298,14 @@ class Node:
             app.include_router(router)
         self.metrics.register(NodeCollector(self))
 
-        config = uvicorn.Config(self.body_limits, log_level="warning", lifespan="off")
+        config = uvicorn.Config(
+            self.body_limits,
+            log_level="warning",
+            lifespan="off",
+            http=bounded(self.http_limits),
+            limit_concurrency=self.config.api.max_connections,
+            timeout_keep_alive=self.config.api.keep_alive,
+        )
         self._server = uvicorn.Server(config)
         # The node owns SIGINT/SIGTERM (it stops services first); uvicorn must not take them over.
         self._server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]

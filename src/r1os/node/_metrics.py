@@ -62,6 +62,15 @@ class NodeCollector(Collector):
         errors = CounterMetricFamily("r1os_handler_errors", "Message handlers that raised")
         errors.add_metric([], node.handler_errors)
         yield errors
+        http = CounterMetricFamily(
+            "r1os_http_refused",
+            "HTTP connections closed or requests refused by a bound, by cause",
+            labels=["cause"],
+        )
+        for cause, n in sorted(node.http_limits.refused.items()):
+            http.add_metric([cause], n)
+        http.add_metric(["too_large"], node.body_limits.refused if node.body_limits else 0)
+        yield http
         up = GaugeMetricFamily("r1os_uptime_seconds", "Seconds since the node started")
         up.add_metric([], node.uptime)
         yield up
