@@ -238,29 +238,29 @@ def test_forged_replayed_and_unlicensed_admission_requests_are_refused(devnet: A
     code, data = post(good)
     assert code == 200 and data["record"]["address"] == edge_key.address
     code, data = post(good)  # the same signed request again
-    assert (code, data["error"]) == (409, "replayed") and "nonce" in data["detail"]
+    assert (code, data["cause"]) == (409, "replayed") and "nonce" in data["error"]
 
     forged = make_request(NodeKey.generate(), state.network, "t")
     forged["request"]["address"] = edge_key.address
     code, data = post(forged)
-    assert (code, data["error"]) == (401, "bad_signature") and "signed by" in data["detail"]
+    assert (code, data["cause"]) == (401, "bad_signature") and "signed by" in data["error"]
 
     stale = make_request(edge_key, state.network, "t")
     stale["request"]["ts"] -= 600
     stale["sig"] = sign_obj(edge_key, stale["request"])
     code, data = post(stale)
-    assert (code, data["error"]) == (401, "stale")
+    assert (code, data["cause"]) == (401, "stale")
 
     code, data = post(make_request(edge_key, "othernet", "t"))
-    assert (code, data["error"]) == (400, "wrong_network")
+    assert (code, data["cause"]) == (400, "wrong_network")
     r = httpx.post(url, content=b"\x00not json", timeout=10)
-    assert r.status_code == 400 and r.json()["error"] == "malformed"
+    assert r.status_code == 400 and r.json()["cause"] == "malformed"
 
     code, data = post(make_request(NodeKey.generate(), state.network, "t"))
-    assert (code, data["error"]) == (403, "not_licensed") and "licence buy" in data["hint"]
+    assert (code, data["cause"]) == (403, "not_licensed") and "licence buy" in data["hint"]
 
     r = httpx.post(f"{edges[0].url}/v1/dauth/admit", json=make_request(edge_key, state.network, "t"))
-    assert r.status_code == 404 and r.json()["error"] == "not_oracle"
+    assert r.status_code == 404 and r.json()["cause"] == "not_oracle"
     log = Path(oracles[1].log_path).read_text()
     assert "refused an admission request (replayed)" in log
     assert "refused an admission request (bad_signature)" in log

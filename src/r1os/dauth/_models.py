@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import time
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from r1os.errors import AdmissionRefused, R1osError
 from r1os.identity import NodeKey, eip191_digest, normalize_address, recover_address
@@ -19,20 +20,25 @@ from r1os.wire import canonical_bytes
 
 _SIG_RE = re.compile(r"0x[0-9a-f]{130}")
 
+#: CSTORE hash of admission records: field = lower-case node address, value = a `SignedRecord`.
+ADMITTED_KEY = "net:dauth:admitted"
+#: CSTORE key of the signed network config: `{"config": NetworkConfig, "signatures": {oracle: sig}}`.
+CONFIG_KEY = "net:dauth:config"
+
+_MALFORMED_HINT = (
+    "build the request with r1os.dauth.make_request (its schema: POST /v1/dauth/admit in /openapi.json)"
+)
+
 #: How far a request's timestamp may be from the oracle's clock.
 MAX_REQUEST_SKEW_S = 60.0
 
 
 class DauthError(AdmissionRefused):
-    """A dAuth refusal with a machine-readable `cause` (see docs/dauth.md)."""
+    """A dAuth refusal: `cause` is one machine word, `status` the HTTP status a node answers with (see
+    the causes in docs/dauth.md). Raised by routes as is; the node's error handler shapes the answer."""
 
     def __init__(self, cause: str, message: str, *, hint: str | None = None, status: int = 403) -> None:
-        super().__init__(message, hint=hint)
-        self.cause = cause
-        self.status = status
-
-    def to_json(self) -> dict[str, Any]:
-        return {"error": self.cause, "detail": str(self), "hint": self.hint}
+        super().__init__(message, hint=hint, cause=cause, status=status)
 
 
 def digest_of(obj: dict[str, Any]) -> bytes:
@@ -130,8 +136,6 @@ class AdmissionRequest(BaseModel):
 
 def make_request(key: NodeKey, network: str, version: str) -> dict[str, Any]:
     """A signed admission request ready to POST."""
-    import secrets
-
     req = AdmissionRequest(
         network=network, address=key.address, nonce=secrets.token_hex(16), ts=time.time(), version=version
     )
@@ -144,18 +148,22 @@ def parse_request(data: Any, network: str, now: float | None = None) -> Admissio
 
     The nonce is checked by the caller (it needs memory of what was seen).
     """
-    from pydantic import ValidationError
-
     if not isinstance(data, dict) or set(data) != {"request", "sig"} or not isinstance(data["request"], dict):
-        raise DauthError("malformed", 'expected {"request": {...}, "sig": "0x..."}', status=400)
+        raise DauthError(
+            "malformed", 'expected {"request": {...}, "sig": "0x..."}', hint=_MALFORMED_HINT, status=400
+        )
     try:
         req = AdmissionRequest.model_validate(data["request"], strict=False)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(map(str, first["loc"]))
-        raise DauthError("malformed", f"request.{loc}: {first['msg']}", status=400) from None
+        raise DauthError(
+            "malformed", f"request.{loc}: {first['msg']}", hint=_MALFORMED_HINT, status=400
+        ) from None
     if set(data["request"]) != set(AdmissionRequest.model_fields):
-        raise DauthError("malformed", "request has missing or unknown fields", status=400)
+        raise DauthError(
+            "malformed", "request has missing or unknown fields", hint=_MALFORMED_HINT, status=400
+        )
     if req.network != network:
         raise DauthError(
             "wrong_network", f"this oracle serves network {network!r}, not {req.network!r}", status=400
@@ -164,7 +172,10 @@ def parse_request(data: Any, network: str, now: float | None = None) -> Admissio
         claimed = normalize_address(req.address)
     except (R1osError, ValueError):
         raise DauthError(
-            "malformed", f"request.address is not an address: {req.address[:64]!r}", status=400
+            "malformed",
+            f"request.address is not an address: {req.address[:64]!r}",
+            hint=_MALFORMED_HINT,
+            status=400,
         ) from None
     signer = signer_of(data["request"], data["sig"])
     if signer is None:
@@ -186,3 +197,64 @@ def parse_request(data: Any, network: str, now: float | None = None) -> Admissio
             status=401,
         )
     return req.model_copy(update={"address": claimed})
+
+
+# -- answers of the HTTP API (GET/POST /v1/dauth/...); clients parse them without the node ---------------
+
+
+class AdmitAnswer(BaseModel):
+    """`POST /v1/dauth/admit` accepted: the network config (signed by the answering oracle) and this
+    node's admission record with the oracle signatures it carries."""
+
+    config: NetworkConfig
+    config_signature: str
+    oracle: str = Field(description="EIP-55 address of the oracle that answered")
+    record: AdmissionRecord
+    signatures: dict[str, str]
+
+
+class AdmittedAnswer(BaseModel):
+    """`GET /v1/dauth/admitted`: the unexpired admission records this node holds."""
+
+    enabled: bool = Field(description="False on a network without a chain: every sender is admitted")
+    oracles: list[str] = Field(description="lower-case oracle addresses")
+    admitted: dict[str, SignedRecord] = Field(description="lower-case node address -> its record")
+    count: int
+
+
+class Refusal(BaseModel):
+    """Why this node's last admission request failed: the oracle's error answer (`error`, `cause`,
+    `hint`, the one error shape of a node) and when it came."""
+
+    error: str
+    cause: str
+    hint: str | None = None
+    at: float = Field(description="unix time of the attempt")
+
+
+State = Literal["off", "oracle", "waiting", "admitted"]
+
+
+class DauthStatus(BaseModel):
+    """`GET /v1/dauth/status`: this node's admission state."""
+
+    enabled: bool
+    address: str
+    state: State
+    oracle: bool
+    admitted: bool
+    attempts: int
+    admitted_at: float | None
+    last_refusal: Refusal | None
+    record: SignedRecord | None
+    oracles: list[str]
+    oracle_urls: list[str]
+    admitted_count: int
+    network_config: NetworkConfig | None
+
+
+class RetryAnswer(BaseModel):
+    """`POST /v1/dauth/retry`: whether the node will ask an oracle now (edge nodes with dAuth on)."""
+
+    retrying: bool
+    state: State

@@ -1,4 +1,5 @@
-"""dAuth's offer to nodes (entry point `r1os.services`): every node, after CSTORE (it keeps its records there)."""
+"""dAuth's offer to nodes (entry point `r1os.services`): every node runs it, after CSTORE (which keeps
+its records)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,7 @@ from r1os.node import NodeConfig, ServicePlugin
 
 
 def _build(config: NodeConfig) -> list[DauthService]:
-    return [
-        DauthService(
-            network=config.network,
-            oracle=config.oracle,
-            oracles=config.oracles,
-            oracle_urls=config.oracle_urls,
-            deployment=config.chain_deployment,
-            broker_url=config.broker,
-        )
-    ]
+    return [DauthService.from_config(config)]
 
 
 PLUGIN = ServicePlugin("dauth", 20, _build)
