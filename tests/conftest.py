@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from r1os.identity import NodeKey
 from r1os.node import NetworkMap, NodeConfig, ServiceContext
+from r1os.node._auth import ApiAuth
 from r1os.transport import MemoryHub, MemoryTransport
 
 T = TypeVar("T")
@@ -60,9 +61,12 @@ def lone_context(name: str, data_dir: Path, key: NodeKey | None = None) -> Servi
     """A `ServiceContext` with no broker, no peers and no other services: one service on its own,
     for tests of what it does with local data (its routes go to `ctx.router`). Its transport is an
     in-memory one that nobody else listens to; the test closes `ctx.http` (or lets it be collected)."""
+    key = key or NodeKey.generate()
+    auth = ApiAuth("test", key.address, data_dir)
+    auth.load_token()
     return ServiceContext(
         name=name,
-        key=key or NodeKey.generate(),
+        key=key,
         network="test",
         transport=MemoryTransport(MemoryHub()),
         router=APIRouter(),
@@ -71,6 +75,7 @@ def lone_context(name: str, data_dir: Path, key: NodeKey | None = None) -> Servi
         netmap=NetworkMap(),
         config=NodeConfig(network="test", home=data_dir),
         http=httpx.AsyncClient(timeout=10.0),
+        auth=auth,
         _publish=_nothing,
         _send=_nothing,
         _on=lambda _t, _h: None,

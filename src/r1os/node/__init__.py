@@ -1,6 +1,7 @@
 """The node daemon and its plugin seam."""
 
 from r1os.node._assembly import ENTRY_POINT_GROUP, ServicePlugin, build_services, installed_plugins
+from r1os.node._auth import ApiAuth, Caller, Forbidden, Unauthenticated
 from r1os.node._config import (
     DEFAULT_BROKER,
     DEFAULT_HTTP,
@@ -19,6 +20,10 @@ __all__ = [
     "DEFAULT_BROKER",
     "DEFAULT_HTTP",
     "ENTRY_POINT_GROUP",
+    "ApiAuth",
+    "Caller",
+    "Forbidden",
+    "Unauthenticated",
     "HEARTBEAT",
     "PROTOCOL_TYPES",
     "CStoreSettings",

@@ -26,6 +26,7 @@ from r1os import __version__
 from r1os.errors import NodeError, R1osError
 from r1os.identity import NodeKey, load_or_create, normalize_address, password_from_env_or_prompt
 from r1os.node._api import create_app
+from r1os.node._auth import ApiAuth
 from r1os.node._config import NodeConfig
 from r1os.node._http import HttpLimits, bounded
 from r1os.node._limits import BodyLimit
@@ -241,6 +242,8 @@ class Node:
         self.home.mkdir(parents=True, exist_ok=True)
         self.key = await asyncio.to_thread(self._load_key)
         self.signer = EnvelopeSigner(self.key, self.config.network)
+        self.auth = ApiAuth(self.config.network, self.key.address, self.home)
+        await asyncio.to_thread(self.auth.load_token)
         self.verifier.own_address = self.key.address  # our own messages echoed back: dropped unchecked
         self._started_at = time.time()
         net = self.config.network
@@ -286,6 +289,7 @@ class Node:
                 netmap=self.netmap,
                 config=self.config,
                 http=self._http,
+                auth=self.auth,
                 _publish=self.broadcast,
                 _send=self.send,
                 _on=self.on,

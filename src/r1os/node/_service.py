@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from r1os.errors import NodeError
 from r1os.identity import NodeKey
+from r1os.node._auth import ApiAuth
 from r1os.transport import Transport
 from r1os.wire import Envelope
 
@@ -74,6 +75,8 @@ class ServiceContext:
     config: NodeConfig
     http: httpx.AsyncClient
     """One client for every request a service makes to peers (connection pools shared, closed by the node)."""
+    auth: ApiAuth
+    """Who is calling a route: `await ctx.auth.caller(request)`, `await ctx.auth.require(request, ...)`."""
     _publish: Callable[[str, dict[str, Any]], Awaitable[None]]
     _send: Callable[[str, str, dict[str, Any]], Awaitable[None]]
     _on: Callable[[str, MessageHandler], None]

@@ -8,6 +8,15 @@ from r1os.wire._envelope import (
     canonical_bytes,
     envelope_digest,
 )
+from r1os.wire._request import (
+    MAX_REQUEST_SKEW_S,
+    UNSIGNED_BODY,
+    SignedRequest,
+    body_hash,
+    parse_authorization,
+    sign_request,
+    verify_request,
+)
 from r1os.wire._verify import (
     DEFAULT_MAX_SIZE,
     DEFAULT_MAX_SKEW_S,
@@ -17,6 +26,13 @@ from r1os.wire._verify import (
 )
 
 __all__ = [
+    "MAX_REQUEST_SKEW_S",
+    "UNSIGNED_BODY",
+    "SignedRequest",
+    "body_hash",
+    "parse_authorization",
+    "sign_request",
+    "verify_request",
     "DEFAULT_MAX_SIZE",
     "DEFAULT_MAX_SKEW_S",
     "DEFAULT_TTL_S",
