@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from r1os.errors import R1osError
+from r1os.errors import R1osError, RemoteError
 
 if TYPE_CHECKING:
     from r1os.identity import NodeKey
@@ -30,21 +31,34 @@ T = TypeVar("T")
 
 def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
     """Print one error line (and a hint) to stderr and exit."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    # Escaped: messages quote URLs, node answers and OS errors ("[Errno 111]"), not rich markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     if hint:
-        err_console.print(f"[dim]hint:[/] {hint}", highlight=False)
+        err_console.print(f"[dim]hint:[/] {escape(hint)}", highlight=False)
     raise typer.Exit(code)
 
 
+def error_line(exc: R1osError) -> str:
+    """The message of `exc` on one line; a node's error also names its cause word (what a script or
+    a log search keys on), unless the message already does or the cause says nothing."""
+    message = str(exc)
+    if isinstance(exc, RemoteError):
+        message = " ".join(message.split())
+        if exc.cause not in ("error", "") and f"({exc.cause})" not in message:
+            message += f" ({exc.cause})"
+    return message
+
+
 def handle_errors(fn: Callable[P, T]) -> Callable[P, T]:
-    """Decorate a command so every `R1osError` becomes one readable line instead of a traceback."""
+    """Decorate a command so every `R1osError` becomes one readable line (and a hint) instead of a
+    traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return fn(*args, **kwargs)
         except R1osError as exc:
-            fail(str(exc), exc.hint)
+            fail(error_line(exc), exc.hint)
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(130) from None

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from r1os.cli._common import KeyFileOpt, console, handle_errors, load_key, print_json
+
+if TYPE_CHECKING:
+    from r1os.sdk import Session
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -19,7 +22,7 @@ TtlOpt = typer.Option(None, "--ttl", help="Expire after this many seconds.")
 RawOpt = typer.Option(False, "--string", help="Store VALUE as a string even if it parses as JSON.")
 
 
-def _session(node: str | None, key_file: Path | None):  # type: ignore[no-untyped-def]
+def _session(node: str | None, key_file: Path | None) -> Session:
     from r1os.sdk import Session
 
     return Session(node, key=load_key(key_file))

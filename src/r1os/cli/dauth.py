@@ -3,30 +3,40 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from r1os.cli._common import console, handle_errors, print_json
+from r1os.cli._common import console, error_line, handle_errors, print_json
+from r1os.errors import NodeError, R1osError, RemoteError
+
+if TYPE_CHECKING:
+    from r1os.sdk import Session
 
 
-def _fetch(url: str) -> dict[str, Any]:
-    import httpx
+@contextmanager
+def _sessions(urls: list[str]) -> Iterator[list[Session]]:
+    """One SDK session per node, open for the whole command (the retry polls them)."""
+    from r1os.sdk import Session
 
-    from r1os.errors import NodeError
+    with ExitStack() as stack:
+        yield [stack.enter_context(Session(u, timeout=5)) for u in urls]
 
+
+def _fetch(s: Session) -> dict[str, Any]:
     try:
-        r = httpx.get(f"{url.rstrip('/')}/v1/dauth/status", timeout=5)
-    except httpx.HTTPError as exc:
-        raise NodeError(
-            f"cannot reach the node at {url}: {type(exc).__name__}", hint="is it running?"
-        ) from None
-    if r.status_code == 404:
-        raise NodeError(f"the node at {url} has no dAuth service", hint="it runs an older r1os")
-    data: dict[str, Any] = r.json()
-    return data
+        return s.dauth.status()
+    except RemoteError as exc:
+        if exc.status == 404:
+            raise NodeError(
+                f"the node at {s.url} has no dAuth service", hint="it runs an older r1os"
+            ) from None
+        raise
 
 
 def _summary(s: dict[str, Any]) -> str:
@@ -45,35 +55,35 @@ def _summary(s: dict[str, Any]) -> str:
             f"renewal due in {left:.0f} s, {signers} oracle signature(s)"
         )
     refusal = s.get("last_refusal") or {}
-    why = f"{refusal.get('cause')}: {refusal.get('detail')}" if refusal else "asking an oracle"
-    return f"waiting ({s.get('attempts', 0)} attempts) - {why}"
+    # `error` is the message in the one error shape; older nodes called it `detail`.
+    why = f"{refusal.get('cause')}: {refusal.get('error') or refusal.get('detail')}" if refusal else ""
+    return f"waiting ({s.get('attempts', 0)} attempts) - {why or 'asking an oracle'}"
 
 
-def _retry(urls: list[str]) -> None:
+def _retry(sessions: list[Session]) -> None:
     """Make waiting nodes ask an oracle now, and wait (up to 10 s) for their answers."""
-    import httpx
-
     asked_at = time.time()
-    kicked: list[str] = []
-    for u in urls:
+    kicked: list[Session] = []
+    for s in sessions:
         try:
-            if httpx.post(f"{u.rstrip('/')}/v1/dauth/retry", timeout=5).json().get("retrying"):
-                kicked.append(u)
-        except (httpx.HTTPError, ValueError):
-            continue
+            if s.dauth.retry():
+                kicked.append(s)
+        except R1osError:
+            continue  # unreachable or without dAuth: the status below says so
 
-    def answered(u: str) -> bool:
+    def answered(s: Session) -> bool:
         try:
-            s = _fetch(u)
-        except Exception:
+            status = _fetch(s)
+        except R1osError:
             return True
-        refusal = s.get("last_refusal") or {}
-        return bool(s["state"] != "waiting" or refusal.get("at", 0) >= asked_at)
+        refusal = status.get("last_refusal") or {}
+        return bool(status["state"] != "waiting" or refusal.get("at", 0) >= asked_at)
 
     deadline = time.monotonic() + 10
     while kicked and time.monotonic() < deadline:
-        kicked = [u for u in kicked if not answered(u)]
-        time.sleep(0.1)
+        kicked = [s for s in kicked if not answered(s)]
+        if kicked:
+            time.sleep(0.1)  # polling the nodes' state until each answered, or the deadline
 
 
 @handle_errors
@@ -100,24 +110,26 @@ def admission(
     else:
         targets = [("node", url or "http://127.0.0.1:31234")]
     results: list[dict[str, Any]] = []
-    if retry:
-        _retry([u for _, u in targets])
-    for name, u in targets:
-        try:
-            results.append({"name": name, "url": u, **_fetch(u)})
-        except Exception as exc:
-            if len(targets) == 1:
-                raise
-            results.append({"name": name, "url": u, "state": "unreachable", "error": str(exc)})
+    with _sessions([u for _, u in targets]) as sessions:
+        if retry:
+            _retry(sessions)
+        for (name, u), session in zip(targets, sessions, strict=True):
+            try:
+                results.append({"name": name, "url": u, **_fetch(session)})
+            except Exception as exc:
+                if len(targets) == 1:
+                    raise
+                error = error_line(exc) if isinstance(exc, R1osError) else str(exc)
+                results.append({"name": name, "url": u, "state": "unreachable", "error": error})
     if json_out:
         print_json(results[0] if url is not None or len(results) == 1 and node_ref else results)
         return
     if len(results) == 1 and results[0]["state"] != "unreachable":
         s = results[0]
-        console.print(f"[bold]{s['address']}[/] {_summary(s)}", highlight=False)
+        console.print(f"[bold]{s['address']}[/] {escape(_summary(s))}", highlight=False)
         refusal = s.get("last_refusal")
         if s["state"] == "waiting" and refusal and refusal.get("hint"):
-            console.print(f"[dim]hint:[/] {refusal['hint']}", highlight=False)
+            console.print(f"[dim]hint:[/] {escape(refusal['hint'])}", highlight=False)
         return
     table = Table(title="dAuth admission")
     for col in ("node", "address", "state", "details"):
@@ -127,5 +139,5 @@ def admission(
             s["state"], "red"
         )
         detail = s.get("error") or _summary(s)
-        table.add_row(s["name"], s.get("address", "-"), f"[{colour}]{s['state']}[/]", detail)
+        table.add_row(s["name"], s.get("address", "-"), f"[{colour}]{s['state']}[/]", escape(detail))
     console.print(table)

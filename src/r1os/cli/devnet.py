@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -13,12 +14,15 @@ from rich.table import Table
 from r1os.cli._common import console, err_console, handle_errors, print_json
 from r1os.paths import default_devnet_dir
 
+if TYPE_CHECKING:
+    from r1os.devnet import Devnet
+
 app = typer.Typer(no_args_is_help=True)
 
 DirOpt = typer.Option(None, "--dir", help="Devnet folder (default: ~/.r1os/devnet).")
 
 
-def _devnet(dir: Path | None):  # type: ignore[no-untyped-def]
+def _devnet(dir: Path | None) -> Devnet:
     from r1os.devnet import Devnet
 
     return Devnet(dir or default_devnet_dir())
@@ -31,7 +35,7 @@ def _progress(msg: str) -> None:
     err_console.print(f"[dim]{time.monotonic() - _T0:5.1f}s[/] {msg}", highlight=False)
 
 
-def _table(status: dict) -> Table:  # type: ignore[type-arg]
+def _table(status: dict[str, Any]) -> Table:
     table = Table(title=f"devnet {status['network']} — broker {status['broker']['url']}")
     for col in ("node", "role", "address", "url", "status", "peers", "licence"):
         table.add_column(col)

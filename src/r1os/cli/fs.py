@@ -6,11 +6,14 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from r1os.cli._common import KeyFileOpt, console, err_console, fail, handle_errors, load_key, print_json, run
+
+if TYPE_CHECKING:
+    from r1os.sdk import R1fsClient
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -47,8 +50,8 @@ def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
         yield lambda n: bar.advance(task, n)
 
 
-def _client(node: str | None) -> Any:
-    from r1os.r1fs import R1fsClient
+def _client(node: str | None) -> R1fsClient:
+    from r1os.sdk import R1fsClient
 
     return R1fsClient(node)
 

@@ -73,14 +73,10 @@ def info(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show what a running node reports about itself."""
-    import httpx
+    from r1os.sdk import Session
 
-    from r1os.errors import NodeError
-
-    try:
-        data = httpx.get(f"{url}/v1/node", timeout=5).json()
-    except httpx.HTTPError as exc:
-        raise NodeError(f"cannot reach the node at {url}: {exc}", hint="is it running?") from None
+    with Session(url, timeout=5) as s:
+        data = s.node()
     if json_out:
         print_json(data)
         return

@@ -7,15 +7,17 @@ The oracle is found with `--oracle URL` (any oracle node's HTTP API), else in th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import typer
 from rich.table import Table
 
-from r1os.cli._common import console, handle_errors, print_json, run
-from r1os.errors import ChainError, DevnetError
+from r1os.cli._common import console, handle_errors, print_json
+from r1os.errors import ChainError, DevnetError, R1osError
 from r1os.paths import default_devnet_dir
+
+if TYPE_CHECKING:
+    from r1os.sdk import Session
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -29,17 +31,26 @@ def oracle_url(oracle: str | None, dir: Path | None) -> str:
     if oracle:
         return oracle.rstrip("/")
     from r1os.devnet import Devnet
+    from r1os.sdk import Session
 
     state = Devnet(dir or default_devnet_dir()).state()
     for node in state.nodes:
         if not node.oracle:
             continue
         try:
-            httpx.get(f"{node.url}/v1/oracle/epochs", timeout=2).raise_for_status()
+            with Session(node.url, timeout=2) as s:
+                s.oracle.epochs()
             return node.url
-        except httpx.HTTPError:
+        except R1osError:
             continue
     raise DevnetError(f"no oracle of the devnet in {state.dir} answers", hint="is the devnet up?")
+
+
+def _session(oracle: str | None, dir: Path | None) -> Session:
+    """An SDK session with the oracle the options name."""
+    from r1os.sdk import Session
+
+    return Session(oracle_url(oracle, dir))
 
 
 def node_address(ref: str, dir: Path | None, use_dir: bool) -> str:
@@ -57,10 +68,8 @@ def node_address(ref: str, dir: Path | None, use_dir: bool) -> str:
 @handle_errors
 def epochs(oracle: str | None = OracleOpt, dir: Path | None = DirOpt, json_out: bool = JsonOpt) -> None:
     """List the epochs the oracles closed: voters, signers, nodes and the audit document's CID."""
-    from r1os.oracle import oracle_get
-
-    url = oracle_url(oracle, dir)
-    data = run(oracle_get(url, "/v1/oracle/epochs"))
+    with _session(oracle, dir) as s:
+        data = s.oracle.epochs()
     if json_out:
         print_json(data)
         return
@@ -96,12 +105,9 @@ def availability(
     json_out: bool = JsonOpt,
 ) -> None:
     """A node's agreed availability (0..255) per epoch, with the oracles' signatures."""
-    from r1os.oracle import oracle_get
-
-    url = oracle_url(oracle, dir)
     address = node_address(node, dir, oracle is None)
-    params = {"epochs": epochs} if epochs else {}
-    data: Any = run(oracle_get(url, f"/v1/oracle/availability/{address}", params))
+    with _session(oracle, dir) as s:
+        data = s.oracle.availability(address, epochs)
     if json_out:
         print_json(data)
         return
@@ -125,9 +131,8 @@ def availability(
 @handle_errors
 def misbehaviour(oracle: str | None = OracleOpt, dir: Path | None = DirOpt, json_out: bool = JsonOpt) -> None:
     """Oracles recorded as misbehaving: strong disagreement, equivocation, bad signatures."""
-    from r1os.oracle import oracle_get
-
-    entries = run(oracle_get(oracle_url(oracle, dir), "/v1/oracle/misbehaviour"))["entries"]
+    with _session(oracle, dir) as s:
+        entries: dict[str, Any] = s.oracle.misbehaviour()["entries"]
     rows = sorted(entries.values(), key=lambda e: (e["epoch"], e["oracle"], e["reporter"]))
     if json_out:
         print_json(rows)

@@ -15,8 +15,18 @@ import httpx
 
 from r1os.cstore._hlc import HybridClock, Timestamp
 from r1os.cstore._ops import CStoreError, Op, sign_batch
-from r1os.errors import R1osError
+from r1os.errors import R1osError, RemoteError
 from r1os.identity import NodeKey
+from r1os.sdk._http import answer, remote_error, unreachable
+
+
+class CStoreRefused(CStoreError, RemoteError):
+    """A node refused a CSTORE request. Both a `CStoreError` (as the same refusal raised inside a node)
+    and a `RemoteError` (as every error a node answers), with the node's message, cause, hint and status."""
+
+    def __init__(self, remote: RemoteError) -> None:
+        # Not CStoreError's constructor: everything comes from the node's answer as it is.
+        R1osError.__init__(self, str(remote), hint=remote.hint, cause=remote.cause, status=remote.status)
 
 
 def _expires(ttl: float | None) -> int | None:
@@ -71,20 +81,13 @@ class _Codec:
         return "/v1/cstore/batch", sign_batch(self.key, ops, ts.wall_ms, ts.counter)
 
     def check(self, r: httpx.Response) -> dict[str, Any]:
-        try:
-            data: dict[str, Any] = r.json()
-        except ValueError:
-            raise R1osError(f"node answered {r.status_code} with a non-JSON body") from None
         if r.status_code >= 400:
-            raise CStoreError(data.get("cause", "error"), data.get("error", r.text), hint=data.get("hint"))
+            raise CStoreRefused(remote_error(r))
+        data: dict[str, Any] = answer(r)
         hlc = data.get("hlc")
         if isinstance(hlc, list) and len(hlc) == 2:
             self.clock.observe(Timestamp(int(hlc[0]), int(hlc[1])))
         return data
-
-
-def _unreachable(url: str, exc: Exception) -> R1osError:
-    return R1osError(f"cannot reach the node at {url}: {exc}", hint="is the node running? check --node")
 
 
 class AsyncCStore:
@@ -99,7 +102,7 @@ class AsyncCStore:
         try:
             r = await self._http.get(self._url + path, params=params)
         except httpx.HTTPError as exc:
-            raise _unreachable(self._url, exc) from None
+            raise unreachable(self._url, exc) from None
         return self._c.check(r)
 
     async def write(self, ops: list[Op]) -> dict[str, Any]:
@@ -109,7 +112,7 @@ class AsyncCStore:
                 self._url + path, content=body, headers={"content-type": "application/json"}
             )
         except httpx.HTTPError as exc:
-            raise _unreachable(self._url, exc) from None
+            raise unreachable(self._url, exc) from None
         return self._c.check(r)
 
     @asynccontextmanager
@@ -162,7 +165,7 @@ class CStore:
         try:
             r = self._http.get(self._url + path, params=params)
         except httpx.HTTPError as exc:
-            raise _unreachable(self._url, exc) from None
+            raise unreachable(self._url, exc) from None
         return self._c.check(r)
 
     def write(self, ops: list[Op]) -> dict[str, Any]:
@@ -170,7 +173,7 @@ class CStore:
         try:
             r = self._http.post(self._url + path, content=body, headers={"content-type": "application/json"})
         except httpx.HTTPError as exc:
-            raise _unreachable(self._url, exc) from None
+            raise unreachable(self._url, exc) from None
         return self._c.check(r)
 
     @contextmanager
