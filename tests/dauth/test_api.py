@@ -47,6 +47,8 @@ async def start_node(
     running: Running, tmp: Path, key: NodeKey, dauth: DauthService, http: httpx.AsyncClient | None = None
 ) -> FastAPI:
     """CSTORE and dAuth of one node, and an app with dAuth's routes and the node's error handlers."""
+    for name in ("cstore", "dauth"):  # the node makes each service's data folder before it starts it
+        (tmp / name).mkdir(parents=True, exist_ok=True)
     cstore = CStoreService(fsync=False)
     await running.start(cstore, lone_context("cstore", tmp / "cstore", key))
     ctx = dataclasses.replace(lone_context("dauth", tmp / "dauth", key), _services=[cstore, dauth])
