@@ -62,6 +62,7 @@ def lone_context(name: str, data_dir: Path, key: NodeKey | None = None) -> Servi
     for tests of what it does with local data (its routes go to `ctx.router`). Its transport is an
     in-memory one that nobody else listens to; the test closes `ctx.http` (or lets it be collected)."""
     key = key or NodeKey.generate()
+    data_dir.mkdir(parents=True, exist_ok=True)
     auth = ApiAuth("test", key.address, data_dir)
     auth.load_token()
     return ServiceContext(

@@ -1,5 +1,6 @@
 """The node daemon and its plugin seam."""
 
+from r1os.node._api import ERROR_RESPONSES, ErrorAnswer, install_error_handlers
 from r1os.node._assembly import ENTRY_POINT_GROUP, ServicePlugin, build_services, installed_plugins
 from r1os.node._auth import ApiAuth, Caller, Forbidden, Unauthenticated
 from r1os.node._config import (
@@ -20,6 +21,8 @@ __all__ = [
     "DEFAULT_BROKER",
     "DEFAULT_HTTP",
     "ENTRY_POINT_GROUP",
+    "ERROR_RESPONSES",
+    "ErrorAnswer",
     "ApiAuth",
     "Caller",
     "Forbidden",
@@ -43,6 +46,7 @@ __all__ = [
     "cancel_tasks",
     "collect_resources",
     "config_from",
+    "install_error_handlers",
     "installed_plugins",
     "read_node_state",
     "run_node",
