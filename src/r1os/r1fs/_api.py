@@ -159,12 +159,19 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
             body(), status_code=status, headers=headers, media_type="application/octet-stream"
         )
 
-    @router.api_route("/ipfs/{cid}", methods=["GET", "HEAD"], responses={**_FILE, **ERROR_RESPONSES})
+    # GET and HEAD as two routes (one `api_route` for both gives them one operation id in the schema).
+    @router.get("/ipfs/{cid}", response_class=Response, responses={**_FILE, **ERROR_RESPONSES})
+    @router.head(
+        "/ipfs/{cid}",
+        response_class=Response,
+        responses={**_FILE, **ERROR_RESPONSES},
+        operation_id="gateway_head",
+    )
     async def gateway(cid: str, request: Request) -> Response:
         """Read-only IPFS path gateway for files (with Range, ETag = the CID)."""
         return await serve_file(request, cid, "gateway", False)
 
-    @router.get("/ipfs/{cid}/{path:path}", responses=ERROR_RESPONSES)
+    @router.get("/ipfs/{cid}/{path:path}", response_class=Response, responses=ERROR_RESPONSES)
     async def gateway_path(cid: str, path: str) -> Response:
         """Always 404: R1FS holds files, not directories."""
         raise R1fsError(
@@ -174,13 +181,20 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
             hint="ask for /ipfs/<cid> itself",
         )
 
-    @router.api_route("/v1/r1fs/get", methods=["GET", "HEAD"], responses={**_FILE, **ERROR_RESPONSES})
+    @router.get("/v1/r1fs/get", response_class=Response, responses={**_FILE, **ERROR_RESPONSES})
+    @router.head(
+        "/v1/r1fs/get",
+        response_class=Response,
+        responses={**_FILE, **ERROR_RESPONSES},
+        operation_id="get_head",
+    )
     async def get(cid: str, request: Request) -> Response:
         """The file under `cid` (fetched from providers if needed), Range supported."""
         return await serve_file(request, cid, "get", True)
 
     @router.get(
         "/v1/r1fs/block/{cid}",
+        response_class=Response,
         responses={200: {"content": {"application/vnd.ipld.raw": {}}, "description": "the block"},
                    **ERROR_RESPONSES},
     )  # fmt: skip
