@@ -254,9 +254,10 @@ class Fetcher:
             runs = self._plan_runs(missing)
             # Each run is fetched by a plain thread with a blocking HTTP connection: it receives, hashes
             # and writes its leaves itself (all three release the GIL), so the cores stay busy without
-            # a hand-off between the event loop and a pool for every leaf. (Measured against the same
-            # runs streamed through the node's httpx client on the loop, leaves hashed and written in a
-            # pool: see docs/r1fs.md, Fetch.)
+            # a hand-off between the event loop and a pool for every leaf. Not through `ctx.http`:
+            # bench/r1fs.py's pull row (200 MiB, 6 pulls each, machine loaded) gave these threads
+            # 326-398 MiB/s at best, the same runs streamed on the loop through httpx with the leaves
+            # hashed and written in a pool 122-244, and through aiohttp 263-282.
             todo: queue.SimpleQueue[tuple[int, list[_Leaf]]] = queue.SimpleQueue()
             for i, run in enumerate(runs):
                 todo.put((i, run))
