@@ -10,8 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from r1os.node import ServiceContext
-from r1os.node._api import install_error_handlers
+from r1os.node import ServiceContext, install_error_handlers
 from r1os.r1fs import R1fsService, R1fsSettings
 from tests.conftest import lone_context
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
 from r1os.errors import R1osError, error_body
-from r1os.node._api import ERROR_RESPONSES, ErrorAnswer
+from r1os.node import ERROR_RESPONSES, ErrorAnswer
 from r1os.r1fs._dag import Cid, parse_cid
 from r1os.r1fs._errors import BadUpload, R1fsError, TooLarge
 from r1os.r1fs._fetcher import LOCAL_ONLY
