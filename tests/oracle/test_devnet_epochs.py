@@ -32,9 +32,8 @@ from typer.testing import CliRunner
 from r1os.chain.anvil import dev_private_key
 from r1os.chain.devnet import devnet_client
 from r1os.cli.main import app
-from r1os.node import build_services
 from r1os.devnet import Devnet
-from r1os.node import Node, NodeConfig
+from r1os.node import Node, NodeConfig, build_services
 from r1os.oracle import EpochClock, OracleSyncService, Table, settings_from
 from tests.chain.conftest import _anvil_or_skip
 from tests.conftest import wait_for

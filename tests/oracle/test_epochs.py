@@ -55,3 +55,27 @@ def test_unreadable_deployment_is_logged_not_fatal(tmp_path: Path, caplog: pytes
     s = settings_from(NodeConfig(chain_deployment=bad))
     assert s.deployment is None and s.epoch_seconds == DAY
     assert "cannot read the chain deployment" in caplog.text
+
+
+def test_protocol_knobs_come_from_the_nested_oracle_sync_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = settings_from(NodeConfig(epoch_seconds=60, heartbeat_interval=2))
+    assert (s.close_delay, s.phase_timeout, s.poai_min_availability) == (None, None, 128)
+    # within 2 hb + 0.5 s and the largest gap a run bridges (hb + slack, slack min(5 s, hb)); epoch/10
+    assert (s.delay, s.timeout) == (4.0, 6.0)
+    monkeypatch.setenv("R1OS_ORACLE_SYNC__CLOSE_DELAY", "3")
+    monkeypatch.setenv("R1OS_ORACLE_SYNC__PHASE_TIMEOUT", "1.5")
+    monkeypatch.setenv("R1OS_ORACLE_SYNC__POAI_MIN_AVAILABILITY", "200")
+    s = settings_from(NodeConfig(epoch_seconds=60, heartbeat_interval=2))
+    assert (s.close_delay, s.phase_timeout, s.poai_min_availability) == (3, 1.5, 200)
+    assert (s.delay, s.timeout) == (3, 1.5)
+
+
+def test_dauth_network_config_sets_the_epoch_clock() -> None:
+    from r1os.dauth import NetworkConfig
+
+    config = NodeConfig(genesis_time=5, epoch_seconds=30, heartbeat_interval=1)
+    network = NetworkConfig(network="devnet", genesis_time=777, epoch_seconds=12)
+    s = settings_from(config, network)
+    assert (s.genesis_time, s.epoch_seconds, s.heartbeat) == (777, 12, 1)
+    assert settings_from(config).with_network(network) == s
+    assert settings_from(config).with_network(None) == settings_from(config)

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from r1os.identity import NodeKey, normalize_address
+from r1os.identity import normalize_address
+from r1os.node import Node, NodeConfig
 from r1os.oracle import HeartbeatLog, OracleSettings, OracleSyncService
 from r1os.oracle._journal import HeartbeatJournal
-from tests.conftest import lone_context
+from r1os.transport import MemoryHub, MemoryTransport
 
 NODE = normalize_address("0x" + "ab" * 20)
 
@@ -50,19 +51,29 @@ def test_damaged_records_are_ignored(tmp_path: Path, caplog: pytest.LogCaptureFi
 
 
 async def test_an_oracle_restarted_mid_epoch_keeps_what_it_heard(tmp_path: Path) -> None:
-    key = NodeKey.generate()
     now = time.time()
-    settings = dict(genesis_time=now - 60, epoch_seconds=120.0, heartbeat=1.0, oracles=[key.address])
-    first = OracleSyncService(OracleSettings(**settings))  # type: ignore[arg-type]
-    await first.start(lone_context("oracle", tmp_path, key))
-    for i in range(60):  # a node heard every second since the epoch began
-        first._heard(NODE, now - 60 + i)
-    await first.stop()
-    second = OracleSyncService(OracleSettings(**settings))  # type: ignore[arg-type]
-    await second.start(lone_context("oracle", tmp_path, key))
+    settings = OracleSettings(genesis_time=now - 60, epoch_seconds=120.0, heartbeat=1.0)
+    first = OracleSyncService(settings)
+    node = oracle_node(tmp_path, first)
+    await node.start()
+    try:
+        for i in range(60):  # a node heard every second since the epoch began
+            first.heard(NODE, now - 60 + i)
+    finally:
+        await node.stop()  # the service's stop writes what its last tick did not
+    second = OracleSyncService(settings)
+    node = oracle_node(tmp_path, second)
+    await node.start()
     try:
         assert len(second.hb.times[NODE]) == 60
         heard = second.hb.window(NODE, now - 61, now)
         assert heard[0] == pytest.approx(now - 60) and heard[-1] == pytest.approx(now - 1)
     finally:
-        await second.stop()
+        await node.stop()
+
+
+def oracle_node(home: Path, svc: OracleSyncService) -> Node:
+    """A node with no broker (in-memory transport) running one oracle service; same home, same key."""
+    config = NodeConfig(home=home, network="test", http="127.0.0.1:0", oracle=True, heartbeat_interval=1.0,
+                        key_strength="light")  # fmt: skip
+    return Node(config, password="pw", services=[svc], transport=MemoryTransport(MemoryHub()))

@@ -23,9 +23,9 @@ from r1os.oracle import (
     OracleSignatures,
     OracleSyncService,
     Table,
+    compact,
     sign_table,
 )
-from r1os.oracle._service import compact
 from r1os.transport import EmbeddedBroker, MqttTransport, inbox_topic
 from r1os.wire import EnvelopeSigner
 from tests.conftest import async_wait_for
@@ -136,12 +136,18 @@ async def _third_table_to(net: dict[str, Any], o1: OracleSyncService) -> NodeKey
             "oracle.table", {"epoch": 0, "values": values, "sig": sign_table(k3, "table", NET, 0, values)}
         )
         await t.publish(inbox_topic(NET, o1.me), raw, qos=1)
-    await async_wait_for(lambda: _now(k3.address in o1._box(0).tables), 5, "the third table on o1")
+    await async_wait_for(lambda: _now(k3.address in o1.inbox(0).tables), 5, "the third table on o1")
     return k3  # type: ignore[no-any-return]
 
 
 async def _now(value: bool) -> bool:
     return value
+
+
+def cstore_of(svc: OracleSyncService) -> CStoreService:
+    cstore = svc.archive.cstore
+    assert cstore is not None
+    return cstore
 
 
 async def test_oracle_that_was_down_adopts_a_quorum_record_never_a_forged_one(net: dict[str, Any]) -> None:
@@ -153,20 +159,22 @@ async def test_oracle_that_was_down_adopts_a_quorum_record_never_a_forged_one(ne
     forged = r1.model_copy(deep=True)
     forged.values[EDGE] = 0
     forged.signatures = {o1.me: OracleSignatures(table_sig=sign_table(k1, "agreed", NET, 0, forged.values))}
-    await o1._cstore().hset(EPOCH_KEY.format(0), o1.me, compact(forged))
+    await cstore_of(o1).hset(EPOCH_KEY.format(0), o1.me, compact(forged))
 
     o3 = await net["start"](2, cstore=True)  # it was down during the close
     await async_wait_for(
-        lambda: _now(len(o3._cstore().state.hgetall(EPOCH_KEY.format(0), 2**62)) == 2), 15, "records on o3"
+        lambda: _now(len(cstore_of(o3).state.hgetall(EPOCH_KEY.format(0), 2**62)) == 2), 15, "records on o3"
     )
     per = await o3.availability(EDGE, 0, 0)
-    assert per[0]["value"] == 255 and per[0]["measured"]
+    assert per[0].value == 255 and per[0].measured
     assert o3.records[0].table_hash == r2.table_hash
     claim = await o3.sign_range(HALF, 0, 0)
-    assert claim["availabilities"] == [r2.values[HALF]]
+    assert claim.availabilities == [r2.values[HALF]]
     # a record only its writer signed is never adopted
     alone = forged.model_copy(update={"epoch": 5})
     alone.signatures = {o1.me: OracleSignatures(table_sig=sign_table(k1, "agreed", NET, 5, alone.values))}
-    await o1._cstore().hset(EPOCH_KEY.format(5), o1.me, compact(alone))
-    await async_wait_for(lambda: _now(bool(o3._cstore().state.hgetall(EPOCH_KEY.format(5), 2**62))), 15, "it")
+    await cstore_of(o1).hset(EPOCH_KEY.format(5), o1.me, compact(alone))
+    await async_wait_for(
+        lambda: _now(bool(cstore_of(o3).state.hgetall(EPOCH_KEY.format(5), 2**62))), 15, "it"
+    )
     assert await o3.adopt(5) is None and 5 not in o3.records

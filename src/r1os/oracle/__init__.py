@@ -2,14 +2,21 @@
 
 `availability`/`HeartbeatLog` turn heartbeat times into the 0..255 byte; `propose`/`agree` are the
 consensus steps (pure, deterministic); `OracleSyncService` runs them on oracle nodes and serves the
-signatures nodes claim rewards with (`/v1/oracle/...`); `AutoClaimService` claims every K epochs.
+signatures nodes claim rewards with (`/v1/oracle/...`); `AutoClaimService` claims every K epochs;
+`oracle_get`/`fetch_signed` are the client side.
+
+The two services (and with them the node) are imported on first use only, so a client importing this
+package loads no server.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from r1os.oracle._availability import SLACK_S, HeartbeatLog, availability, covered_seconds, to_byte
-from r1os.oracle._claims import AutoClaimService, NothingToClaim, fetch_signed, oracle_get
+from r1os.oracle._client import NothingToClaim, fetch_signed, oracle_get
 from r1os.oracle._consensus import (
     DISAGREE_BY,
     ELIGIBLE_FRACTION,
+    Attestation,
     EpochRecord,
     NoQuorum,
     OracleSignatures,
@@ -27,21 +34,38 @@ from r1os.oracle._consensus import (
     table_signer,
 )
 from r1os.oracle._epochs import EpochClock, parse_range
-from r1os.oracle._service import (
-    EPOCH_KEY,
-    INDEX_KEY,
-    MISBEHAVIOUR_KEY,
-    POAI_JOB_PREFIX,
-    OracleSettings,
-    OracleSyncService,
-    settings_from,
+from r1os.oracle._errors import BadEpochRange, BadNodeAddress, EpochNotAgreed, EpochNotEnded, OracleError
+from r1os.oracle._models import (
+    ClaimSignatures,
+    ClosedEpoch,
+    EpochAvailability,
+    MisbehaviourEntry,
+    MisbehaviourList,
+    NodeAvailability,
+    OracleStatus,
+    RangeSignature,
 )
+from r1os.oracle._poai import POAI_JOB_PREFIX
+from r1os.oracle._records import EPOCH_KEY, INDEX_KEY, MISBEHAVIOUR_KEY, compact
+from r1os.oracle._settings import OracleSettings, settings_from
+
+if TYPE_CHECKING:
+    from r1os.oracle._autoclaim import AutoClaimService
+    from r1os.oracle._service import OracleSyncService
+
+_SERVICES = {"OracleSyncService": "r1os.oracle._service", "AutoClaimService": "r1os.oracle._autoclaim"}
+
+
+def __getattr__(name: str) -> Any:
+    # The services import the node (FastAPI, uvicorn): loaded when asked for, not with the package.
+    if name in _SERVICES:
+        import importlib
+
+        return getattr(importlib.import_module(_SERVICES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
-    "AutoClaimService",
-    "NothingToClaim",
-    "fetch_signed",
-    "oracle_get",
     "DISAGREE_BY",
     "ELIGIBLE_FRACTION",
     "EPOCH_KEY",
@@ -49,22 +73,41 @@ __all__ = [
     "MISBEHAVIOUR_KEY",
     "POAI_JOB_PREFIX",
     "SLACK_S",
+    "Attestation",
+    "AutoClaimService",
+    "BadEpochRange",
+    "BadNodeAddress",
+    "ClaimSignatures",
+    "ClosedEpoch",
+    "EpochAvailability",
     "EpochClock",
+    "EpochNotAgreed",
+    "EpochNotEnded",
     "EpochRecord",
     "HeartbeatLog",
+    "MisbehaviourEntry",
+    "MisbehaviourList",
     "NoQuorum",
+    "NodeAvailability",
+    "NothingToClaim",
+    "OracleError",
     "OracleSettings",
     "OracleSignatures",
+    "OracleStatus",
     "OracleSyncService",
     "Proposal",
+    "RangeSignature",
     "SignedTable",
     "Table",
     "agree",
     "availability",
+    "compact",
     "covered_seconds",
     "disagreements",
     "eligible_oracles",
+    "fetch_signed",
     "median_table",
+    "oracle_get",
     "parse_range",
     "propose",
     "quorum",

@@ -185,6 +185,16 @@ class OracleSignatures(BaseModel):
     nodes: dict[str, str] = Field(default_factory=dict)
 
 
+class Attestation(BaseModel):
+    """A PoAI attestation in an epoch record: the nodes that served a job, the oracles' signatures over
+    them, and what submitting it on chain gave (the amount paid, or the error)."""
+
+    nodes: list[str]
+    signatures: dict[str, str] = Field(default_factory=dict)
+    paid: int | None = None
+    error: str | None = None
+
+
 class EpochRecord(BaseModel):
     """The public audit record of one epoch (CSTORE `net:oracle:epoch:<n>`, and an R1FS document)."""
 
@@ -200,7 +210,7 @@ class EpochRecord(BaseModel):
     supporters: list[str]
     tables: dict[str, SignedTable] = Field(default_factory=dict)
     signatures: dict[str, OracleSignatures] = Field(default_factory=dict)
-    attestations: dict[str, dict[str, object]] = Field(default_factory=dict)
+    attestations: dict[str, Attestation] = Field(default_factory=dict)
     cid: str | None = None
     closed_at: float = 0.0
 

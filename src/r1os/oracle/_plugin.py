@@ -7,9 +7,11 @@ from r1os.node import NodeConfig, Service, ServicePlugin
 
 
 def _build(config: NodeConfig) -> list[Service]:
-    from r1os.oracle._claims import AutoClaimService
-    from r1os.oracle._service import OracleSyncService, settings_from
+    from r1os.oracle._autoclaim import AutoClaimService
+    from r1os.oracle._service import OracleSyncService
+    from r1os.oracle._settings import settings_from
 
+    # dAuth's network config is not known yet: the service applies it when it starts (after dAuth)
     out: list[Service] = [OracleSyncService(settings_from(config))] if config.oracle else []
     if config.auto_claim_epochs:
         out.append(AutoClaimService(config.auto_claim_epochs, config.chain_deployment))
