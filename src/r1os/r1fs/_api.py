@@ -73,17 +73,16 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 @contextlib.contextmanager
 def _refusals(what: str, *, quiet: bool = False) -> Iterator[None]:
-    """Log an error a route ends with (the node's handler answers it); an OS error becomes an R1FS one,
-    so its message reaches the caller. `quiet` leaves out 404s: peers ask around for blocks, and a miss
-    is normal."""
+    """Log a refusal a route ends with (the node's handler answers it, and logs failures of 500 and
+    up itself); an OS error becomes an R1FS one, so its message reaches the caller. `quiet` leaves out
+    404s: peers ask around for blocks, and a miss is normal."""
     try:
         yield
     except R1osError as exc:
-        if not (quiet and exc.status == 404):
+        if exc.status < 500 and not (quiet and exc.status == 404):
             log.warning("r1fs %s refused (%d): %s", what, exc.status, exc)
         raise
     except OSError as exc:
-        log.warning("r1fs %s failed: %s", what, exc)
         raise R1fsError(f"{what}: {exc}", cause="io", hint="see the node's log") from exc
 
 

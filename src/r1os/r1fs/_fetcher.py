@@ -225,7 +225,8 @@ class Fetcher:
     async def _next_arrival(arrived: asyncio.Event) -> None:
         """Wait until a fetch stores a block or ends (`_block_arrived`); a second at most."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(arrived.wait(), 1.0)
+            async with asyncio.timeout(1.0):  # not wait_for: it can drop a cancellation (Python 3.11)
+                await arrived.wait()
 
     # -- one fetch -------------------------------------------------------------------------
 

@@ -148,7 +148,8 @@ class LocalServer:
 
         loop.add_reader(conn.fileno(), ready)
         try:
-            await asyncio.wait_for(readable, 10.0)
+            async with asyncio.timeout(10.0):  # not wait_for: it can drop a cancellation (Python 3.11)
+                await readable
         except TimeoutError:
             raise BadRequest("no local request within 10 s", cause="timeout", status=408) from None
         finally:

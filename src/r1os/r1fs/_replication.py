@@ -119,8 +119,11 @@ class Replication:
         for cid, pin in list(svc.pins.items()):
             await svc.announce(cid, int(pin.get("size", 0)), replica=pin.get("kind") == "replica")
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), svc.settings.reconcile_interval)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that comes as
+            # the event is set, and the node's stop would then wait for this loop in vain.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(svc.settings.reconcile_interval):
+                    await self.wake.wait()
             self.wake.clear()
             # A fresh node has not heard every peer yet: do not judge holders gone before a grace period.
             if time.time() - self._started < min(svc.settings.grace, 3 * self._heartbeat()):

@@ -16,12 +16,14 @@ from typing import Any
 
 from r1os.cstore import CStoreService
 from r1os.node import R1fsSettings, Service, ServiceContext
+from r1os.r1fs._api import mount
 from r1os.r1fs._dag import RAW, Cid, parse_cid, read_file_node
 from r1os.r1fs._errors import BadUpload, BlockNotFound, CorruptBlock, R1fsError, TooLarge
 from r1os.r1fs._exporter import file_parts, read_range
 from r1os.r1fs._fetcher import Fetcher
 from r1os.r1fs._importer import ImportResult, import_fd, import_stream
 from r1os.r1fs._local import LocalServer, socket_name
+from r1os.r1fs._metrics import R1fsCollector
 from r1os.r1fs._models import (
     PinAnswer,
     PinEntry,
@@ -107,12 +109,8 @@ class R1fsService(Service):
             kv.watch(PIN, self._pin_requests_changed)
             ctx.on_stop(partial(kv.unwatch, self._pin_requests_changed))
         self._fetcher = Fetcher(ctx, store, self.settings, self.dir, self.counters)
-        from r1os.r1fs._api import mount
-
         mount(ctx.router, self)
         ctx.allow_body("/v1/r1fs/add", None)  # streams, with its own limit (max_upload)
-        from r1os.r1fs._metrics import R1fsCollector
-
         ctx.metrics.register(R1fsCollector(self))
         if self.replication is not None:
             ctx.spawn(self.replication.run(), "reconcile")
@@ -126,8 +124,7 @@ class R1fsService(Service):
 
     def _pin_requests_changed(self, _key: str, _field: str | None, _value: Any) -> None:
         """A pin request came or went (CSTORE watch): reconcile now, not at the next pass."""
-        if self.replication is not None:
-            self.replication.wake.set()
+        self._reconcile_soon()
 
     async def _gc_loop(self) -> None:
         while True:
