@@ -31,12 +31,31 @@ _CONTROL_BYTES = bytes(range(0x20))
 OpKind = Literal["set", "del", "hset", "hdel"]
 
 
-class CStoreError(R1osError):
-    """A CSTORE request or operation was refused; `cause` names the reason for metrics."""
+#: The HTTP status of each refusal, by cause; anything else is a bad request (400).
+STATUS_BY_CAUSE: dict[str, int] = {
+    "malformed": 400,
+    "clock_skew": 400,
+    "forbidden": 403,
+    "bad_signature": 403,  # signed, but not by the batch's writer: not allowed, as writing another's key
+    "not_found": 404,
+    "timeout": 408,
+    "too_large": 413,
+    "quota": 429,
+    "unreachable": 502,
+}
 
-    def __init__(self, cause: str, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.cause = cause
+
+class CStoreError(R1osError):
+    """A CSTORE request or operation was refused; `cause` names the reason (for metrics and clients)
+    and sets the HTTP status a node answers with, unless `status` is given."""
+
+    cause = "cstore"
+    status = 400
+
+    def __init__(
+        self, cause: str, message: str, *, hint: str | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(message, hint=hint, cause=cause, status=status or STATUS_BY_CAUSE.get(cause, 400))
 
 
 class Op(NamedTuple):
