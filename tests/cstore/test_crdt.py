@@ -228,7 +228,7 @@ def test_anti_entropy_buckets_find_the_difference() -> None:
 
 
 def test_keys_are_counted_against_their_namespace() -> None:
-    from r1os.cstore._service import _count_namespaces
+    from r1os.cstore._quota import count_namespaces as _count_namespaces
 
     a, b = WRITERS[0].address, WRITERS[1].address
     keys = [

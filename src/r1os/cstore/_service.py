@@ -1,88 +1,46 @@
-"""The CSTORE replica that runs inside every node.
+"""The CSTORE replica that runs inside every node: the shell around the pure parts.
 
 Writes arrive signed (from this node, from SDK/CLI clients through the HTTP API, or from peers),
-are checked, merged into the CRDT state, made durable, and broadcast. A background anti-entropy
-loop compares bucket digests with a random online peer over HTTP and swaps the batches that differ,
-so replicas that missed broadcasts (down, partitioned, new) converge without replaying history.
+are checked (`_ops`), merged into the CRDT state (`_state`), made durable (`_log`) and sent to every
+replica (`_fanout`); anti-entropy (`_sync`) brings back what a replica missed. The routes are in
+`_api`. This module ties them together and owns what they share: the clock, the counts, the watchers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import random
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Collection
-from itertools import repeat
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import httpx
-import orjson
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 from prometheus_client import Histogram
 
+from r1os.cstore._api import add_routes
+from r1os.cstore._fanout import MSG_BATCH, Broadcaster, Payload, received_batches
 from r1os.cstore._hlc import HybridClock, Timestamp
 from r1os.cstore._log import BatchLog, read_log
-from r1os.cstore._ops import Batch, CStoreError, Limits, Op, decode_batch, sign_batch
-from r1os.cstore._state import BUCKETS, CStoreState, EntryId
-from r1os.node import Service, ServiceContext, cancel_tasks
+from r1os.cstore._models import StatsAnswer
+from r1os.cstore._ops import Batch, CStoreError, Limits, Op, OpKind, decode_batch, sign_batch
+from r1os.cstore._quota import NamespaceQuota
+from r1os.cstore._state import CStoreState, EntryId
+from r1os.cstore._sync import AntiEntropy, horizon
+from r1os.errors import NodeError
+from r1os.node import Service, ServiceContext
 from r1os.wire import Envelope
 
 log = logging.getLogger("r1os.cstore")
 
-MSG_BATCH = "cstore.batch"
-INLINE_LIMIT = 256 * 1024  # larger batches are announced and pulled over HTTP
-MAX_SYNC_BATCHES = 1_000  # per anti-entropy answer
-MAX_BATCHES_PER_REQUEST = 1_000  # POST /v1/cstore/batches
-SETTLE_MS = 1_000
-HORIZON_STEP_MS = 1_000  # how long a write is left to the fast path before anti-entropy compares it
+__all__ = ["MSG_BATCH", "CStoreService", "Watcher"]
+
+MAINTENANCE_INTERVAL = 60.0
+REFUSAL_LOG_INTERVAL = 60.0  # one log line per cause and minute: a hostile peer cannot flood the log
 Watcher = Callable[[str, str | None, Any], Awaitable[None] | None]
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _namespace(key: str) -> str | None:
-    """The owned namespace a key counts against (`node:<addr>` / `app:<addr>`), if any."""
-    ns, _, rest = key.partition(":")
-    if ns in ("node", "app"):
-        return f"{ns}:{rest.partition(':')[0].lower()}"
-    return None
-
-
-def _count_namespaces(keys: Collection[str], writer: str | None = None) -> Counter[str]:
-    """How many of `keys` fall in each owned namespace.
-
-    Keys of one writer are nearly always in its own `app:`/`node:` namespace: those are counted with
-    one C-level pass per prefix. The rest are tallied per `ns:owner` prefix, whose namespace is then
-    worked out once."""
-    counts: Counter[str] = Counter()
-    rest: Collection[str] = keys
-    if writer is not None:
-        w = writer.lower()
-        own = (f"app:{w}:", f"node:{w}:")
-        for prefix in own:
-            n = sum(map(str.startswith, keys, repeat(prefix)))
-            if n:
-                counts[prefix[:-1]] += n
-        if sum(counts.values()) == len(keys):
-            return counts
-        rest = [k for k in keys if not k.startswith(own)]
-    by_prefix: dict[str, int] = {}
-    get = by_prefix.get
-    for key in rest:
-        cut = key.find(":", key.find(":") + 1)
-        prefix = key if cut < 0 else key[:cut]
-        by_prefix[prefix] = get(prefix, 0) + 1
-    for prefix, n in by_prefix.items():
-        ns = _namespace(prefix)  # only the first two parts of a key matter
-        if ns is not None:
-            counts[ns] += n
-    return counts
 
 
 class CStoreService(Service):
@@ -101,24 +59,20 @@ class CStoreService(Service):
         self.limits = limits
         self.sync_interval = sync_interval
         self.tombstone_ttl_ms = int(tombstone_ttl * 1000)
-        self.max_keys_per_namespace = max_keys_per_namespace
         self.fsync = fsync
         self.oracles = frozenset(a.lower() for a in oracles)
         self.state = CStoreState()
         self.clock = HybridClock()
         self.rejections: Counter[str] = Counter()
         self.applied_batches = 0
-        self.syncs = 0
-        self.sync_batches: Counter[str] = Counter()  # batches anti-entropy pulled / pushed / answered
-        self._ns_count: Counter[str] = Counter()  # keys (live or tombstoned) per owned namespace
-        self._watchers: list[tuple[str, Watcher]] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._http: httpx.AsyncClient | None = None
-        self._last_log: dict[str, float] = {}
-        self._last_broadcast_applied = 0.0
-        self._outgoing: list[tuple[Batch, asyncio.Future[None]]] = []
-        self._sender: asyncio.Task[None] | None = None
         self.lags: deque[tuple[int, int, str]] = deque(maxlen=10_000)  # (applied at ms, lag ms, batch id)
+        self._quota = NamespaceQuota(max_keys_per_namespace)
+        self._sync = AntiEntropy(self.state, self.receive, self.refused)
+        self._fanout = Broadcaster(self._publish, self._spawn_sender)
+        self._watchers: list[tuple[str, Watcher]] = []
+        self._last_log: dict[str, float] = {}
+        self._ctx: ServiceContext | None = None
+        self._log: BatchLog | None = None
         self._lag_hist = Histogram(
             "r1os_cstore_replication_lag_seconds",
             "Time from a writer stamping a batch to this replica applying it (fast path)",
@@ -129,8 +83,7 @@ class CStoreService(Service):
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self, ctx: ServiceContext) -> None:
-        self.ctx = ctx
-        self.key = ctx.key
+        self._ctx = ctx
         path = ctx.data_dir / "batches.log"
         loaded = 0
         for raw in read_log(path):
@@ -141,24 +94,32 @@ class CStoreService(Service):
                 continue
             self._apply(batch)
             loaded += 1
-        self.log = BatchLog(path, fsync=self.fsync)
+        self._log = BatchLog(path, fsync=self.fsync)
+        # After the tasks that append to it have ended (the node cancels them before stop callbacks).
+        ctx.on_stop(self._log.close)
         if loaded:
             log.info("cstore: loaded %d batches, %d entries from %s", loaded, len(self.state), path)
+        self._fanout.url = ctx.url
         ctx.on(MSG_BATCH, self._on_batch_message)
         ctx.metrics.register(self._lag_hist)
-        self._http = httpx.AsyncClient(timeout=10)
-        _routes(ctx.router, self)
+        add_routes(ctx.router, self)
         for route in ("/v1/cstore/batch", "/v1/cstore/push", "/v1/cstore/sync", "/v1/cstore/write"):
-            ctx.allow_body(route, None)  # each caps its body itself as it reads (`_body`)
-        self._tasks.append(asyncio.create_task(self._anti_entropy_loop(), name="cstore-sync"))
-        self._tasks.append(asyncio.create_task(self._maintenance_loop(), name="cstore-gc"))
+            ctx.allow_body(route, None)  # each caps its body itself as it reads it (`_api.read_body`)
+        ctx.spawn(self._sync.run(self.sync_interval, self._sync_peers, ctx.http), "sync")
+        ctx.spawn(self._maintenance_loop(), "maintenance")
 
-    async def stop(self) -> None:
-        await cancel_tasks(self._tasks + ([self._sender] if self._sender is not None else []))
-        if self._http is not None:
-            await self._http.aclose()
-        if hasattr(self, "log"):
-            await self.log.close()
+    @property
+    def ctx(self) -> ServiceContext:
+        if self._ctx is None:
+            raise NodeError("the cstore service is not started", hint="add it to a node and start the node")
+        return self._ctx
+
+    @property
+    def log(self) -> BatchLog:
+        """The log of this replica's batches (opened by `start`)."""
+        if self._log is None:
+            raise NodeError("the cstore service is not started", hint="add it to a node and start the node")
+        return self._log
 
     # -- in-process API ----------------------------------------------------------------------
 
@@ -167,6 +128,10 @@ class CStoreService(Service):
 
     async def get(self, key: str) -> Any | None:
         return self.state.get(key, _now_ms())
+
+    async def exists(self, key: str) -> bool:
+        """True if `key` has a live value (which may be null)."""
+        return self.state.exists(key, _now_ms())
 
     async def delete(self, key: str) -> bool:
         existed = self.state.exists(key, _now_ms())
@@ -190,6 +155,32 @@ class CStoreService(Service):
         await self.write([Op("hdel", key, field)])
         return existed
 
+    async def wait(self, key: str, field: str | None = None, timeout: float = 10.0) -> Any:
+        """The value of `key` (or of its hash `field`) once it has a live one; `CStoreError` with
+        cause `timeout` after `timeout` seconds (at most 60)."""
+
+        def value() -> Any:
+            now = _now_ms()
+            return self.state.get(key, now) if field is None else self.state.hget(key, field, now)
+
+        found = value()
+        if found is not None:
+            return found
+        event = asyncio.Event()
+
+        def wake(k: str, f: str | None, v: Any) -> None:
+            if k == key and (field is None or f == field) and v is not None:
+                event.set()
+
+        self.watch(key, wake)
+        try:
+            await asyncio.wait_for(event.wait(), min(max(timeout, 0.0), 60.0))
+        except TimeoutError:
+            raise CStoreError("timeout", f"{key!r} got no value within {timeout:g} s") from None
+        finally:
+            self.unwatch(wake)
+        return value()
+
     def watch(self, prefix: str, callback: Watcher) -> None:
         """Call `callback(key, field, value)` after any change under `prefix` (value None = deleted)."""
         self._watchers.append((prefix, callback))
@@ -197,14 +188,14 @@ class CStoreService(Service):
     def unwatch(self, callback: Watcher) -> None:
         self._watchers = [(p, cb) for p, cb in self._watchers if cb is not callback]
 
-    def _op(self, kind: str, key: str, field: str | None, value: Any, ttl: float | None) -> Op:
+    def _op(self, kind: OpKind, key: str, field: str | None, value: Any, ttl: float | None) -> Op:
         expires = None if ttl is None else _now_ms() + max(1, int(ttl * 1000))
-        return Op(kind, key, field, value, expires)  # type: ignore[arg-type]
+        return Op(kind, key, field, value, expires)
 
     async def write(self, ops: list[Op]) -> Batch:
         """Sign `ops` as this node, then submit them like any client batch."""
         ts = self.clock.reserve(len(ops))
-        return await self.submit(sign_batch(self.key, ops, ts.wall_ms, ts.counter), new_keys_limited=True)
+        return await self.submit(sign_batch(self.ctx.key, ops, ts.wall_ms, ts.counter), new_keys_limited=True)
 
     # -- the write path ----------------------------------------------------------------------
 
@@ -227,9 +218,9 @@ class CStoreService(Service):
             try:
                 batch = decode_batch(raw, limits=self.limits, now_ms=_now_ms(), oracles=self.oracles)
                 if new_keys_limited:
-                    self._check_namespace_quota(batch)
+                    self._quota.check(batch, self.state.strings, self.state.hashes)
             except CStoreError as exc:
-                self._reject(exc)
+                self.refused(exc)
                 results.append(exc)
                 continue
             if self._apply(batch):
@@ -238,9 +229,10 @@ class CStoreService(Service):
         if fresh:
             # Replicas get the batches while our own fsync runs; the caller is answered only once
             # they are durable here, so an acknowledged write survives a crash of this node right after.
-            sent = asyncio.gather(*(self._broadcast(b) for b in fresh))
+            log_ = self.log
+            sent = asyncio.gather(*(self._fanout.send(b) for b in fresh))
             try:
-                await asyncio.gather(*(self.log.append(b.raw) for b in fresh))
+                await asyncio.gather(*(log_.append(b.raw) for b in fresh))
             finally:
                 await sent
             self._settle()
@@ -249,21 +241,7 @@ class CStoreService(Service):
     def _settle(self) -> None:
         """Merge what has settled after every write (cheap: whole milliseconds at a time), so a peer
         asking for digests never finds a backlog."""
-        self.state.settle(self._horizon())
-
-    def _check_namespace_quota(self, batch: Batch) -> None:
-        strings, hashes = self.state.strings, self.state.hashes
-        new_keys = {
-            op[1]
-            for op in batch.ops
-            if (op[0] == "set" or op[0] == "hset") and op[1] not in strings and op[1] not in hashes
-        }
-        for ns, n in _count_namespaces(new_keys, batch.writer).items():
-            if self._ns_count[ns] + n > self.max_keys_per_namespace:
-                raise CStoreError(
-                    "quota", f"namespace {ns} would exceed {self.max_keys_per_namespace} keys",
-                    hint="delete keys you no longer need",
-                )  # fmt: skip
+        self.state.settle(horizon(_now_ms()))
 
     def _apply(self, batch: Batch) -> list[EntryId]:
         changed = self.state.apply(batch)
@@ -271,7 +249,7 @@ class CStoreService(Service):
         if changed:
             self.applied_batches += 1
             if self.state.new_keys:
-                self._ns_count.update(_count_namespaces(self.state.new_keys, batch.writer))
+                self._quota.add(self.state.new_keys, batch.writer)
             if self._watchers:
                 self._notify(changed)
         return changed
@@ -288,60 +266,23 @@ class CStoreService(Service):
                     try:
                         result = cb(key, field, value)
                         if asyncio.iscoroutine(result):
-                            asyncio.ensure_future(result)
+                            self.ctx.spawn(result, f"watcher {prefix}")
                     except Exception:
                         log.exception("cstore watcher for %r failed", prefix)
 
-    async def _broadcast(self, batch: Batch) -> None:
-        """Send `batch` to every replica; returns once it is handed to the broker.
+    async def _publish(self, payload: Payload) -> None:
+        await self.ctx.broadcast(MSG_BATCH, payload)
 
-        Batches accepted while an earlier broadcast is still on its way travel together in the next
-        message (`{"batches": [...]}`), so concurrent writers share one envelope signature, one
-        broker message and, on every replica, one envelope check. Each batch keeps its own signature
-        and every replica still checks each one."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outgoing.append((batch, fut))
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.create_task(self._send_outgoing(), name="cstore-broadcast")
-        await fut
+    def _spawn_sender(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[Any]:
+        return self.ctx.spawn(coro, "broadcast")
 
-    async def _send_outgoing(self) -> None:
-        group: list[tuple[Batch, asyncio.Future[None]]] = []
-        try:
-            while self._outgoing:
-                group, self._outgoing = self._outgoing, []
-                for payload, members in _broadcast_payloads(group, self.ctx.url):
-                    try:
-                        await self.ctx.broadcast(MSG_BATCH, payload)
-                    except Exception as exc:
-                        for fut in members:
-                            if not fut.done():
-                                fut.set_exception(exc)
-                    else:
-                        for fut in members:
-                            if not fut.done():
-                                fut.set_result(None)
-        finally:
-            # Stopped midway (the node is shutting down): whoever waits is not left hanging.
-            for _, fut in group + self._outgoing:
-                if not fut.done():
-                    fut.cancel()
-            self._outgoing = []
+    # -- from peers --------------------------------------------------------------------------
 
     async def _on_batch_message(self, env: Envelope) -> None:
-        payload = env.payload
         try:
-            batches = payload.get("batches")
-            if isinstance(batches, list):
-                raws = batches
-            elif isinstance(payload.get("batch"), str):
-                raws = [payload["batch"]]
-            elif isinstance(payload.get("id"), str) and isinstance(payload.get("url"), str):
-                raws = [await self._pull_one(payload["url"], payload["id"])]
-            else:
-                raise CStoreError("malformed", "cstore.batch message without a batch")
+            raws = await received_batches(env.payload, self.ctx.http)
         except CStoreError as exc:
-            self._reject(exc, sender=env.sender)
+            self.refused(exc, sender=env.sender)
             return
         for raw in raws:
             try:
@@ -351,14 +292,15 @@ class CStoreService(Service):
                     raise CStoreError("malformed", "a broadcast batch is not a string")
                 self.receive(raw, broadcast=True)
             except CStoreError as exc:
-                self._reject(exc, sender=env.sender)
+                self.refused(exc, sender=env.sender)
 
     def receive(self, raw: bytes, *, broadcast: bool = False) -> list[EntryId]:
-        """Merge a batch from a peer; persisted by the next group commit."""
+        """Merge a batch from a peer (`CStoreError` if refused); persisted by the next group commit.
+        Returns the entries it changed."""
         now = _now_ms()
         batch = decode_batch(raw, limits=self.limits, now_ms=now, oracles=self.oracles)
         if broadcast:
-            self._last_broadcast_applied = time.monotonic()
+            self._sync.last_fast_path = time.monotonic()
             # Replication lag: from the writer stamping the batch to it being readable here.
             lag = now - batch.wall_ms
             if 0 <= lag < 60_000:
@@ -370,19 +312,12 @@ class CStoreService(Service):
             self._settle()
         return changed
 
-    async def _pull_one(self, url: str, batch_id: str) -> bytes:
-        assert self._http is not None
-        try:
-            r = await self._http.get(f"{url}/v1/cstore/batch/{batch_id}")
-            r.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise CStoreError("unreachable", f"cannot pull batch {batch_id[:12]} from {url}: {exc}") from None
-        return r.content
-
-    def _reject(self, exc: CStoreError, sender: str | None = None) -> None:
+    def refused(self, exc: CStoreError, sender: str | None = None) -> None:
+        """Count a refused batch or request under its cause (`stats()["rejected"]`); logged once a
+        minute per cause."""
         self.rejections[exc.cause] += 1
         now = time.monotonic()
-        if now - self._last_log.get(exc.cause, -1e9) >= 60:
+        if now - self._last_log.get(exc.cause, -1e9) >= REFUSAL_LOG_INTERVAL:
             self._last_log[exc.cause] = now
             log.warning(
                 "cstore refused a batch%s: %s (%s)", f" from {sender}" if sender else "", exc.cause, exc
@@ -390,84 +325,43 @@ class CStoreService(Service):
 
     # -- anti-entropy ------------------------------------------------------------------------
 
-    async def _anti_entropy_loop(self) -> None:
-        deferred = 0
-        while True:
-            await asyncio.sleep(self.sync_interval * random.uniform(0.8, 1.2))
-            # While broadcasts keep arriving the fast path is doing the work; a round now would mostly
-            # ship batches already queued for us. Defer, but never more than a few rounds in a row.
-            if time.monotonic() - self._last_broadcast_applied < self.sync_interval / 2 and deferred < 3:
-                deferred += 1
-                continue
-            deferred = 0
-            peers = [
-                p for p in self.ctx.netmap.online()
-                if p.heartbeat.url and "cstore" in p.heartbeat.services
-            ]  # fmt: skip
-            if not peers:
-                continue
-            peer = random.choice(peers)
-            try:
-                await self.sync_with(peer.heartbeat.url)  # type: ignore[arg-type]
-            except Exception as exc:
-                log.debug("anti-entropy with %s failed: %s", peer.address, exc)
+    def _sync_peers(self) -> list[str]:
+        return [
+            p.heartbeat.url for p in self.ctx.netmap.online()
+            if p.heartbeat.url and "cstore" in p.heartbeat.services
+        ]  # fmt: skip
 
     async def sync_with(self, url: str) -> tuple[int, int]:
         """One anti-entropy round with the node at `url`; returns (batches pulled, batches pushed)."""
-        assert self._http is not None
-        horizon = self._horizon()
-        digests = base64.b64encode(self.state.bucket_digests(horizon)).decode()
-        r = await self._http.post(f"{url}/v1/cstore/sync", json={"digests": digests, "horizon": horizon})
-        r.raise_for_status()
-        answer = r.json()
-        pulled = 0
-        for raw in answer.get("batches", []):
-            try:
-                if self.receive(raw.encode()):
-                    pulled += 1
-            except CStoreError as exc:
-                self._reject(exc, sender=url)
-        want = [b for b in answer.get("want", []) if isinstance(b, int) and 0 <= b < BUCKETS]
-        pushed = 0
-        if want:
-            mine = self.state.batches_in(want)[:MAX_SYNC_BATCHES]
-            if mine:
-                body = orjson.dumps({"batches": [b.decode() for b in mine]})
-                r = await self._http.post(
-                    f"{url}/v1/cstore/push", content=body, headers={"content-type": "application/json"}
-                )
-                r.raise_for_status()
-                pushed = len(mine)
-        self.syncs += 1
-        self.sync_batches.update(pulled=pulled, pushed=pushed)
-        return pulled, pushed
+        return await self._sync.round(self.ctx.http, url)
 
     def answer_sync(self, digests_b64: str, horizon: int | None = None) -> dict[str, Any]:
-        mine = self._horizon()
-        if horizon is not None and horizon != mine:
-            # The two sides would compare different sets of entries and see differences that are only
-            # writes still in flight. Skip this round; with whole-second horizons this is rare.
-            return {"batches": [], "want": [], "horizon": mine}
-        try:
-            remote = base64.b64decode(digests_b64, validate=True)
-            diff = self.state.differing_buckets(remote, mine)
-        except (ValueError, TypeError) as exc:
-            raise CStoreError("malformed", f"bad digests: {exc}") from None
-        # Bounded answers keep one round from stalling the node; the rest comes next round.
-        batches = self.state.batches_in(diff)[:MAX_SYNC_BATCHES]
-        self.sync_batches["answered"] += len(batches)
-        return {"batches": [b.decode() for b in batches], "want": diff}
+        """Answer a peer's anti-entropy round (`/v1/cstore/sync`)."""
+        return self._sync.answer(digests_b64, horizon)
 
-    def _horizon(self) -> int:
-        """Entries younger than this are still on the fast path: anti-entropy leaves them alone.
-        Whole steps, so two replicas comparing at nearly the same moment use the same horizon."""
-        return (_now_ms() - SETTLE_MS) // HORIZON_STEP_MS * HORIZON_STEP_MS
+    @property
+    def syncs(self) -> int:
+        """Anti-entropy rounds this replica started and finished."""
+        return self._sync.rounds
+
+    @property
+    def sync_batches(self) -> Counter[str]:
+        """Batches anti-entropy pulled, pushed and answered."""
+        return self._sync.batches
 
     # -- maintenance -------------------------------------------------------------------------
 
+    @property
+    def max_keys_per_namespace(self) -> int:
+        return self._quota.limit
+
+    @max_keys_per_namespace.setter
+    def max_keys_per_namespace(self, limit: int) -> None:
+        self._quota.limit = limit
+
     async def _maintenance_loop(self) -> None:
         while True:
-            await asyncio.sleep(60)
+            await asyncio.sleep(MAINTENANCE_INTERVAL)
             try:
                 await self.maintain()
             except Exception:
@@ -477,7 +371,7 @@ class CStoreService(Service):
         """Forget old tombstones and compact the log when most of it is dead weight."""
         removed = self.state.gc(_now_ms() - self.tombstone_ttl_ms)
         if removed:
-            self._ns_count = _count_namespaces(set(self.state.strings) | set(self.state.hashes))
+            self._quota.recount(set(self.state.strings) | set(self.state.hashes))
         # Count what has settled even when no peer asks (a lone node), so pending entries stay few.
         self._settle()
         live = self.state.live_batches()
@@ -489,232 +383,32 @@ class CStoreService(Service):
             self.log.rewrite(live)
             log.info("cstore: compacted log to %d batches (%d bytes)", len(live), self.log.size)
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "entries": len(self.state),
-            "batches": len(self.state.live_batches()),
-            "applied_batches": self.applied_batches,
-            "syncs": self.syncs,
-            "sync_batches": dict(self.sync_batches),
-            "rejected": dict(self.rejections),
-            "log_bytes": self.log.size,
-            "hlc": list(self.clock.last),
-        }
+    # -- what the routes show ----------------------------------------------------------------
 
+    @property
+    def hlc(self) -> Timestamp:
+        """The newest stamp this replica's clock has issued or seen."""
+        return self.clock.last
 
-def _broadcast_payloads(
-    group: list[tuple[Batch, asyncio.Future[None]]], url: str
-) -> list[tuple[dict[str, Any], list[asyncio.Future[None]]]]:
-    """Messages for a group of batches: inline ones packed together up to `INLINE_LIMIT` bytes per
-    message, larger ones announced one by one (replicas pull them over HTTP)."""
-    out: list[tuple[dict[str, Any], list[asyncio.Future[None]]]] = []
-    pack: list[str] = []
-    waiting: list[asyncio.Future[None]] = []
-    size = 0
+    def batch(self, batch_id: str) -> bytes | None:
+        """The signed batch `batch_id`, if it still holds a winning op here."""
+        for raw in self.state.batches_by_id(batch_id):
+            return raw
+        return None
 
-    def flush() -> None:
-        if pack:
-            payload = {"batch": pack[0]} if len(pack) == 1 else {"batches": list(pack)}
-            out.append((payload, list(waiting)))
-            pack.clear()
-            waiting.clear()
+    def lag_samples(self, since_ms: int = 0) -> list[tuple[int, str]]:
+        """(lag ms, batch id) of batches applied from broadcasts since `since_ms` (wall time)."""
+        return [(lag, batch_id) for at, lag, batch_id in self.lags if at >= since_ms]
 
-    for batch, fut in group:
-        if size + len(batch.raw) > INLINE_LIMIT:
-            flush()  # in order: what came first is sent first
-            size = 0
-        if len(batch.raw) > INLINE_LIMIT:
-            out.append(({"id": batch.id, "url": url}, [fut]))
-            continue
-        pack.append(batch.raw.decode())
-        waiting.append(fut)
-        size += len(batch.raw)
-    flush()
-    return out
-
-
-#: Largest body of a request carrying many batches (`/batches`, `/push`) or digests (`/sync`).
-MAX_REQUEST_BYTES = 64 * 1024 * 1024
-
-
-async def _body(request: Request, limit: int) -> bytes:
-    """The request body, refused as soon as it passes `limit` bytes (declared or streamed), so a
-    huge body is never held whole."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise CStoreError("too_large", f"request body of {declared} bytes exceeds {limit}")
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise CStoreError("too_large", f"request body exceeds {limit} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-def _error(exc: CStoreError) -> JSONResponse:
-    status = {"forbidden": 403, "bad_signature": 403, "too_large": 413, "quota": 429}.get(exc.cause, 400)
-    return JSONResponse({"error": str(exc), "cause": exc.cause, "hint": exc.hint}, status_code=status)
-
-
-def _routes(router: APIRouter, svc: CStoreService) -> None:
-    now = _now_ms
-
-    @router.get("/v1/cstore/get")
-    async def get(key: str) -> dict[str, Any]:
-        value = svc.state.get(key, now())
-        return {"key": key, "found": svc.state.exists(key, now()), "value": value}
-
-    @router.get("/v1/cstore/keys")
-    async def keys(prefix: str = "") -> dict[str, Any]:
-        return {"prefix": prefix, "keys": svc.state.keys(prefix, now())}
-
-    @router.get("/v1/cstore/hget")
-    async def hget(key: str, field: str) -> dict[str, Any]:
-        value = svc.state.hget(key, field, now())
-        return {"key": key, "field": field, "found": value is not None, "value": value}
-
-    @router.get("/v1/cstore/hgetall")
-    async def hgetall(key: str) -> dict[str, Any]:
-        return {"key": key, "fields": svc.state.hgetall(key, now())}
-
-    @router.get("/v1/cstore/wait")
-    async def wait(key: str, field: str | None = None, timeout: float = 10.0) -> Response:
-        """Long-poll until KEY (or hash FIELD) has a live value; 408 after `timeout` seconds."""
-
-        def value() -> Any:
-            return svc.state.get(key, now()) if field is None else svc.state.hget(key, field, now())
-
-        found = value()
-        if found is None:
-            event = asyncio.Event()
-
-            def wake(k: str, f: str | None, v: Any) -> None:
-                if k == key and (field is None or f == field) and v is not None:
-                    event.set()
-
-            svc.watch(key, wake)
-            try:
-                await asyncio.wait_for(event.wait(), min(max(timeout, 0.0), 60.0))
-            except TimeoutError:
-                return JSONResponse({"error": "timed out", "cause": "timeout"}, status_code=408)
-            finally:
-                svc.unwatch(wake)
-            found = value()
-        return JSONResponse({"key": key, "field": field, "value": found})
-
-    @router.get("/v1/cstore/hlc")
-    async def hlc() -> dict[str, Any]:
-        return {"wall_ms": svc.clock.last.wall_ms, "counter": svc.clock.last.counter}
-
-    @router.get("/v1/cstore/stats")
-    async def stats() -> dict[str, Any]:
-        return {"digest": svc.state.digest(), **svc.stats()}
-
-    @router.get("/v1/cstore/lag")
-    async def lag(since_ms: int = 0) -> dict[str, Any]:
-        """Replication lag samples (ms) of batches applied from broadcasts since `since_ms`."""
-        samples = [(lag, batch_id) for at, lag, batch_id in svc.lags if at >= since_ms]
-        return {"n": len(samples), "lag_ms": [s[0] for s in samples], "batch": [s[1] for s in samples]}
-
-    async def batch(request: Request) -> Response:
-        try:
-            raw = await _body(request, svc.limits.max_batch_bytes)
-            b = await svc.submit(raw)
-        except CStoreError as exc:
-            return _error(exc)
-        body = orjson.dumps({"id": b.id, "ops": len(b.ops), "hlc": list(svc.clock.last)})
-        return Response(body, media_type="application/json")
-
-    async def batches(request: Request) -> Response:
-        """Several signed batches in one request, one per line (canonical JSON has no newlines).
-        Each is accepted or refused on its own, like the commands of a Redis pipeline."""
-        try:
-            body = await _body(request, MAX_REQUEST_BYTES)
-            raws = [line for line in body.split(b"\n") if line.strip()]
-            if not 1 <= len(raws) <= MAX_BATCHES_PER_REQUEST:
-                raise CStoreError("too_large", f"a request holds 1 to {MAX_BATCHES_PER_REQUEST} batches")
-        except CStoreError as exc:
-            svc._reject(exc)
-            return _error(exc)
-        results = [
-            {"error": str(r), "cause": r.cause, "hint": r.hint}
-            if isinstance(r, CStoreError)
-            else {"id": r.id, "ops": len(r.ops)}
-            for r in await svc.submit_many(raws)
-        ]
-        body = orjson.dumps({"results": results, "hlc": list(svc.clock.last)})
-        return Response(body, media_type="application/json")
-
-    # The write path: plain routes, without FastAPI's parameter and response-model machinery (the
-    # body is signed batches that `submit_many` checks in full).
-    router.add_route("/v1/cstore/batch", batch, methods=["POST"])
-    router.add_route("/v1/cstore/batches", batches, methods=["POST"])
-
-    @router.post("/v1/cstore/write")
-    async def write(request: Request) -> Response:
-        """Unsigned writes from apps on this machine: the node signs them as itself."""
-        client = request.client.host if request.client else ""
-        if client not in ("127.0.0.1", "::1", "localhost"):
-            return _error(CStoreError("forbidden", "unsigned writes are only accepted from this machine"))
-        try:
-            body = orjson.loads(await _body(request, svc.limits.max_batch_bytes))
-            ops = [_op_from_json(o) for o in body["ops"]]
-            b = await svc.write(ops)
-        except CStoreError as exc:
-            return _error(exc)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            return _error(CStoreError("malformed", f"bad write request: {exc}"))
-        return JSONResponse({"id": b.id, "ops": len(b.ops), "writer": b.writer})
-
-    @router.post("/v1/cstore/sync")
-    async def sync(request: Request) -> Response:
-        try:
-            body = orjson.loads(await _body(request, MAX_REQUEST_BYTES))
-            horizon = body.get("horizon")
-            if horizon is not None and type(horizon) is not int:
-                raise TypeError("horizon must be an integer")
-            answer = svc.answer_sync(body["digests"], horizon)
-            return Response(orjson.dumps(answer), media_type="application/json")
-        except CStoreError as exc:
-            return _error(exc)
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            return _error(CStoreError("malformed", f"bad sync request: {exc}"))
-
-    @router.post("/v1/cstore/push")
-    async def push(request: Request) -> Response:
-        try:
-            body = orjson.loads(await _body(request, MAX_REQUEST_BYTES))
-            batches = body["batches"]
-            if not isinstance(batches, list):
-                raise TypeError("batches must be a list")
-        except CStoreError as exc:
-            return _error(exc)
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            return _error(CStoreError("malformed", f"bad push request: {exc}"))
-        applied = refused = 0
-        for raw in batches:
-            try:
-                if not isinstance(raw, str):
-                    raise CStoreError("malformed", "a pushed batch is not a string")
-                applied += bool(svc.receive(raw.encode()))
-            except CStoreError as exc:
-                svc._reject(exc)
-                refused += 1
-        return JSONResponse({"applied": applied, "refused": refused})
-
-    @router.get("/v1/cstore/batch/{batch_id}")
-    async def get_batch(batch_id: str) -> Response:
-        for raw in svc.state.batches_by_id(batch_id):
-            return Response(raw, media_type="application/json")
-        return JSONResponse({"error": "no such batch", "cause": "not_found"}, status_code=404)
-
-
-def _op_from_json(o: dict[str, Any]) -> Op:
-    kind = o["op"]
-    if kind not in ("set", "del", "hset", "hdel"):
-        raise ValueError(f"unknown op {kind!r}")
-    ttl = o.get("ttl")
-    expires = None if ttl is None else _now_ms() + max(1, int(float(ttl) * 1000))
-    return Op(kind, o["key"], o.get("field"), o.get("value"), expires)
+    def stats(self) -> StatsAnswer:
+        return StatsAnswer(
+            digest=self.state.digest(),
+            entries=len(self.state),
+            batches=len(self.state.live_batches()),
+            applied_batches=self.applied_batches,
+            syncs=self.syncs,
+            sync_batches=dict(self.sync_batches),
+            rejected=dict(self.rejections),
+            log_bytes=self.log.size,
+            hlc=list(self.clock.last),
+        )
