@@ -174,7 +174,9 @@ class CStoreService(Service):
 
         self.watch(key, wake)
         try:
-            await asyncio.wait_for(event.wait(), min(max(timeout, 0.0), 60.0))
+            # Not wait_for: on Python 3.11 it can swallow a cancellation that comes as the event is set.
+            async with asyncio.timeout(min(max(timeout, 0.0), 60.0)):
+                await event.wait()
         except TimeoutError:
             raise CStoreError("timeout", f"{key!r} got no value within {timeout:g} s") from None
         finally:
