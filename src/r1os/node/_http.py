@@ -128,8 +128,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         # a new request may follow on this connection: its head is bounded again from its first byte,
-        # and uvicorn's keep-alive timeout closes the connection if none comes
-        self._in_head, self._head_bytes = True, 0
+        # and uvicorn's keep-alive timeout closes the connection if none comes. A route may answer
+        # before its body has all arrived (a 413): what still comes is that body, not a new head.
+        if not self._in_body:
+            self._in_head, self._head_bytes = True, 0
         super().on_response_complete()
 
 
