@@ -141,7 +141,7 @@ async def test_bad_admission_requests_answer_the_one_error_shape(oracle: Oracle)
     assert (r.status_code, error_of(r)["cause"]) == (405, "method_not_allowed")
 
 
-async def test_the_admitted_set_and_status_routes(oracle: Oracle) -> None:
+async def test_the_admitted_set_and_status_routes(oracle: Oracle, tmp_path: Path) -> None:
     node = NodeKey.generate()
     oracle.chain.link(node.address, 3)
     assert (await oracle.client.post("/v1/dauth/admit", json=make_request(node, NET, "t"))).status_code == 200
@@ -152,7 +152,11 @@ async def test_the_admitted_set_and_status_routes(oracle: Oracle) -> None:
     status = (await oracle.client.get("/v1/dauth/status")).json()
     assert status["state"] == "oracle" and status["admitted"] is True and status["admitted_count"] == 1
     assert status["network_config"]["chain_id"] == 31337
-    assert (await oracle.client.post("/v1/dauth/retry")).json() == {"retrying": False, "state": "oracle"}
+    r = await oracle.client.post("/v1/dauth/retry")  # the operator's call: no token, no retry
+    assert (r.status_code, error_of(r)["cause"]) == (401, "unauthenticated")
+    token = {"authorization": f"Bearer {(tmp_path / 'oracle' / 'dauth' / 'api-token').read_text().strip()}"}
+    r = await oracle.client.post("/v1/dauth/retry", headers=token)
+    assert r.json() == {"retrying": False, "state": "oracle"}
     # /openapi.json describes the answers and the error shape.
     spec = (await oracle.client.get("/openapi.json")).json()
     admit = spec["paths"]["/v1/dauth/admit"]["post"]
@@ -201,7 +205,11 @@ async def test_an_edge_node_reads_the_refusal_then_is_admitted_on_retry(
         assert (r.status_code, error_of(r)["cause"]) == (404, "not_oracle")
 
         oracle.chain.link(key.address, 9)
-        assert (await client.post("/v1/dauth/retry")).json() == {"retrying": True, "state": "waiting"}
+        token = {"authorization": f"Bearer {(tmp_path / 'edge' / 'dauth' / 'api-token').read_text().strip()}"}
+        r = await client.post("/v1/dauth/retry", headers={"authorization": "Bearer wrong"})
+        assert (r.status_code, error_of(r)["cause"]) == (401, "bad_token")
+        r = await client.post("/v1/dauth/retry", headers=token)
+        assert r.json() == {"retrying": True, "state": "waiting"}
         s = await async_wait_for(
             lambda: _admitted(status), 10, "admission after the retry (the backoff is far longer)"
         )

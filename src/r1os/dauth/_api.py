@@ -15,6 +15,7 @@ from r1os.node._api import ERROR_RESPONSES
 
 if TYPE_CHECKING:
     from r1os.dauth._service import DauthService
+    from r1os.node import ApiAuth
 
 # The body is read raw (not as a model): the signature covers the request exactly as the node sent it,
 # and a model would re-encode it (e.g. an integer `ts` as a float). Documented here for /openapi.json.
@@ -42,7 +43,7 @@ _ADMIT_BODY: dict[str, Any] = {
 }
 
 
-def install_routes(router: APIRouter, svc: DauthService) -> None:
+def install_routes(router: APIRouter, svc: DauthService, auth: ApiAuth) -> None:
     @router.post(
         "/v1/dauth/admit", response_model=AdmitAnswer, responses=ERROR_RESPONSES, openapi_extra=_ADMIT_BODY
     )
@@ -60,8 +61,10 @@ def install_routes(router: APIRouter, svc: DauthService) -> None:
         return svc.admitted_answer()
 
     @router.post("/v1/dauth/retry", response_model=RetryAnswer, responses=ERROR_RESPONSES)
-    async def retry() -> RetryAnswer:
-        """Make a waiting edge node ask an oracle now instead of at its next backoff step."""
+    async def retry(request: Request) -> RetryAnswer:
+        """Make a waiting edge node ask an oracle now instead of at its next backoff step (the node's
+        operator only: each call makes the node write to an oracle)."""
+        await auth.require(request, local=True)
         return RetryAnswer(retrying=svc.retry(), state=svc.state)
 
     @router.get("/v1/dauth/status", response_model=DauthStatus, responses=ERROR_RESPONSES)

@@ -155,7 +155,7 @@ class DauthService(Service):
         self._ctx = ctx
         self._address = ctx.key.address.lower()
         cstore = self._cstore = ctx.require(CStoreService)
-        install_routes(ctx.router, self)
+        install_routes(ctx.router, self, ctx.auth)
         if not self.enabled:
             log.info("dauth: off (no chain configured): every sender is admitted")
             return

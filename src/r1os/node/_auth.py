@@ -118,11 +118,11 @@ class ApiAuth:
         os.chmod(self.token_path, 0o600)
         self.token = token
 
-    def _refuse(self, cause: str, message: str, request: Request) -> Unauthenticated:
+    def _refuse(self, cause: str, message: str, request: Request, hint: str | None = None) -> Unauthenticated:
         self.refused[cause] = self.refused.get(cause, 0) + 1
         client = request.client.host if request.client else "?"
         log.info("api: refused %s %s from %s: %s", request.method, request.url.path, client, message)
-        return Unauthenticated(message, cause=cause)
+        return Unauthenticated(message, cause=cause, hint=hint)
 
     async def caller(self, request: Request) -> Caller:
         """Who sent `request`; raises `Unauthenticated` for a header that does not prove it."""
@@ -150,6 +150,13 @@ class ApiAuth:
         """The caller, who must be signed (or local); with `local=True` only the node's operator passes.
         `signed_body=False` lets a streamed route accept an UNSIGNED body."""
         caller = await self.caller(request)
+        if local and not caller.signed:
+            raise self._refuse(
+                "unauthenticated",
+                f"{request.method} {request.url.path} is for the node's operator: send its API token",
+                request,
+                hint=f"on the node's machine: Authorization: Bearer <the token in {self.token_path}>",
+            )
         if local and not caller.local:
             raise Forbidden(
                 f"{request.method} {request.url.path} is for the node's operator only",
