@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from r1os.r1fs import CHUNK_SIZE, BadCid, BlockNotFound, R1fsError, TooLarge, import_bytes, parse_cid
-from r1os.r1fs._client import _raise_for
+from r1os.r1fs._client import _answer, _raise_for
 from tests.r1fs._content import mod251, rot
 from tests.r1fs.conftest import Served
 
@@ -233,3 +233,11 @@ def test_clients_raise_the_error_a_node_answered(
         assert body["error"] in str(err) and err.hint == (body["hint"] or cls.hint)
     elif body:
         assert "bad gateway" in str(err)
+
+
+@pytest.mark.parametrize("content", [b"<html>a login page</html>", b"[1, 2]", b""])
+def test_clients_refuse_an_answer_that_is_not_a_json_object(content: bytes) -> None:
+    with pytest.raises(R1fsError) as caught:
+        _answer(httpx.Response(200, content=content), "stat")
+    assert caught.value.cause == "bad_answer" and "not a JSON object" in str(caught.value)
+    assert _answer(httpx.Response(200, json={"cid": "x"}), "stat") == {"cid": "x"}

@@ -102,6 +102,23 @@ def _raise_for(r: httpx.Response, what: str) -> None:
         _raise_status(r.status_code, r.content, what)
 
 
+def _answer(r: httpx.Response, what: str) -> dict[str, Any]:
+    """The JSON object a node answered, or the error it answered with raised."""
+    _raise_for(r, what)
+    try:
+        body = r.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise R1fsError(
+            f"{what}: the answer (HTTP {r.status_code}) is not a JSON object",
+            cause="bad_answer",
+            status=502,
+            hint="is this URL an r1os node's API?",
+        )
+    return body
+
+
 def _raise_status(status: int, body: bytes, what: str) -> None:
     """Raise the error a node's answer describes (`{"error", "cause", "hint"}`, or anything else a
     proxy may send) as the R1FS error it stands for, e.g. cause `not_found` -> `BlockNotFound`."""
@@ -190,15 +207,14 @@ class R1fsClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _request(self, method: str, path: str, what: str, **kw: Any) -> Any:
+    async def _request(self, method: str, path: str, what: str, **kw: Any) -> dict[str, Any]:
         try:
             r = await self._http.request(method, path, **kw)
         except httpx.HTTPError as exc:
             raise R1fsError(
                 f"cannot reach the node at {self.url}: {exc}", hint="is the node running?"
             ) from None
-        _raise_for(r, what)
-        return r.json()
+        return _answer(r, what)
 
     async def add_file(
         self,
@@ -230,13 +246,13 @@ class R1fsClient:
         headers = {"content-type": "application/octet-stream"}
         if key is None:
             headers["content-length"] = str(path.stat().st_size)  # noqa: ASYNC240
-        return await self._request(  # type: ignore[no-any-return]
+        return await self._request(
             "POST", "/v1/r1fs/add", "add", params={"pin": pin, "replicas": replicas}, content=body(),
             headers=headers,
         )  # fmt: skip
 
     async def add_bytes(self, data: bytes, *, pin: bool = True, replicas: int = 1) -> dict[str, Any]:
-        return await self._request(  # type: ignore[no-any-return]
+        return await self._request(
             "POST", "/v1/r1fs/add", "add", params={"pin": pin, "replicas": replicas}, content=data
         )
 
@@ -281,21 +297,19 @@ class R1fsClient:
             return part.keep(part.written)
 
     async def pin(self, cid: str, replicas: int = 1) -> dict[str, Any]:
-        return await self._request(  # type: ignore[no-any-return]
-            "POST", "/v1/r1fs/pin", "pin", json={"cid": cid, "replicas": replicas}
-        )
+        return await self._request("POST", "/v1/r1fs/pin", "pin", json={"cid": cid, "replicas": replicas})
 
     async def unpin(self, cid: str) -> dict[str, Any]:
-        return await self._request("POST", "/v1/r1fs/unpin", "unpin", json={"cid": cid})  # type: ignore[no-any-return]
+        return await self._request("POST", "/v1/r1fs/unpin", "unpin", json={"cid": cid})
 
     async def ls(self) -> list[dict[str, Any]]:
-        return (await self._request("GET", "/v1/r1fs/ls", "ls"))["pins"]  # type: ignore[no-any-return]
+        return list((await self._request("GET", "/v1/r1fs/ls", "ls"))["pins"])
 
     async def stat(self, cid: str) -> dict[str, Any]:
-        return await self._request("GET", "/v1/r1fs/stat", "stat", params={"cid": cid})  # type: ignore[no-any-return]
+        return await self._request("GET", "/v1/r1fs/stat", "stat", params={"cid": cid})
 
     async def gc(self) -> dict[str, Any]:
-        return await self._request("POST", "/v1/r1fs/gc", "gc")  # type: ignore[no-any-return]
+        return await self._request("POST", "/v1/r1fs/gc", "gc")
 
 
 class R1fs:
@@ -330,15 +344,14 @@ class R1fs:
     def close(self) -> None:
         self._http.close()
 
-    def _request(self, method: str, path: str, what: str, **kw: Any) -> Any:
+    def _request(self, method: str, path: str, what: str, **kw: Any) -> dict[str, Any]:
         try:
             r = self._http.request(method, path, **kw)
         except httpx.HTTPError as exc:
             raise R1fsError(
                 f"cannot reach the node at {self.url}: {exc}", hint="is the node running?"
             ) from None
-        _raise_for(r, what)
-        return r.json()
+        return _answer(r, what)
 
     def add_file(
         self, path: Path, *, pin: bool = True, replicas: int = 1, key: bytes | None = None
@@ -363,11 +376,11 @@ class R1fs:
         if key is None:
             headers["content-length"] = str(path.stat().st_size)
         params = {"pin": pin, "replicas": replicas}
-        return self._request("POST", "/v1/r1fs/add", "add", params=params, content=body(), headers=headers)  # type: ignore[no-any-return]
+        return self._request("POST", "/v1/r1fs/add", "add", params=params, content=body(), headers=headers)
 
     def add_bytes(self, data: bytes, *, pin: bool = True, replicas: int = 1) -> dict[str, Any]:
         params = {"pin": pin, "replicas": replicas}
-        return self._request("POST", "/v1/r1fs/add", "add", params=params, content=data)  # type: ignore[no-any-return]
+        return self._request("POST", "/v1/r1fs/add", "add", params=params, content=data)
 
     def stream(self, cid: str, *, key: bytes | None = None) -> Iterator[bytes]:
         dec = Decryptor(key) if key is not None else None
@@ -402,16 +415,16 @@ class R1fs:
             return part.keep(part.written)
 
     def pin(self, cid: str, replicas: int = 1) -> dict[str, Any]:
-        return self._request("POST", "/v1/r1fs/pin", "pin", json={"cid": cid, "replicas": replicas})  # type: ignore[no-any-return]
+        return self._request("POST", "/v1/r1fs/pin", "pin", json={"cid": cid, "replicas": replicas})
 
     def unpin(self, cid: str) -> dict[str, Any]:
-        return self._request("POST", "/v1/r1fs/unpin", "unpin", json={"cid": cid})  # type: ignore[no-any-return]
+        return self._request("POST", "/v1/r1fs/unpin", "unpin", json={"cid": cid})
 
     def ls(self) -> list[dict[str, Any]]:
-        return self._request("GET", "/v1/r1fs/ls", "ls")["pins"]  # type: ignore[no-any-return]
+        return list(self._request("GET", "/v1/r1fs/ls", "ls")["pins"])
 
     def stat(self, cid: str) -> dict[str, Any]:
-        return self._request("GET", "/v1/r1fs/stat", "stat", params={"cid": cid})  # type: ignore[no-any-return]
+        return self._request("GET", "/v1/r1fs/stat", "stat", params={"cid": cid})
 
     def gc(self) -> dict[str, Any]:
-        return self._request("POST", "/v1/r1fs/gc", "gc")  # type: ignore[no-any-return]
+        return self._request("POST", "/v1/r1fs/gc", "gc")
