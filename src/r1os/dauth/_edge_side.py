@@ -83,7 +83,8 @@ class EdgeSide:
 
     async def _wait_kick(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._kick.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._kick.wait()
 
     def _expires_in(self) -> float | None:
         rec = self.ledger.record_of(self.address) if self.ledger.valid(self.address) else None

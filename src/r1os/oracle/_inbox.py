@@ -57,7 +57,8 @@ class Inbox:
                 return False
             self.changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), left)
+                async with asyncio.timeout(left):
+                    await self.changed.wait()
         return True
 
 

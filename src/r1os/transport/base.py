@@ -59,7 +59,8 @@ class Subscription:
     async def ready(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until the broker confirmed it: messages published after this will arrive."""
         try:
-            await asyncio.wait_for(self._active.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._active.wait()
         except TimeoutError:
             raise TransportError(
                 f"subscription {self.pattern!r} not confirmed within {timeout:g} s",

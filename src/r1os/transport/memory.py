@@ -172,7 +172,8 @@ class MemoryTransport(Transport):
         if not self._started:
             raise TransportError("transport is not started; call start() first")
         try:
-            await asyncio.wait_for(self._online.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._online.wait()
         except TimeoutError:
             raise TransportError(f"not connected to the in-memory hub within {timeout:g} s") from None
 

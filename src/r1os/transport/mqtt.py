@@ -293,7 +293,8 @@ class MqttTransport(Transport):
         if not self._started:
             raise TransportError("transport is not started; call start() first")
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
         except TimeoutError:
             raise TransportError(
                 f"not connected to {self.url} within {timeout:g} s",
@@ -423,7 +424,8 @@ class MqttTransport(Transport):
             # Wait out the backoff, unless someone knows the broker will now accept us (`retry_now`).
             self._retry.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._retry.wait(), next(delays))
+                async with asyncio.timeout(next(delays)):
+                    await self._retry.wait()
             if self._retry.is_set():
                 delays = backoff_delays(self._backoff_initial, self._backoff_max)
 
