@@ -1,4 +1,11 @@
-"""An HTTP client for a node's R1FS API: what the CLI, the SDK and apps on a node use."""
+"""An HTTP client for a node's R1FS API: what the CLI, the SDK and apps on a node use.
+
+Who the client is: with a `key`, every request that changes something (add, pin, unpin) carries an
+`Authorization: R1OS-SIG ...` header signed for the node it goes to (the node's address and network
+are read once from its `/v1/node`); with a `token` (the node's `<home>/api-token`, on its machine) it
+is `Bearer <token>` and the client acts as the node's operator (who alone may run `gc`). Without
+either, a client may only read (get, stat, ls).
+"""
 
 from __future__ import annotations
 
@@ -15,9 +22,11 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 
 from r1os.errors import error_from_body
+from r1os.identity import NodeKey
 from r1os.r1fs._crypto import Decryptor, Encryptor
 from r1os.r1fs._errors import R1fsError, remote_error
-from r1os.r1fs._local import local_call
+from r1os.r1fs._local import local_call, local_path
+from r1os.wire import sign_request
 
 #: Apps started by a node find its HTTP API here.
 API_URL_ENV = "R1OS_API_URL"
@@ -131,6 +140,57 @@ def _raise_status(status: int, body: bytes, what: str) -> None:
     raise remote_error(f"{what}: {err} (HTTP {status})", status=status, cause=err.cause, hint=err.hint)
 
 
+class _Credentials:
+    """The `Authorization` a client puts on its requests: a signature by `key` for the node at hand
+    (whose address and network are asked once), or the node's operator `token`; nothing without
+    either. Used by the async and the blocking client alike (`identify` is given the node's answer)."""
+
+    def __init__(self, key: NodeKey | None, token: str | None) -> None:
+        if key is not None and token is not None:
+            raise ValueError("give a key or a token, not both")
+        self.key = key
+        self.token = token.strip() if token is not None else None
+        self.node: tuple[str, str] | None = None  # (address, network) of the node, once known
+
+    @property
+    def needs_node(self) -> bool:
+        """A signature needs the node's address and network, not known yet."""
+        return self.key is not None and self.node is None
+
+    def identify(self, answer: dict[str, Any]) -> None:
+        address, network = answer.get("address"), answer.get("network")
+        if not isinstance(address, str) or not isinstance(network, str):
+            raise R1fsError(
+                "the node's /v1/node answer has no address and network to sign requests for",
+                cause="bad_answer",
+                status=502,
+            )
+        self.node = (address, network)
+
+    def header(self, method: str, path: str, body: bytes | None) -> str | None:
+        """The `Authorization` value for `method path` (path with its query; `body=None`: a streamed
+        body, signed as UNSIGNED), or None for an anonymous client."""
+        if self.token is not None:
+            return f"Bearer {self.token}"
+        if self.key is None:
+            return None
+        assert self.node is not None, "identify() the node first"
+        address, network = self.node
+        return sign_request(self.key, network=network, target=address, method=method, path=path, body=body)
+
+    def sign(self, request: httpx.Request, *, streamed: bool = False) -> None:
+        """Put the header on a built request (its URL is final; its body is read unless `streamed`)."""
+        value = self.header(request.method, _target_path(request.url), None if streamed else request.read())
+        if value is not None:
+            request.headers["authorization"] = value
+
+
+def _target_path(url: httpx.URL) -> str:
+    """The path and query of `url` as the node checks it (decoded path, raw query)."""
+    query = url.query.decode("ascii")
+    return url.path + (f"?{query}" if query else "")
+
+
 def _download(base_url: str, cid: str, fd: int, timeout: float, progress: Progress | None) -> int:
     """GET the file into `fd` over one plain blocking connection, through one reused 1 MiB buffer
     (httpx's per-chunk work cost the client 3x the node's CPU on large files); returns the size."""
@@ -169,11 +229,27 @@ class R1fsClient:
     node's local socket instead: the node reads or writes the file itself (see `_local.py`).
     `local=False` keeps everything on HTTP."""
 
-    def __init__(self, url: str | None = None, *, timeout: float = 300.0, local: bool = True) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        key: NodeKey | None = None,
+        token: str | None = None,
+        timeout: float = 300.0,
+        local: bool = True,
+    ) -> None:
+        """`key` signs add/pin/unpin as that address (its pins, its quota); `token` (the node's API
+        token) acts as the node's operator; neither: reads only."""
         self.url = (url or default_api_url()).rstrip("/")
         self.timeout = timeout
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout)
         self._local: str | None | bool = local and _is_local(self.url)  # True: not asked yet
+        self._auth = _Credentials(key, token)
+
+    async def _authorization(self, method: str, path: str, body: bytes | None) -> str | None:
+        if self._auth.needs_node:
+            self._auth.identify(await self._request("GET", "/v1/node", "node"))
+        return self._auth.header(method, path, body)
 
     async def _local_socket(self) -> str | None:
         if self._local is True:
@@ -190,6 +266,10 @@ class R1fsClient:
         name = await self._local_socket()
         if name is None:
             return None
+        if request["op"] == "add":  # the node counts an add against its signer's quota
+            auth = await self._authorization("POST", local_path(request), None)
+            if auth is not None:
+                request = {**request, "auth": auth}
         try:
             return await asyncio.to_thread(
                 local_call, name, request, fd, timeout=self.timeout, progress=progress
@@ -207,9 +287,18 @@ class R1fsClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _request(self, method: str, path: str, what: str, **kw: Any) -> dict[str, Any]:
+    async def _request(
+        self, method: str, path: str, what: str, *, signed: bool = False, streamed: bool = False, **kw: Any
+    ) -> dict[str, Any]:
+        """One request and its JSON answer; `signed` puts the client's Authorization on it (a
+        `streamed` body is signed as UNSIGNED: the node checks what it stores by its hash)."""
         try:
-            r = await self._http.request(method, path, **kw)
+            request = self._http.build_request(method, path, **kw)
+            if signed:
+                if self._auth.needs_node:
+                    self._auth.identify(await self._request("GET", "/v1/node", "node"))
+                self._auth.sign(request, streamed=streamed)
+            r = await self._http.send(request)
         except httpx.HTTPError as exc:
             raise R1fsError(
                 f"cannot reach the node at {self.url}: {exc}", hint="is the node running?"
@@ -248,13 +337,14 @@ class R1fsClient:
             headers["content-length"] = str(path.stat().st_size)  # noqa: ASYNC240
         return await self._request(
             "POST", "/v1/r1fs/add", "add", params={"pin": pin, "replicas": replicas}, content=body(),
-            headers=headers,
+            headers=headers, signed=True, streamed=True,
         )  # fmt: skip
 
     async def add_bytes(self, data: bytes, *, pin: bool = True, replicas: int = 1) -> dict[str, Any]:
         return await self._request(
-            "POST", "/v1/r1fs/add", "add", params={"pin": pin, "replicas": replicas}, content=data
-        )
+            "POST", "/v1/r1fs/add", "add", params={"pin": pin, "replicas": replicas}, content=data,
+            signed=True, streamed=True,
+        )  # fmt: skip
 
     async def stream(self, cid: str, *, key: bytes | None = None) -> AsyncIterator[bytes]:
         """The file's bytes as they arrive (decrypted and authenticated with `key`, if given)."""
@@ -297,10 +387,15 @@ class R1fsClient:
             return part.keep(part.written)
 
     async def pin(self, cid: str, replicas: int = 1) -> dict[str, Any]:
-        return await self._request("POST", "/v1/r1fs/pin", "pin", json={"cid": cid, "replicas": replicas})
+        """Pin `cid` on the node as this client's address (fetching it there if needed)."""
+        body = {"cid": cid, "replicas": replicas}
+        return await self._request("POST", "/v1/r1fs/pin", "pin", json=body, signed=True)
 
-    async def unpin(self, cid: str) -> dict[str, Any]:
-        return await self._request("POST", "/v1/r1fs/unpin", "unpin", json={"cid": cid})
+    async def unpin(self, cid: str, *, pinner: str | None = None) -> dict[str, Any]:
+        """Release this client's pin of `cid`; the node's operator (token) may name another `pinner`'s
+        pin, or release every pin of the CID with `pinner=None`."""
+        body: dict[str, Any] = {"cid": cid} if pinner is None else {"cid": cid, "pinner": pinner}
+        return await self._request("POST", "/v1/r1fs/unpin", "unpin", json=body, signed=True)
 
     async def ls(self) -> list[dict[str, Any]]:
         return list((await self._request("GET", "/v1/r1fs/ls", "ls"))["pins"])
@@ -309,17 +404,33 @@ class R1fsClient:
         return await self._request("GET", "/v1/r1fs/stat", "stat", params={"cid": cid})
 
     async def gc(self) -> dict[str, Any]:
-        return await self._request("POST", "/v1/r1fs/gc", "gc")
+        """Collect garbage now: the node's operator only (a client made with its `token`)."""
+        return await self._request("POST", "/v1/r1fs/gc", "gc", signed=True)
 
 
 class R1fs:
     """The blocking twin of `R1fsClient`, for scripts and the SDK's synchronous `Session`."""
 
-    def __init__(self, url: str | None = None, *, timeout: float = 300.0, local: bool = True) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        key: NodeKey | None = None,
+        token: str | None = None,
+        timeout: float = 300.0,
+        local: bool = True,
+    ) -> None:
+        """`key` signs add/pin/unpin as that address; `token` acts as the node's operator."""
         self.url = (url or default_api_url()).rstrip("/")
         self.timeout = timeout
         self._http = httpx.Client(base_url=self.url, timeout=timeout)
         self._local: str | None | bool = local and _is_local(self.url)
+        self._auth = _Credentials(key, token)
+
+    def _authorization(self, method: str, path: str, body: bytes | None) -> str | None:
+        if self._auth.needs_node:
+            self._auth.identify(self._request("GET", "/v1/node", "node"))
+        return self._auth.header(method, path, body)
 
     def _via_local(self, request: dict[str, Any], fd: int) -> dict[str, Any] | None:
         if self._local is True:
@@ -329,6 +440,10 @@ class R1fs:
                 self._local = None
         if not self._local:
             return None
+        if request["op"] == "add":
+            auth = self._authorization("POST", local_path(request), None)
+            if auth is not None:
+                request = {**request, "auth": auth}
         try:
             return local_call(str(self._local), request, fd, timeout=self.timeout)
         except ConnectionError:
@@ -344,9 +459,16 @@ class R1fs:
     def close(self) -> None:
         self._http.close()
 
-    def _request(self, method: str, path: str, what: str, **kw: Any) -> dict[str, Any]:
+    def _request(
+        self, method: str, path: str, what: str, *, signed: bool = False, streamed: bool = False, **kw: Any
+    ) -> dict[str, Any]:
         try:
-            r = self._http.request(method, path, **kw)
+            request = self._http.build_request(method, path, **kw)
+            if signed:
+                if self._auth.needs_node:
+                    self._auth.identify(self._request("GET", "/v1/node", "node"))
+                self._auth.sign(request, streamed=streamed)
+            r = self._http.send(request)
         except httpx.HTTPError as exc:
             raise R1fsError(
                 f"cannot reach the node at {self.url}: {exc}", hint="is the node running?"
@@ -376,11 +498,16 @@ class R1fs:
         if key is None:
             headers["content-length"] = str(path.stat().st_size)
         params = {"pin": pin, "replicas": replicas}
-        return self._request("POST", "/v1/r1fs/add", "add", params=params, content=body(), headers=headers)
+        return self._request(
+            "POST", "/v1/r1fs/add", "add", params=params, content=body(), headers=headers, signed=True,
+            streamed=True,
+        )  # fmt: skip
 
     def add_bytes(self, data: bytes, *, pin: bool = True, replicas: int = 1) -> dict[str, Any]:
         params = {"pin": pin, "replicas": replicas}
-        return self._request("POST", "/v1/r1fs/add", "add", params=params, content=data)
+        return self._request(
+            "POST", "/v1/r1fs/add", "add", params=params, content=data, signed=True, streamed=True
+        )
 
     def stream(self, cid: str, *, key: bytes | None = None) -> Iterator[bytes]:
         dec = Decryptor(key) if key is not None else None
@@ -415,10 +542,12 @@ class R1fs:
             return part.keep(part.written)
 
     def pin(self, cid: str, replicas: int = 1) -> dict[str, Any]:
-        return self._request("POST", "/v1/r1fs/pin", "pin", json={"cid": cid, "replicas": replicas})
+        body = {"cid": cid, "replicas": replicas}
+        return self._request("POST", "/v1/r1fs/pin", "pin", json=body, signed=True)
 
-    def unpin(self, cid: str) -> dict[str, Any]:
-        return self._request("POST", "/v1/r1fs/unpin", "unpin", json={"cid": cid})
+    def unpin(self, cid: str, *, pinner: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"cid": cid} if pinner is None else {"cid": cid, "pinner": pinner}
+        return self._request("POST", "/v1/r1fs/unpin", "unpin", json=body, signed=True)
 
     def ls(self) -> list[dict[str, Any]]:
         return list(self._request("GET", "/v1/r1fs/ls", "ls")["pins"])
@@ -427,4 +556,4 @@ class R1fs:
         return self._request("GET", "/v1/r1fs/stat", "stat", params={"cid": cid})
 
     def gc(self) -> dict[str, Any]:
-        return self._request("POST", "/v1/r1fs/gc", "gc")
+        return self._request("POST", "/v1/r1fs/gc", "gc", signed=True)

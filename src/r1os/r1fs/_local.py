@@ -68,6 +68,15 @@ class LocalRequest(BaseModel):
     pin: bool = True
     replicas: int = Field(default=1, ge=1, le=64)
     cid: str | None = Field(default=None, max_length=200)
+    auth: str | None = Field(default=None, max_length=1024)
+    """What an HTTP request's `Authorization` would carry, for `local_path(request)` (an add needs it)."""
+
+
+def local_path(request: dict[str, Any]) -> str:
+    """The request line a local add is signed for (method POST, body UNSIGNED): the node rebuilds it
+    from the request's own fields, so a signature covers what it asks for."""
+    pin = "true" if request.get("pin", True) else "false"
+    return f"/v1/r1fs/local/{request['op']}?pin={pin}&replicas={int(request.get('replicas', 1))}"
 
 
 class LocalServer:
