@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from r1os.errors import DecryptionError, IdentityError, SignatureError, WrongPassword
 from r1os.identity import (
     NodeKey,
+    eip191_digest,
     encrypt_to,
     keccak256,
     keystore_address,
@@ -109,3 +110,29 @@ def test_ecies_roundtrip_and_tamper() -> None:
         alice.decrypt(blob[:20])
     with pytest.raises(IdentityError):
         encrypt_to(b"\x02" + b"\x00" * 32, b"x")
+
+
+def test_derived_keys_are_stable_distinct_and_private() -> None:
+    node = NodeKey.from_hex("0x" + "11" * 32)
+    app = node.derive("app/llm-chat")
+    assert app.address == node.derive("app/llm-chat").address  # the same after a restart
+    assert app.address != node.derive("app/other").address
+    assert app.address != NodeKey.from_hex("0x" + "12" * 32).derive("app/llm-chat").address
+    assert app.address != node.address
+    # a derived key signs like any other
+    digest = eip191_digest(b"hello")
+    assert recover_address(digest, app.sign_digest(digest)) == app.address
+    for bad in ("", "x" * 257):
+        with pytest.raises(IdentityError):
+            node.derive(bad)
+
+
+def test_derived_key_is_rfc5869_hkdf_sha256() -> None:
+    """The derivation computed a second way, straight from RFC 5869 with hmac (no salt: a zero key)."""
+    import hashlib
+    import hmac
+
+    node = NodeKey.from_hex("0x" + "42" * 32)
+    prk = hmac.new(b"\x00" * 32, node.private_key, hashlib.sha256).digest()
+    okm = hmac.new(prk, b"r1os derived key v1\napp/x\n0" + b"\x01", hashlib.sha256).digest()
+    assert node.derive("app/x").private_key == okm

@@ -160,6 +160,25 @@ class NodeKey:
         """EIP-191 `personal_sign` signature, as wallets and `eth_account` make it."""
         return self.sign_digest(eip191_digest(message))
 
+    def derive(self, label: str) -> NodeKey:
+        """A key of its own for something this key's holder runs (an app on a node: `app/<name>`),
+        derived, so the holder finds the same key again after a restart without storing it, and no one
+        else can compute it. HKDF-SHA256 over this key with the label; the result is reduced into the
+        curve's range (the chance it needs another round is about 2**-128)."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        if not label or len(label) > 256:
+            raise IdentityError("a derivation label is 1-256 characters")
+        for round_ in range(4):
+            info = f"r1os derived key v1\n{label}\n{round_}".encode()
+            candidate = HKDF(hashes.SHA256(), 32, salt=None, info=info).derive(self.private_key)
+            try:
+                return NodeKey(candidate)
+            except IdentityError:
+                continue
+        raise IdentityError("no valid key derived")  # pragma: no cover - needs four misses in a row
+
     def decrypt(self, blob: bytes) -> bytes:
         """Decrypt an ECIES blob made by `r1os.identity.encrypt_to` for this key."""
         from r1os.identity._ecies import decrypt
