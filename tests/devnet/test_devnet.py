@@ -29,7 +29,8 @@ HB = 1.0  # fast heartbeats keep the test short; the logic is the same at 10 s
 
 @pytest.fixture(scope="module")
 def devnet(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    dn = Devnet(tmp_path_factory.mktemp("devnet"))
+    # At <R1OS_HOME>/devnet, where the CLI looks for the devnet record (see test_the_cli_is_...).
+    dn = Devnet(tmp_path_factory.mktemp("home") / "devnet")
     state = dn.up(nodes=4, oracles=2, heartbeat=HB, chain=False, timeout=60)
     yield dn, state
     dn.down()
@@ -186,3 +187,25 @@ def test_acknowledged_write_survives_sigkill(devnet: Any) -> None:
         )
 
     wait_for(served, 30, "the restarted node to serve the acknowledged write")
+
+
+def test_the_cli_is_the_operator_of_a_devnet_node_without_a_flag(devnet: Any) -> None:
+    dn, state = devnet
+    node = state.nodes[2]
+    # The CLI of whoever runs the devnet: its R1OS_HOME holds the devnet record, and no key or token is
+    # given. It finds the node's home in the record and acts with the node's API token.
+    env = {k: v for k, v in os.environ.items() if k not in ("R1OS_API_TOKEN", "R1OS_KEY", "R1OS_PRIVATE_KEY")}
+    env["R1OS_HOME"] = str(dn.dir.parent)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "r1os", *args], capture_output=True, text=True, env=env,
+                              timeout=60)  # fmt: skip
+
+    key = f"node:{node.address.lower()}:operator"
+    done = cli("cstore", "set", key, "42", "--node", node.url)
+    assert done.returncode == 0, done.stderr
+    r = httpx.get(f"{state.nodes[0].url}/v1/cstore/wait", params={"key": key, "timeout": 10}, timeout=15)
+    assert r.json()["value"] == 42  # signed by the node for its operator, replicated
+    assert cli("cstore", "get", key, "--node", node.url).stdout == "42\n"
+    done = cli("fs", "gc", "--node", node.url)
+    assert done.returncode == 0 and done.stdout.startswith("removed "), done.stderr

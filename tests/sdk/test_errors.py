@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from r1os.identity import NodeKey
 from r1os.node._api import install_error_handlers
 from r1os.sdk import AsyncSession, CStoreRefused, Session
 
+NODE = NodeKey.generate()
 QUOTA = "namespace app:0xabc: is full (1000 keys)"
 QUOTA_HINT = "delete keys you no longer need"
 PROXY_PAGE = (
@@ -37,8 +39,10 @@ def _full() -> R1osError:
     return R1osError(QUOTA, cause="quota", hint=QUOTA_HINT, status=409)
 
 
-def _node_app() -> FastAPI:
-    """Routes at the SDK's paths, each answering one kind of failure."""
+def _node_app(behind_proxy: bool) -> FastAPI:
+    """Routes at the SDK's paths, each answering one kind of failure. `/v1/node` answers a proxy's error
+    page `behind_proxy`, else the node's address and network (what a session with a key asks first, to
+    sign its writes for this node)."""
     app = FastAPI()
     install_error_handlers(app)
 
@@ -54,9 +58,11 @@ def _node_app() -> FastAPI:
     async def epoch(epoch: int) -> dict[str, Any]:
         raise HTTPException(404, f"epoch {epoch} has no agreed table on this oracle")
 
-    @app.get("/v1/node")
-    async def node() -> HTMLResponse:
-        return HTMLResponse(PROXY_PAGE, status_code=502)
+    @app.get("/v1/node", response_model=None)
+    async def node() -> HTMLResponse | dict[str, Any]:
+        if behind_proxy:
+            return HTMLResponse(PROXY_PAGE, status_code=502)
+        return {"address": NODE.address, "network": "test"}
 
     @app.get("/v1/dauth/status")
     async def status() -> PlainTextResponse:
@@ -65,14 +71,14 @@ def _node_app() -> FastAPI:
     return app
 
 
-@pytest.fixture(scope="module")
-def url() -> Iterator[str]:
+@contextmanager
+def _serve(app: FastAPI) -> Iterator[str]:
     # The socket listens before the server thread starts: a request made at once waits in the
     # backlog until uvicorn accepts it, so nothing has to wait for the server to come up.
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
-    server = uvicorn.Server(uvicorn.Config(_node_app(), lifespan="off", log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -83,6 +89,18 @@ def url() -> Iterator[str]:
         sock.close()
 
 
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with _serve(_node_app(behind_proxy=True)) as u:
+        yield u
+
+
+@pytest.fixture(scope="module")
+def signing_url() -> Iterator[str]:
+    with _serve(_node_app(behind_proxy=False)) as u:
+        yield u
+
+
 def _is_the_quota_refusal(exc: BaseException) -> None:
     assert isinstance(exc, CStoreRefused)
     # What in-node code catches and what any SDK caller catches.
@@ -91,12 +109,12 @@ def _is_the_quota_refusal(exc: BaseException) -> None:
     assert (exc.cause, exc.hint, exc.status) == ("quota", QUOTA_HINT, 409)
 
 
-def test_sync_sdk_raises_the_nodes_error(url: str) -> None:
+def test_sync_sdk_raises_the_nodes_error(url: str, signing_url: str) -> None:
     with Session(url) as s:
         with pytest.raises(CStoreRefused) as read:
             s.cstore.get("app:0xabc:x")
         _is_the_quota_refusal(read.value)
-    with Session(url, key=NodeKey.generate()) as s:
+    with Session(signing_url, key=NodeKey.generate()) as s:
         with pytest.raises(CStoreRefused) as write:
             s.cstore.set(s.cstore.namespace + "x", 1)
         _is_the_quota_refusal(write.value)
@@ -106,8 +124,8 @@ def test_sync_sdk_raises_the_nodes_error(url: str) -> None:
     assert (missing.value.cause, missing.value.status, missing.value.hint) == ("not_found", 404, None)
 
 
-async def test_async_sdk_raises_the_nodes_error(url: str) -> None:
-    async with AsyncSession(url, key=NodeKey.generate()) as s:
+async def test_async_sdk_raises_the_nodes_error(signing_url: str) -> None:
+    async with AsyncSession(signing_url, key=NodeKey.generate()) as s:
         with pytest.raises(CStoreRefused) as write:
             async with s.cstore.batch() as b:
                 b.set(s.cstore.namespace + "a", 1)

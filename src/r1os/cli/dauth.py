@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from r1os.cli._access import Access, CallerKeyOpt, TokenOpt, access, open_session
 from r1os.cli._common import console, error_line, handle_errors, print_json
 from r1os.errors import NodeError, R1osError, RemoteError
 
@@ -20,12 +21,10 @@ if TYPE_CHECKING:
 
 
 @contextmanager
-def _sessions(urls: list[str]) -> Iterator[list[Session]]:
+def _sessions(callers: list[Access]) -> Iterator[list[Session]]:
     """One SDK session per node, open for the whole command (the retry polls them)."""
-    from r1os.sdk import Session
-
     with ExitStack() as stack:
-        yield [stack.enter_context(Session(u, timeout=5)) for u in urls]
+        yield [stack.enter_context(open_session(c, timeout=5)) for c in callers]
 
 
 def _fetch(s: Session) -> dict[str, Any]:
@@ -68,7 +67,9 @@ def _retry(sessions: list[Session]) -> None:
         try:
             if s.dauth.retry():
                 kicked.append(s)
-        except R1osError:
+        except R1osError as exc:
+            if exc.status in (401, 403):
+                raise  # not this node's operator: say so (with how to become it), not a silent no-op
             continue  # unreachable or without dAuth: the status below says so
 
     def answered(s: Session) -> bool:
@@ -95,22 +96,34 @@ def admission(
     dir: Path | None = typer.Option(None, "--dir", help="A devnet folder: show its nodes."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     retry: bool = typer.Option(
-        False, "--retry", help="Make a waiting node ask an oracle now (e.g. right after linking)."
+        False,
+        "--retry",
+        help="Make a waiting node ask an oracle now (e.g. right after linking); the node's operator only "
+        "(its API token, read by itself on the node's machine).",
     ),
+    key_file: Path | None = CallerKeyOpt,
+    token: str | None = TokenOpt,
 ) -> None:
     """Show whether a node is admitted by dAuth (and if not, why)."""
     targets: list[tuple[str, str]] = []
+    homes: list[Path | None] = []
     if url is None and (dir is not None or node_ref is not None):
-        from r1os.devnet import Devnet
+        from r1os.devnet import load_state
         from r1os.paths import default_devnet_dir
 
-        state = Devnet(dir or default_devnet_dir()).state()
+        state = load_state(dir or default_devnet_dir())
         nodes = [state.node(node_ref)] if node_ref else state.nodes
         targets = [(n.name, n.url) for n in nodes]
+        homes = [Path(n.home) for n in nodes]
     else:
         targets = [("node", url or "http://127.0.0.1:31234")]
+        homes = [None]
+    # The retry is the operator's; the status is anyone's.
+    callers = [
+        access(u, key_file, token, operator=retry, home=h) for (_, u), h in zip(targets, homes, strict=True)
+    ]
     results: list[dict[str, Any]] = []
-    with _sessions([u for _, u in targets]) as sessions:
+    with _sessions(callers) as sessions:
         if retry:
             _retry(sessions)
         for (name, u), session in zip(targets, sessions, strict=True):

@@ -1,21 +1,28 @@
-"""`r1os fs`: add, get, pin and inspect files in R1FS through a node's HTTP API."""
+"""`r1os fs`: add, get, pin and inspect files in R1FS through a node's HTTP API.
+
+Adds, pins and unpins are signed by your key (`--key-file`, $R1OS_KEY, ...: your pins, your quota), or
+made as the node's operator with its API token (`--token`, or found by itself on the node's machine);
+`gc` is the operator's only. See `_access.py`. (`--key` here is a file's encryption key.)
+"""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from r1os.cli._common import KeyFileOpt, console, err_console, fail, handle_errors, load_key, print_json, run
+from r1os.cli._access import Access, FsCallerKeyOpt, TokenOpt, access, explained, load_key
+from r1os.cli._common import console, err_console, fail, handle_errors, print_json, run
 
 if TYPE_CHECKING:
     from r1os.sdk import R1fsClient
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
+T = TypeVar("T")
 
 NODE_HELP = "The node's HTTP API URL [default: $R1OS_API_URL or http://127.0.0.1:31234]."
 #: Files at least this big get a progress bar (when stderr is a terminal).
@@ -50,10 +57,16 @@ def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
         yield lambda n: bar.advance(task, n)
 
 
-def _client(node: str | None) -> R1fsClient:
+def _client(caller: Access) -> R1fsClient:
     from r1os.sdk import R1fsClient
 
-    return R1fsClient(node)
+    return R1fsClient(caller.url, key=caller.key, token=caller.token)
+
+
+def _run(caller: Access, coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's requests; a node's refusal of the caller comes with what to do about it."""
+    with explained(caller):
+        return run(coro)
 
 
 def _parse_key(text: str) -> bytes:
@@ -82,6 +95,8 @@ def add(
     ),
     node: str | None = typer.Option(None, "--node", help=NODE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    key_file: Path | None = FsCallerKeyOpt,
+    token: str | None = TokenOpt,
 ) -> None:
     """Add a file; prints its CID (the same as `ipfs add --cid-version=1` gives)."""
     size = file.stat().st_size
@@ -100,16 +115,17 @@ def add(
         fail("--share-with needs --encrypt")
     recipients = {r: public_key_from_ai_address(r) for r in share_with}
     key = new_key() if encrypt else None
+    caller = access(node, key_file, token, writes=True)
 
     async def go() -> dict[str, Any]:
-        async with _client(node) as client:
+        async with _client(caller) as client:
             with _progress(f"adding {file.name}", size) as advance:
                 out: dict[str, Any] = await client.add_file(
                     file, pin=pin > 0, replicas=max(pin, 1), key=key, progress=advance
                 )
                 return out
 
-    out = run(go())
+    out = _run(caller, go())
     if key is not None:
         out["key"] = key.hex()
         if recipients:
@@ -140,10 +156,11 @@ def get(
         "--key-blob",
         help="Decrypt with a key shared to you (`fs add --share-with`), opened with your key.",
     ),
-    key_file: Path | None = KeyFileOpt,
+    key_file: Path | None = FsCallerKeyOpt,
     node: str | None = typer.Option(None, "--node", help=NODE_HELP),
+    token: str | None = TokenOpt,
 ) -> None:
-    """Fetch a file (from any node that has it) and write it out."""
+    """Fetch a file (from any node that has it) and write it out (--key-file: also opens --key-blob)."""
     from r1os.r1fs import parse_cid
 
     cid = str(parse_cid(cid))
@@ -160,8 +177,10 @@ def get(
             fail("--key-blob must be hex (as printed by `fs add --share-with`)")
         file_key = unwrap_key(me, blob)
 
+    caller = access(node, None, token)  # a read: no signature, so no key needed for it
+
     async def go() -> int:
-        async with _client(node) as client:
+        async with _client(caller) as client:
             if output == "-":
                 total = 0
                 async for piece in client.stream(cid, key=file_key):
@@ -175,7 +194,7 @@ def get(
                 n: int = await client.get_to(cid, dest, key=file_key, progress=advance)
                 return n
 
-    total = run(go())
+    total = _run(caller, go())
     if output != "-":
         err_console.print(f"wrote {total} bytes to {output or cid}", highlight=False)
 
@@ -186,15 +205,19 @@ def pin(
     cid: str = typer.Argument(..., help="The file's CID."),
     replicas: int = typer.Option(1, "--replicas", "-n", min=1, max=64, help="Copies on distinct nodes."),
     node: str | None = typer.Option(None, "--node", help=NODE_HELP),
+    key_file: Path | None = FsCallerKeyOpt,
+    token: str | None = TokenOpt,
 ) -> None:
-    """Keep a file on the node and ask the network for N copies in all."""
+    """Keep a file on the node and ask the network for N copies in all (your pin: only you, or the
+    node's operator, can release it)."""
+    caller = access(node, key_file, token, writes=True)
 
     async def go() -> dict[str, Any]:
-        async with _client(node) as client:
+        async with _client(caller) as client:
             out: dict[str, Any] = await client.pin(cid, replicas)
             return out
 
-    out = run(go())
+    out = _run(caller, go())
     console.print(
         f"pinned {out['cid']} ({out['size']} bytes), {out['replicas']} replica(s) wanted", highlight=False
     )
@@ -205,15 +228,22 @@ def pin(
 def unpin(
     cid: str = typer.Argument(..., help="The file's CID."),
     node: str | None = typer.Option(None, "--node", help=NODE_HELP),
+    pinner: str | None = typer.Option(
+        None, "--pinner", help="The node's operator only: release this address's pin (default: every pin)."
+    ),
+    key_file: Path | None = FsCallerKeyOpt,
+    token: str | None = TokenOpt,
 ) -> None:
-    """Release the node's pin and its replication request; blocks go at the next GC."""
+    """Release your pin (or, as the node's operator, any) and its replication request; blocks no pin
+    needs go at the next GC."""
+    caller = access(node, key_file, token, writes=True)
 
     async def go() -> dict[str, Any]:
-        async with _client(node) as client:
-            out: dict[str, Any] = await client.unpin(cid)
+        async with _client(caller) as client:
+            out: dict[str, Any] = await client.unpin(cid, pinner=pinner)
             return out
 
-    out = run(go())
+    out = _run(caller, go())
     console.print(f"{'unpinned' if out['unpinned'] else 'was not pinned:'} {out['cid']}", highlight=False)
 
 
@@ -222,15 +252,17 @@ def unpin(
 def ls(
     node: str | None = typer.Option(None, "--node", help=NODE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    token: str | None = TokenOpt,
 ) -> None:
     """Files pinned on the node (by a user, or as a replica for the network)."""
+    caller = access(node, None, token)
 
     async def go() -> list[dict[str, Any]]:
-        async with _client(node) as client:
+        async with _client(caller) as client:
             out: list[dict[str, Any]] = await client.ls()
             return out
 
-    pins = run(go())
+    pins = _run(caller, go())
     if json_out:
         print_json(pins)
         return
@@ -248,15 +280,17 @@ def stat(
     cid: str = typer.Argument(..., help="The file's CID."),
     node: str | None = typer.Option(None, "--node", help=NODE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    token: str | None = TokenOpt,
 ) -> None:
     """Size, local state, providers and replica count of a file."""
+    caller = access(node, None, token)
 
     async def go() -> dict[str, Any]:
-        async with _client(node) as client:
+        async with _client(caller) as client:
             out: dict[str, Any] = await client.stat(cid)
             return out
 
-    out = run(go())
+    out = _run(caller, go())
     if json_out:
         print_json(out)
         return
@@ -266,3 +300,30 @@ def stat(
     for p in out.get("providers", []):
         state = "online" if p["alive"] else "gone"
         console.print(f"[dim]{'provider':>16}[/] {p['address']} {state}", highlight=False)
+
+
+@app.command("gc")
+@handle_errors
+def gc(
+    node: str | None = typer.Option(None, "--node", help=NODE_HELP),
+    token: str | None = TokenOpt,
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Remove the blocks no pin needs (the node's operator only: its API token, found by itself on the
+    node's machine)."""
+    caller = access(node, None, token, operator=True)
+
+    async def go() -> dict[str, Any]:
+        async with _client(caller) as client:
+            out: dict[str, Any] = await client.gc()
+            return out
+
+    out = _run(caller, go())
+    if json_out:
+        print_json(out)
+        return
+    console.print(
+        f"removed {out['removed']} block(s) ({out['freed']} bytes), kept {out['kept']}"
+        + (" [yellow](busy: a write was in progress, run it again later)[/]" if out.get("busy") else ""),
+        highlight=False,
+    )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from r1os.cli._access import CallerKeyOpt, TokenOpt, node_session
 from r1os.cli._common import console, handle_errors, print_json
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -71,11 +72,11 @@ def start(
 def info(
     url: str = typer.Option("http://127.0.0.1:31234", "--node", help="The node's HTTP API URL."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    key_file: Path | None = CallerKeyOpt,
+    token: str | None = TokenOpt,
 ) -> None:
     """Show what a running node reports about itself."""
-    from r1os.sdk import Session
-
-    with Session(url, timeout=5) as s:
+    with node_session(url, key_file, token, timeout=5) as s:
         data = s.node()
     if json_out:
         print_json(data)

@@ -6,12 +6,14 @@ The oracle is found with `--oracle URL` (any oracle node's HTTP API), else in th
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
+from r1os.cli._access import CallerKeyOpt, TokenOpt, node_session
 from r1os.cli._common import console, handle_errors, print_json
 from r1os.errors import ChainError, DevnetError, R1osError
 from r1os.paths import default_devnet_dir
@@ -30,10 +32,10 @@ def oracle_url(oracle: str | None, dir: Path | None) -> str:
     """The given URL, else the first devnet oracle that answers."""
     if oracle:
         return oracle.rstrip("/")
-    from r1os.devnet import Devnet
+    from r1os.devnet import load_state
     from r1os.sdk import Session
 
-    state = Devnet(dir or default_devnet_dir()).state()
+    state = load_state(dir or default_devnet_dir())
     for node in state.nodes:
         if not node.oracle:
             continue
@@ -46,11 +48,11 @@ def oracle_url(oracle: str | None, dir: Path | None) -> str:
     raise DevnetError(f"no oracle of the devnet in {state.dir} answers", hint="is the devnet up?")
 
 
-def _session(oracle: str | None, dir: Path | None) -> Session:
+def _session(
+    oracle: str | None, dir: Path | None, key_file: Path | None, token: str | None
+) -> AbstractContextManager[Session]:
     """An SDK session with the oracle the options name."""
-    from r1os.sdk import Session
-
-    return Session(oracle_url(oracle, dir))
+    return node_session(oracle_url(oracle, dir), key_file, token)
 
 
 def node_address(ref: str, dir: Path | None, use_dir: bool) -> str:
@@ -58,17 +60,23 @@ def node_address(ref: str, dir: Path | None, use_dir: bool) -> str:
     if ref.startswith("0x") and len(ref) == 42:
         return ref
     if use_dir:
-        from r1os.devnet import Devnet
+        from r1os.devnet import load_state
 
-        return Devnet(dir or default_devnet_dir()).state().node(ref).address
+        return load_state(dir or default_devnet_dir()).node(ref).address
     raise ChainError(f"{ref!r} is not a node address", hint="pass 0x... (or a devnet node name with --dir)")
 
 
 @app.command("epochs")
 @handle_errors
-def epochs(oracle: str | None = OracleOpt, dir: Path | None = DirOpt, json_out: bool = JsonOpt) -> None:
+def epochs(
+    oracle: str | None = OracleOpt,
+    dir: Path | None = DirOpt,
+    json_out: bool = JsonOpt,
+    key_file: Path | None = CallerKeyOpt,
+    token: str | None = TokenOpt,
+) -> None:
     """List the epochs the oracles closed: voters, signers, nodes and the audit document's CID."""
-    with _session(oracle, dir) as s:
+    with _session(oracle, dir, key_file, token) as s:
         data = s.oracle.epochs()
     if json_out:
         print_json(data)
@@ -103,10 +111,12 @@ def availability(
     oracle: str | None = OracleOpt,
     dir: Path | None = DirOpt,
     json_out: bool = JsonOpt,
+    key_file: Path | None = CallerKeyOpt,
+    token: str | None = TokenOpt,
 ) -> None:
     """A node's agreed availability (0..255) per epoch, with the oracles' signatures."""
     address = node_address(node, dir, oracle is None)
-    with _session(oracle, dir) as s:
+    with _session(oracle, dir, key_file, token) as s:
         data = s.oracle.availability(address, epochs)
     if json_out:
         print_json(data)
@@ -129,9 +139,15 @@ def availability(
 
 @app.command("misbehaviour")
 @handle_errors
-def misbehaviour(oracle: str | None = OracleOpt, dir: Path | None = DirOpt, json_out: bool = JsonOpt) -> None:
+def misbehaviour(
+    oracle: str | None = OracleOpt,
+    dir: Path | None = DirOpt,
+    json_out: bool = JsonOpt,
+    key_file: Path | None = CallerKeyOpt,
+    token: str | None = TokenOpt,
+) -> None:
     """Oracles recorded as misbehaving: strong disagreement, equivocation, bad signatures."""
-    with _session(oracle, dir) as s:
+    with _session(oracle, dir, key_file, token) as s:
         entries: dict[str, Any] = s.oracle.misbehaviour()["entries"]
     rows = sorted(entries.values(), key=lambda e: (e["epoch"], e["oracle"], e["reporter"]))
     if json_out:

@@ -3,10 +3,14 @@
 A light client: importing it loads HTTP clients and the client side of each service, never a node.
 Every error a node answers is raised as a `RemoteError` with the node's message, `cause` and `hint`
 (a CSTORE refusal as `CStoreRefused`, which is both a `RemoteError` and a `CStoreError`).
+
+A session is one caller for all its requests: a key that signs them (`key=`), the node's operator
+(`token=`, `home=` or $R1OS_API_TOKEN), or nobody (reads); see `AsyncSession` and `r1os.sdk._auth`.
 """
 
 from r1os.errors import R1osError, RemoteError
 from r1os.r1fs._client import R1fs, R1fsClient
+from r1os.sdk._auth import TOKEN_ENV, NodeAuth, NodeIdentity, NoToken, read_token
 from r1os.sdk._clients import AsyncDauth, AsyncOracle, Dauth, Oracle
 from r1os.sdk._cstore import AsyncCStore, CStore, CStoreRefused
 from r1os.sdk._session import API_URL_ENV, DEFAULT_URL, AsyncSession, Session
@@ -14,6 +18,7 @@ from r1os.sdk._session import API_URL_ENV, DEFAULT_URL, AsyncSession, Session
 __all__ = [
     "API_URL_ENV",
     "DEFAULT_URL",
+    "TOKEN_ENV",
     "AsyncCStore",
     "AsyncDauth",
     "AsyncOracle",
@@ -21,10 +26,14 @@ __all__ = [
     "CStore",
     "CStoreRefused",
     "Dauth",
+    "NoToken",
+    "NodeAuth",
+    "NodeIdentity",
     "Oracle",
     "R1fs",
     "R1fsClient",
     "R1osError",
     "RemoteError",
     "Session",
+    "read_token",
 ]

@@ -1,7 +1,9 @@
 """CSTORE from outside a node: the same operations over a node's HTTP API, async and sync.
 
 With a key, the client signs its own batches (so it writes as itself: `app:<its address>:...`,
-its own fields in `pub:` hashes); without one, it asks the node to sign (local apps only).
+its own fields in `pub:` hashes); without one, it asks the node to sign (`/v1/cstore/write`), which only
+the node's operator may (a session with the node's API token). The session's client puts the caller's
+`Authorization` on every request (`_auth.NodeAuth`), so nothing here deals with it.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import httpx
+import orjson
 
 from r1os.errors import R1osError, RemoteError, error_from_body
 
@@ -77,6 +78,13 @@ def unreachable(url: str, exc: Exception, what: str = "node") -> R1osError:
     )
 
 
+def json_body(obj: Any) -> dict[str, Any]:
+    """Request arguments sending `obj` as JSON, encoded here: a signed request covers these very bytes."""
+    if obj is None:
+        return {}
+    return {"content": orjson.dumps(obj), "headers": {"content-type": "application/json"}}
+
+
 class Api:
     """One node's JSON API over a blocking client: GET/POST a path, get the JSON or the node's error."""
 
@@ -94,7 +102,7 @@ class Api:
         return self.request("GET", path, params=params)
 
     def post(self, path: str, json: Any = None) -> dict[str, Any]:
-        return self.request("POST", path, json=json)
+        return self.request("POST", path, **json_body(json))
 
 
 class AsyncApi:
@@ -114,4 +122,4 @@ class AsyncApi:
         return await self.request("GET", path, params=params)
 
     async def post(self, path: str, json: Any = None) -> dict[str, Any]:
-        return await self.request("POST", path, json=json)
+        return await self.request("POST", path, **json_body(json))
