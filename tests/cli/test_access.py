@@ -142,7 +142,9 @@ async def test_elsewhere_an_operator_call_needs_a_token_and_says_how_to_get_one(
                 "(in app:<your address>:)"
             )
             code, lines = _cli("fs", "gc", "--node", url)
-            assert code == 1 and lines[0].endswith("(unauthenticated)"), lines
+            assert code == 1 and len(lines) == 2, lines
+            assert lines[0].startswith("error: gc: POST /v1/r1fs/gc is for the node's operator"), lines
+            assert lines[0].endswith("(HTTP 401)"), lines  # R1FS errors name the status, not the cause
             assert lines[1].startswith("hint: the node needs its operator's token: run this on the node's")
 
         def with_token() -> None:
