@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from r1os.identity import NodeKey
 from r1os.node import ServiceContext, install_error_handlers
 from r1os.r1fs import R1fsService, R1fsSettings
+from r1os.r1fs._client import _Credentials
+from r1os.r1fs._limits import R1fsLimits
 from tests.conftest import lone_context
 
 
@@ -19,7 +24,22 @@ from tests.conftest import lone_context
 class Served:
     svc: R1fsService
     client: httpx.AsyncClient
+    """Calls as the node's operator (its API token): what the API does, not who may ask."""
     data_dir: Path
+    app: FastAPI
+
+    async def call(
+        self, key: NodeKey | None, method: str, url: str, *, streamed: bool = False, **kw: Any
+    ) -> httpx.Response:
+        """A request signed by `key` (None: anonymous), as R1FS's clients sign it; not the operator."""
+        request = self.client.build_request(method, url, **kw)
+        if request.headers["authorization"].startswith("Bearer "):  # the operator's, from the client
+            del request.headers["authorization"]
+        if key is not None:
+            credentials = _Credentials(key, None)
+            credentials.node = (self.svc.me, "test")
+            credentials.sign(request, streamed=streamed)
+        return await self.client.send(request)
 
 
 async def stop(svc: R1fsService, ctx: ServiceContext) -> None:
@@ -30,15 +50,28 @@ async def stop(svc: R1fsService, ctx: ServiceContext) -> None:
     await ctx.http.aclose()
 
 
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[Served]:
-    """One node's R1FS alone (no peers, no CSTORE): what the HTTP API does with local data."""
+@asynccontextmanager
+async def serve(
+    tmp_path: Path, settings: R1fsSettings | None = None, limits: R1fsLimits | None = None
+) -> AsyncIterator[Served]:
+    """One node's R1FS alone (no peers, no CSTORE) on an app with the node's error handlers."""
     ctx = lone_context("r1fs", tmp_path)
-    svc = R1fsService(R1fsSettings(max_upload=4 * 1024 * 1024))
+    svc = R1fsService(settings or R1fsSettings(max_upload=4 * 1024 * 1024), limits=limits)
     await svc.start(ctx)
     app = FastAPI()
     install_error_handlers(app)  # the node's: every error answer in one shape
     app.include_router(ctx.router)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-        yield Served(svc, client, tmp_path)
-    await stop(svc, ctx)
+    operator = {"authorization": f"Bearer {ctx.auth.token}"}
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=operator) as client:
+            yield Served(svc, client, tmp_path, app)
+    finally:
+        await stop(svc, ctx)
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    """What the HTTP API does with local data, max_upload 4 MiB."""
+    async with serve(tmp_path) as s:
+        yield s

@@ -18,6 +18,7 @@ import pytest
 
 from r1os.devnet import Devnet
 from r1os.devnet._state import DevnetState, pid_alive
+from r1os.identity import NodeKey
 from r1os.r1fs import CHUNK_SIZE, BlockNotFound, R1fs, R1fsClient, import_bytes, parse_cid
 from r1os.r1fs._store import BlockStore
 from tests.conftest import async_wait_for, wait_for
@@ -27,6 +28,8 @@ JS = json.loads((Path(__file__).parent / "vectors" / "js_importer.json").read_te
 HB = 1.0
 GRACE = 4.0
 ENV = {"R1OS_R1FS__GRACE": str(GRACE), "R1OS_R1FS__RECONCILE_INTERVAL": "0.5"}
+#: A user of the network: adds and pins are signed by its key (and count against its quota).
+USER = NodeKey.generate()
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,7 @@ def store_of(state: DevnetState, i: int) -> BlockStore:
 
 
 async def stat(url: str, cid: str) -> dict[str, Any]:
-    async with R1fsClient(url) as c:
+    async with R1fsClient(url) as c:  # a read: anonymous
         return await c.stat(cid)
 
 
@@ -64,7 +67,7 @@ async def test_add_on_one_node_get_on_another(devnet: tuple[Devnet, DevnetState]
     _, state = devnet
     a, c = state.nodes[0], state.nodes[2]
     data = mod251(20 * 1024 * 1024 + 123)
-    async with R1fsClient(a.url) as ca:
+    async with R1fsClient(a.url, key=USER) as ca:
         out = await ca.add_bytes(data)
     assert out["cid"] == str(import_bytes(data).cid)
 
@@ -72,7 +75,7 @@ async def test_add_on_one_node_get_on_another(devnet: tuple[Devnet, DevnetState]
         return bool((await stat(c.url, out["cid"]))["providers"])
 
     await async_wait_for(announced, 15, "the provider record to reach node C")
-    async with R1fsClient(c.url) as cc:
+    async with R1fsClient(c.url, key=USER) as cc:
         got = await cc.get_bytes(out["cid"])
     assert got == data
     assert (await stats(c.url))["fetched_blocks"] >= 81
@@ -90,7 +93,7 @@ async def test_corrupted_block_at_a_provider_is_fetched_from_another(
     _, state = devnet
     a, d = state.nodes[0], state.nodes[3]
     data = mod251(6 * CHUNK_SIZE, start=99)
-    async with R1fsClient(a.url) as ca:
+    async with R1fsClient(a.url, key=USER) as ca:
         out = await ca.add_bytes(data, replicas=2)
     cid = out["cid"]
 
@@ -108,7 +111,7 @@ async def test_corrupted_block_at_a_provider_is_fetched_from_another(
     if d.address.lower() in holders:  # D must fetch, not read its own copy
         d = state.nodes[4] if state.nodes[4].address.lower() not in holders else state.nodes[1]
     before = (await stats(d.url))["corrupt_from_peer"]
-    async with R1fsClient(d.url) as cd:
+    async with R1fsClient(d.url, key=USER) as cd:
         got = await cd.get_bytes(cid)
     assert got == data
     assert (await stats(d.url))["corrupt_from_peer"] > before
@@ -118,7 +121,7 @@ async def test_killed_holder_is_replaced(devnet: tuple[Devnet, DevnetState]) -> 
     dn, state = devnet
     a = state.nodes[1]
     data = mod251(3 * CHUNK_SIZE + 7, start=5)
-    async with R1fsClient(a.url) as ca:
+    async with R1fsClient(a.url, key=USER) as ca:
         out = await ca.add_bytes(data, replicas=3)
     cid = out["cid"]
 
@@ -148,7 +151,7 @@ async def test_killed_holder_is_replaced(devnet: tuple[Devnet, DevnetState]) -> 
         # (it either announced its copy again and someone else dropped one, or it dropped its own).
         s = await stat(a.url, cid)
         alive = {p["address"] for p in s["providers"] if p["alive"]}
-        async with R1fsClient(victim.url) as cv:
+        async with R1fsClient(victim.url, key=USER) as cv:
             keeps = cid in {p["cid"] for p in await cv.ls()}
         return len(alive) == 3 and keeps == (victim.address.lower() in alive)
 
@@ -166,7 +169,7 @@ async def test_200_mib_added_on_a_fetched_on_c(devnet: tuple[Devnet, DevnetState
         for i in range(200):
             fh.write(mod251(1024 * 1024, start=i * 1024 * 1024 + 3))
     before = [(await stats(n.url))["local_served"] for n in (a, c)]
-    async with R1fsClient(a.url) as ca:  # a node on this machine: the file goes by its descriptor
+    async with R1fsClient(a.url, key=USER) as ca:  # a node on this machine: the file goes by its descriptor
         out = await ca.add_file(src)
     assert out["size"] == 200 * 1024 * 1024
 
@@ -174,7 +177,7 @@ async def test_200_mib_added_on_a_fetched_on_c(devnet: tuple[Devnet, DevnetState
         return bool((await stat(c.url, out["cid"]))["providers"])
 
     await async_wait_for(announced, 15, "the provider record to reach node C")
-    async with R1fsClient(c.url) as cc:
+    async with R1fsClient(c.url, key=USER) as cc:
         assert await cc.get_to(out["cid"], dst) == out["size"]
     assert sha256_file(dst) == sha256_file(src)
     assert [(await stats(n.url))["local_served"] for n in (a, c)] == [before[0] + 1, before[1] + 1]
@@ -189,7 +192,7 @@ async def test_files_over_http_when_the_local_socket_is_not_used(
     src, dst = tmp_path / "in.bin", tmp_path / "out.bin"
     src.write_bytes(mod251(5 * CHUNK_SIZE + 17, start=11))
     before = (await stats(a.url))["local_served"]
-    async with R1fsClient(a.url, local=False) as ca:
+    async with R1fsClient(a.url, key=USER, local=False) as ca:
         out = await ca.add_file(src)
     assert out["cid"] == str(import_bytes(src.read_bytes()).cid)
 
@@ -198,7 +201,7 @@ async def test_files_over_http_when_the_local_socket_is_not_used(
 
     await async_wait_for(announced, 15, "the provider record to reach node D")
     seen: list[int] = []
-    async with R1fsClient(c.url, local=False) as cc:
+    async with R1fsClient(c.url, key=USER, local=False) as cc:
         assert await cc.get_to(out["cid"], dst, progress=seen.append) == out["size"]
         assert sum(seen) == out["size"]
         nobody = str(import_bytes(os.urandom(64)).cid)
@@ -206,7 +209,7 @@ async def test_files_over_http_when_the_local_socket_is_not_used(
             await cc.get_to(nobody, tmp_path / "nothing.bin")
     assert dst.read_bytes() == src.read_bytes()
     assert sorted(os.listdir(tmp_path)) == ["in.bin", "out.bin"]  # no .part files left
-    with R1fs(c.url, local=False) as blocking:
+    with R1fs(c.url, local=False) as blocking:  # a read: anonymous
         assert blocking.get_to(out["cid"], tmp_path / "again.bin") == out["size"]
     assert (tmp_path / "again.bin").read_bytes() == src.read_bytes()  # noqa: ASYNC240
     assert (await stats(a.url))["local_served"] == before
@@ -297,7 +300,7 @@ def test_blocking_client(devnet: tuple[Devnet, DevnetState], tmp_path: Path) -> 
     dn, _ = devnet
     running = [n for n in dn.state().nodes if pid_alive(n.pid)]
     data = mod251(CHUNK_SIZE * 2, start=17)
-    with R1fs(running[0].url) as fa, R1fs(running[3].url) as fb:
+    with R1fs(running[0].url, key=USER) as fa, R1fs(running[3].url) as fb:
         out = fa.add_bytes(data)
         assert fb.get_bytes(out["cid"]) == data
         assert fb.stat(out["cid"])["size"] == len(data)
@@ -340,13 +343,18 @@ def test_upload_cut_off_mid_body_pins_nothing(devnet: tuple[Devnet, DevnetState]
     import socket
     from urllib.parse import urlsplit
 
+    from r1os.wire import sign_request
+
     dn, _ = devnet
     node = next(n for n in dn.state().nodes if pid_alive(n.pid))
     before = {p["cid"] for p in httpx.get(f"{node.url}/v1/r1fs/ls", timeout=10).json()["pins"]}
     u = urlsplit(node.url)
+    auth = sign_request(USER, network=dn.state().network, target=node.address, method="POST",
+                        path="/v1/r1fs/add", body=None)  # fmt: skip
     with socket.create_connection((u.hostname, u.port), timeout=10) as s:
         s.sendall(
             b"POST /v1/r1fs/add HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            b"Authorization: " + auth.encode() + b"\r\n"
             b"Content-Length: 1000000\r\n\r\n" + b"q" * 300_000
         )
     # The node notices the cut, keeps serving, and pinned nothing from the broken upload.
@@ -374,7 +382,7 @@ async def test_a_range_or_head_on_a_node_without_the_file_fetches_only_what_it_n
     _, state = devnet
     a, c = state.nodes[0], state.nodes[2]
     data = os.urandom(40 * CHUNK_SIZE + 77)  # 41 leaves under one root, none on any node yet
-    async with R1fsClient(a.url) as ca:
+    async with R1fsClient(a.url, key=USER) as ca:
         cid = (await ca.add_bytes(data))["cid"]
 
     async def announced() -> bool:

@@ -27,8 +27,16 @@ def name_of(svc: R1fsService) -> str:
     return svc.local.name
 
 
+def operator(svc: R1fsService, request: dict[str, Any]) -> dict[str, Any]:
+    """An add as the node's operator (its API token in `auth`); a get needs nobody."""
+    if request.get("op") != "add" or "auth" in request:
+        return request
+    return {**request, "auth": f"Bearer {svc.ctx.auth.token}"}
+
+
 async def call(svc: R1fsService, request: dict[str, Any], fd: int) -> dict[str, Any]:
     seen: list[int] = []
+    request = operator(svc, request)
     out = await asyncio.to_thread(local_call, name_of(svc), request, fd, timeout=10, progress=seen.append)
     assert sum(seen) == out.get("size", 0)  # progress adds up to the whole file
     return out
@@ -76,7 +84,7 @@ async def test_refusals_are_clear_and_the_socket_keeps_serving(served: Served, t
         ]
         for request, fd, exc, text in cases:
             with pytest.raises(exc, match=text):
-                await asyncio.to_thread(local_call, name, request, fd, timeout=10)
+                await asyncio.to_thread(local_call, name, operator(served.svc, request), fd, timeout=10)
 
         def raw(payload: bytes, fds: list[int]) -> dict[str, Any]:
             with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
@@ -106,7 +114,8 @@ async def test_a_file_over_the_limit_is_refused(served: Served, tmp_path: Path) 
     fd = os.open(big, os.O_RDONLY)
     try:
         with pytest.raises(R1fsError, match="exceeds the limit"):
-            await asyncio.to_thread(local_call, name_of(served.svc), {"op": "add"}, fd, timeout=10)
+            request = operator(served.svc, {"op": "add"})
+            await asyncio.to_thread(local_call, name_of(served.svc), request, fd, timeout=10)
     finally:
         os.close(fd)
     assert served.svc.pins == {}

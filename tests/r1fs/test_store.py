@@ -207,12 +207,27 @@ def test_gc_deletes_dead_packs_and_compacts_mostly_dead_ones(tmp_path: Path) -> 
     assert asyncio.run(read()) == files[1]
 
 
-def test_gc_waits_for_writers(tmp_path: Path) -> None:
+def test_gc_does_not_wait_for_writers_and_keeps_what_they_hold(tmp_path: Path) -> None:
+    """Attack 10's cause: GC used to refuse to run while anything was written. Now it runs and leaves
+    alone exactly what an upload under way has written or counts on."""
     store = BlockStore(tmp_path / "b")
-    cid = store_bytes(store, b"in flight")
-    with store.writing():
+    garbage = store_bytes(store, b"nobody pins this")
+    reused = store_bytes(store, b"garbage an upload then writes again")
+    with store.holding() as hold:
+        fresh = Cid.for_block(0x55, b"in flight")
+        assert hold.put(fresh, b"in flight")
+        assert not hold.put(reused, b"garbage an upload then writes again")  # already here: held anyway
+        result = store.gc([])
+        assert not result.busy and (result.removed, result.held) == (1, 2)
+        assert store.has(fresh) and store.has(reused) and not store.has(garbage)
+    assert store.gc([]).removed == 2  # the hold ended: its blocks are garbage like any other
+
+
+def test_one_gc_at_a_time(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "b")
+    store_bytes(store, b"x")
+    with store._gc_lock:  # a collection is running
         assert store.gc([]).busy
-    assert store.has(cid)
     assert store.gc([]).removed == 1
 
 

@@ -1,11 +1,17 @@
 """HTTP routes of R1FS on the node: the read-only `/ipfs/<cid>` gateway and the `/v1/r1fs/*` API.
 
 Routes raise `R1fsError`s; the node's error handler answers them with their status and
-`{"error", "cause", "hint"}`, like every error of every route of a node."""
+`{"error", "cause", "hint"}`, like every error of every route of a node.
+
+Who may call what (`ctx.auth`): reads (gateway, get, stat, ls, stats, local) are anonymous; add and pin
+need a signed request (or the operator's token) and count against the signer's quota; unpin releases
+the signer's own pin (the operator's: any); gc is the operator's. Blocks and block runs for peers
+(`/v1/r1fs/block/*`, and the gateway with `X-R1fs-Local-Only`) need an admitted node's signature when
+the node runs dAuth. Every value a request declares is bounded where it enters (docs/r1fs.md, Bounds).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import re
@@ -17,11 +23,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
-from r1os.errors import R1osError, error_body
-from r1os.node import ERROR_RESPONSES, ErrorAnswer
-from r1os.r1fs._dag import Cid, parse_cid
-from r1os.r1fs._errors import BadUpload, R1fsError, TooLarge
+from r1os.errors import R1osError, WireError, error_body
+from r1os.node import ERROR_RESPONSES, ErrorAnswer, Unauthenticated
+from r1os.r1fs._dag import MAX_CID_LENGTH, Cid, parse_cid
+from r1os.r1fs._errors import BadRequest, BadUpload, R1fsError, TooLarge
 from r1os.r1fs._fetcher import LOCAL_ONLY
+from r1os.r1fs._limits import REPLICAS_CEILING
 from r1os.r1fs._models import (
     AddAnswer,
     GcAnswer,
@@ -32,13 +39,19 @@ from r1os.r1fs._models import (
     StatsAnswer,
     UnpinAnswer,
 )
+from r1os.wire import UNSIGNED_BODY, parse_authorization
 
 if TYPE_CHECKING:
     from r1os.r1fs._service import R1fsService
 
 log = logging.getLogger("r1os.r1fs.api")
 
-_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d{0,20})\s*-\s*(\d{0,20})\s*$")
+#: Longest Range header looked at: one `bytes=a-b` of 20-digit numbers fits; longer ones (many ranges,
+#: numbers past any file) are ignored, as RFC 9110 lets a server do, and the whole file is sent.
+MAX_RANGE_HEADER = 64
+#: Longest Content-Length taken as a number (20 digits pass any max_upload); longer is a bad request.
+MAX_LENGTH_DIGITS = 20
 
 
 class Unsatisfiable(Exception):
@@ -49,7 +62,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """One `bytes=a-b` range as (start, end inclusive); None means "send it all" (no, or unusable,
     Range: RFC 9110 lets a server ignore what it does not support, e.g. several ranges);
     `Unsatisfiable` when the range lies past the end."""
-    if not header:
+    if not header or len(header) > MAX_RANGE_HEADER:
         return None
     m = _RANGE.match(header)
     if m is None:
@@ -87,12 +100,42 @@ def _refusals(what: str, *, quiet: bool = False) -> Iterator[None]:
 
 
 class PinBody(BaseModel):
-    cid: str
-    replicas: int = Field(1, ge=1, le=64)
+    cid: str = Field(max_length=MAX_CID_LENGTH)
+    replicas: int = Field(1, ge=1, le=REPLICAS_CEILING)
 
 
 class UnpinBody(BaseModel):
-    cid: str
+    cid: str = Field(max_length=MAX_CID_LENGTH)
+    pinner: str | None = Field(None, max_length=42)
+    """Whose pin to release: the caller's own (signed callers), any (the node's operator; None: all)."""
+
+
+def _streamed_signature(request: Request) -> None:
+    """The add route streams its body: a signature must not claim the body's hash (checking it would
+    mean holding the whole upload in memory before a byte is stored). Refused before it is read."""
+    value = request.headers.get("authorization", "")
+    if not value.startswith("R1OS-SIG "):
+        return
+    try:
+        claim = parse_authorization(value)
+    except WireError:
+        return  # malformed: `require` refuses it with its own cause
+    if claim.body != UNSIGNED_BODY:
+        raise Unauthenticated(
+            "an upload is signed with body=UNSIGNED (what is stored is named by its own hash)",
+            cause="bad_auth",
+            hint="sign_request(..., body=None)",
+        )
+
+
+def _content_length(request: Request) -> int | None:
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return None
+    declared = declared.strip()
+    if not declared.isdigit() or len(declared) > MAX_LENGTH_DIGITS:
+        raise BadRequest(f"Content-Length {declared[:30]!r} is not a size")
+    return int(declared)
 
 
 _FILE: dict[int | str, dict[str, Any]] = {
@@ -112,9 +155,11 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
             ):
                 return Response(status_code=304, headers={"ETag": etag})
             local_only = request.headers.get(LOCAL_ONLY) is not None
-            if not local_only:
-                await svc.fetcher.fetch_root(cid)  # the size is in the root: enough for HEAD and Range
-            size = await svc.size(cid)
+            if local_only:  # a peer's block run: the network's own traffic
+                await svc.check_peer(request)
+                size = await svc.size(cid)
+            else:  # the size is in the root: enough for HEAD and Range
+                size = svc.size_of(cid, await svc.fetcher.fetch_root(cid))
         headers = {
             "ETag": etag,
             "Accept-Ranges": "bytes",
@@ -197,25 +242,32 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
         responses={200: {"content": {"application/vnd.ipld.raw": {}}, "description": "the block"},
                    **ERROR_RESPONSES},
     )  # fmt: skip
-    async def block(cid: str) -> Response:
-        """One raw block, for peers (they verify its hash)."""
+    async def block(cid: str, request: Request) -> Response:
+        """One raw block, for peers (they verify its hash); admitted nodes only when dAuth is on."""
         with _refusals("block", quiet=True):
+            await svc.check_peer(request)
             data = await svc.get_block(parse_cid(cid))
         return Response(data, media_type="application/vnd.ipld.raw")
 
     @router.post("/v1/r1fs/add", responses=ERROR_RESPONSES)
     async def add(
-        request: Request, pin: bool = True, replicas: Annotated[int, Query(ge=1, le=64)] = 1
+        request: Request,
+        pin: bool = True,
+        replicas: Annotated[int, Query(ge=1, le=REPLICAS_CEILING)] = 1,
     ) -> AddAnswer:
-        """Store the request body as a file; the body streams through, never held whole."""
+        """Store the request body as a file, pinned as the signer (quota); the body streams through,
+        never held whole. Signed (body=UNSIGNED) or the operator's token."""
         limit = svc.settings.max_upload
-        declared = request.headers.get("content-length")
-        size = int(declared) if declared is not None and declared.isdigit() else None
         with _refusals("add"):
+            _streamed_signature(request)
+            caller = await svc.ctx.auth.require(request, signed_body=False)
+            size = _content_length(request)
             if size is not None and size > limit:
                 raise TooLarge(f"upload of {size} bytes exceeds the limit of {limit}")
             try:
-                result = await svc.add_stream(request.stream(), pin=pin, replicas=replicas, expect_size=size)
+                result = await svc.add_stream(
+                    request.stream(), pin=pin, replicas=replicas, expect_size=size, caller=caller
+                )
             except ClientDisconnect:
                 raise BadUpload("upload ended early (client disconnected)") from None
         return AddAnswer(
@@ -228,21 +280,25 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
         return LocalAnswer(socket=svc.local.name if svc.local is not None else None)
 
     @router.post("/v1/r1fs/pin", responses=ERROR_RESPONSES)
-    async def pin(body: PinBody) -> PinAnswer:
-        """Keep the file here (fetching it if needed) and ask for `replicas` copies in all."""
+    async def pin(body: PinBody, request: Request) -> PinAnswer:
+        """Pin the file here as the signer (fetching it if needed; quota) and ask for `replicas` copies."""
         with _refusals("pin"):
-            return await svc.pin(body.cid, body.replicas)
+            caller = await svc.ctx.auth.require(request)
+            return await svc.pin(body.cid, body.replicas, caller=caller)
 
     @router.post("/v1/r1fs/unpin", responses=ERROR_RESPONSES)
-    async def unpin(body: UnpinBody) -> UnpinAnswer:
-        """Release this node's pin and its replication request."""
+    async def unpin(body: UnpinBody, request: Request) -> UnpinAnswer:
+        """Release the signer's pin (the operator: `pinner`'s, or every pin); the file stays pinned
+        while any pinner holds it."""
         with _refusals("unpin"):
-            return await svc.unpin(body.cid)
+            caller = await svc.ctx.auth.require(request)
+            return await svc.unpin(body.cid, caller=caller, pinner=body.pinner)
 
     @router.get("/v1/r1fs/ls", responses=ERROR_RESPONSES)
-    async def ls() -> PinList:
-        """This node's pins."""
-        return PinList(pins=svc.ls())
+    async def ls(request: Request) -> PinList:
+        """This node's pins (with their pinners for the node's operator)."""
+        caller = await svc.ctx.auth.caller(request)
+        return PinList(pins=svc.ls(pinners=caller.local))
 
     @router.get("/v1/r1fs/stat", responses=ERROR_RESPONSES)
     async def stat(cid: str) -> StatAnswer:
@@ -251,10 +307,12 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
             return await svc.stat(cid)
 
     @router.post("/v1/r1fs/gc", responses=ERROR_RESPONSES)
-    async def gc() -> GcAnswer:
-        """Collect garbage now (`busy` if an import or fetch was writing)."""
-        r = await asyncio.to_thread(svc.gc)
-        return GcAnswer(kept=r.kept, removed=r.removed, freed=r.freed, busy=r.busy)
+    async def gc(request: Request) -> GcAnswer:
+        """Collect garbage now: the node's operator only (`busy` if a collection was running)."""
+        with _refusals("gc"):
+            await svc.ctx.auth.require(request, local=True)
+        r = await svc.collect()
+        return GcAnswer(kept=r.kept, removed=r.removed, freed=r.freed, busy=r.busy, held=r.held)
 
     @router.get("/v1/r1fs/stats", responses=ERROR_RESPONSES)
     async def stats() -> StatsAnswer:

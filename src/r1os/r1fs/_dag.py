@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from multiformats import CID
 
-from r1os.r1fs._errors import BadCid, CorruptBlock
+from r1os.r1fs._errors import BadCid, CorruptBlock, DagRefused
 
 CHUNK_SIZE = 262144
 MAX_LINKS = 174
@@ -35,8 +35,22 @@ UNIXFS_RAW = 0
 UNIXFS_DIRECTORY = 1
 UNIXFS_FILE = 2
 
-#: Largest block accepted from a peer or the store: a full leaf, or a node of 174 links (~7 KiB).
-MAX_BLOCK_SIZE = 1024 * 1024
+#: What a block holds besides a chunk: a dag-pb leaf wraps its 256 KiB in ~20 bytes of protobuf, a node
+#: of 174 links is ~9 KiB. Nothing a valid file is made of is bigger than a chunk and this.
+BLOCK_OVERHEAD = 1024
+#: Largest block accepted from a peer, an import or the store (cause `corrupt_block`): a whole leaf
+#: plus its wrapping; a peer's body is never read past it.
+MAX_BLOCK_SIZE = CHUNK_SIZE + BLOCK_OVERHEAD
+#: Deepest a file's tree may be (cause `dag_limit`): 174 links per level give 4 levels for 1.3 TiB of
+#: 256 KiB leaves; the bound keeps every walk (and the exporter's recursion) short.
+MAX_DEPTH = 16
+#: Block references a file may make per byte it holds (cause `dag_limit`): at most one per this many
+#: bytes, plus REF_SLACK. A valid file has one per 256 KiB; a tree whose links point at one tiny leaf
+#: over and over (a 25 KB DAG "holding" 174^3 copies of a byte) is refused before it is expanded.
+MIN_MEAN_LEAF = 1024
+REF_SLACK = 64
+#: The largest file a DAG may declare unless told otherwise (a node passes its max_upload).
+DEFAULT_MAX_FILE = 64 * 1024**3
 
 
 # -- varints and CIDs ---------------------------------------------------------------------------
@@ -119,6 +133,11 @@ class Cid:
         return cls(codec, hashlib.sha256(data).digest())
 
 
+#: Longest CID text (or binary CID) looked at (cause `bad_cid`): a base32 CIDv1 of a sha2-256 block is 59
+#: characters, a CIDv0 46; the rest of the bound is room for other bases of the same 36 bytes.
+MAX_CID_LENGTH = 100
+
+
 def parse_cid(text: str | bytes) -> Cid:
     """Parse a CID (text or binary); only what R1FS can hold (v1, raw or dag-pb, sha2-256) passes.
 
@@ -130,6 +149,8 @@ def parse_cid(text: str | bytes) -> Cid:
             return fast
     elif len(text) == 36 and text[:4] in (_RAW_PREFIX, _PB_PREFIX):
         return Cid(RAW if text[:4] == _RAW_PREFIX else DAG_PB, bytes(text[4:]))
+    if len(text) > MAX_CID_LENGTH:  # never hand the generic decoder a megabyte of "CID"
+        raise BadCid(f"not a CID: {len(text)} characters, more than any CID R1FS holds ({MAX_CID_LENGTH})")
     try:
         cid = CID.decode(text.strip() if isinstance(text, str) else text)
     except Exception as exc:  # multiformats raises a variety of errors for garbage input
@@ -294,7 +315,11 @@ class FileNode:
 
 
 def read_file_node(cid: Cid, block: bytes) -> FileNode:
-    """Interpret a block of a UnixFS file (raw leaf or dag-pb File/Raw node)."""
+    """Interpret a block of a UnixFS file (raw leaf or dag-pb File/Raw node). Whatever a node declares
+    is checked against itself here, before anyone acts on it: at most MAX_LINKS links, one size per
+    link, sizes that add up to the file size, and no raw leaf said to hold more than a block can."""
+    if len(block) > MAX_BLOCK_SIZE:
+        raise CorruptBlock(f"block {cid} is {len(block)} bytes, more than any valid block ({MAX_BLOCK_SIZE})")
     if cid.codec == RAW:
         return FileNode(block, [], len(block))
     node = decode_pbnode(block)
@@ -304,8 +329,71 @@ def read_file_node(cid: Cid, block: bytes) -> FileNode:
     if fs.type not in (UNIXFS_FILE, UNIXFS_RAW):
         kind = "a directory" if fs.type == UNIXFS_DIRECTORY else f"UnixFS type {fs.type}"
         raise CorruptBlock(f"{cid} is {kind}, not a file")
+    if len(node.links) > MAX_LINKS:
+        raise DagRefused(f"{cid} has {len(node.links)} links, more than {MAX_LINKS} per node")
     if node.links and len(fs.blocksizes) != len(node.links):
         raise CorruptBlock(f"{cid}: {len(node.links)} links but {len(fs.blocksizes)} block sizes")
     children = [(c, s) for (c, _n, _t), s in zip(node.links, fs.blocksizes, strict=False)]
-    size = fs.filesize if fs.filesize is not None else len(fs.data) + sum(fs.blocksizes)
-    return FileNode(fs.data, children, size)
+    parts = len(fs.data) + sum(s for _, s in children)
+    if fs.filesize is not None and fs.filesize != parts:
+        raise CorruptBlock(f"{cid} says {fs.filesize} bytes but its parts hold {parts}")
+    for child, size in children:
+        if child.codec == RAW and size > MAX_BLOCK_SIZE:  # a claim no block can back: never act on it
+            raise CorruptBlock(f"{cid} says its raw leaf {child} holds {size} bytes, more than a block can")
+    return FileNode(fs.data, children, parts)
+
+
+@dataclass(frozen=True)
+class DagLimits:
+    """The bounds a node puts on a file's DAG before it walks, fetches or streams it (cause `dag_limit`,
+    except what `read_file_node` checks block by block). Every walk of a node goes through these, so a
+    small DAG cannot make a node do more work than the bytes it really holds."""
+
+    max_file: int = DEFAULT_MAX_FILE
+    """Largest file size a root may declare (a node: its max_upload)."""
+    max_depth: int = MAX_DEPTH
+    min_mean_leaf: int = MIN_MEAN_LEAF
+
+    @property
+    def max_blocks(self) -> int:
+        """Distinct blocks a file of max_file bytes has in 256 KiB leaves and 174-link nodes."""
+        leaves = -(-self.max_file // CHUNK_SIZE)
+        return leaves + leaves // (MAX_LINKS - 1) + REF_SLACK
+
+    def max_refs(self, filesize: int) -> int:
+        """Block references (each link followed, repeats included) a file of `filesize` may make."""
+        return REF_SLACK + filesize // self.min_mean_leaf
+
+    def check_root(self, cid: Cid, node: FileNode) -> None:
+        if node.filesize > self.max_file:
+            raise DagRefused(f"{cid} says it holds {node.filesize} bytes, more than this node's limit")
+
+    def check_depth(self, cid: Cid, depth: int) -> None:
+        if depth > self.max_depth:
+            raise DagRefused(f"the tree under {cid} is deeper than {self.max_depth} levels")
+
+    def check_blocks(self, cid: Cid, blocks: int) -> None:
+        if blocks > self.max_blocks:
+            raise DagRefused(f"the file under {cid} has more than {self.max_blocks} distinct blocks")
+
+
+def too_many_refs(root: Cid) -> DagRefused:
+    return DagRefused(
+        f"the file under {root} references more blocks than its size allows "
+        f"(a DAG that repeats blocks to expand without bound?)"
+    )
+
+
+class RefBudget:
+    """Counts the block references an in-order walk follows (repeats count each time)."""
+
+    __slots__ = ("left", "root")
+
+    def __init__(self, root: Cid, limits: DagLimits, filesize: int) -> None:
+        self.root = root
+        self.left = limits.max_refs(filesize)
+
+    def take(self, n: int = 1) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise too_many_refs(self.root)

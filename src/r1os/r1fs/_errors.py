@@ -35,6 +35,15 @@ class CorruptBlock(R1fsError):
     status = 502  # the bytes came from a disk or a peer that failed us, not from the caller
 
 
+class DagRefused(R1fsError):
+    """A file's DAG is beyond what this node walks: too deep, too many blocks or references for its
+    size, a root declaring more than the largest file (see `DagLimits`)."""
+
+    hint = "R1FS holds files as kubo builds them (256 KiB leaves, 174 links per node)"
+    cause = "dag_limit"
+    status = 422
+
+
 class BlockNotFound(R1fsError):
     """No local copy and no provider answered with a valid copy."""
 
@@ -68,7 +77,7 @@ class StoreBusy(R1fsError):
 #: The error class a client raises for a node's answer, by its `cause` (others raise `R1fsError`).
 BY_CAUSE: dict[str, type[R1fsError]] = {
     cls.cause: cls
-    for cls in (BadRequest, BadCid, CorruptBlock, BlockNotFound, TooLarge, BadUpload, StoreBusy)
+    for cls in (BadRequest, BadCid, CorruptBlock, DagRefused, BlockNotFound, TooLarge, BadUpload, StoreBusy)
 }
 
 

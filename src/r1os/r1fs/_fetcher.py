@@ -3,6 +3,15 @@ HTTP client, then the leaves in runs, each run one Range request read by a threa
 
 Every block is checked against its CID before it is stored. Readers streaming a file that is being
 fetched wait on `until_here`, which wakes whenever a block lands.
+
+What a peer sends is bounded where it arrives: an interior block's body is read up to the largest valid
+block (`MAX_BLOCK_SIZE`), a run's body up to the bytes the run asked for, each within a deadline
+(`fetch_timeout` plus the bytes at `MIN_PEER_RATE`), so an endless or dribbling body costs a connection
+and a timer, never memory. The DAG's own claims are checked before they are acted on (`DagLimits`):
+the tree is walked once per distinct block, its depth, block count and declared size bounded, and no
+buffer is sized from a claim a block cannot back. Requests to peers are signed by this node
+(`Authorization: R1OS-SIG`, per request, also from the fetch threads): a node running dAuth serves
+blocks only to admitted nodes.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import contextlib
 import http.client
 import logging
 import queue
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,10 +30,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from r1os.r1fs._dag import MAX_BLOCK_SIZE, RAW, Cid, read_file_node
+from r1os.r1fs._dag import MAX_BLOCK_SIZE, RAW, Cid, DagLimits, RefBudget, read_file_node, too_many_refs
 from r1os.r1fs._errors import BlockNotFound, CorruptBlock
+from r1os.r1fs._limits import Busy, R1fsLimits, check_space
 from r1os.r1fs._providers import Directory
-from r1os.r1fs._store import BlockStore
+from r1os.r1fs._store import BlockStore, Hold
+from r1os.wire import sign_request
 
 if TYPE_CHECKING:
     from r1os.node import R1fsSettings, ServiceContext
@@ -35,6 +47,11 @@ LOCAL_ONLY = "X-R1fs-Local-Only"
 
 #: A provider: (node address, base URL of its HTTP API).
 Provider = tuple[str, str]
+
+#: Slowest a peer may send and still finish a request (bytes/s): a run of n bytes must arrive within
+#: fetch_timeout + n / MIN_PEER_RATE seconds, else the connection is cut and the rest goes to another
+#: provider (cause of the retry: `too slow`).
+MIN_PEER_RATE = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,15 @@ def _connect(url: str, timeout: float) -> http.client.HTTPConnection:
     u = urlsplit(url)
     cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
     return cls(u.hostname or "127.0.0.1", u.port, timeout=timeout)
+
+
+def _cut(conn: http.client.HTTPConnection, fired: threading.Event) -> None:
+    """End a connection whose deadline passed, from the watchdog timer: the blocked read returns."""
+    fired.set()
+    sock = conn.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _read_into(r: http.client.HTTPResponse, view: memoryview) -> int:
@@ -73,24 +99,33 @@ class Fetcher:
         settings: R1fsSettings,
         directory: Directory | None,
         counters: dict[str, int],
+        limits: R1fsLimits | None = None,
     ) -> None:
         self.ctx = ctx
         self.store = store
         self.settings = settings
+        self.limits = limits or R1fsLimits()
+        self.dag: DagLimits = store.limits
         self.dir = directory
         self.counters = counters
         self.me = ctx.key.address.lower()
         # Running fetches by root (or "root:first-last" for a span), so callers join rather than repeat
         # one; each ends in a future of its own (see `_run`).
         self._running: dict[str, asyncio.Future[None]] = {}
+        self._roots = 0  # root blocks being fetched on their own (`fetch_root`)
         self._arrived = asyncio.Event()  # set (and replaced) whenever fetched blocks are stored
         # Interior blocks are small and few: a provider silent for fetch_timeout is given up.
         self._timeout = httpx.Timeout(settings.fetch_timeout, connect=10.0)
 
     @property
     def running(self) -> int:
-        """Fetches under way now."""
-        return len(self._running)
+        """Fetches under way now (root blocks alone included)."""
+        return len(self._running) + self._roots
+
+    def authorization(self, address: str, method: str, path: str) -> str:
+        """This node's signature on a request to peer `address` (safe to call from fetch threads)."""
+        ctx = self.ctx
+        return sign_request(ctx.key, network=ctx.network, target=address, method=method, path=path, body=b"")
 
     # -- providers -------------------------------------------------------------------------
 
@@ -146,6 +181,8 @@ class Fetcher:
         key = str(root) if span is None else f"{root}:{span[0]}-{span[1]}"
         done = self._running.get(key)
         if done is None:
+            if self.running >= self.limits.max_fetches:
+                raise Busy(f"this node runs {self.running} fetches already; {root} must wait")
             done = asyncio.get_running_loop().create_future()
             self.ctx.spawn(self._run(key, done, root, span), f"fetch-{key[-8:]}")
             self._running[key] = done
@@ -190,15 +227,21 @@ class Fetcher:
         """Make the whole DAG under `root` local; concurrent calls for one root share the work."""
         await asyncio.shield(self.fetch_task(root))
 
-    async def fetch_root(self, root: Cid) -> None:
-        """Make the root block local (enough to know the file's size)."""
-        if self.store.has(root):
-            return
-        providers = await self.provider_urls(str(root))
-        if not providers:
-            raise BlockNotFound(f"{root} is not here and no online node provides it")
-        with self.store.writing():
-            await self._fetch_block(root, providers, 0)
+    async def fetch_root(self, root: Cid) -> bytes:
+        """The root block (enough to know the file's size), fetched if it is not here."""
+        with self.store.holding() as hold:
+            if hold.keep(root):
+                return self.store.get(root)
+            if self._roots + len(self._running) >= self.limits.max_fetches:
+                raise Busy(f"this node runs {self.running} fetches already; {root} must wait")
+            self._roots += 1
+            try:
+                providers = await self.provider_urls(str(root))
+                if not providers:
+                    raise BlockNotFound(f"{root} is not here and no online node provides it")
+                return await self._fetch_block(root, providers, 0, hold)
+            finally:
+                self._roots -= 1
 
     # -- readers waiting for blocks --------------------------------------------------------
 
@@ -236,22 +279,23 @@ class Fetcher:
         leaf checked against its CID before it is stored. Runs go to several providers at once; a run
         that fails (error, cut short, a corrupt leaf) goes on from where it stopped at another one."""
         if span is None and await asyncio.to_thread(self.store.is_complete, root):
+            await asyncio.to_thread(self.store.refs, root)  # a file here is still walked within bounds
             return
-        if span is not None and await asyncio.to_thread(self._span_here, root, 0, span):
+        if span is not None and await asyncio.to_thread(self._span_here, root, span):
             return
         providers = await self.provider_urls(str(root))
         if not providers:
             raise BlockNotFound(f"{root} is not here and no online node provides it")
-        with self.store.writing():
+        with self.store.holding() as hold:
             if root.codec == RAW:
-                if not self.store.has(root):
-                    await self._fetch_block(root, providers, 0)
+                if not hold.keep(root):
+                    await self._fetch_block(root, providers, 0, hold)
                 return
-            leaves: list[_Leaf] = []
-            await self._skeleton(root, 0, None, providers, leaves, span)
-            missing = [leaf for leaf in leaves if not self.store.has(leaf.cid)]
+            leaves = await self._skeleton(root, providers, span, hold)
+            missing = [leaf for leaf in leaves if not hold.keep(leaf.cid)]
             if not missing:
                 return
+            check_space(self.store.root, sum(leaf.size for leaf in missing), self.limits)
             runs = self._plan_runs(missing)
             # Each run is fetched by a plain thread with a blocking HTTP connection: it receives, hashes
             # and writes its leaves itself (all three release the GIL), so the cores stay busy without
@@ -273,7 +317,7 @@ class Fetcher:
                         i, run = todo.get_nowait()
                     except queue.Empty:
                         return
-                    self._fetch_run(loop, root, run, providers, i, stop)
+                    self._fetch_run(loop, root, run, providers, i, stop, hold)
 
             try:
                 await asyncio.gather(*(loop.run_in_executor(pool, worker) for _ in range(workers)))
@@ -295,48 +339,82 @@ class Fetcher:
                 runs[-1].append(leaf)
         return runs
 
-    def _span_here(self, cid: Cid, offset: int, span: tuple[int, int]) -> bool:
-        """Whether every block holding bytes `span` of the file under `cid` is local."""
-        if not self.store.has(cid):
-            return False
-        if cid.codec == RAW:
-            return True
-        node = read_file_node(cid, self.store.get(cid))
-        pos = offset + len(node.data)
-        for child, size in node.children:
-            if pos <= span[1] and pos + size > span[0] and not self._span_here(child, pos, span):
+    def _span_here(self, root: Cid, span: tuple[int, int]) -> bool:
+        """Whether every block holding bytes `span` of the file under `root` is local (the walk is
+        bounded like the exporter's: depth, and references per byte of the file)."""
+        budget: RefBudget | None = None
+
+        def here(cid: Cid, offset: int, depth: int) -> bool:
+            nonlocal budget
+            if not self.store.has(cid):
                 return False
-            pos += size
-        return True
+            if cid.codec == RAW:
+                return True
+            node = read_file_node(cid, self.store.get(cid))
+            if budget is None:
+                self.dag.check_root(cid, node)
+                budget = RefBudget(cid, self.dag, node.filesize)
+            if node.children:
+                self.dag.check_depth(root, depth + 1)
+            pos = offset + len(node.data)
+            for child, size in node.children:
+                if pos <= span[1] and pos + size > span[0]:
+                    budget.take()
+                    if not here(child, pos, depth + 1):
+                        return False
+                pos += size
+            return True
+
+        return here(root, 0, 0)
 
     async def _skeleton(
-        self,
-        cid: Cid,
-        offset: int,
-        expect: int | None,
-        providers: list[Provider],
-        leaves: list[_Leaf],
-        span: tuple[int, int] | None = None,
-    ) -> int:
-        """Make the interior nodes under `cid` local and list its leaves in file order; with `span`,
-        only the subtrees holding bytes of it (the sizes in each node say which)."""
-        if cid.codec == RAW:
-            if expect is None:
-                raise CorruptBlock(f"raw leaf {cid} without a size from its parent")
-            leaves.append(_Leaf(cid, offset, expect))
-            return expect
-        data = self.store.get(cid) if self.store.has(cid) else await self._fetch_block(cid, providers, 0)
-        node = read_file_node(cid, data)
-        if expect is not None and node.filesize != expect:
-            raise CorruptBlock(f"{cid} holds {node.filesize} bytes where its parent says {expect}")
-        pos = offset + len(node.data)
-        for child, size in node.children:
-            if span is None or (pos <= span[1] and pos + size > span[0]):
-                await self._skeleton(child, pos, size, providers, leaves, span)
-            pos += size
-        if expect is None and pos - offset != node.filesize:
-            raise CorruptBlock(f"{cid} says {node.filesize} bytes but its parts hold {pos - offset}")
-        return pos - offset
+        self, root: Cid, providers: list[Provider], span: tuple[int, int] | None, hold: Hold
+    ) -> list[_Leaf]:
+        """Make the interior nodes under `root` local (held) and list its leaves in file order; with
+        `span`, only the subtrees holding bytes of it (the sizes in each node say which). Each distinct
+        block is visited once: a subtree or leaf linked again is not walked again (its first place in
+        the file is where it is fetched from), so the work is that of the distinct blocks, bounded by
+        `DagLimits` (depth, distinct blocks, the root's declared size)."""
+        leaves: list[_Leaf] = []
+        seen = {root}
+        refs: dict[Cid, int] = {}  # references under each node visited, repeats included (see below)
+        budget = 0
+
+        async def visit(cid: Cid, offset: int, expect: int | None, depth: int) -> int:
+            """Visit `cid`; return the block references under it, counted as a full read would follow
+            them (every repeat), from the counts of its distinct parts: the expansion is measured
+            without being done, and refused past the budget for the file's declared size."""
+            nonlocal budget
+            if cid.codec == RAW:
+                if expect is None:
+                    raise CorruptBlock(f"raw leaf {cid} without a size from its parent")
+                leaves.append(_Leaf(cid, offset, expect))
+                return 0
+            data = self.store.get(cid) if hold.keep(cid) else await self._fetch_block(cid, providers, 0, hold)
+            node = read_file_node(cid, data)
+            if expect is not None and node.filesize != expect:
+                raise CorruptBlock(f"{cid} holds {node.filesize} bytes where its parent says {expect}")
+            if depth == 0:
+                self.dag.check_root(cid, node)
+                budget = self.dag.max_refs(node.filesize)
+            if node.children:
+                self.dag.check_depth(root, depth + 1)
+            under = 0
+            pos = offset + len(node.data)
+            for child, size in node.children:
+                if span is None or (pos <= span[1] and pos + size > span[0]):
+                    if child not in seen:
+                        seen.add(child)
+                        self.dag.check_blocks(root, len(seen))
+                        refs[child] = await visit(child, pos, size, depth + 1)
+                    under += 1 + refs.get(child, 0)
+                    if under > budget:
+                        raise too_many_refs(root)
+                pos += size
+            return under
+
+        await visit(root, 0, None, 0)
+        return leaves
 
     def _fetch_run(
         self,
@@ -346,12 +424,15 @@ class Fetcher:
         providers: list[Provider],
         n: int,
         stop: threading.Event,
+        hold: Hold,
     ) -> None:
         """One run of leaves as one Range request, in a worker thread; on any failure the rest of the
-        run goes on at the next provider. Each leaf is read whole, its hash checked, then stored."""
+        run goes on at the next provider. Each leaf is read whole, its hash checked, then stored. The
+        body is read up to the run's bytes and no further, within the run's deadline."""
         done = 0  # leaves of the run verified and stored
         failures: list[str] = []
-        buf = memoryview(bytearray(max(leaf.size for leaf in run)))  # one buffer for every leaf
+        # One buffer for every leaf; each size was checked against MAX_BLOCK_SIZE when its parent was read.
+        buf = memoryview(bytearray(min(max(leaf.size for leaf in run), MAX_BLOCK_SIZE)))
         for attempt in range(len(providers)):
             if done == len(run) or stop.is_set():
                 return
@@ -359,12 +440,24 @@ class Fetcher:
             if attempt:
                 loop.call_soon_threadsafe(self._count, "fetch_retries")
             lo, last = run[done].offset, run[-1]
-            headers = {"Range": f"bytes={lo}-{last.offset + last.size - 1}", LOCAL_ONLY: "1"}
+            hi = last.offset + last.size
+            path = f"{urlsplit(url).path}/ipfs/{root}"
+            headers = {
+                "Range": f"bytes={lo}-{hi - 1}",
+                LOCAL_ONLY: "1",
+                "Authorization": self.authorization(addr, "GET", path),
+            }
             problem = None
             conn = _connect(url, self.settings.fetch_timeout)
+            # The deadline of this attempt: past it the timer shuts the socket and the read returns.
+            fired = threading.Event()
+            deadline = self.settings.fetch_timeout + (hi - lo) / MIN_PEER_RATE
+            watchdog = threading.Timer(deadline, _cut, (conn, fired))
+            watchdog.daemon = True
             try:
+                watchdog.start()
                 try:
-                    conn.request("GET", f"{urlsplit(url).path}/ipfs/{root}", headers=headers)
+                    conn.request("GET", path, headers=headers)
                     r = conn.getresponse()
                 except (OSError, http.client.HTTPException) as exc:
                     failures.append(f"{addr[:10]}: {type(exc).__name__}")
@@ -384,7 +477,7 @@ class Fetcher:
                         problem = "cut short"
                         break
                     try:
-                        self.store.put_verified(leaf.cid, data)  # a disk error is raised: no peer helps
+                        hold.put_verified(leaf.cid, data)  # a disk error is raised: no peer helps
                     except CorruptBlock:
                         log.warning(
                             "r1fs: %s served a corrupt copy of block %s; trying another provider",
@@ -397,9 +490,10 @@ class Fetcher:
                     done += 1
                     loop.call_soon_threadsafe(self._landed)
             finally:
+                watchdog.cancel()
                 conn.close()
             if problem is not None:
-                failures.append(f"{addr[:10]}: {problem}")
+                failures.append(f"{addr[:10]}: {'too slow' if fired.is_set() else problem}")
         if done < len(run) and not stop.is_set():
             raise BlockNotFound(
                 f"block {run[done].cid}: no provider had a valid copy ({'; '.join(failures)})"
@@ -413,29 +507,38 @@ class Fetcher:
         self.counters["fetched_blocks"] += 1
         self._block_arrived()
 
-    async def _get_block(self, url: str, text: str) -> tuple[int, bytes]:
-        """A provider's status and block bytes; a body past the largest block is cut off there (a block
-        that long cannot match its CID, and a peer must not make this node buffer without end)."""
-        async with self.ctx.http.stream("GET", f"{url}/v1/r1fs/block/{text}", timeout=self._timeout) as r:
-            if r.status_code != 200:
-                return r.status_code, b""
-            data = bytearray()
-            async for piece in r.aiter_bytes():
-                data += piece
-                if len(data) > MAX_BLOCK_SIZE:
-                    break
-            return 200, bytes(data)
+    async def _get_block(self, addr: str, url: str, text: str) -> tuple[int, bytes]:
+        """A provider's status and block bytes, within a deadline; a body longer than the largest
+        block is not read past it (a block that long cannot match its CID, and a peer must not make
+        this node buffer without end): its status is 413."""
+        path = f"/v1/r1fs/block/{text}"
+        headers = {"Authorization": self.authorization(addr, "GET", urlsplit(url).path + path)}
+        async with asyncio.timeout(self.settings.fetch_timeout + MAX_BLOCK_SIZE / MIN_PEER_RATE):
+            async with self.ctx.http.stream(
+                "GET", f"{url}{path}", headers=headers, timeout=self._timeout
+            ) as r:
+                if r.status_code != 200:
+                    return r.status_code, b""
+                declared = r.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > MAX_BLOCK_SIZE:
+                    return 413, b""
+                data = bytearray()
+                async for piece in r.aiter_bytes():
+                    data += piece
+                    if len(data) > MAX_BLOCK_SIZE:
+                        return 413, b""
+                return 200, bytes(data)
 
-    async def _fetch_block(self, cid: Cid, providers: list[Provider], n: int) -> bytes:
+    async def _fetch_block(self, cid: Cid, providers: list[Provider], n: int, hold: Hold) -> bytes:
         """One block from the providers in turn (starting at a different one for each block), through
-        the node's shared HTTP client."""
+        the node's shared HTTP client; stored under `hold`."""
         text = str(cid)
         failures = []
         for i in range(len(providers)):
             addr, url = providers[(n + i) % len(providers)]
             try:
-                status, data = await self._get_block(url, text)
-            except httpx.HTTPError as exc:
+                status, data = await self._get_block(addr, url, text)
+            except (httpx.HTTPError, TimeoutError) as exc:
                 failures.append(f"{addr[:10]}: {type(exc).__name__}")
                 self.counters["fetch_retries"] += 1
                 continue
@@ -444,7 +547,7 @@ class Fetcher:
                 self.counters["fetch_retries"] += 1
                 continue
             try:
-                await asyncio.to_thread(self.store.put_verified, cid, data)
+                await asyncio.to_thread(hold.put_verified, cid, data)
             except CorruptBlock:
                 self.counters["corrupt_from_peer"] += 1
                 self.counters["fetch_retries"] += 1

@@ -9,10 +9,16 @@ opens a path on anyone's behalf (a node running as root must not read /etc/shado
 
 The socket is in Linux's abstract namespace (`@r1os-r1fs-<node address>`), so it needs no folder and
 has no path-length limit; it is reachable only from the node's network namespace (an app in its own
-container uses HTTP). Its exposure is that of the node's loopback HTTP API, which serves the same
-operations. One exchange per connection, each one SOCK_SEQPACKET message:
+container uses HTTP). An abstract socket has no file permissions: any process in that namespace, of any
+user, may connect. So it asks what the loopback HTTP API asks, no less: a `get` is anonymous (as
+`/v1/r1fs/get` is; the node writes only into a descriptor the client opened), an `add` carries in
+`auth` what an HTTP request's `Authorization` would (a signature by the caller's key, or the node's
+operator token) for the request line `local_path(request)` (`POST /v1/r1fs/local/add?pin=..&replicas=..`,
+body UNSIGNED), checked by the node's `ctx.auth` like any request (time, nonce, target node), and
+counted against the signer's quota. One exchange per connection, each one SOCK_SEQPACKET message:
 
-    client -> node   {"op": "add", "pin": true, "replicas": 1}  + one fd open for reading
+    client -> node   {"op": "add", "pin": true, "replicas": 1, "auth": "R1OS-SIG ..."}
+                                                                + one fd open for reading
                      {"op": "get", "cid": "bafy..."}            + one fd open for writing
     node -> client   {"progress": <bytes done>}   (any number, about every 32 MiB)
                      {"ok": true, "result": {...}}
@@ -20,6 +26,10 @@ operations. One exchange per connection, each one SOCK_SEQPACKET message:
 
 A refusal carries what an HTTP error answer would (`error`, `cause`, `hint`, and the `status` the same
 error gets over HTTP), so the client raises the same error either way.
+
+Bounds: a request is one message of at most MAX_MESSAGE bytes carrying exactly one descriptor (a longer
+message, or more descriptors, is refused, not cut and read); it must arrive within REQUEST_WAIT seconds;
+at most MAX_LOCAL_REQUESTS are handled at once (past that a connection is answered `busy`).
 """
 
 from __future__ import annotations
@@ -37,10 +47,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from r1os.errors import STATUS_CAUSES
+from r1os.errors import STATUS_CAUSES, R1osError
+from r1os.r1fs._dag import MAX_CID_LENGTH
 from r1os.r1fs._errors import BadRequest, R1fsError, remote_error
 
 if TYPE_CHECKING:
+    from r1os.node import Caller
     from r1os.r1fs._service import R1fsService
 
 log = logging.getLogger("r1os.r1fs.local")
@@ -48,8 +60,13 @@ log = logging.getLogger("r1os.r1fs.local")
 #: Starts a background task the node cancels and awaits when it stops (`ServiceContext.spawn`).
 Spawn = Callable[[Coroutine[Any, Any, Any], str], "asyncio.Task[Any]"]
 
+#: Largest request message (cause `bad_request`): a request is ~100 bytes, 1 KiB of it a signature.
 MAX_MESSAGE = 64 * 1024
 PROGRESS_EVERY = 32 * 1024 * 1024
+#: Seconds a connection has to send its request (cause `timeout`).
+REQUEST_WAIT = 10.0
+#: Requests handled at once (cause `busy`): each holds a descriptor and, for a get, a fetch.
+MAX_LOCAL_REQUESTS = 64
 
 
 def socket_name(address: str) -> str:
@@ -67,7 +84,7 @@ class LocalRequest(BaseModel):
     op: Literal["add", "get"]
     pin: bool = True
     replicas: int = Field(default=1, ge=1, le=64)
-    cid: str | None = Field(default=None, max_length=200)
+    cid: str | None = Field(default=None, max_length=MAX_CID_LENGTH)
     auth: str | None = Field(default=None, max_length=1024)
     """What an HTTP request's `Authorization` would carry, for `local_path(request)` (an add needs it)."""
 
@@ -88,6 +105,7 @@ class LocalServer:
         self._spawn = spawn  # each request is a node task: the node ends them when it stops
         self._sock: socket.socket | None = None
         self.refused = 0
+        self.handling = 0
 
     def open(self) -> bool:
         """Bind the socket; False (and a log line) if another process holds the name."""
@@ -115,7 +133,24 @@ class LocalServer:
         loop = asyncio.get_running_loop()
         while True:
             conn, _ = await loop.sock_accept(self._sock)
+            if self.handling >= MAX_LOCAL_REQUESTS:
+                self._spawn(self._refuse_busy(conn), "local-busy")
+                continue
+            self.handling += 1
             self._spawn(self._handle(conn), "local-request")
+
+    async def _refuse_busy(self, conn: socket.socket) -> None:
+        """Answer a connection past MAX_LOCAL_REQUESTS without reading its request."""
+        self.refused += 1
+        self.svc.counters["local_refused"] += 1
+        reply = {"ok": False, "error": f"the node handles {MAX_LOCAL_REQUESTS} local requests already",
+                 "cause": "busy", "hint": "try again in a moment", "status": 503}  # fmt: skip
+        conn.setblocking(False)
+        try:
+            with contextlib.suppress(OSError):
+                await asyncio.get_running_loop().sock_sendall(conn, json.dumps(reply).encode())
+        finally:
+            conn.close()
 
     async def _handle(self, conn: socket.socket) -> None:
         fds: list[int] = []
@@ -125,7 +160,8 @@ class LocalServer:
             try:
                 msg, fds = await self._receive(conn, loop)
                 request = self._parse(msg, fds)
-                result = await self._run(request, fds[0], conn)
+                caller = await self._caller(request)
+                result = await self._run(request, fds[0], conn, caller)
                 reply: dict[str, Any] = {"ok": True, "result": result}
                 self.svc.counters["local_served"] += 1
             except (R1fsError, OSError) as exc:
@@ -140,10 +176,27 @@ class LocalServer:
             with contextlib.suppress(OSError):
                 await loop.sock_sendall(conn, json.dumps(reply).encode())
         finally:
+            self.handling -= 1
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             conn.close()
+
+    async def _caller(self, request: LocalRequest) -> Caller | None:
+        """Who sent an add (its `auth`, checked by the node's `ctx.auth` as an HTTP request's header for
+        `POST local_path(request)`); a get needs nobody. Refusals are the node's own (401, 403)."""
+        if request.op != "add":
+            return None
+        from starlette.requests import Request  # server side only: clients import this module too
+
+        path, _, query = local_path(request.model_dump()).partition("?")
+        headers = [] if request.auth is None else [(b"authorization", request.auth.encode())]
+        scope = {"type": "http", "method": "POST", "path": path, "query_string": query.encode(),
+                 "headers": headers, "client": ("local-socket", 0)}  # fmt: skip
+        try:
+            return await self.svc.ctx.auth.require(Request(scope), signed_body=False)
+        except R1osError as exc:
+            raise R1fsError(str(exc), cause=exc.cause, status=exc.status, hint=exc.hint) from None
 
     @staticmethod
     async def _receive(conn: socket.socket, loop: asyncio.AbstractEventLoop) -> tuple[bytes, list[int]]:
@@ -157,13 +210,21 @@ class LocalServer:
 
         loop.add_reader(conn.fileno(), ready)
         try:
-            async with asyncio.timeout(10.0):  # not wait_for: it can drop a cancellation (Python 3.11)
+            async with asyncio.timeout(REQUEST_WAIT):  # not wait_for: it can drop a cancellation (3.11)
                 await readable
         except TimeoutError:
-            raise BadRequest("no local request within 10 s", cause="timeout", status=408) from None
+            raise BadRequest(
+                f"no local request within {REQUEST_WAIT:g} s", cause="timeout", status=408
+            ) from None
         finally:
             loop.remove_reader(conn.fileno())
-        msg, fds, _flags, _ = socket.recv_fds(conn, MAX_MESSAGE, 2)
+        msg, fds, flags, _ = socket.recv_fds(conn, MAX_MESSAGE, 2)
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):  # the kernel cut it: never act on a part
+            for fd in fds:
+                os.close(fd)
+            raise BadRequest(
+                f"a local request is one message of at most {MAX_MESSAGE} bytes and one descriptor"
+            )
         return msg, fds
 
     @staticmethod
@@ -179,13 +240,17 @@ class LocalServer:
             where = ".".join(map(str, first["loc"])) or "request"
             raise BadRequest(f"bad local request: {where}: {first['msg']}") from None
 
-    async def _run(self, request: LocalRequest, fd: int, conn: socket.socket) -> dict[str, Any]:
+    async def _run(
+        self, request: LocalRequest, fd: int, conn: socket.socket, caller: Caller | None
+    ) -> dict[str, Any]:
         progress = _Progress(conn)
         info = os.fstat(fd)
         if request.op == "add":
             if not stat.S_ISREG(info.st_mode):
                 raise BadRequest("add: the descriptor is not a regular file")
-            result = await self.svc.add_fd(fd, pin=request.pin, replicas=request.replicas, progress=progress)
+            result = await self.svc.add_fd(
+                fd, pin=request.pin, replicas=request.replicas, progress=progress, caller=caller
+            )
             return {
                 "cid": str(result.cid), "size": result.size, "blocks": result.blocks,
                 "pinned": request.pin, "replicas": request.replicas,

@@ -25,7 +25,11 @@ class PinAnswer(BaseModel):
 class UnpinAnswer(BaseModel):
     cid: str
     unpinned: bool
-    """False when this node held no pin of the CID."""
+    """False when the caller held no pin of the CID here (nothing was released)."""
+    released: list[str] = []
+    """Whose pins went (the operator may release several at once)."""
+    pinners_left: int = 0
+    """Pinners still holding the CID here: it stays pinned while any does."""
 
 
 class PinEntry(BaseModel):
@@ -36,6 +40,8 @@ class PinEntry(BaseModel):
     size: int = 0
     replicas: int = 1
     ts: float = 0.0
+    pinners: list[str] | None = None
+    """Addresses holding a pin of it (the node's operator sees them; null for other callers)."""
 
 
 class PinList(BaseModel):
@@ -93,7 +99,9 @@ class GcAnswer(BaseModel):
     removed: int
     freed: int
     busy: bool
-    """True when an import or a fetch was writing: nothing (or not everything) was collected."""
+    """True when another collection was running: this one did nothing."""
+    held: int = 0
+    """Blocks no pin reaches, kept because an upload or fetch under way holds them."""
 
 
 class LocalAnswer(BaseModel):

@@ -1,6 +1,13 @@
 """Re-replication: every node looks at the network's pin requests now and then and fetches or drops its
 copies so that each pinned CID has the wanted number of live holders (the choice itself is the pure
-`plan` in `_providers.py`; see docs/r1fs.md, Replication)."""
+`plan` in `_providers.py`; see docs/r1fs.md, Replication).
+
+A pin request is a CSTORE record anyone with a key can write (its own field of a `pub:` hash), so a
+request counts only when its writer is a node this one knows: itself, or a peer of the network map
+(with dAuth, an admitted one: unadmitted nodes are not in the map). Nodes make requests only for pins
+their callers paid for from their quota, capped at `max_replicas`; a request asking for more counts as
+that many. One pass looks at no more than MAX_PASS_CIDS pinned CIDs and yields to the loop as it goes.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from r1os.r1fs._dag import parse_cid
 from r1os.r1fs._providers import Directory, plan, wanted_replicas
@@ -17,6 +24,9 @@ if TYPE_CHECKING:
     from r1os.r1fs._service import R1fsService
 
 log = logging.getLogger("r1os.r1fs")
+
+#: Pinned CIDs one reconcile pass looks at (the rest wait for the next pass, in a rotating order).
+MAX_PASS_CIDS = 10_000
 
 
 class Replication:
@@ -29,6 +39,7 @@ class Replication:
         """Set to run a pass now (a pin request came or went) rather than at the next interval."""
         self._replicating: set[str] = set()
         self._started = time.time()
+        self._offset = 0
 
     def alive(self, address: str, now: float) -> bool:
         """A holder counts until it has been unseen for longer than the grace period."""
@@ -51,6 +62,15 @@ class Replication:
                 out.add(p.address.lower())
         return out
 
+    def known(self) -> set[str]:
+        """The nodes whose pin requests count: this one and the peers of the network map."""
+        return {self.svc.me} | {p.address.lower() for p in self.svc.ctx.netmap.peers()}
+
+    def wanted(self, requests: dict[str, dict[str, Any]], known: set[str]) -> int:
+        """Copies the network wants: the most a known node asks for, at most max_replicas."""
+        counted = {a: r for a, r in requests.items() if a in known}
+        return min(wanted_replicas(counted), self.svc.limits.max_replicas)
+
     async def reconcile(self) -> dict[str, str]:
         """One pass over the pinned CIDs; returns the action taken per CID (for logs and tests)."""
         svc, me = self.svc, self.svc.me
@@ -58,10 +78,17 @@ class Replication:
         actions: dict[str, str] = {}
         cids = set(await self.dir.pinned_cids())
         cids.update(c for c, p in svc.pins.items() if p.get("kind") == "replica")
+        todo = sorted(cids)
+        if len(todo) > MAX_PASS_CIDS:  # rotate, so every CID comes up within a few passes
+            self._offset = (self._offset + MAX_PASS_CIDS) % len(todo)
+            todo = (todo[self._offset :] + todo[: self._offset])[:MAX_PASS_CIDS]
         candidates = self.candidates()
-        for cid in sorted(cids):
+        known = self.known()
+        for i, cid in enumerate(todo):
+            if i % 100 == 99:
+                await asyncio.sleep(0)  # a long pass must not hold the loop
             requests = await self.dir.pin_requests(cid)
-            wanted = min(wanted_replicas(requests), len(candidates))
+            wanted = min(self.wanted(requests, known), len(candidates))
             records = await self.dir.providers(cid)
             local = svc.pins.get(cid)
             holders = {a for a in records if self.alive(a, now)}
@@ -99,9 +126,7 @@ class Replication:
         try:
             root = parse_cid(cid)
             log.info("r1fs: replicating %s", cid)
-            await svc.fetcher.fetch(root)
-            size = await svc.size(root)
-            svc.keep(cid, size, kind="replica")
+            size = await svc.replicate(root)  # fetched and kept as the node itself, for the network
             await svc.announce(cid, size, replica=svc.pins.get(cid, {}).get("kind") == "replica")
             log.info("r1fs: now holding a replica of %s", cid)
         except Exception as exc:

@@ -1,27 +1,36 @@
 """The R1FS node service: block store, pins, add and get; fetching (`_fetcher.py`), re-replication
-(`_replication.py`), HTTP routes (`_api.py`) and the local socket (`_local.py`) hang off it."""
+(`_replication.py`), HTTP routes (`_api.py`) and the local socket (`_local.py`) hang off it.
+
+Who may do what (the routes and the local socket ask `ctx.auth`, then pass the `Caller` here): add and
+pin need a signed caller or the node's operator, and count against the signer's quota (`_pins.py`);
+only a pinner releases its own pin, the operator any; GC is the operator's; blocks and block runs are
+served to the network's nodes only when the node runs dAuth (`check_peer`). A caller of None is the
+node's operator (in-process use, tests).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
+from fastapi import Request
+
 from r1os.cstore import CStoreService
-from r1os.node import R1fsSettings, Service, ServiceContext
+from r1os.dauth._service import DauthService
+from r1os.node import Caller, Forbidden, R1fsSettings, Service, ServiceContext, Unauthenticated
 from r1os.r1fs._api import mount
-from r1os.r1fs._dag import RAW, Cid, parse_cid, read_file_node
+from r1os.r1fs._dag import RAW, Cid, DagLimits, parse_cid, read_file_node
 from r1os.r1fs._errors import BadUpload, BlockNotFound, CorruptBlock, R1fsError, TooLarge
 from r1os.r1fs._exporter import file_parts, read_range
 from r1os.r1fs._fetcher import Fetcher
 from r1os.r1fs._importer import ImportResult, import_fd, import_stream
+from r1os.r1fs._limits import R1fsLimits, TooManyReplicas, check_space
 from r1os.r1fs._local import LocalServer, socket_name
 from r1os.r1fs._metrics import R1fsCollector
 from r1os.r1fs._models import (
@@ -33,11 +42,15 @@ from r1os.r1fs._models import (
     StoreStats,
     UnpinAnswer,
 )
+from r1os.r1fs._pins import PinBook
 from r1os.r1fs._providers import PIN, Directory, KeyValue, wanted_replicas
 from r1os.r1fs._replication import Replication
-from r1os.r1fs._store import BlockStore, GcResult
+from r1os.r1fs._store import BlockStore, GcResult, Hold
 
 log = logging.getLogger("r1os.r1fs")
+
+#: An upload looks at the disk's free space again after this many bytes (statvfs is cheap, not free).
+DISK_CHECK_EVERY = 64 * 1024 * 1024
 
 
 def _pwrite_all(fd: int, data: bytes, pos: int) -> None:
@@ -51,12 +64,20 @@ class R1fsService(Service):
 
     name = "r1fs"
 
-    def __init__(self, settings: R1fsSettings | None = None, *, kv: KeyValue | None = None) -> None:
-        """`kv` stands in for the node's CSTORE (tests); without either, providers and replication are off."""
+    def __init__(
+        self,
+        settings: R1fsSettings | None = None,
+        *,
+        kv: KeyValue | None = None,
+        limits: R1fsLimits | None = None,
+    ) -> None:
+        """`kv` stands in for the node's CSTORE (tests); without either, providers and replication are off.
+        `limits` (quotas, replicas, free disk, fetches): default, those the settings name."""
         self.settings = settings or R1fsSettings()
+        self.limits = limits or R1fsLimits.from_settings(self.settings)
+        self.dag = DagLimits(max_file=self.settings.max_upload)
         self._kv = kv
         self.me = ""
-        self.pins: dict[str, dict[str, Any]] = {}
         self.counters: dict[str, int] = {
             "corrupt_from_peer": 0, "fetched_blocks": 0, "fetch_retries": 0, "local_served": 0,
             "local_refused": 0,
@@ -68,7 +89,8 @@ class R1fsService(Service):
         self._ctx: ServiceContext | None = None
         self._store: BlockStore | None = None
         self._fetcher: Fetcher | None = None
-        self._pins_path: Path | None = None
+        self._book: PinBook | None = None
+        self._dauth: DauthService | None = None
 
     @property
     def ctx(self) -> ServiceContext:
@@ -88,18 +110,33 @@ class R1fsService(Service):
             raise R1fsError("the R1FS service is not started")
         return self._fetcher
 
+    @property
+    def book(self) -> PinBook:
+        if self._book is None:
+            raise R1fsError("the R1FS service is not started")
+        return self._book
+
+    @property
+    def pins(self) -> dict[str, dict[str, Any]]:
+        """This node's pins by CID (see `_pins.py` for a record's fields); empty before `start`."""
+        return self._book.pins if self._book is not None else {}
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
         self.me = ctx.key.address.lower()
         store = BlockStore(
-            ctx.data_dir / "blocks", verify_reads=self.settings.verify_reads, fsync=self.settings.fsync
+            ctx.data_dir / "blocks",
+            verify_reads=self.settings.verify_reads,
+            fsync=self.settings.fsync,
+            limits=self.dag,
         )
         self._store = store
         ctx.on_stop(store.close)  # after the fetches and GC (node tasks) have ended
-        self._pins_path = ctx.data_dir / "pins.json"
-        self.pins = self._load_pins()
+        self._book = PinBook(ctx.data_dir / "pins.json", self.me, self.limits)
+        self._book.load()
+        self._dauth = ctx.find(DauthService)
         kv: KeyValue | None = self._kv if self._kv is not None else ctx.find(CStoreService)
         if kv is None:
             log.warning("r1fs: no cstore service on this node; providers and replication are off")
@@ -108,7 +145,7 @@ class R1fsService(Service):
             self.replication = Replication(self, self.dir)
             kv.watch(PIN, self._pin_requests_changed)
             ctx.on_stop(partial(kv.unwatch, self._pin_requests_changed))
-        self._fetcher = Fetcher(ctx, store, self.settings, self.dir, self.counters)
+        self._fetcher = Fetcher(ctx, store, self.settings, self.dir, self.counters, self.limits)
         mount(ctx.router, self)
         ctx.allow_body("/v1/r1fs/add", None)  # streams, with its own limit (max_upload)
         ctx.metrics.register(R1fsCollector(self))
@@ -130,44 +167,58 @@ class R1fsService(Service):
         while True:
             await asyncio.sleep(self.settings.gc_interval)
             try:
-                await asyncio.to_thread(self.gc)
+                await self.collect()
             except Exception:
                 log.exception("r1fs: gc failed")
 
+    # -- callers -----------------------------------------------------------------------------
+
+    def _who(self, caller: Caller | None) -> Caller:
+        """The caller a request proved (None: the node's operator, in-process)."""
+        if caller is None or caller.local:
+            return Caller(address=self.me, local=True)
+        if caller.address is None:
+            raise Unauthenticated("this needs a signed request")
+        return Caller(address=caller.address.lower())
+
+    def _replicas(self, replicas: int) -> None:
+        if not 1 <= replicas <= self.limits.max_replicas:
+            raise TooManyReplicas(
+                f"replicas must be 1..{self.limits.max_replicas} on this node, not {replicas}",
+                hint="the node's bound is R1OS_R1FS__MAX_REPLICAS",
+            )
+
+    async def check_peer(self, request: Request) -> None:
+        """Blocks and block runs are the network's own traffic: with dAuth on, only a request signed by
+        an admitted node (or an oracle, or this node, or its operator) is served."""
+        dauth = self._dauth
+        if dauth is None or not dauth.enabled:
+            return
+        caller = await self.ctx.auth.caller(request)
+        if caller.local:
+            return
+        if caller.address is None:
+            raise Unauthenticated(
+                "blocks are served to the network's admitted nodes: the request must be signed",
+                hint="read files through /ipfs/<cid> or /v1/r1fs/get instead",
+            )
+        address = caller.address.lower()
+        if address != self.me and not dauth.is_admitted(address):
+            raise Forbidden(f"{caller.address} is not admitted to this network: no blocks for it")
+
     # -- local pins ------------------------------------------------------------------------
 
-    def _load_pins(self) -> dict[str, dict[str, Any]]:
-        assert self._pins_path is not None
-        try:
-            data = json.loads(self._pins_path.read_text())
-            return {k: v for k, v in data.items() if isinstance(v, dict)}
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.error("r1fs: cannot read %s (%s); starting with no pins", self._pins_path, exc)
-            return {}
-
-    def _save_pins(self) -> None:
-        assert self._pins_path is not None
-        tmp = self._pins_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.pins, indent=1, sort_keys=True))
-        os.replace(tmp, self._pins_path)
-
     def keep(self, cid: str, size: int, *, kind: str, replicas: int = 1) -> None:
-        """Pin `cid` on this node: a `user` pin, or a `replica` kept for the network (a replica never
-        replaces a user pin)."""
-        old = self.pins.get(cid)
-        if old is not None and old.get("kind") == "user" and kind == "replica":
-            return  # a user pin is stronger than a replica duty
-        self.pins[cid] = {"kind": kind, "size": size, "replicas": replicas, "ts": time.time()}
-        self._save_pins()
+        """Pin `cid` on this node: a `user` pin of the node's operator, or a `replica` kept for the
+        network (a replica never replaces a user pin)."""
+        if kind == "replica":
+            self.book.keep_replica(cid, size)
+        else:
+            self.book.pin(cid, size, self.me, replicas)
 
-    def drop_pin(self, cid: str) -> dict[str, Any] | None:
-        """Remove this node's pin of `cid` (its blocks go at the next GC); returns the pin it had."""
-        had = self.pins.pop(cid, None)
-        if had is not None:
-            self._save_pins()
-        return had
+    def drop_pin(self, cid: str) -> bool:
+        """Drop a replica this node holds for the network (its blocks go at the next GC)."""
+        return self.book.drop_replica(cid)
 
     async def announce(self, cid: str, size: int, *, replica: bool) -> None:
         """Tell the network this node holds all of `cid` (a provider record in CSTORE)."""
@@ -178,7 +229,32 @@ class R1fsService(Service):
         except Exception as exc:  # the store may refuse or be unreachable; the file is still here
             log.warning("r1fs: could not announce %s: %s", cid, exc)
 
+    async def _publish(self, cid: str, size: int, asked_before: int) -> None:
+        """After a user pin changed: announce the copy and ask the network for the replicas its pinners
+        want (the most any asks for), or withdraw the request when one copy is enough now."""
+        rec = self.book.get(cid)
+        if rec is None:
+            return
+        await self.announce(cid, size, replica=False)
+        if self.dir is None:
+            return
+        wanted = int(rec["replicas"])
+        if wanted > 1:
+            await self.dir.request_pin(cid, wanted, time.time())
+        elif asked_before > 1:
+            await self.dir.cancel_pin(cid)
+        if wanted > 1 or asked_before > 1:
+            self._reconcile_soon()
+
     # -- add -------------------------------------------------------------------------------
+
+    def _max_for(self, who: Caller, factor: int) -> int:
+        """The largest file `who` may still add (its quota left, at `factor` copies; the node's limit)."""
+        limit = self.settings.max_upload
+        if who.local or who.address is None:
+            return limit
+        left = self.limits.quota_bytes - self.book.usage(who.address).bytes
+        return max(0, min(limit, left // factor))
 
     async def add_stream(
         self,
@@ -188,50 +264,99 @@ class R1fsService(Service):
         replicas: int = 1,
         max_size: int | None = None,
         expect_size: int | None = None,
+        caller: Caller | None = None,
     ) -> ImportResult:
-        """Import a stream into the store; pin it, announce it and ask for `replicas` copies.
+        """Import a stream into the store; pin it (as the caller), announce it and ask for `replicas`
+        copies. The caller's quota is checked before (by `expect_size`, an upload's Content-Length) and
+        while the bytes stream in, and the store's disk must keep its free space.
 
-        With `expect_size` (an upload's Content-Length) a short or long body is refused before anything
-        is pinned; its blocks are left to GC."""
-        with self.store.writing():
-            # the importer's threads hash and write each leaf (an upload rewrites a block it already
-            # has: the bytes in hand are known good, a copy on disk may have rotted)
-            result = await import_stream(
-                source, partial(self.store.put, replace=True), max_size=max_size or self.settings.max_upload
-            )
-            if expect_size is not None and result.size != expect_size:
-                raise BadUpload(f"upload had {result.size} bytes where Content-Length said {expect_size}")
-            if pin:
-                self.keep(str(result.cid), result.size, kind="user", replicas=replicas)
-        await self._added(result, pin, replicas)
+        With `expect_size` a short or long body is refused before anything is pinned; its blocks are
+        left to GC (an upload's blocks are held from GC only while it runs)."""
+        who = self._who(caller)
+        address = who.address or self.me
+        self._replicas(replicas)
+        factor = replicas if pin else 1
+        book, root = self.book, self.store.root
+        if expect_size is not None:
+            book.check(address, more_bytes=expect_size * factor, new_pin=pin)
+            check_space(root, expect_size, self.limits)
+        elif pin:
+            book.check(address, more_bytes=0, new_pin=True)
+        counted = 0
+
+        async def metered() -> AsyncIterator[bytes]:
+            nonlocal counted
+            unchecked = 0
+            async for piece in source:
+                counted += len(piece)
+                book.stream(address, len(piece), factor=factor)  # refused as soon as past the quota
+                unchecked += len(piece)
+                if unchecked >= DISK_CHECK_EVERY:
+                    check_space(root, 0, self.limits)
+                    unchecked = 0
+                yield piece
+
+        limit = min(max_size or self.settings.max_upload, self.settings.max_upload)
+        try:
+            with self.store.holding() as hold:
+                # the importer's threads hash and write each leaf (an upload rewrites a block it already
+                # has: the bytes in hand are known good, a copy on disk may have rotted)
+                result = await import_stream(metered(), hold.put_replace, max_size=limit)
+                if expect_size is not None and result.size != expect_size:
+                    raise BadUpload(f"upload had {result.size} bytes where Content-Length said {expect_size}")
+                book.stream_done(address, counted * factor)
+                counted = 0
+                asked_before = self._asked(str(result.cid))
+                if pin:
+                    book.pin(str(result.cid), result.size, address, replicas)
+                else:
+                    book.added_unpinned(address, result.size)
+        finally:
+            if counted:
+                book.stream_done(address, counted * factor)
+        if pin:
+            await self._publish(str(result.cid), result.size, asked_before)
+        log.info("r1fs: added %s (%d bytes, %d blocks, pin=%s)", result.cid, result.size, result.blocks, pin)
         return result
 
+    def _asked(self, cid: str) -> int:
+        rec = self.book.get(cid)
+        return int(rec["replicas"]) if rec is not None and rec["kind"] == "user" else 0
+
     async def add_fd(
-        self, fd: int, *, pin: bool = True, replicas: int = 1, progress: Callable[[int], None] | None = None
+        self,
+        fd: int,
+        *,
+        pin: bool = True,
+        replicas: int = 1,
+        progress: Callable[[int], None] | None = None,
+        caller: Caller | None = None,
     ) -> ImportResult:
         """Import an open file handed over by a local client (read with pread: its offset is the
-        client's); the same outcome as `add_stream`, without the bytes crossing a socket."""
+        client's); the same outcome and checks as `add_stream`, without the bytes crossing a socket."""
+        who = self._who(caller)
+        address = who.address or self.me
+        self._replicas(replicas)
+        factor = replicas if pin else 1
         size = os.fstat(fd).st_size
         if size > self.settings.max_upload:
             raise TooLarge(f"file of {size} bytes exceeds the limit of {self.settings.max_upload}")
-        with self.store.writing():
-            put = partial(self.store.put, replace=True)
+        self.book.check(address, more_bytes=size * factor, new_pin=pin)
+        check_space(self.store.root, size, self.limits)
+        limit = self._max_for(who, factor)  # the file may grow while it is read
+        with self.store.holding() as hold:
             result = await asyncio.to_thread(
-                import_fd, fd, put, max_size=self.settings.max_upload, progress=progress
+                import_fd, fd, hold.put_replace, max_size=limit, progress=progress
             )
+            asked_before = self._asked(str(result.cid))
             if pin:
-                self.keep(str(result.cid), result.size, kind="user", replicas=replicas)
-        await self._added(result, pin, replicas)
-        return result
-
-    async def _added(self, result: ImportResult, pin: bool, replicas: int) -> None:
-        cid = str(result.cid)
+                self.book.pin(str(result.cid), result.size, address, replicas)
+            else:
+                self.book.added_unpinned(address, result.size)
         if pin:
-            await self.announce(cid, result.size, replica=False)
-            if self.dir is not None and replicas > 1:
-                await self.dir.request_pin(cid, replicas, time.time())
-                self._reconcile_soon()
-        log.info("r1fs: added %s (%d bytes, %d blocks, pin=%s)", cid, result.size, result.blocks, pin)
+            await self._publish(str(result.cid), result.size, asked_before)
+        log.info("r1fs: added %s (%d bytes, %d blocks, pin=%s)", result.cid, result.size, result.blocks, pin)
+        return result
 
     def _reconcile_soon(self) -> None:
         if self.replication is not None:
@@ -246,6 +371,7 @@ class R1fsService(Service):
         what is missing; the writes follow the fetch, so they overlap with it."""
         cid = parse_cid(cid_text)
         fetcher = self.fetcher
+        self.size_of(cid, await fetcher.fetch_root(cid))  # what the root claims, checked first
         fetching = await fetcher.fetch_running(cid)
 
         async def get_block(c: Cid) -> bytes:
@@ -253,7 +379,7 @@ class R1fsService(Service):
             return self.store.get(c)
 
         pos = 0
-        async for part, size in file_parts(cid, get_block):
+        async for part, size in file_parts(cid, get_block, limits=self.dag):
             if isinstance(part, Cid):  # a leaf: copied by the kernel from its pack, once it is here
                 await fetcher.until_here(part, fetching)
                 if self.store.copy_to(part, fd, pos) != size:
@@ -271,7 +397,13 @@ class R1fsService(Service):
 
     async def size(self, cid: Cid) -> int:
         """The size of the file under `cid`, from its root block (which must be local)."""
-        return read_file_node(cid, await self.get_block(cid)).filesize
+        return self.size_of(cid, await self.get_block(cid))
+
+    def size_of(self, cid: Cid, root: bytes) -> int:
+        """The size a root block declares, refused past the node's largest file (`DagRefused`)."""
+        node = read_file_node(cid, root)
+        self.dag.check_root(cid, node)
+        return node.filesize
 
     async def read(
         self,
@@ -290,43 +422,90 @@ class R1fsService(Service):
             # read inline: a 256 KiB read from the page cache costs less than a thread hop
             return self.store.get(c)
 
-        async for piece in read_range(cid, get_block, offset, length):
+        async for piece in read_range(cid, get_block, offset, length, limits=self.dag):
             yield piece
 
     # -- pin / unpin / gc ------------------------------------------------------------------
 
-    async def pin(self, cid_text: str, replicas: int = 1) -> PinAnswer:
-        """Keep `cid` here (fetching it if needed) and ask the network for `replicas` copies in all."""
+    async def pin(self, cid_text: str, replicas: int = 1, *, caller: Caller | None = None) -> PinAnswer:
+        """Pin `cid` here as the caller (fetching it if needed) and ask the network for `replicas`
+        copies in all (the most any of its pinners asks for). The caller's quota is checked on the
+        size its root declares before anything else is fetched."""
+        who = self._who(caller)
+        address = who.address or self.me
+        self._replicas(replicas)
         cid = parse_cid(cid_text)
         text = str(cid)
-        await self.fetcher.fetch(cid)
-        size = await self.size(cid)
-        self.keep(text, size, kind="user", replicas=replicas)
-        await self.announce(text, size, replica=False)
-        if self.dir is not None:
-            if replicas > 1:
-                await self.dir.request_pin(text, replicas, time.time())
-            else:
-                await self.dir.cancel_pin(text)
-            self._reconcile_soon()
+        mine = self.book.pinners(text).get(address)
+        self.book.check(address, more_bytes=0, new_pin=mine is None)
+        size = self.size_of(cid, await self.fetcher.fetch_root(cid))
+        held = size * int(mine["replicas"]) if mine is not None else 0
+        self.book.check(address, more_bytes=size * replicas - held, new_pin=mine is None)
+        with self.store.holding() as hold:
+            await self._fetch_held(cid, hold)
+            asked_before = self._asked(text)
+            self.book.pin(text, size, address, replicas)
+        await self._publish(text, size, asked_before)
         return PinAnswer(cid=text, size=size, replicas=replicas)
 
-    async def unpin(self, cid_text: str) -> UnpinAnswer:
-        """Release this node's pin and its replication request; the blocks go at the next GC."""
+    async def _fetch_held(self, cid: Cid, hold: Hold) -> None:
+        """Make the DAG under `cid` local and hold every block of it (a pin is about to count on them:
+        GC, which does not wait for anyone, must not take one between the fetch and the pin)."""
+        for _ in range(3):
+            await self.fetcher.fetch(cid)
+            if not await asyncio.to_thread(self.store.missing, cid, verify=False, hold=hold):
+                return
+        raise BlockNotFound(f"{cid}: blocks went missing as soon as they were fetched (the disk?)")
+
+    async def replicate(self, cid: Cid) -> int:
+        """Fetch `cid` and keep it as a replica for the network (the node itself holds it); its size."""
+        text = str(cid)
+        with self.store.holding() as hold:
+            size = self.size_of(cid, await self.fetcher.fetch_root(cid))
+            await self._fetch_held(cid, hold)
+            self.book.keep_replica(text, size)
+        return size
+
+    async def unpin(
+        self, cid_text: str, *, caller: Caller | None = None, pinner: str | None = None
+    ) -> UnpinAnswer:
+        """Release the caller's pin of `cid` (the node's operator: `pinner`'s, or with None every pin of
+        it); the CID stays pinned while any pinner holds it, and its blocks go at the next GC after the
+        last. A signed caller that holds no pin of it releases nothing."""
+        who = self._who(caller)
         cid = str(parse_cid(cid_text))
-        had = self.drop_pin(cid)
+        if who.local:
+            target = pinner
+        else:
+            if pinner is not None and pinner.lower() != who.address:
+                raise Forbidden(
+                    f"{who.address} may release only its own pin, not {pinner}'s",
+                    hint="the node's operator may release any pin",
+                )
+            target = who.address
+        asked_before = self._asked(cid)
+        gone = self.book.release(cid, target)
+        left = self.book.get(cid)
         if self.dir is not None:
-            with contextlib.suppress(Exception):
-                await self.dir.cancel_pin(cid)
-            if had is not None:
+            if left is None:
                 with contextlib.suppress(Exception):
-                    await self.dir.withdraw(cid)
-        return UnpinAnswer(cid=cid, unpinned=had is not None)
+                    if gone or who.local:
+                        await self.dir.cancel_pin(cid)
+                if gone:
+                    with contextlib.suppress(Exception):
+                        await self.dir.withdraw(cid)
+            elif gone:
+                with contextlib.suppress(Exception):
+                    await self._publish(cid, int(left["size"]), asked_before)
+        return UnpinAnswer(
+            cid=cid, unpinned=bool(gone), released=gone, pinners_left=len(left["pinners"]) if left else 0
+        )
 
     def gc(self) -> GcResult:
-        """Remove the blocks no local pin reaches (blocking: run it in a thread)."""
+        """Remove the blocks no local pin reaches and no import or fetch holds (blocking: run it in a
+        thread; `collect` does, and settles the quotas)."""
         roots = []
-        for c in self.pins:
+        for c in list(self.pins):
             with contextlib.suppress(R1fsError):
                 roots.append(parse_cid(c))
         result = self.store.gc(roots)
@@ -334,6 +513,14 @@ class R1fsService(Service):
             log.info(
                 "r1fs gc: removed %d blocks (%d bytes), kept %d", result.removed, result.freed, result.kept
             )
+        return result
+
+    async def collect(self) -> GcResult:
+        """GC in a thread (the loop goes on); then unpinned adds made before it no longer count."""
+        marks = self.book.unpinned_marks()
+        result = await asyncio.to_thread(self.gc)
+        if not result.busy:
+            self.book.collected(marks)
         return result
 
     # -- stat / ls / stats -----------------------------------------------------------------
@@ -374,9 +561,19 @@ class R1fsService(Service):
             out.replicas_live = sum(1 for p in out.providers if p.alive)
         return out
 
-    def ls(self) -> list[PinEntry]:
-        """This node's pins, by CID."""
-        return [PinEntry.model_validate({**p, "cid": c}) for c, p in sorted(self.pins.items())]
+    def ls(self, *, pinners: bool = True) -> list[PinEntry]:
+        """This node's pins, by CID; `pinners`: with who pins each (the operator sees them)."""
+        return [
+            PinEntry(
+                cid=c,
+                kind=p["kind"],
+                size=p["size"],
+                replicas=p["replicas"],
+                ts=p["ts"],
+                pinners=sorted(p["pinners"]) if pinners else None,
+            )
+            for c, p in sorted(self.pins.items())
+        ]
 
     async def stats(self) -> StatsAnswer:
         """The block store's size and the fetch and local-socket counters."""

@@ -15,8 +15,12 @@ On disk, under the store's folder:
 On open the index files are read in pack order (a later record wins); a torn last record, left by a
 crash while appending, is cut off, and a record whose crc or bounds are wrong is skipped and logged.
 Removed blocks leave dead bytes; GC deletes a pack with nothing live in it and compacts a pack that is
-mostly dead (its live blocks are copied to the current pack, then it is deleted). GC refuses to run
-while an import or a fetch is writing, since those blocks are not yet reachable from any root.
+mostly dead (its live blocks are copied to the current pack, then it is deleted).
+
+An import or a fetch writes blocks that no root reaches yet. It does so through a `Hold` (`holding()`):
+every block it writes, or relies on finding here, joins the hold's set under the store's lock, and GC
+never removes a held block. So GC runs while uploads stay open, however slow, and removes everything
+else; a hold costs a set of the blocks its writer touched, and ends with it.
 """
 
 from __future__ import annotations
@@ -33,8 +37,18 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from r1os.r1fs._dag import MAX_BLOCK_SIZE, RAW, Cid, parse_cid, read_file_node, verify_block
-from r1os.r1fs._errors import BadCid, BlockNotFound, CorruptBlock, R1fsError, StoreBusy
+from r1os.r1fs._dag import (
+    MAX_BLOCK_SIZE,
+    RAW,
+    Cid,
+    DagLimits,
+    FileNode,
+    parse_cid,
+    read_file_node,
+    too_many_refs,
+    verify_block,
+)
+from r1os.r1fs._errors import BadCid, BlockNotFound, CorruptBlock, DagRefused, R1fsError, StoreBusy
 
 log = logging.getLogger("r1os.r1fs.store")
 
@@ -65,7 +79,39 @@ class GcResult:
     kept: int
     removed: int
     freed: int  # bytes of removed blocks (the disk space comes back as packs are deleted or compacted)
-    busy: bool = False
+    busy: bool = False  # another collection was running: this one did nothing
+    held: int = 0  # blocks not reachable from a root but held by an import or fetch under way
+
+
+class Hold:
+    """The blocks one import or fetch has written or counts on (see the module's docstring); GC leaves
+    them alone until the hold ends. Made by `BlockStore.holding()`; safe to use from worker threads."""
+
+    __slots__ = ("blocks", "store")
+
+    def __init__(self, store: BlockStore) -> None:
+        self.store = store
+        self.blocks: set[Cid] = set()
+
+    def keep(self, cid: Cid) -> bool:
+        """Hold `cid` from now on; True if it is here (held before looking, so GC cannot remove it
+        between the answer and its use)."""
+        with self.store._lock:
+            self.blocks.add(cid)
+            return cid in self.store._index
+
+    def put(self, cid: Cid, data: bytes | memoryview, *, replace: bool = False) -> bool:
+        """`BlockStore.put`, the block held first (also when it was already here)."""
+        self.keep(cid)
+        return self.store.put(cid, data, replace=replace)
+
+    def put_replace(self, cid: Cid, data: bytes | memoryview) -> bool:
+        """`put(..., replace=True)`: what an import uses (the bytes in hand are known good)."""
+        return self.put(cid, data, replace=True)
+
+    def put_verified(self, cid: Cid, data: bytes | memoryview) -> bool:
+        verify_block(cid, data)
+        return self.put(cid, data)
 
 
 class _Pack:
@@ -102,7 +148,10 @@ class BlockStore:
         fsync: bool = False,
         pack_size: int = PACK_SIZE,
         readonly: bool = False,
+        limits: DagLimits | None = None,
     ) -> None:
+        """`limits` bound the DAG walks (GC's, `missing`'s); default: `DagLimits()`."""
+        limits = limits or DagLimits()
         self.root = root
         self.verify_reads = verify_reads
         self.fsync = fsync
@@ -119,7 +168,9 @@ class BlockStore:
                 os.close(self._lock_fd)
                 raise StoreBusy(f"the block store in {root} is open for writing elsewhere") from None
         self._lock = threading.Lock()
-        self._writers = 0
+        self._holds: list[Hold] = []
+        self._gc_lock = threading.Lock()  # one collection at a time
+        self.limits = limits
         self._index: dict[Cid, tuple[_Pack, int, int]] = {}
         self._packs: dict[int, _Pack] = {}
         self.closed = False  # set when the owner stops: background work on the store ends early
@@ -232,6 +283,8 @@ class BlockStore:
         With `replace` a copy already here is compared with `data` and written anew if it differs: an
         import has the right bytes in hand, and a copy that rotted on disk must not be kept."""
         n = len(data) if isinstance(data, bytes) else memoryview(data).nbytes
+        if n > MAX_BLOCK_SIZE:
+            raise CorruptBlock(f"block {cid} is {n} bytes, more than any valid block ({MAX_BLOCK_SIZE})")
         self._writable()
         if cid in self._index:
             if not replace:
@@ -363,38 +416,81 @@ class BlockStore:
 
     # -- DAGs ----------------------------------------------------------------------------------
 
-    def dag_blocks(self, root: Cid) -> Iterator[Cid]:
-        """Every block of the file under `root` that the store can reach (raw leaves are not read)."""
-        stack = [root]
+    def _walk(
+        self, root: Cid, *, verify: bool, hold: Hold | None = None, declared: bool = True
+    ) -> Iterator[tuple[Cid, bool]]:
+        """Each distinct block of the DAG under `root` once, as (cid, here), in depth-first order;
+        only what is here is looked into. With `verify` every block read is re-hashed (a corrupt one
+        is not here); raw leaves are read only then. With `hold` each block is held before it is
+        looked at. Bounded by `limits` (depth, distinct blocks; with `declared`, the root's declared
+        size too): a DAG that links one block many times costs one visit of it, not one per link."""
+        seen = {root}
+        stack = [(root, 0)]
         while stack:
-            cid = stack.pop()
-            yield cid
-            if cid.codec == RAW:
-                continue
-            node = read_file_node(cid, self.get(cid))
-            stack.extend(c for c, _ in reversed(node.children))
-
-    def missing(self, root: Cid, *, verify: bool | None = None) -> list[Cid]:
-        """Blocks of the DAG under `root` that are absent (walks only what is present); with `verify`
-        (default: the store's `verify_reads`) every block is re-hashed and a corrupt one counts as absent."""
-        verify = self.verify_reads if verify is None else verify
-        out: list[Cid] = []
-        stack = [root]
-        while stack:
-            cid = stack.pop()
-            if not self.has(cid):
-                out.append(cid)
-                continue
-            if cid.codec == RAW and not verify:
+            cid, depth = stack.pop()
+            here = hold.keep(cid) if hold is not None else cid in self._index
+            if not here or (cid.codec == RAW and not verify):
+                yield cid, here
                 continue
             try:
                 data = self.get(cid, verify=verify)
             except (CorruptBlock, BlockNotFound):
-                out.append(cid)
+                yield cid, False
                 continue
-            if cid.codec != RAW:
-                stack.extend(c for c, _ in read_file_node(cid, data).children)
-        return out
+            yield cid, True
+            if cid.codec == RAW:
+                continue
+            node = read_file_node(cid, data)
+            if depth == 0 and declared:
+                self.limits.check_root(cid, node)
+            if node.children:
+                self.limits.check_depth(root, depth + 1)
+            for child, _ in reversed(node.children):
+                if child not in seen:
+                    seen.add(child)
+                    stack.append((child, depth + 1))
+            self.limits.check_blocks(root, len(seen))
+
+    def dag_blocks(self, root: Cid) -> Iterator[Cid]:
+        """Every distinct block of the file under `root` that the store can reach (raw leaves are not
+        read); `BlockNotFound` at the first interior block that is absent."""
+        for cid, here in self._walk(root, verify=False):
+            if not here:
+                raise BlockNotFound(f"block {cid} is not in the local store")
+            yield cid
+
+    def missing(self, root: Cid, *, verify: bool | None = None, hold: Hold | None = None) -> list[Cid]:
+        """Blocks of the DAG under `root` that are absent (walks only what is present); with `verify`
+        (default: the store's `verify_reads`) every block is re-hashed and a corrupt one counts as absent.
+        With `hold`, every block found is held (a pin about to be recorded counts on them)."""
+        verify = self.verify_reads if verify is None else verify
+        return [cid for cid, here in self._walk(root, verify=verify, hold=hold) if not here]
+
+    def refs(self, root: Cid) -> int:
+        """The block references a full read of the file under `root` follows, repeats included,
+        computed once per distinct interior block (raw leaves are not read); `DagRefused` as soon as
+        they pass what the root's declared size allows (`DagLimits.max_refs`). The blocks must be here."""
+        if root.codec == RAW:
+            return 0
+        top = read_file_node(root, self.get(root))
+        self.limits.check_root(root, top)
+        budget = self.limits.max_refs(top.filesize)
+        memo: dict[Cid, int] = {}
+
+        def count(node: FileNode, depth: int) -> int:
+            if node.children:
+                self.limits.check_depth(root, depth + 1)
+            total = 0
+            for child, _ in node.children:
+                if child.codec != RAW and child not in memo:
+                    memo[child] = count(read_file_node(child, self.get(child)), depth + 1)
+                    self.limits.check_blocks(root, len(memo))
+                total += 1 + memo.get(child, 0)
+                if total > budget:
+                    raise too_many_refs(root)
+            return total
+
+        return count(top, 0)
 
     def is_complete(self, root: Cid, *, verify: bool | None = None) -> bool:
         try:
@@ -405,42 +501,62 @@ class BlockStore:
     # -- writers and GC ------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
-        """Mark an import or fetch in progress, so GC leaves its not-yet-rooted blocks alone."""
+    def holding(self) -> Iterator[Hold]:
+        """A hold for an import or fetch (see `Hold`): GC keeps its blocks until the block ends."""
+        hold = Hold(self)
         with self._lock:
-            self._writers += 1
+            self._holds.append(hold)
         try:
-            yield
+            yield hold
         finally:
             with self._lock:
-                self._writers -= 1
+                self._holds.remove(hold)
+
+    def _held(self, cid: Cid) -> bool:
+        return any(cid in h.blocks for h in self._holds)  # under self._lock
 
     def gc(self, roots: Iterable[Cid], *, compact_below: float = 0.5) -> GcResult:
-        """Remove blocks not reachable from `roots` (skipped while writing); then delete packs with
-        nothing live and compact those whose live bytes are below `compact_below` of their size."""
+        """Remove blocks neither reachable from `roots` nor held by an import or fetch under way (it
+        does not wait for them); then delete packs with nothing live and compact those whose live bytes
+        are below `compact_below` of their size. One collection at a time: a second caller gets `busy`."""
         self._writable()
-        with self._lock:
-            if self._writers:
-                return GcResult(0, 0, 0, busy=True)
+        if not self._gc_lock.acquire(blocking=False):
+            return GcResult(0, 0, 0, busy=True)
+        try:
+            return self._gc(roots, compact_below)
+        finally:
+            self._gc_lock.release()
+
+    def _gc(self, roots: Iterable[Cid], compact_below: float) -> GcResult:
         live: set[Cid] = set()
         for root in roots:
+            if self.closed:
+                return GcResult(len(live), 0, 0)
             try:
-                for cid in self.dag_blocks(root):
-                    live.add(cid)
-            except (BlockNotFound, CorruptBlock) as exc:
-                log.warning("gc: root %s is incomplete (%s); keeping what it reaches", root, exc)
-        removed = freed = 0
+                # A pin's blocks are kept whatever its root declares: GC walks each block once anyway.
+                for cid, here in self._walk(root, verify=False, declared=False):
+                    if here:
+                        live.add(cid)
+            except (CorruptBlock, DagRefused) as exc:
+                log.warning("gc: root %s cannot be walked (%s); keeping what it reaches", root, exc)
+        removed = freed = held = 0
         for cid, size in list(self.all()):
             if cid in live:
                 continue
             with self._lock:
-                if self._writers:  # an import started meanwhile: stop here, keep the rest
-                    return GcResult(len(live), removed, freed, busy=True)
-            self.remove(cid)
-            removed += 1
-            freed += size
+                if self.closed:
+                    break
+                if self._held(cid):  # an upload or fetch wrote or counts on it: not garbage yet
+                    held += 1
+                    continue
+                old = self._forget(cid)
+                if old is not None and not old[0].dead:
+                    os.write(old[0].idx_fd, _record(cid.codec, cid.digest, 0, _GONE))
+            if old is not None:
+                removed += 1
+                freed += size
         self._compact(compact_below)
-        return GcResult(len(live), removed, freed)
+        return GcResult(len(live), removed, freed, held=held)
 
     def _compact(self, below: float) -> None:
         with self._lock:  # a mostly dead current pack is compacted too: new blocks go to a new one
