@@ -17,14 +17,21 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from r1os.errors import R1osError
+from r1os.cstore._hlc import MAX_COUNTER
+from r1os.errors import R1osError, WireError
 from r1os.identity import NodeKey, recover_address
 from r1os.wire import canonical_bytes, envelope_digest
 
 DEFAULT_MAX_KEY_BYTES = 512
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
 DEFAULT_MAX_OPS_PER_BATCH = 10_000
-DEFAULT_MAX_FUTURE_MS = 30_000
+#: How far ahead of the receiver's clock a batch may be stamped. Far below the wire's message skew
+#: (30 s): a stamp in the future wins every last-writer-wins race until the clocks get there, so an
+#: outsider stamping at the edge gains at most this much. Honest clocks agree within milliseconds.
+DEFAULT_MAX_FUTURE_MS = 5_000
+#: The longest TTL: an op's `expires_ms` at most this long after its batch's stamp (ten years). A
+#: longer one is a mistake or an attempt to overflow someone's arithmetic; no expiry is `null`.
+DEFAULT_MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000
 
 _CONTROL_BYTES = bytes(range(0x20))
 
@@ -92,6 +99,7 @@ class Limits:
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     max_ops_per_batch: int = DEFAULT_MAX_OPS_PER_BATCH
     max_future_ms: int = DEFAULT_MAX_FUTURE_MS
+    max_ttl_ms: int = DEFAULT_MAX_TTL_MS
 
     @property
     def max_batch_bytes(self) -> int:
@@ -100,14 +108,18 @@ class Limits:
 
 
 def sign_batch(key: NodeKey, ops: list[Op], wall_ms: int, counter: int) -> bytes:
-    """Encode and sign a batch of ops as `key`'s writer."""
+    """Encode and sign a batch of ops as `key`'s writer; `CStoreError("malformed")` for a value JSON
+    cannot carry exactly (an integer wider than 64 bits, an object that is not JSON)."""
     body = {
         "v": 1,
         "writer": key.address,
         "hlc": [wall_ms, counter],
         "ops": [op.encode() for op in ops],
     }
-    canonical = canonical_bytes(body)
+    try:
+        canonical = canonical_bytes(body)
+    except WireError as exc:
+        raise CStoreError("malformed", f"the ops cannot be encoded: {exc}") from None
     sig = key.sign_digest(envelope_digest(canonical))
     return canonical[:-1] + b',"sig":"0x' + sig.hex().encode() + b'"}'
 
@@ -192,8 +204,9 @@ def _decode_ops_fast(items: list[Any]) -> tuple[list[Op], list[Any], list[Any]] 
     return [_new_op(Op, item) for item in items], list(map(_KEY, items)), fields
 
 
-def _decode_ops(items: list[Any]) -> tuple[list[Op], list[Any], list[Any]]:
-    """Ops, keys and hash fields of a batch, every op checked for its shape."""
+def _decode_ops(items: list[Any], max_expires: int) -> tuple[list[Op], list[Any], list[Any]]:
+    """Ops, keys and hash fields of a batch, every op checked for its shape; `expires_ms` at most
+    `max_expires`."""
     ops: list[Op] = []
     keys: list[Any] = []
     fields: list[Any] = []
@@ -209,8 +222,11 @@ def _decode_ops(items: list[Any]) -> tuple[list[Op], list[Any], list[Any]]:
             fields.append(field)
         else:
             raise CStoreError("malformed", "an op is not [kind, key, field, value, expires_ms]")
-        if expires is not None and (type(expires) is not int or expires < 0):
-            raise CStoreError("malformed", "expires_ms must be a non-negative integer")
+        if expires is not None:
+            if type(expires) is not int or expires < 0:
+                raise CStoreError("malformed", "expires_ms must be a non-negative integer")
+            if expires > max_expires:
+                raise CStoreError("too_large", "expires_ms is further ahead than the longest TTL allows")
         if (kind == "del" or kind == "hdel") and (value is not None or expires is not None):
             raise CStoreError("malformed", f"{kind} carries no value")
         ops.append(_new_op(Op, item))
@@ -251,8 +267,15 @@ def decode_batch(
         raise CStoreError("too_large", f"a batch holds 1 to {limits.max_ops_per_batch} ops")
     wall_ms, counter = hlc
     if wall_ms > now_ms + limits.max_future_ms:
-        raise CStoreError("clock_skew", f"batch is stamped {(wall_ms - now_ms) / 1000:.1f} s in the future")
-    ops, keys, fields = _decode_ops_fast(ops_raw) or _decode_ops(ops_raw)
+        raise CStoreError(
+            "clock_skew",
+            f"batch is stamped {(wall_ms - now_ms) / 1000:.1f} s in the future "
+            f"(at most {limits.max_future_ms / 1000:g} s)",
+            hint="check the writer's clock (NTP)",
+        )
+    if counter + len(ops_raw) - 1 > MAX_COUNTER:
+        raise CStoreError("clock_skew", f"batch counters run past the clock's maximum ({MAX_COUNTER})")
+    ops, keys, fields = _decode_ops_fast(ops_raw) or _decode_ops(ops_raw, wall_ms + limits.max_ttl_ms)
     _check_names("key", keys, limits.max_key_bytes)
     if fields:
         _check_names("field", fields, limits.max_key_bytes)
