@@ -4,6 +4,12 @@ Every route uses the service's public methods only, raises `CStoreError` for a r
 answers it as `{"error", "cause", "hint"}` with the refusal's status) and names its answer's model,
 so /openapi.json describes every answer.
 
+Who may call what: reads are anonymous; signed batches (`/batch`, `/batches`) carry their writer's
+signature and need nothing more; `/write` has the node sign, so only the node's operator may call it
+(its API token); the routes between replicas (`/sync`, `/push`, `GET /batch/<id>`) take signed requests
+from admitted nodes only when the node runs dAuth (`CStoreService.require_peer`). Every value a request
+declares is bounded where it is read, and every refusal is counted and logged (`CStoreService.refused`).
+
 The write and replication routes read their bodies themselves (signed batches, capped as they stream)
 and answer with bytes they have at hand: they run as `DirectRoute`s, documented like the others but
 served without FastAPI's parameter solving and response validation, which would add about two thirds
@@ -12,6 +18,7 @@ to the HTTP handling of each request (the write path is what `bench/cstore.py` m
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -22,6 +29,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import request_response
 from starlette.types import Receive, Scope, Send
 
+from r1os.cstore._fanout import check_batch_id
 from r1os.cstore._models import (
     BatchAnswer,
     BatchesAnswer,
@@ -39,15 +47,17 @@ from r1os.cstore._models import (
     WriteAnswer,
 )
 from r1os.cstore._ops import CStoreError, Op
-from r1os.node._api import ERROR_RESPONSES
+from r1os.cstore._sync import MAX_SYNC_BATCHES, MAX_SYNC_BODY, MAX_SYNC_REQUEST
+from r1os.node import ERROR_RESPONSES
 
 if TYPE_CHECKING:
     from r1os.cstore._service import CStoreService
 
-#: Largest body of a request carrying many batches (`/batches`, `/push`) or digests (`/sync`).
+#: Largest body of a request carrying many signed batches (`/batches`).
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 MAX_BATCHES_PER_REQUEST = 1_000  # POST /v1/cstore/batches
-LOCAL_CLIENTS = ("127.0.0.1", "::1", "localhost")
+#: The longest a `wait` long-poll may last.
+MAX_WAIT_S = 60.0
 
 Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -100,19 +110,48 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def op_from_json(o: dict[str, Any], now_ms: int) -> Op:
-    """An op of an unsigned write request: `{"op", "key", "field", "value", "ttl"}` (ttl in seconds)."""
-    kind = o["op"]
-    if kind not in ("set", "del", "hset", "hdel"):
-        raise ValueError(f"unknown op {kind!r}")
-    ttl = o.get("ttl")
-    expires = None if ttl is None else now_ms + max(1, int(float(ttl) * 1000))
-    return Op(kind, o["key"], o.get("field"), o.get("value"), expires)
+def write_ops(body: bytes, svc: CStoreService) -> list[Op]:
+    """The ops of an unsigned write request, `{"ops": [{"op", "key", "field", "value", "ttl"}, ...]}`
+    (ttl in seconds), each value checked for its type and bounds (`malformed`, `too_large`); keys, fields
+    and values are checked again, like any batch's, once the node has signed them."""
+    try:
+        request = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise CStoreError("malformed", f"bad write request: not JSON: {exc}") from None
+    items = request.get("ops") if isinstance(request, dict) else None
+    if not isinstance(items, list):
+        raise CStoreError("malformed", 'bad write request: not {"ops": [...]}')
+    if not 1 <= len(items) <= svc.limits.max_ops_per_batch:
+        raise CStoreError("too_large", f"a write holds 1 to {svc.limits.max_ops_per_batch} ops")
+    now = time.time_ns() // 1_000_000
+    ops = []
+    for o in items:
+        if not isinstance(o, dict):
+            raise CStoreError("malformed", 'bad write request: an op is not {"op", "key", ...}')
+        kind, key, field = o.get("op"), o.get("key"), o.get("field")
+        if kind not in ("set", "del", "hset", "hdel"):
+            raise CStoreError("malformed", f"bad write request: unknown op {str(kind)[:20]!r}")
+        if not isinstance(key, str) or not (field is None or isinstance(field, str)):
+            raise CStoreError("malformed", "bad write request: key and field must be strings")
+        ops.append(Op(kind, key, field, o.get("value"), svc.expires_ms(o.get("ttl"), now)))
+    return ops
 
 
-def add_routes(router: APIRouter, svc: CStoreService) -> None:
-    """Put CSTORE's routes on `router`, each answering from `svc`."""
+def add_routes(router: APIRouter, svc: CStoreService) -> dict[str, int]:
+    """Put CSTORE's routes on `router`, each answering from `svc`; returns the body cap of each route
+    that takes a body (the node caps them too)."""
     errors = ERROR_RESPONSES
+
+    def refuse(exc: CStoreError) -> CStoreError:
+        """Count and log a refusal the route raises."""
+        svc.refused(exc)
+        return exc
+
+    async def body_of(request: Request, limit: int) -> bytes:
+        try:
+            return await read_body(request, limit)
+        except CStoreError as exc:
+            raise refuse(exc) from None
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -137,7 +176,9 @@ def add_routes(router: APIRouter, svc: CStoreService) -> None:
     async def wait(key: str, field: str | None = None, timeout: float = 10.0) -> WaitAnswer:
         """Long-poll until KEY (or hash FIELD) has a live value; 408 (`timeout`) after `timeout`
         seconds (at most 60)."""
-        return WaitAnswer(key=key, field=field, value=await svc.wait(key, field, timeout))
+        if math.isnan(timeout):
+            raise refuse(CStoreError("malformed", "timeout must be a number of seconds"))
+        return WaitAnswer(key=key, field=field, value=await svc.wait(key, field, min(timeout, MAX_WAIT_S)))
 
     @router.get("/v1/cstore/hlc", response_model=HlcAnswer, responses=errors)
     async def hlc() -> HlcAnswer:
@@ -158,20 +199,16 @@ def add_routes(router: APIRouter, svc: CStoreService) -> None:
     async def batch(request: Request) -> Response:
         """One signed batch (canonical JSON, as `r1os.cstore.sign_batch` makes it); answered once it
         is durable on this node."""
-        b = await svc.submit(await read_body(request, svc.limits.max_batch_bytes))
+        b = await svc.submit(await body_of(request, svc.limits.max_batch_bytes))
         return _json(orjson.dumps({"id": b.id, "ops": len(b.ops), "hlc": list(svc.hlc)}))
 
     async def batches(request: Request) -> Response:
         """Several signed batches in one request, one per line (canonical JSON has no newlines).
         Each is accepted or refused on its own, like the commands of a Redis pipeline."""
-        try:
-            body = await read_body(request, MAX_REQUEST_BYTES)
-            raws = [line for line in body.split(b"\n") if line.strip()]
-            if not 1 <= len(raws) <= MAX_BATCHES_PER_REQUEST:
-                raise CStoreError("too_large", f"a request holds 1 to {MAX_BATCHES_PER_REQUEST} batches")
-        except CStoreError as exc:
-            svc.refused(exc)
-            raise
+        body = await body_of(request, MAX_REQUEST_BYTES)
+        raws = [line for line in body.split(b"\n") if line.strip()]
+        if not 1 <= len(raws) <= MAX_BATCHES_PER_REQUEST:
+            raise refuse(CStoreError("too_large", f"a request holds 1 to {MAX_BATCHES_PER_REQUEST} batches"))
         results = [
             {"error": str(r), "cause": r.cause, "hint": r.hint}
             if isinstance(r, CStoreError)
@@ -181,21 +218,14 @@ def add_routes(router: APIRouter, svc: CStoreService) -> None:
         return _json(orjson.dumps({"results": results, "hlc": list(svc.hlc)}))
 
     async def write(request: Request) -> Response:
-        """Unsigned writes from apps on this machine (`{"ops": [{"op", "key", "field", "value",
-        "ttl"}, ...]}`): the node signs them as itself."""
-        client = request.client.host if request.client else ""
-        if client not in LOCAL_CLIENTS:
-            raise CStoreError(
-                "forbidden",
-                "unsigned writes are only accepted from this machine",
-                hint="sign batches with your own key (r1os.Session(key=...)): POST /v1/cstore/batch",
-            )
+        """Unsigned writes (`{"ops": [{"op", "key", "field", "value", "ttl"}, ...]}`) that the node
+        signs as itself: for the node's operator only (`Authorization: Bearer <the token in
+        <home>/api-token>`); anyone else signs batches with their own key (`POST /v1/cstore/batch`)."""
+        await svc.ctx.auth.require(request, local=True)
         try:
-            body = orjson.loads(await read_body(request, svc.limits.max_batch_bytes))
-            now = time.time_ns() // 1_000_000
-            ops = [op_from_json(o, now) for o in body["ops"]]
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise CStoreError("malformed", f"bad write request: {exc}") from None
+            ops = write_ops(await read_body(request, svc.limits.max_batch_bytes), svc)
+        except CStoreError as exc:
+            raise refuse(exc) from None
         b = await svc.write(ops)
         return _json(orjson.dumps({"id": b.id, "ops": len(b.ops), "writer": b.writer}))
 
@@ -203,25 +233,38 @@ def add_routes(router: APIRouter, svc: CStoreService) -> None:
 
     async def sync(request: Request) -> Response:
         """An anti-entropy round: `{"digests": base64 bucket digests, "horizon": ms}`."""
+        await svc.require_peer(request)
+        body = await body_of(request, MAX_SYNC_REQUEST)
         try:
-            body = orjson.loads(await read_body(request, MAX_REQUEST_BYTES))
-            horizon = body.get("horizon")
+            asked = orjson.loads(body)
+            if not isinstance(asked, dict):
+                raise TypeError("not an object")
+            horizon, digests = asked.get("horizon"), asked.get("digests")
             if horizon is not None and type(horizon) is not int:
                 raise TypeError("horizon must be an integer")
-            digests = body["digests"]
-        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
-            raise CStoreError("malformed", f"bad sync request: {exc}") from None
-        return _json(orjson.dumps(svc.answer_sync(digests, horizon)))
+            if not isinstance(digests, str):
+                raise TypeError("digests must be a base64 string")
+            answer = svc.answer_sync(digests, horizon)
+        except (orjson.JSONDecodeError, TypeError) as exc:
+            raise refuse(CStoreError("malformed", f"bad sync request: {exc}")) from None
+        except CStoreError as exc:
+            raise refuse(exc) from None
+        return _json(orjson.dumps(answer))
 
     async def push(request: Request) -> Response:
-        """Batches a peer pushes in an anti-entropy round: `{"batches": [signed batch, ...]}`."""
+        """Batches a peer pushes in an anti-entropy round: `{"batches": [signed batch, ...]}`, at most
+        `MAX_SYNC_BATCHES`; each is checked (and counted against its namespace) like a broadcast one."""
+        await svc.require_peer(request)
+        body = await body_of(request, MAX_SYNC_BODY)
         try:
-            body = orjson.loads(await read_body(request, MAX_REQUEST_BYTES))
-            batches = body["batches"]
+            pushed = orjson.loads(body)
+            batches = pushed.get("batches") if isinstance(pushed, dict) else None
             if not isinstance(batches, list):
                 raise TypeError("batches must be a list")
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            raise CStoreError("malformed", f"bad push request: {exc}") from None
+        except (orjson.JSONDecodeError, TypeError) as exc:
+            raise refuse(CStoreError("malformed", f"bad push request: {exc}")) from None
+        if len(batches) > MAX_SYNC_BATCHES:
+            raise refuse(CStoreError("too_large", f"a push holds at most {MAX_SYNC_BATCHES} batches"))
         applied = refused = 0
         for raw in batches:
             try:
@@ -234,10 +277,14 @@ def add_routes(router: APIRouter, svc: CStoreService) -> None:
         return _json(orjson.dumps({"applied": applied, "refused": refused}))
 
     @router.get("/v1/cstore/batch/{batch_id}", responses=_answers(SignedBatch))
-    async def get_batch(batch_id: str) -> Response:
+    async def get_batch(batch_id: str, request: Request) -> Response:
         """A signed batch by id, as its writer signed it (replicas pull the batches too large to be
         broadcast inline)."""
-        raw = svc.batch(batch_id)
+        await svc.require_peer(request)
+        try:
+            raw = svc.batch(check_batch_id(batch_id))
+        except CStoreError as exc:
+            raise refuse(exc) from None
         if raw is None:
             raise CStoreError(
                 "not_found", f"no batch {batch_id[:16]} here", hint="it may have been superseded"
@@ -266,3 +313,11 @@ def add_routes(router: APIRouter, svc: CStoreService) -> None:
             openapi_extra=body,
             route_class_override=DirectRoute,
         )
+    one_batch = svc.limits.max_batch_bytes
+    return {
+        "/v1/cstore/batch": one_batch,
+        "/v1/cstore/batches": MAX_REQUEST_BYTES,
+        "/v1/cstore/write": one_batch,
+        "/v1/cstore/sync": MAX_SYNC_REQUEST,
+        "/v1/cstore/push": MAX_SYNC_BODY,
+    }

@@ -10,15 +10,23 @@ HTTP by the replicas.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from r1os.cstore._ops import Batch, CStoreError
+from r1os.cstore._peer import check_url
 
 MSG_BATCH = "cstore.batch"
 INLINE_LIMIT = 256 * 1024  # larger batches are announced and pulled over HTTP
+#: Batches one message may carry. The smallest batch is about 260 bytes, so a full inline message holds
+#: about a thousand; a replica refuses a message claiming more (each would be checked on its own).
+MAX_BATCHES_PER_MESSAGE = 2_000
+#: Announced batches a replica pulls at the same time; the rest is left to anti-entropy (`busy`).
+MAX_PULLS = 4
+
+_BATCH_ID = re.compile(r"[0-9a-f]{64}")
 
 Waiting = tuple[Batch, asyncio.Future[None]]
 Payload = dict[str, Any]
@@ -47,6 +55,9 @@ def broadcast_payloads(group: list[Waiting], url: str) -> list[tuple[Payload, li
         if len(batch.raw) > INLINE_LIMIT:
             out.append(({"id": batch.id, "url": url}, [fut]))
             continue
+        if len(pack) == MAX_BATCHES_PER_MESSAGE:
+            flush()
+            size = 0
         pack.append(batch.raw.decode())
         waiting.append(fut)
         size += len(batch.raw)
@@ -103,24 +114,31 @@ class Broadcaster:
             self._outgoing = []
 
 
-async def received_batches(payload: Payload, http: httpx.AsyncClient) -> list[Any]:
+def check_batch_id(batch_id: object) -> str:
+    """A batch id as peers name it: the hex SHA-256 of the signed batch."""
+    if not isinstance(batch_id, str) or not _BATCH_ID.fullmatch(batch_id):
+        raise CStoreError("malformed", "a batch id is 64 lower-case hex digits")
+    return batch_id
+
+
+@dataclass(frozen=True, slots=True)
+class Announced:
+    """A batch too large to travel inline: pull it (`GET <url>/v1/cstore/batch/<id>`) from its sender."""
+
+    id: str
+    url: str
+
+
+def received_batches(payload: Payload) -> list[Any] | Announced:
     """The batches a `cstore.batch` message brings (each still to be checked: a replica refuses a bad
-    one alone), pulling an announced one from its sender; `CStoreError` if the message is unusable."""
+    one alone), or the batch it announces; `CStoreError` if the message is unusable."""
     batches = payload.get("batches")
     if isinstance(batches, list):
+        if len(batches) > MAX_BATCHES_PER_MESSAGE:
+            raise CStoreError("too_large", f"a message carries at most {MAX_BATCHES_PER_MESSAGE} batches")
         return batches
     if isinstance(payload.get("batch"), str):
         return [payload["batch"]]
-    if isinstance(payload.get("id"), str) and isinstance(payload.get("url"), str):
-        return [await pull_batch(http, payload["url"], payload["id"])]
+    if "id" in payload or "url" in payload:
+        return Announced(check_batch_id(payload.get("id")), check_url(payload.get("url")))
     raise CStoreError("malformed", "cstore.batch message without a batch")
-
-
-async def pull_batch(http: httpx.AsyncClient, url: str, batch_id: str) -> bytes:
-    """The signed batch `batch_id` from the node at `url`."""
-    try:
-        r = await http.get(f"{url}/v1/cstore/batch/{batch_id}")
-        r.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise CStoreError("unreachable", f"cannot pull batch {batch_id[:12]} from {url}: {exc}") from None
-    return r.content

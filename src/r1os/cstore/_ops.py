@@ -44,11 +44,13 @@ STATUS_BY_CAUSE: dict[str, int] = {
     "clock_skew": 400,
     "forbidden": 403,
     "bad_signature": 403,  # signed, but not by the batch's writer: not allowed, as writing another's key
+    "not_admitted": 403,  # a replication route asked by a node dAuth does not admit
     "not_found": 404,
     "timeout": 408,
     "too_large": 413,
     "quota": 429,
     "unreachable": 502,
+    "busy": 503,
 }
 
 

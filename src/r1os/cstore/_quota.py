@@ -1,35 +1,56 @@
-"""How many keys each owned namespace (`node:<address>`, `app:<address>`) holds, and its cap.
+"""How many entries each writer's namespace holds, and the cap on them.
 
-The cap is checked where a write enters the network (the node a client posts to, or the node writing
-for itself), never on replicas: they must take whatever the network agreed on, or they would diverge.
-Keys count whether live or tombstoned, until garbage collection forgets them.
+An entry is a plain key or a hash field, live or tombstoned (a delete of something never written still
+leaves a tombstone), until garbage collection forgets it. Entries count against:
+
+- `node:<address>` / `app:<address>`: every entry under that prefix;
+- `pub:<address>`: the `pub:` hash fields that address owns (in `pub:` a field is its writer's address);
+- `net:` keys are the oracles' and count nowhere.
+
+Every path that applies a batch checks it (`NamespaceQuota.check`): the node a client posts to, the node
+writing for itself, and replicas taking batches from broadcasts, pushes and anti-entropy, so no route
+skips the cap. Counts depend on what a replica has seen, so two entry nodes may each accept a batch that
+together pass the cap; replicas take up to `REPLICA_SLACK` over it, so such a race still converges, and
+nothing further.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Container
+from collections.abc import Iterable, Mapping
 from itertools import repeat
+from typing import Any
 
 from r1os.cstore._ops import Batch, CStoreError
 
+#: Fraction of the cap a replica accepts beyond it (writes of one writer that raced through two entry
+#: nodes); entry nodes hold the cap exactly.
+REPLICA_SLACK = 0.01
 
-def namespace(key: str) -> str | None:
-    """The owned namespace a key counts against (`node:<addr>` / `app:<addr>`), if any."""
+Strings = Mapping[str, Any]
+Hashes = Mapping[str, Mapping[str, Any]]
+
+
+def namespace(key: str, field: str | None = None) -> str | None:
+    """The namespace an entry counts against, if any."""
     ns, _, rest = key.partition(":")
     if ns in ("node", "app"):
         return f"{ns}:{rest.partition(':')[0].lower()}"
+    if ns == "pub" and field is not None:
+        return f"pub:{field.lower()}"
     return None
 
 
-def count_namespaces(keys: Collection[str], writer: str | None = None) -> Counter[str]:
-    """How many of `keys` fall in each owned namespace.
+def count_namespaces(keys: Iterable[str], writer: str | None = None) -> Counter[str]:
+    """How many of the plain `keys` (or hash keys, one entry each) fall in each `node:`/`app:`
+    namespace.
 
     Keys of one writer are nearly always in its own `app:`/`node:` namespace: those are counted with
     one C-level pass per prefix. The rest are tallied per `ns:owner` prefix, whose namespace is then
     worked out once."""
+    keys = keys if isinstance(keys, (list, set, tuple)) else list(keys)
     counts: Counter[str] = Counter()
-    rest: Collection[str] = keys
+    rest: Iterable[str] = keys
     if writer is not None:
         w = writer.lower()
         own = (f"app:{w}:", f"node:{w}:")
@@ -53,33 +74,64 @@ def count_namespaces(keys: Collection[str], writer: str | None = None) -> Counte
     return counts
 
 
+def new_entries(batch: Batch, strings: Strings, hashes: Hashes) -> Counter[str]:
+    """Entries `batch` would create, per namespace, given the entries a replica holds."""
+    plain: set[str] = set()
+    fields: set[tuple[str, str]] = set()
+    for op in batch.ops:
+        key, field = op[1], op[2]
+        if field is None:
+            if key not in strings:
+                plain.add(key)
+        else:
+            table = hashes.get(key)
+            if table is None or field not in table:
+                fields.add((key, field))
+    counts = count_namespaces(plain, batch.writer) if plain else Counter()
+    for key, field in fields:
+        ns = namespace(key, field)
+        if ns is not None:
+            counts[ns] += 1
+    return counts
+
+
 class NamespaceQuota:
-    """Keys per owned namespace, kept up to date as batches are applied, and the cap on them."""
+    """Entries per namespace, kept up to date as batches are applied, and the cap on them."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.counts: Counter[str] = Counter()
 
-    def check(self, batch: Batch, strings: Container[str], hashes: Container[str]) -> None:
-        """Refuse `batch` (`quota`) if the keys it would create push a namespace past the cap;
-        `strings` and `hashes` are the keys the store already holds."""
-        new_keys = {
-            op[1]
-            for op in batch.ops
-            if (op[0] == "set" or op[0] == "hset") and op[1] not in strings and op[1] not in hashes
-        }
-        for ns, n in count_namespaces(new_keys, batch.writer).items():
-            if self.counts[ns] + n > self.limit:
+    @property
+    def replica_limit(self) -> int:
+        return self.limit + int(self.limit * REPLICA_SLACK)
+
+    def check(self, batch: Batch, strings: Strings, hashes: Hashes, *, replica: bool = False) -> Counter[str]:
+        """The entries `batch` creates per namespace, or `CStoreError("quota")` if they would push a
+        namespace past the cap (`replica`: past the cap and its slack). Count them with `add` once the
+        batch is applied."""
+        fresh = new_entries(batch, strings, hashes)
+        limit = self.replica_limit if replica else self.limit
+        for ns, n in fresh.items():
+            if self.counts[ns] + n > limit:
                 raise CStoreError(
                     "quota",
-                    f"namespace {ns} would exceed {self.limit} keys",
-                    hint="delete keys you no longer need",
+                    f"namespace {ns} would exceed {self.limit} entries",
+                    hint="delete keys you no longer need (tombstones count until they are forgotten, 24 h)",
                 )
+        return fresh
 
-    def add(self, new_keys: Collection[str], writer: str) -> None:
-        """Count keys a batch of `writer` just created."""
-        self.counts.update(count_namespaces(new_keys, writer))
+    def add(self, fresh: Counter[str]) -> None:
+        """Count entries a batch just created (as `check` or `new_entries` found them)."""
+        self.counts.update(fresh)
 
-    def recount(self, keys: Collection[str]) -> None:
-        """Count again from scratch (after garbage collection forgot keys)."""
-        self.counts = count_namespaces(keys)
+    def recount(self, strings: Strings, hashes: Hashes) -> None:
+        """Count again from scratch (after garbage collection forgot entries)."""
+        counts = count_namespaces(list(strings))
+        for key, table in hashes.items():
+            ns = namespace(key)
+            if ns is not None:
+                counts[ns] += len(table)
+            elif key.startswith("pub:"):
+                counts.update(f"pub:{field.lower()}" for field in table)
+        self.counts = counts

@@ -9,21 +9,25 @@ replica (`_fanout`); anti-entropy (`_sync`) brings back what a replica missed. T
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol, cast, runtime_checkable
 
+from fastapi import Request
 from prometheus_client import Histogram
 
 from r1os.cstore._api import add_routes
-from r1os.cstore._fanout import MSG_BATCH, Broadcaster, Payload, received_batches
+from r1os.cstore._fanout import MAX_PULLS, MSG_BATCH, Announced, Broadcaster, Payload, received_batches
 from r1os.cstore._hlc import HybridClock, Timestamp
 from r1os.cstore._log import BatchLog, read_log
 from r1os.cstore._models import StatsAnswer
 from r1os.cstore._ops import Batch, CStoreError, Limits, Op, OpKind, decode_batch, sign_batch
-from r1os.cstore._quota import NamespaceQuota
+from r1os.cstore._peer import PeerClient, PeerRef
+from r1os.cstore._quota import NamespaceQuota, new_entries
 from r1os.cstore._state import CStoreState, EntryId
 from r1os.cstore._sync import AntiEntropy, horizon
 from r1os.errors import NodeError
@@ -37,6 +41,17 @@ __all__ = ["MSG_BATCH", "CStoreService", "Watcher"]
 MAINTENANCE_INTERVAL = 60.0
 REFUSAL_LOG_INTERVAL = 60.0  # one log line per cause and minute: a hostile peer cannot flood the log
 Watcher = Callable[[str, str | None, Any], Awaitable[None] | None]
+
+
+@runtime_checkable
+class Admission(Protocol):
+    """What CSTORE asks of the node's admission service (dAuth's `DauthService`): whether it is on, and
+    whether an address is admitted (oracles included). Found by what it offers, not by name: dAuth
+    imports CSTORE, so CSTORE cannot import dAuth."""
+
+    enabled: bool
+
+    def is_admitted(self, address: str) -> bool: ...
 
 
 def _now_ms() -> int:
@@ -71,8 +86,12 @@ class CStoreService(Service):
         self._fanout = Broadcaster(self._publish, self._spawn_sender)
         self._watchers: list[tuple[str, Watcher]] = []
         self._last_log: dict[str, float] = {}
+        self._pulling: set[str] = set()  # ids of announced batches being pulled
+        self._admission: Admission | None = None
+        self._admission_found = False
         self._ctx: ServiceContext | None = None
         self._log: BatchLog | None = None
+        self._peers: PeerClient | None = None
         self._lag_hist = Histogram(
             "r1os_cstore_replication_lag_seconds",
             "Time from a writer stamping a batch to this replica applying it (fast path)",
@@ -92,7 +111,8 @@ class CStoreService(Service):
             except CStoreError as exc:
                 log.error("cstore log record refused on load: %s", exc)
                 continue
-            self._apply(batch)
+            # What this replica accepted before counts again, over the cap or not.
+            self._apply(batch, new_entries(batch, self.state.strings, self.state.hashes))
             loaded += 1
         self._log = BatchLog(path, fsync=self.fsync)
         # After the tasks that append to it have ended (the node cancels them before stop callbacks).
@@ -100,12 +120,15 @@ class CStoreService(Service):
         if loaded:
             log.info("cstore: loaded %d batches, %d entries from %s", loaded, len(self.state), path)
         self._fanout.url = ctx.url
+        self._peers = PeerClient(ctx.http, ctx.key, ctx.network)
         ctx.on(MSG_BATCH, self._on_batch_message)
         ctx.metrics.register(self._lag_hist)
-        add_routes(ctx.router, self)
-        for route in ("/v1/cstore/batch", "/v1/cstore/push", "/v1/cstore/sync", "/v1/cstore/write"):
-            ctx.allow_body(route, None)  # each caps its body itself as it reads it (`_api.read_body`)
-        ctx.spawn(self._sync.run(self.sync_interval, self._sync_peers, ctx.http), "sync")
+        for route, cap in add_routes(ctx.router, self).items():
+            # Each route caps its body itself as it reads it (`_api.read_body`: counted, with its own
+            # message); the node's cap, a little higher, also holds for whoever reads it first (a
+            # signed request's body is read to check its hash before the route runs).
+            ctx.allow_body(route, cap + 256 * 1024)
+        ctx.spawn(self._sync.run(self.sync_interval, self._sync_peers, self._peers), "sync")
         ctx.spawn(self._maintenance_loop(), "maintenance")
 
     @property
@@ -191,26 +214,36 @@ class CStoreService(Service):
         self._watchers = [(p, cb) for p, cb in self._watchers if cb is not callback]
 
     def _op(self, kind: OpKind, key: str, field: str | None, value: Any, ttl: float | None) -> Op:
-        expires = None if ttl is None else _now_ms() + max(1, int(ttl * 1000))
-        return Op(kind, key, field, value, expires)
+        return Op(kind, key, field, value, self.expires_ms(ttl))
+
+    def expires_ms(self, ttl: Any, now_ms: int | None = None) -> int | None:
+        """The absolute expiry of a write with `ttl` seconds (None: never); `CStoreError` for a TTL that
+        is not a finite number (`malformed`) or longer than `limits.max_ttl_ms` (`too_large`)."""
+        if ttl is None:
+            return None
+        if type(ttl) not in (int, float) or not math.isfinite(ttl):
+            raise CStoreError("malformed", "ttl must be a finite number of seconds")
+        if ttl * 1000 > self.limits.max_ttl_ms:
+            raise CStoreError("too_large", f"ttl is longer than {self.limits.max_ttl_ms // 1000} s")
+        return (_now_ms() if now_ms is None else now_ms) + max(1, int(ttl * 1000))
 
     async def write(self, ops: list[Op]) -> Batch:
         """Sign `ops` as this node, then submit them like any client batch."""
+        if not 1 <= len(ops) <= self.limits.max_ops_per_batch:
+            raise CStoreError("too_large", f"a batch holds 1 to {self.limits.max_ops_per_batch} ops")
         ts = self.clock.reserve(len(ops))
-        return await self.submit(sign_batch(self.ctx.key, ops, ts.wall_ms, ts.counter), new_keys_limited=True)
+        return await self.submit(sign_batch(self.ctx.key, ops, ts.wall_ms, ts.counter))
 
     # -- the write path ----------------------------------------------------------------------
 
-    async def submit(self, raw: bytes, *, new_keys_limited: bool = True) -> Batch:
+    async def submit(self, raw: bytes) -> Batch:
         """Check, merge, persist (fsync) and broadcast a signed batch; returns once it is durable."""
-        (result,) = await self.submit_many([raw], new_keys_limited=new_keys_limited)
+        (result,) = await self.submit_many([raw])
         if isinstance(result, CStoreError):
             raise result
         return result
 
-    async def submit_many(
-        self, raws: list[bytes], *, new_keys_limited: bool = True
-    ) -> list[Batch | CStoreError]:
+    async def submit_many(self, raws: list[bytes]) -> list[Batch | CStoreError]:
         """`submit` for several signed batches at once, in order; each is checked on its own and
         either accepted or refused (its error in its place). Returns once the accepted ones are
         durable: they share one fsync and travel to the replicas in one message."""
@@ -219,13 +252,13 @@ class CStoreService(Service):
         for raw in raws:
             try:
                 batch = decode_batch(raw, limits=self.limits, now_ms=_now_ms(), oracles=self.oracles)
-                if new_keys_limited:
-                    self._quota.check(batch, self.state.strings, self.state.hashes)
+                # Where a write enters the network its namespace's cap holds exactly.
+                created = self._quota.check(batch, self.state.strings, self.state.hashes)
             except CStoreError as exc:
                 self.refused(exc)
                 results.append(exc)
                 continue
-            if self._apply(batch):
+            if self._apply(batch, created):
                 fresh.append(batch)
             results.append(batch)
         if fresh:
@@ -245,13 +278,14 @@ class CStoreService(Service):
         asking for digests never finds a backlog."""
         self.state.settle(horizon(_now_ms()))
 
-    def _apply(self, batch: Batch) -> list[EntryId]:
+    def _apply(self, batch: Batch, fresh: Counter[str]) -> list[EntryId]:
+        """Merge a checked batch; `fresh` are the entries it creates per namespace (from the quota)."""
         changed = self.state.apply(batch)
         self.clock.observe(Timestamp(batch.wall_ms, batch.counter + len(batch.ops) - 1))
+        if fresh:
+            self._quota.add(fresh)
         if changed:
             self.applied_batches += 1
-            if self.state.new_keys:
-                self._quota.add(self.state.new_keys, batch.writer)
             if self._watchers:
                 self._notify(changed)
         return changed
@@ -282,9 +316,12 @@ class CStoreService(Service):
 
     async def _on_batch_message(self, env: Envelope) -> None:
         try:
-            raws = await received_batches(env.payload, self.ctx.http)
+            raws = received_batches(env.payload)
         except CStoreError as exc:
             self.refused(exc, sender=env.sender)
+            return
+        if isinstance(raws, Announced):
+            self._pull_announced(raws, env.sender)
             return
         for raw in raws:
             try:
@@ -296,11 +333,43 @@ class CStoreService(Service):
             except CStoreError as exc:
                 self.refused(exc, sender=env.sender)
 
+    def _pull_announced(self, announced: Announced, sender: str) -> None:
+        """Pull a batch announced by `sender` in the background (the message handler does not wait on a
+        peer), at most `MAX_PULLS` at a time; one already here or on its way is not pulled again."""
+        if announced.id in self._pulling or self.state.batches_by_id(announced.id):
+            return
+        if len(self._pulling) >= MAX_PULLS:
+            self.refused(
+                CStoreError(
+                    "busy", f"{MAX_PULLS} announced batches are being pulled; anti-entropy brings this one"
+                ),
+                sender=sender,
+            )
+            return
+        self._pulling.add(announced.id)
+        self.ctx.spawn(self._pull(announced, sender), "pull")
+
+    async def _pull(self, announced: Announced, sender: str) -> None:
+        try:
+            path = f"/v1/cstore/batch/{announced.id}"
+            peer = PeerRef(sender, announced.url)
+            raw = await self.peers.request(peer, "GET", path, b"", limit=self.limits.max_batch_bytes)
+            if hashlib.sha256(raw).hexdigest() != announced.id:
+                raise CStoreError(
+                    "malformed", f"{announced.url} served another batch than {announced.id[:12]}"
+                )
+            self.receive(raw, broadcast=True)
+        except CStoreError as exc:
+            self.refused(exc, sender=sender)
+        finally:
+            self._pulling.discard(announced.id)
+
     def receive(self, raw: bytes, *, broadcast: bool = False) -> list[EntryId]:
-        """Merge a batch from a peer (`CStoreError` if refused); persisted by the next group commit.
-        Returns the entries it changed."""
+        """Merge a batch from a peer (`CStoreError` if refused, the namespace quota included, with a
+        replica's slack); persisted by the next group commit. Returns the entries it changed."""
         now = _now_ms()
         batch = decode_batch(raw, limits=self.limits, now_ms=now, oracles=self.oracles)
+        fresh = self._quota.check(batch, self.state.strings, self.state.hashes, replica=True)
         if broadcast:
             self._sync.last_fast_path = time.monotonic()
             # Replication lag: from the writer stamping the batch to it being readable here.
@@ -308,7 +377,7 @@ class CStoreService(Service):
             if 0 <= lag < 60_000:
                 self.lags.append((now, lag, batch.id))
                 self._lag_hist.observe(lag / 1000)
-        changed = self._apply(batch)
+        changed = self._apply(batch, fresh)
         if changed:
             self.log.append_nowait(batch.raw)
             self._settle()
@@ -322,20 +391,60 @@ class CStoreService(Service):
         if now - self._last_log.get(exc.cause, -1e9) >= REFUSAL_LOG_INTERVAL:
             self._last_log[exc.cause] = now
             log.warning(
-                "cstore refused a batch%s: %s (%s)", f" from {sender}" if sender else "", exc.cause, exc
+                "cstore refused a batch or request%s: %s (%s)",
+                f" from {sender}" if sender else "",
+                exc.cause,
+                exc,
             )
 
     # -- anti-entropy ------------------------------------------------------------------------
 
-    def _sync_peers(self) -> list[str]:
+    def _sync_peers(self) -> list[PeerRef]:
         return [
-            p.heartbeat.url for p in self.ctx.netmap.online()
+            PeerRef(p.address, p.heartbeat.url.rstrip("/")) for p in self.ctx.netmap.online()
             if p.heartbeat.url and "cstore" in p.heartbeat.services
         ]  # fmt: skip
 
-    async def sync_with(self, url: str) -> tuple[int, int]:
-        """One anti-entropy round with the node at `url`; returns (batches pulled, batches pushed)."""
-        return await self._sync.round(self.ctx.http, url)
+    @property
+    def peers(self) -> PeerClient:
+        """Signed, capped requests to other replicas (made by `start`)."""
+        if self._peers is None:
+            raise NodeError("the cstore service is not started", hint="add it to a node and start the node")
+        return self._peers
+
+    async def sync_with(self, peer: PeerRef) -> tuple[int, int]:
+        """One anti-entropy round with `peer`; returns (batches pulled, batches pushed)."""
+        return await self._sync.round(self.peers, peer)
+
+    # -- who may take part in replication ----------------------------------------------------
+
+    def admission(self) -> Admission | None:
+        """The node's admission service (dAuth), if it runs one."""
+        if not self._admission_found:
+            found: object = self.ctx.find(cast("type[Service]", Admission))
+            self._admission = found if isinstance(found, Admission) else None
+            self._admission_found = True
+        return self._admission
+
+    async def require_peer(self, request: Request) -> None:
+        """Let `request` into a route between replicas (anti-entropy, batch pulls). With dAuth on, only
+        this node's operator, this node, an oracle or an admitted node, by a signed request (401
+        `unauthenticated` without one, 403 `not_admitted` for anyone else); on an open network anyone."""
+        gate = self.admission()
+        if gate is None or not gate.enabled:
+            return
+        caller = await self.ctx.auth.require(request)
+        address = (caller.address or "").lower()
+        if caller.local or address == self.ctx.address.lower() or address in self.oracles:
+            return
+        if not gate.is_admitted(address):
+            exc = CStoreError(
+                "not_admitted",
+                f"{caller.address} is not admitted to this network: replication routes are for its nodes",
+                hint="a node takes part once dAuth admits it (a linked licence)",
+            )
+            self.refused(exc)
+            raise exc
 
     def answer_sync(self, digests_b64: str, horizon: int | None = None) -> dict[str, Any]:
         """Answer a peer's anti-entropy round (`/v1/cstore/sync`)."""
@@ -373,7 +482,7 @@ class CStoreService(Service):
         """Forget old tombstones and compact the log when most of it is dead weight."""
         removed = self.state.gc(_now_ms() - self.tombstone_ttl_ms)
         if removed:
-            self._quota.recount(set(self.state.strings) | set(self.state.hashes))
+            self._quota.recount(self.state.strings, self.state.hashes)
         # Count what has settled even when no peer asks (a lone node), so pending entries stay few.
         self._settle()
         live = self.state.live_batches()

@@ -71,15 +71,12 @@ class CStoreState:
         # Entries not yet settled: wall_ms -> bucket -> XOR of their hashes; a heap of those wall_ms.
         self._pending: dict[int, dict[int, int]] = {}
         self._pending_walls: list[int] = []
-        self.new_keys: list[str] = []  # keys the last `apply` created (for per-namespace quotas)
 
     # -- writes ------------------------------------------------------------------------------
 
     def apply(self, batch: Batch) -> list[EntryId]:
         """Merge a verified batch; returns the entries it changed (empty if it was old news)."""
         changed: list[EntryId] = []
-        new_keys: list[str] = []
-        self.new_keys = new_keys
         writer = batch.writer.lower()
         wall, counter, batch_id = batch.wall_ms, batch.counter, batch.id
         horizon = self._horizon_ms
@@ -98,14 +95,10 @@ class CStoreState:
                 table = strings
                 name = key
                 current = strings.get(key)
-                if current is None and key not in hashes:
-                    new_keys.append(key)
             else:
                 table = hashes.get(key)  # type: ignore[assignment]
                 if table is None:
                     table = hashes[key] = {}
-                    if key not in strings:
-                        new_keys.append(key)
                 name = field
                 current = table.get(name)
             if current is not None and current[0] >= order:

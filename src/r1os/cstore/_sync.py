@@ -18,15 +18,23 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import orjson
 
 from r1os.cstore._ops import CStoreError
+from r1os.cstore._peer import PeerClient, PeerRef
 from r1os.cstore._state import BUCKETS, CStoreState
 
 log = logging.getLogger("r1os.cstore")
 
-MAX_SYNC_BATCHES = 1_000  # per answer and per push: one round never stalls a node, the rest comes next round
+#: Batches per answer and per push: one round never stalls a node, the rest comes next round.
+MAX_SYNC_BATCHES = 1_000
+#: Bytes of batches per answer and per push (the batches' own size; at least one batch always goes).
+MAX_SYNC_BYTES = 16 * 1024 * 1024
+#: The largest answer or push body read: the batches travel as JSON strings, and escaping their quotes
+#: and backslashes at most doubles them.
+MAX_SYNC_BODY = 2 * MAX_SYNC_BYTES + 64 * 1024
+#: The largest `/v1/cstore/sync` request: 1,024 bucket digests in base64 (about 22 KB) and a horizon.
+MAX_SYNC_REQUEST = 64 * 1024
 SETTLE_MS = 1_000
 HORIZON_STEP_MS = 1_000  # how long a write is left to the fast path before anti-entropy compares it
 MAX_DEFERRED_ROUNDS = 3
@@ -61,8 +69,8 @@ class AntiEntropy:
         self.batches: Counter[str] = Counter()  # batches pulled / pushed / answered
         self.last_fast_path = 0.0
 
-    async def run(self, interval: float, peers: Callable[[], list[str]], http: httpx.AsyncClient) -> None:
-        """Every `interval` seconds (jittered), a round with a random one of `peers()` (their URLs)."""
+    async def run(self, interval: float, peers: Callable[[], list[PeerRef]], client: PeerClient) -> None:
+        """Every `interval` seconds (jittered), a round with a random one of `peers()`."""
         deferred = 0
         while True:
             await asyncio.sleep(interval * random.uniform(0.8, 1.2))
@@ -72,40 +80,41 @@ class AntiEntropy:
                 deferred += 1
                 continue
             deferred = 0
-            urls = peers()
-            if not urls:
+            candidates = peers()
+            if not candidates:
                 continue
-            url = random.choice(urls)
+            peer = random.choice(candidates)
             try:
-                await self.round(http, url)
+                await self.round(client, peer)
+            except CStoreError as exc:
+                self._refuse(exc, peer.url)
             except Exception as exc:
-                log.debug("anti-entropy with %s failed: %s", url, exc)
+                log.debug("anti-entropy with %s failed: %s", peer.url, exc)
 
-    async def round(self, http: httpx.AsyncClient, url: str) -> tuple[int, int]:
-        """One round with the node at `url`; returns (batches pulled, batches pushed)."""
+    async def round(self, client: PeerClient, peer: PeerRef) -> tuple[int, int]:
+        """One round with `peer`; returns (batches pulled, batches pushed). `CStoreError` if the peer's
+        answer is refused as a whole (too large, malformed, unreachable)."""
         mine = horizon(_now_ms())
         digests = base64.b64encode(self.state.bucket_digests(mine)).decode()
-        r = await http.post(f"{url}/v1/cstore/sync", json={"digests": digests, "horizon": mine})
-        r.raise_for_status()
-        answer = r.json()
+        request = orjson.dumps({"digests": digests, "horizon": mine})
+        body = await client.request(peer, "POST", "/v1/cstore/sync", request, limit=MAX_SYNC_BODY)
+        batches, want = parse_answer(body)
         pulled = 0
-        for raw in answer.get("batches", []):
+        for raw in batches:
             try:
+                if not isinstance(raw, str):
+                    raise CStoreError("malformed", "a batch in a sync answer is not a string")
                 if self._merge(raw.encode()):
                     pulled += 1
             except CStoreError as exc:
-                self._refuse(exc, url)
-        want = [b for b in answer.get("want", []) if isinstance(b, int) and 0 <= b < BUCKETS]
+                self._refuse(exc, peer.url)
         pushed = 0
         if want:
-            batches = self.state.batches_in(want)[:MAX_SYNC_BATCHES]
-            if batches:
-                body = orjson.dumps({"batches": [b.decode() for b in batches]})
-                r = await http.post(
-                    f"{url}/v1/cstore/push", content=body, headers={"content-type": "application/json"}
-                )
-                r.raise_for_status()
-                pushed = len(batches)
+            batches_out = pick(self.state.batches_in(want))
+            if batches_out:
+                push = orjson.dumps({"batches": [b.decode() for b in batches_out]})
+                await client.request(peer, "POST", "/v1/cstore/push", push, limit=MAX_SYNC_REQUEST)
+                pushed = len(batches_out)
         self.rounds += 1
         self.batches.update(pulled=pulled, pushed=pushed)
         return pulled, pushed
@@ -123,6 +132,40 @@ class AntiEntropy:
             diff = self.state.differing_buckets(remote, mine)
         except (ValueError, TypeError) as exc:
             raise CStoreError("malformed", f"bad digests: {exc}") from None
-        batches = self.state.batches_in(diff)[:MAX_SYNC_BATCHES]
+        batches = pick(self.state.batches_in(diff))
         self.batches["answered"] += len(batches)
         return {"batches": [b.decode() for b in batches], "want": diff}
+
+
+def pick(batches: list[bytes]) -> list[bytes]:
+    """The batches one answer or push carries: all of them if they fit `MAX_SYNC_BATCHES` and
+    `MAX_SYNC_BYTES`, else a random selection that does (a fixed one could be the same batches, already
+    held by the peer, every round, and the rest would never travel)."""
+    if len(batches) > MAX_SYNC_BATCHES or sum(map(len, batches)) > MAX_SYNC_BYTES:
+        batches = random.sample(batches, len(batches))
+    out: list[bytes] = []
+    size = 0
+    for raw in batches:
+        if len(out) == MAX_SYNC_BATCHES or (out and size + len(raw) > MAX_SYNC_BYTES):
+            break
+        out.append(raw)
+        size += len(raw)
+    return out
+
+
+def parse_answer(body: bytes) -> tuple[list[Any], list[int]]:
+    """The batches and wanted buckets of a peer's sync answer, bounded: `CStoreError` if it is not an
+    answer or carries more batches than any answer may."""
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise CStoreError("malformed", f"sync answer is not JSON: {exc}") from None
+    if not isinstance(answer, dict):
+        raise CStoreError("malformed", "sync answer is not an object")
+    batches, want = answer.get("batches", []), answer.get("want", [])
+    if not isinstance(batches, list) or not isinstance(want, list):
+        raise CStoreError("malformed", "sync answer: batches and want must be lists")
+    if len(batches) > MAX_SYNC_BATCHES or len(want) > BUCKETS:
+        raise CStoreError("too_large", f"sync answer over {MAX_SYNC_BATCHES} batches or {BUCKETS} buckets")
+    buckets = sorted({b for b in want if type(b) is int and 0 <= b < BUCKETS})
+    return batches, buckets
