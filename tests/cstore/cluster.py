@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from r1os.cstore import CStoreService
-from r1os.node import Node, NodeConfig
+from r1os.identity import NodeKey, load_or_create
+from r1os.node import Node, NodeConfig, Service
 from r1os.transport import EmbeddedBroker, MqttTransport
 from tests.conftest import async_wait_for
 
@@ -69,10 +71,23 @@ class TcpProxy:
 
 
 class Cluster:
-    def __init__(self, root: Path, n: int, *, sync_interval: float = 0.5) -> None:
+    """`n` real nodes with a CSTORE replica each; `services(i)` adds more services to node `i` (after
+    CSTORE), and `mesh=False` lets `start` return before every node sees every other."""
+
+    def __init__(
+        self,
+        root: Path,
+        n: int,
+        *,
+        sync_interval: float = 0.5,
+        services: Callable[[int], list[Service]] | None = None,
+        mesh: bool = True,
+    ) -> None:
         self.root = root
         self.n = n
         self.sync_interval = sync_interval
+        self.services = services
+        self.mesh = mesh
         self.broker = EmbeddedBroker(port=0)
         self.nodes: list[Node] = []
         self.proxies: list[TcpProxy] = []
@@ -82,19 +97,32 @@ class Cluster:
         await self.broker.start()
         for i in range(self.n):
             await self.add_node(i)
-        await self.wait_mesh()
+        if self.mesh:
+            await self.wait_mesh()
+
+    def key(self, i: int) -> NodeKey:
+        """Node `i`'s key, made now if the node has not started yet (to know its address ahead)."""
+        return load_or_create(self.home(i) / "keys" / "node.json", "pw", strength="light")[0]
+
+    def home(self, i: int) -> Path:
+        return self.root / f"n{i}"
+
+    def token(self, i: int) -> str:
+        """Node `i`'s API token, as its operator reads it (`<home>/api-token`)."""
+        return (self.home(i) / "api-token").read_text().strip()
 
     async def add_node(self, i: int) -> Node:
         proxy = TcpProxy(self.broker.port)
         await proxy.start()
         url = f"mqtt://127.0.0.1:{proxy.port}"
         config = NodeConfig(
-            home=self.root / f"n{i}", network="ctest", http="127.0.0.1:0", broker=url,
+            home=self.home(i), network="ctest", http="127.0.0.1:0", broker=url,
             heartbeat_interval=HB, key_strength="light",
         )  # fmt: skip
         svc = CStoreService(sync_interval=self.sync_interval, fsync=True)
         transport = MqttTransport(url, client_id=f"ctest-{i}", backoff_max=0.5)
-        node = Node(config, password="pw", services=[svc], transport=transport)
+        extra = self.services(i) if self.services is not None else []
+        node = Node(config, password="pw", services=[svc, *extra], transport=transport)
         await node.start()
         self.nodes.append(node)
         self.proxies.append(proxy)

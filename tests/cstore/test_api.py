@@ -4,50 +4,12 @@ error shape with a fitting status, and /openapi.json describes every answer."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
-import httpx
-import pytest
 from fastapi import FastAPI
 
 from r1os.cstore import CStoreService, Op, sign_batch
 from r1os.identity import NodeKey
-from r1os.node._api import install_error_handlers
-from tests.conftest import lone_context
-
-
-@pytest.fixture
-async def replica(tmp_path: Path) -> AsyncIterator[tuple[CStoreService, FastAPI]]:
-    ctx = lone_context("cstore", tmp_path)
-    svc = CStoreService(fsync=False, sync_interval=60)
-    await svc.start(ctx)
-    app = FastAPI()
-    install_error_handlers(app)
-    app.include_router(ctx.router)
-    try:
-        yield svc, app
-    finally:
-        await ctx.close()
-        await svc.stop()
-        await ctx.run_stop_callbacks()
-        await ctx.http.aclose()
-
-
-def client(app: FastAPI, host: str = "127.0.0.1") -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app, client=(host, 40000)), base_url="http://n"
-    )
-
-
-def refusal(r: httpx.Response, status: int, cause: str) -> dict[str, Any]:
-    """The body of an error answer, checked for its shape, status and cause."""
-    body = r.json()
-    assert r.status_code == status, (r.status_code, body)
-    assert set(body) == {"error", "cause", "hint"}, body
-    assert body["cause"] == cause and isinstance(body["error"], str) and body["error"], body
-    return body  # type: ignore[no-any-return]
+from tests.cstore.conftest import client, operator_token, refusal
 
 
 def _signed(key: NodeKey, ops: list[Op]) -> bytes:
@@ -57,7 +19,7 @@ def _signed(key: NodeKey, ops: list[Op]) -> bytes:
 async def test_bad_requests_answer_one_error_shape(replica: tuple[CStoreService, FastAPI]) -> None:
     svc, app = replica
     me = svc.ctx.address.lower()
-    async with client(app) as http:
+    async with client(app, token=operator_token(svc)) as http:
         # a malformed batch
         refusal(await http.post("/v1/cstore/batch", content=b"\x00garbage"), 400, "malformed")
         # a signed write to a key in no namespace, through the node's own signer: not allowed, with a hint
@@ -100,9 +62,11 @@ async def test_bad_requests_answer_one_error_shape(replica: tuple[CStoreService,
         assert ok.status_code == 200 and set(ok.json()) == {"id", "ops", "writer"}, ok.text
         over = {"ops": [{"op": "set", "key": f"node:{me}:b", "value": 2}]}
         refusal(await http.post("/v1/cstore/write", json=over), 429, "quota")
-    # unsigned writes from another machine
-    async with client(app, host="10.1.2.3") as far:
-        refusal(await far.post("/v1/cstore/write", json=over), 403, "forbidden")
+    # unsigned writes without the operator's token, from this machine or another: the node signs for
+    # its operator only
+    for host in ("127.0.0.1", "10.1.2.3"):
+        async with client(app, host=host) as anyone:
+            refusal(await anyone.post("/v1/cstore/write", json=over), 401, "unauthenticated")
 
 
 async def test_answers_match_their_models(replica: tuple[CStoreService, FastAPI]) -> None:

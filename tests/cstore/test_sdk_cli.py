@@ -49,17 +49,27 @@ async def test_async_sdk_with_own_key(cluster: Cluster) -> None:
 
 
 async def test_sync_sdk_without_key_writes_as_the_node(cluster: Cluster) -> None:
+    """Without a key of its own, the node's operator (its API token, read from the node's home) has the
+    node sign; anyone else without a key is refused."""
     node = cluster.nodes[0]
     ns = f"node:{node.address.lower()}:"
 
     def use() -> object:
-        with Session(node.url) as s:
+        with Session(node.url, home=node.home) as s:
             s.cstore.set(ns + "app-state", [1, 2, 3])
             s.cstore.hset(ns + "h", "a", "b")
             s.cstore.hdel(ns + "h", "a")
             return s.cstore.get(ns + "app-state"), s.cstore.hgetall(ns + "h")
 
+    def anonymous() -> None:
+        with Session(node.url) as s:
+            s.cstore.set(ns + "intruder", 1)
+
     assert await asyncio.to_thread(use) == ([1, 2, 3], {})
+    with pytest.raises(CStoreError) as info:
+        await asyncio.to_thread(anonymous)
+    assert info.value.cause == "unauthenticated"
+    assert await cluster.cstore(0).get(ns + "intruder") is None
 
 
 async def test_cli_round_trip(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
