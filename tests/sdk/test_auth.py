@@ -19,7 +19,7 @@ from r1os.cstore import CStoreService
 from r1os.errors import RemoteError
 from r1os.identity import NodeKey
 from r1os.node import Node, NodeConfig, Service, ServiceContext
-from r1os.sdk import TOKEN_ENV, AsyncSession, NodeAuth, NodeIdentity, NoToken, Session
+from r1os.sdk import TOKEN_ENV, AsyncSession, CStoreRefused, NodeAuth, NodeIdentity, NoToken, Session
 from r1os.transport import MemoryHub, MemoryTransport
 
 
@@ -135,6 +135,11 @@ async def test_without_key_or_token_operator_calls_are_refused_clearly(node: Nod
         with pytest.raises(RemoteError) as unsigned:
             await s.request("POST", "/v1/probe/signed")
         assert unsigned.value.cause == "unauthenticated"
+        # A real one: a write the node would sign for its operator.
+        with pytest.raises(CStoreRefused) as write:
+            await s.cstore.set(f"node:{node.address.lower()}:x", 1)
+        assert (write.value.cause, write.value.status) == ("unauthenticated", 401)
+        assert "operator" in str(write.value) and "api-token" in (write.value.hint or "")
 
 
 async def test_a_key_wins_over_a_token(node: Node) -> None:

@@ -42,9 +42,10 @@ KEY_ENV = "R1OS_KEY"
 TOKEN_ENV = "R1OS_API_TOKEN"  # as r1os.sdk reads it (not imported here: the SDK loads on first use)
 DEFAULT_URL = "http://127.0.0.1:31234"
 
+# No [brackets] in help texts: the help is rich markup, which would swallow them.
 _KEY_HELP = (
-    f"Keystore that signs your requests (password from $R1OS_PASSWORD or a prompt) [default: ${KEY_ENV}, "
-    f"${PRIVATE_KEY_ENV} (hex), else for writes your key from `r1os keys new`]."
+    f"Keystore that signs your requests; password from $R1OS_PASSWORD or a prompt. Default: ${KEY_ENV}, "
+    f"${PRIVATE_KEY_ENV} (hex), else for writes your key from `r1os keys new`."
 )
 CallerKeyOpt = typer.Option(None, "--key", "--key-file", "-k", help=_KEY_HELP)
 #: The same for `r1os fs`, where `--key` is a file's encryption key.
@@ -52,8 +53,8 @@ FsCallerKeyOpt = typer.Option(None, "--key-file", "-k", help=_KEY_HELP)
 TokenOpt = typer.Option(
     None,
     "--token",
-    help=f"The node's API token, for its operator [default: ${TOKEN_ENV}, else read from the node's "
-    "home when it runs on this machine].",
+    help=f"The node's API token, for its operator. Default: ${TOKEN_ENV}, else read from the node's "
+    "home when it runs on this machine.",
 )
 
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}

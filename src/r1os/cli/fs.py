@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 T = TypeVar("T")
 
-NODE_HELP = "The node's HTTP API URL [default: $R1OS_API_URL or http://127.0.0.1:31234]."
+NODE_HELP = "The node's HTTP API URL. Default: $R1OS_API_URL or http://127.0.0.1:31234."
 #: Files at least this big get a progress bar (when stderr is a terminal).
 PROGRESS_MIN = 8 * 1024 * 1024
 
@@ -146,7 +146,7 @@ def add(
 def get(
     cid: str = typer.Argument(..., help="The file's CID."),
     output: str | None = typer.Option(
-        None, "-o", "--output", help="Where to write it ('-' = stdout) [default: ./CID]."
+        None, "-o", "--output", help="Where to write it ('-' = stdout); default: ./CID."
     ),
     key: str | None = typer.Option(
         None, "--key", help="Decrypt with this key (hex) from `fs add --encrypt`."
