@@ -115,10 +115,13 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             return await admin.create_job(2, 30, 10**6)
 
         job_id = asyncio.run(new_job())
+        # the oracle's operator lists the job's nodes (the node signs this write: its token only)
+        token = (Path(o1.home) / "api-token").read_text().strip()
         r = httpx.post(
             f"{o1.url}/v1/cstore/write",
             json={"ops": [{"op": "set", "key": f"net:poai:job:{job_id}",
                            "value": {"nodes": [n4.address, n5.address]}}]},
+            headers={"authorization": f"Bearer {token}"},
             timeout=10,
         )  # fmt: skip
         assert r.status_code == 200, r.text
