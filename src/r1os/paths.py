@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 HOME_ENV = "R1OS_HOME"
+#: The file in a node's home that holds its operator's API token (the node writes it, local clients read it).
+API_TOKEN_FILE = "api-token"
 
 
 def r1os_home() -> Path:

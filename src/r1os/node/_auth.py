@@ -27,12 +27,13 @@ from fastapi import Request
 from pydantic import BaseModel
 
 from r1os.errors import R1osError, WireError
+from r1os.paths import API_TOKEN_FILE
 from r1os.wire import UNSIGNED_BODY, body_hash, parse_authorization, verify_request
 from r1os.wire._request import MAX_REQUEST_SKEW_S
 
 log = logging.getLogger("r1os.node.auth")
 
-TOKEN_FILE = "api-token"
+TOKEN_FILE = API_TOKEN_FILE
 #: Nonces remembered (each for the skew window); past this, the oldest are forgotten and requests
 #: signed no later than the newest forgotten one are refused as stale (they could be replays).
 MAX_NONCES = 200_000

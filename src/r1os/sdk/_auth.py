@@ -26,14 +26,14 @@ import httpx
 
 from r1os.errors import R1osError, RemoteError
 from r1os.identity import NodeKey
+from r1os.paths import API_TOKEN_FILE
 from r1os.sdk._http import answer
 from r1os.wire import sign_request
 
 #: The node's operator token, for programs that are given it rather than a node home to read it from.
 TOKEN_ENV = "R1OS_API_TOKEN"
-#: Where a node keeps its token, in its home (the node's `r1os.node._auth.TOKEN_FILE`; not imported:
-#: the SDK loads no node code).
-TOKEN_FILE = "api-token"
+#: Where a node keeps its token, in its home.
+TOKEN_FILE = API_TOKEN_FILE
 #: Methods that read; a key signs every other one (and these too with `sign_reads=True`).
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
