@@ -219,9 +219,9 @@ async def test_fetches_at_once_are_bounded(tmp_path: Path) -> None:
         hang = asyncio.Event()
         fetch = s.svc.fetcher._fetch
 
-        async def slow_fetch(root: Cid, span: tuple[int, int] | None = None) -> None:
+        async def slow_fetch(root: Cid, span: tuple[int, int] | None = None, planned: Any = None) -> None:
             await hang.wait()
-            await fetch(root, span)
+            await fetch(root, span, planned)
 
         s.svc.fetcher._fetch = slow_fetch  # type: ignore[method-assign]
         first = s.svc.fetcher.fetch_task(Cid.for_block(0x55, b"one"))

@@ -48,6 +48,10 @@ LOCAL_ONLY = "X-R1fs-Local-Only"
 #: A provider: (node address, base URL of its HTTP API).
 Provider = tuple[str, str]
 
+#: Longest a reader waits for a fetch to have checked the file's tree before it answers (and so before
+#: it sends a status): a tree refused for its shape is a clean 4xx, not a stream cut short.
+SETTLE_MAX = 2.0
+
 #: Slowest a peer may send and still finish a request (bytes/s): a run of n bytes must arrive within
 #: fetch_timeout + n / MIN_PEER_RATE seconds, else the connection is cut and the rest goes to another
 #: provider (cause of the retry: `too slow`).
@@ -68,11 +72,11 @@ def _connect(url: str, timeout: float) -> http.client.HTTPConnection:
     return cls(u.hostname or "127.0.0.1", u.port, timeout=timeout)
 
 
-def _cut(conn: http.client.HTTPConnection, fired: threading.Event) -> None:
-    """End a connection whose deadline passed, from the watchdog timer: the blocked read returns."""
+def _cut(sockets: list[socket.socket], fired: threading.Event) -> None:
+    """End a connection whose deadline passed, from the watchdog timer: the blocked read returns. The
+    socket itself, not the connection's: http.client lets go of it once a response reads to the close."""
     fired.set()
-    sock = conn.sock
-    if sock is not None:
+    for sock in sockets:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
 
@@ -112,6 +116,7 @@ class Fetcher:
         # Running fetches by root (or "root:first-last" for a span), so callers join rather than repeat
         # one; each ends in a future of its own (see `_run`).
         self._running: dict[str, asyncio.Future[None]] = {}
+        self._planned: dict[asyncio.Future[None], asyncio.Event] = {}  # set once a fetch's tree is checked
         self._roots = 0  # root blocks being fetched on their own (`fetch_root`)
         self._arrived = asyncio.Event()  # set (and replaced) whenever fetched blocks are stored
         # Interior blocks are small and few: a provider silent for fetch_timeout is given up.
@@ -184,17 +189,23 @@ class Fetcher:
             if self.running >= self.limits.max_fetches:
                 raise Busy(f"this node runs {self.running} fetches already; {root} must wait")
             done = asyncio.get_running_loop().create_future()
-            self.ctx.spawn(self._run(key, done, root, span), f"fetch-{key[-8:]}")
+            planned = self._planned[done] = asyncio.Event()
+            self.ctx.spawn(self._run(key, done, root, span, planned), f"fetch-{key[-8:]}")
             self._running[key] = done
         return done
 
     async def _run(
-        self, key: str, done: asyncio.Future[None], root: Cid, span: tuple[int, int] | None
+        self,
+        key: str,
+        done: asyncio.Future[None],
+        root: Cid,
+        span: tuple[int, int] | None,
+        planned: asyncio.Event,
     ) -> None:
         # The outcome goes to `done`, which the callers share: a failed fetch (routinely: nobody has
         # the file) is their answer to give, not a failed node task for the node's error log.
         try:
-            await self._fetch(root, span)
+            await self._fetch(root, span, planned)
         except asyncio.CancelledError:
             done.cancel()
             raise
@@ -208,6 +219,8 @@ class Fetcher:
                 done.set_result(None)
         finally:
             self._running.pop(key, None)
+            self._planned.pop(done, None)
+            planned.set()
             self._block_arrived()
 
     async def fetch_running(
@@ -215,13 +228,26 @@ class Fetcher:
     ) -> asyncio.Future[None] | None:
         """Start (or join) the fetch of `root` (or of `span`) and give it a moment: a file that is all
         here, or a fetch that fails at once, settles within it, so the caller answers with a clean status
-        rather than a stream cut short. Returns the fetch still running, None if done; raises its error."""
+        rather than a stream cut short. It also waits (SETTLE_MAX at most) until the fetch has checked the
+        file's tree (DagLimits), so a refused tree is answered as such. Returns the fetch still running,
+        None if done; raises its error."""
         task = self.fetch_task(root, span)
-        await asyncio.wait({task}, timeout=0.1)
+        planned = self._planned.get(task)
+        if planned is not None and not planned.is_set():
+            checked: asyncio.Future[None] = asyncio.ensure_future(self._until(planned))
+            try:
+                await asyncio.wait({task, checked}, timeout=SETTLE_MAX, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                checked.cancel()
+        await asyncio.wait({task}, timeout=0.1)  # a fetch that fails at once (no provider has a block)
         if not task.done():
             return task
         task.result()
         return None
+
+    @staticmethod
+    async def _until(event: asyncio.Event) -> None:
+        await event.wait()
 
     async def fetch(self, root: Cid) -> None:
         """Make the whole DAG under `root` local; concurrent calls for one root share the work."""
@@ -273,7 +299,9 @@ class Fetcher:
 
     # -- one fetch -------------------------------------------------------------------------
 
-    async def _fetch(self, root: Cid, span: tuple[int, int] | None = None) -> None:
+    async def _fetch(
+        self, root: Cid, span: tuple[int, int] | None = None, planned: asyncio.Event | None = None
+    ) -> None:
         """Fetch the tree's interior nodes one by one, then the leaves in runs: each run is one HTTP
         Range request to a provider's gateway, cut into leaves by the sizes the parent nodes list, every
         leaf checked against its CID before it is stored. Runs go to several providers at once; a run
@@ -296,6 +324,8 @@ class Fetcher:
             if not missing:
                 return
             check_space(self.store.root, sum(leaf.size for leaf in missing), self.limits)
+            if planned is not None:
+                planned.set()  # the tree passed: readers may answer and stream as the leaves arrive
             runs = self._plan_runs(missing)
             # Each run is fetched by a plain thread with a blocking HTTP connection: it receives, hashes
             # and writes its leaves itself (all three release the GIL), so the cores stay busy without
@@ -452,11 +482,15 @@ class Fetcher:
             # The deadline of this attempt: past it the timer shuts the socket and the read returns.
             fired = threading.Event()
             deadline = self.settings.fetch_timeout + (hi - lo) / MIN_PEER_RATE
-            watchdog = threading.Timer(deadline, _cut, (conn, fired))
+            sockets: list[socket.socket] = []
+            watchdog = threading.Timer(deadline, _cut, (sockets, fired))
             watchdog.daemon = True
             try:
                 watchdog.start()
                 try:
+                    conn.connect()
+                    if conn.sock is not None:
+                        sockets.append(conn.sock)
                     conn.request("GET", path, headers=headers)
                     r = conn.getresponse()
                 except (OSError, http.client.HTTPException) as exc:

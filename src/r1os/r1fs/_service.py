@@ -43,7 +43,7 @@ from r1os.r1fs._models import (
     UnpinAnswer,
 )
 from r1os.r1fs._pins import PinBook
-from r1os.r1fs._providers import PIN, Directory, KeyValue, wanted_replicas
+from r1os.r1fs._providers import PIN, Directory, KeyValue
 from r1os.r1fs._replication import Replication
 from r1os.r1fs._store import BlockStore, GcResult, Hold
 
@@ -557,7 +557,9 @@ class R1fsService(Service):
                 )
                 for a, r in sorted(records.items())
             ]
-            out.replicas_wanted = wanted_replicas(requests) or (1 if pin else 0)
+            out.replicas_wanted = self.replication.wanted(requests, self.replication.known()) or (
+                1 if pin else 0
+            )
             out.replicas_live = sum(1 for p in out.providers if p.alive)
         return out
 
