@@ -9,7 +9,8 @@ pack writes), the same in one thread, and the I/O floor under it (the file read 
 new file in 256 KiB pieces, no hashing); on the devnet, an HTTP upload to a node.
 
 Cross-node get (target >= 0.5x): baseline `shutil.copyfile` of the same file to a new file. Rows: a
-bare download of the file from another local process (aiohttp server, sendfile) thrown away, then the
+bare download of the file from another local process (a stdlib server, a thread per connection,
+os.sendfile) thrown away, then the
 same read into a buffer, hashed per 256 KiB and written to one file (the floor under any fetch that
 verifies and stores what it gets); then R1FS on a devnet: node B pins a file only node A holds
 (every block verified, then stored on B), node D streams it to a local file through its HTTP API
@@ -38,6 +39,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from r1os.devnet import Devnet
+from r1os.devnet._state import DevnetNode
 from r1os.r1fs import CHUNK_SIZE, BlockStore, R1fsClient, import_bytes, import_file
 from r1os.r1fs._importer import default_workers
 
@@ -143,14 +145,46 @@ def bench_add(data: bytes, path: Path, repeat: int) -> None:
 
 
 _SERVER = """
-import sys
-from aiohttp import web
+import http.server, os, sys
+
 path = sys.argv[1]
-async def get(request):
-    return web.FileResponse(path)
-app = web.Application()
-app.router.add_get("/f", get)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=lambda *a: print("ready", flush=True))
+size = os.path.getsize(path)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_HEAD(self):
+        self.answer(False)
+
+    def do_GET(self):
+        self.answer(True)
+
+    def answer(self, body):
+        lo, hi = 0, size - 1
+        ranged = self.headers.get("Range")
+        if ranged:
+            first, _, last = ranged.removeprefix("bytes=").partition("-")
+            lo, hi = int(first), int(last) if last else size - 1
+        self.send_response(206 if ranged else 200)
+        if ranged:
+            self.send_header("Content-Range", f"bytes {lo}-{hi}/{size}")
+        self.send_header("Content-Length", str(hi - lo + 1))
+        self.end_headers()  # written at once: the handler's stream is unbuffered
+        if body:
+            with open(path, "rb") as f:  # the kernel copies the file to the socket
+                offset, left = lo, hi - lo + 1
+                while left:
+                    n = os.sendfile(self.connection.fileno(), f.fileno(), offset, left)
+                    offset, left = offset + n, left - n
+
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[2])), Handler)
+print("ready", flush=True)
+server.serve_forever()
 """
 
 
@@ -225,6 +259,11 @@ def bench_floor(path: Path, repeat: int) -> Callable[[], object]:
     return copy
 
 
+def token(node: DevnetNode) -> str:
+    """The node's operator token (adds and pins need a caller; the bench is each node's operator)."""
+    return (Path(node.home) / "api-token").read_text().strip()
+
+
 async def wait_provided(url: str, cid: str) -> None:
     async with httpx.AsyncClient() as h:
         for _ in range(200):
@@ -248,7 +287,7 @@ async def bench_nodes(
 
     adds, warm = {}, ""
     for name, local, file in (("over HTTP", False, path), ("handing A the open file", True, other)):
-        async with R1fsClient(a.url, local=local) as ca:
+        async with R1fsClient(a.url, token=token(a), local=local) as ca:  # A's operator adds
             warm = (await ca.add_file(small))["cid"]  # loads what a first request loads: not timed
             base = run_once(sha_disk)
             t = time.perf_counter()
@@ -264,13 +303,13 @@ async def bench_nodes(
     for n in [*pullers, getter]:
         await wait_provided(n.url, cid)
         await wait_provided(n.url, cid2)
-        async with R1fsClient(n.url) as c:  # a node's first fetch loads its HTTP client: not timed
+        async with R1fsClient(n.url, token=token(n)) as c:  # a first fetch loads things: not timed
             await c.pin(warm)
     pulls, bases = [], []
     for n in pullers:
         bases.append(run_once(copy))
         os.sync()
-        async with R1fsClient(n.url) as c:
+        async with R1fsClient(n.url, token=token(n)) as c:  # each node's operator pins the file
             t = time.perf_counter()
             await c.pin(cid)
             pulls.append(time.perf_counter() - t)
