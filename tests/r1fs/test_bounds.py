@@ -353,3 +353,61 @@ async def test_a_local_add_needs_a_caller_and_counts_against_it(served: Served, 
         assert "at most" in (await asyncio.to_thread(oversized))["error"]
     finally:
         os.close(fd)
+
+
+async def test_ls_answers_a_page_at_a_time(served: Served) -> None:
+    cids = sorted(
+        [(await served.client.post("/v1/r1fs/add", content=b"f%d" % i)).json()["cid"] for i in range(5)]
+    )
+    seen: list[str] = []
+    after = ""
+    while True:
+        page = (await served.client.get("/v1/r1fs/ls", params={"limit": 2, "after": after})).json()
+        assert len(page["pins"]) <= 2
+        seen += [p["cid"] for p in page["pins"]]
+        if page["next"] is None:
+            break
+        after = page["next"]
+    assert seen == cids
+    error(await served.client.get("/v1/r1fs/ls", params={"limit": 10**6}), 422, "invalid_request")
+
+
+async def test_entries_of_all_signed_callers_together_are_bounded(tight: Served) -> None:
+    """Keys cost nothing: past max_pins entries (pins, or unpinned adds until GC) for all signed callers
+    together, the next new caller is refused, whatever its own quota."""
+    for i, key in enumerate((ALICE, BOB, NodeKey.generate())):
+        r = await tight.call(key, "POST", "/v1/r1fs/add?pin=false", content=b"u%d" % i, streamed=True)
+        assert r.status_code == 200
+    r = await tight.call(MALLORY, "POST", "/v1/r1fs/add?pin=false", content=b"m", streamed=True)
+    error(r, 429, "quota")
+    await tight.client.post("/v1/r1fs/gc")  # the unpinned adds are gone: their entries too
+    r = await tight.call(MALLORY, "POST", "/v1/r1fs/add?pin=false", content=b"m", streamed=True)
+    assert r.status_code == 200
+
+
+async def test_a_stat_lists_a_bounded_number_of_provider_records(tmp_path: Path) -> None:
+    from r1os.r1fs import R1fsService
+    from r1os.r1fs._providers import PROV
+    from tests.conftest import lone_context
+    from tests.r1fs.conftest import stop
+    from tests.r1fs.test_service import MemoryKv
+
+    kv = MemoryKv()
+    ctx = lone_context("r1fs", tmp_path)
+    svc = R1fsService(kv=kv)
+    await svc.start(ctx)
+    try:
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"provided"
+
+        cid = str((await svc.add_stream(body())).cid)
+        for _ in range(300):  # anyone with a key writes its own field: 300 keys, 300 "providers"
+            await kv.hset(
+                PROV + cid, NodeKey.generate().address.lower(), {"size": 1, "ts": 0, "replica": False}
+            )
+        out = await svc.stat(cid)
+        assert out.providers is not None and len(out.providers) == 64
+        assert out.providers[0].address == svc.me and out.replicas_live == 1
+    finally:
+        await stop(svc, ctx)

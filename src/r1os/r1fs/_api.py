@@ -50,6 +50,10 @@ _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d{0,20})\s*-\s*(\d{0,20})\s*$")
 #: Longest Range header looked at: one `bytes=a-b` of 20-digit numbers fits; longer ones (many ranges,
 #: numbers past any file) are ignored, as RFC 9110 lets a server do, and the whole file is sent.
 MAX_RANGE_HEADER = 64
+#: Pins one `ls` answers with by default, and at most (cause `invalid_request` past it): a node may hold
+#: 100,000 pins of signed callers, which an anonymous reader must not get in one answer.
+LS_PAGE = 1000
+MAX_LS_PAGE = 10_000
 #: Longest Content-Length taken as a number (20 digits pass any max_upload); longer is a bad request.
 MAX_LENGTH_DIGITS = 20
 
@@ -295,10 +299,17 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
             return await svc.unpin(body.cid, caller=caller, pinner=body.pinner)
 
     @router.get("/v1/r1fs/ls", responses=ERROR_RESPONSES)
-    async def ls(request: Request) -> PinList:
-        """This node's pins (with their pinners for the node's operator)."""
+    async def ls(
+        request: Request,
+        after: Annotated[str, Query(max_length=MAX_CID_LENGTH)] = "",
+        limit: Annotated[int, Query(ge=1, le=MAX_LS_PAGE)] = LS_PAGE,
+    ) -> PinList:
+        """This node's pins by CID, a page at a time (`next`: the `after` of the next page; null at the
+        end), with their pinners for the node's operator."""
         caller = await svc.ctx.auth.caller(request)
-        return PinList(pins=svc.ls(pinners=caller.local))
+        pins = svc.ls(pinners=caller.local, after=after, limit=limit + 1)
+        more = len(pins) > limit
+        return PinList(pins=pins[:limit], next=pins[limit - 1].cid if more else None)
 
     @router.get("/v1/r1fs/stat", responses=ERROR_RESPONSES)
     async def stat(cid: str) -> StatAnswer:

@@ -398,7 +398,14 @@ class R1fsClient:
         return await self._request("POST", "/v1/r1fs/unpin", "unpin", json=body, signed=True)
 
     async def ls(self) -> list[dict[str, Any]]:
-        return list((await self._request("GET", "/v1/r1fs/ls", "ls"))["pins"])
+        """Every pin of the node (the pages of `/v1/r1fs/ls` one after the other)."""
+        pins: list[dict[str, Any]] = []
+        after: str | None = ""
+        while after is not None:
+            page = await self._request("GET", "/v1/r1fs/ls", "ls", params={"after": after} if after else None)
+            pins.extend(page["pins"])
+            after = page.get("next") or None
+        return pins
 
     async def stat(self, cid: str) -> dict[str, Any]:
         return await self._request("GET", "/v1/r1fs/stat", "stat", params={"cid": cid})
@@ -550,7 +557,13 @@ class R1fs:
         return self._request("POST", "/v1/r1fs/unpin", "unpin", json=body, signed=True)
 
     def ls(self) -> list[dict[str, Any]]:
-        return list(self._request("GET", "/v1/r1fs/ls", "ls")["pins"])
+        pins: list[dict[str, Any]] = []
+        after: str | None = ""
+        while after is not None:
+            page = self._request("GET", "/v1/r1fs/ls", "ls", params={"after": after} if after else None)
+            pins.extend(page["pins"])
+            after = page.get("next") or None
+        return pins
 
     def stat(self, cid: str) -> dict[str, Any]:
         return self._request("GET", "/v1/r1fs/stat", "stat", params={"cid": cid})

@@ -46,6 +46,8 @@ class PinEntry(BaseModel):
 
 class PinList(BaseModel):
     pins: list[PinEntry]
+    next: str | None = None
+    """Ask again with `after=<next>` for the following page (null: this was the last)."""
 
 
 class ProviderInfo(BaseModel):

@@ -124,12 +124,14 @@ class PinBook:
     def exempt(self, address: str) -> bool:
         return address.lower() == self.me
 
-    def check(self, address: str, *, more_bytes: int, new_pin: bool) -> None:
+    def check(self, address: str, *, more_bytes: int, new_pin: bool = False, unpinned: bool = False) -> None:
         """Raise `QuotaExceeded` if `address` would hold more than its quota (or all signed pinners
-        together more pins than the node keeps for them). The operator passes."""
+        together more pins than the node keeps for them); `unpinned`: for an add that pins nothing (its
+        address then takes an entry until GC). The operator passes."""
         if self.exempt(address):
             return
         u = self.usage(address)
+        a_new_entry = unpinned and address.lower() not in self._unpinned
         if u.bytes + more_bytes > self.limits.quota_bytes:
             raise QuotaExceeded(
                 f"{address} would hold {u.bytes + more_bytes} bytes on this node, past its quota of "
@@ -137,9 +139,12 @@ class PinBook:
             )
         if new_pin and u.pins + 1 > self.limits.quota_pins:
             raise QuotaExceeded(f"{address} holds {u.pins} pins on this node, its quota")
-        if new_pin and self.signed_pins + 1 > self.limits.max_pins:
+        # Every signed address the node keeps something for takes an entry (a pin, or its unpinned adds
+        # until GC): keys are free, so the entries of all of them together are bounded too.
+        entries = self.signed_pins + len(self._unpinned)
+        if (new_pin or a_new_entry) and entries + 1 > self.limits.max_pins:
             raise QuotaExceeded(
-                f"this node holds {self.signed_pins} pins for signed callers, all it keeps",
+                f"this node keeps {entries} pins and unpinned adds for signed callers, all it keeps",
                 hint="ask the node's operator, or pin on another node",
             )
 

@@ -49,6 +49,8 @@ from r1os.r1fs._store import BlockStore, GcResult, Hold
 
 log = logging.getLogger("r1os.r1fs")
 
+#: Provider records a stat lists (cause: none, the rest are left out): anyone with a key may write one.
+MAX_LISTED_PROVIDERS = 64
 #: An upload looks at the disk's free space again after this many bytes (statvfs is cheap, not free).
 DISK_CHECK_EVERY = 64 * 1024 * 1024
 
@@ -277,11 +279,9 @@ class R1fsService(Service):
         self._replicas(replicas)
         factor = replicas if pin else 1
         book, root = self.book, self.store.root
+        book.check(address, more_bytes=(expect_size or 0) * factor, new_pin=pin, unpinned=not pin)
         if expect_size is not None:
-            book.check(address, more_bytes=expect_size * factor, new_pin=pin)
             check_space(root, expect_size, self.limits)
-        elif pin:
-            book.check(address, more_bytes=0, new_pin=True)
         counted = 0
 
         async def metered() -> AsyncIterator[bytes]:
@@ -341,7 +341,7 @@ class R1fsService(Service):
         size = os.fstat(fd).st_size
         if size > self.settings.max_upload:
             raise TooLarge(f"file of {size} bytes exceeds the limit of {self.settings.max_upload}")
-        self.book.check(address, more_bytes=size * factor, new_pin=pin)
+        self.book.check(address, more_bytes=size * factor, new_pin=pin, unpinned=not pin)
         check_space(self.store.root, size, self.limits)
         limit = self._max_for(who, factor)  # the file may grow while it is read
         with self.store.holding() as hold:
@@ -547,7 +547,10 @@ class R1fsService(Service):
             now = time.time()
             records = await self.dir.providers(text)
             requests = await self.dir.pin_requests(text)
-            # Records are written by other nodes: take only well-typed fields.
+            # Records are written by anyone with a key (its own field): take only well-typed fields, list
+            # the network's nodes first and no more than MAX_LISTED_PROVIDERS of them all.
+            known = self.replication.known()
+            listed = sorted(records.items(), key=lambda item: (item[0] not in known, item[0]))
             out.providers = [
                 ProviderInfo(
                     address=a,
@@ -555,26 +558,26 @@ class R1fsService(Service):
                     size=r["size"] if type(r.get("size")) is int else None,
                     replica=r["replica"] if type(r.get("replica")) is bool else None,
                 )
-                for a, r in sorted(records.items())
+                for a, r in listed[:MAX_LISTED_PROVIDERS]
             ]
-            out.replicas_wanted = self.replication.wanted(requests, self.replication.known()) or (
-                1 if pin else 0
-            )
-            out.replicas_live = sum(1 for p in out.providers if p.alive)
+            out.replicas_wanted = self.replication.wanted(requests, known) or (1 if pin else 0)
+            out.replicas_live = sum(1 for a in records if a in known and self.replication.alive(a, now))
         return out
 
-    def ls(self, *, pinners: bool = True) -> list[PinEntry]:
-        """This node's pins, by CID; `pinners`: with who pins each (the operator sees them)."""
+    def ls(self, *, pinners: bool = True, after: str = "", limit: int | None = None) -> list[PinEntry]:
+        """This node's pins, by CID (those after `after`, `limit` of them at most); `pinners`: with who
+        pins each (the operator sees them)."""
+        cids = sorted(c for c in self.pins if c > after)
         return [
             PinEntry(
                 cid=c,
-                kind=p["kind"],
-                size=p["size"],
-                replicas=p["replicas"],
-                ts=p["ts"],
-                pinners=sorted(p["pinners"]) if pinners else None,
+                kind=self.pins[c]["kind"],
+                size=self.pins[c]["size"],
+                replicas=self.pins[c]["replicas"],
+                ts=self.pins[c]["ts"],
+                pinners=sorted(self.pins[c]["pinners"]) if pinners else None,
             )
-            for c, p in sorted(self.pins.items())
+            for c in (cids if limit is None else cids[:limit])
         ]
 
     async def stats(self) -> StatsAnswer:
