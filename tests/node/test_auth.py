@@ -33,6 +33,14 @@ class Echo(Service):
             caller = await ctx.auth.require(request)
             return {"address": caller.address, "body": (await request.body()).decode()}
 
+        @ctx.router.post("/v1/echo/stream")
+        async def stream(request: Request) -> dict[str, Any]:
+            caller = await ctx.auth.require(request, signed_body=False)
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+            return {"address": caller.address, "size": size}
+
         @ctx.router.post("/v1/echo/operator")
         async def operator(request: Request) -> dict[str, Any]:
             await ctx.auth.require(request, local=True)
@@ -118,6 +126,13 @@ async def test_forged_replayed_stale_misdirected_and_malformed_proofs_are_refuse
                         good + ",sig=00", "Bearer nope"]:  # fmt: skip
             out = await _refused(http, path, garbage, body)
             assert out["cause"] in ("bad_auth", "bad_token"), (garbage[:40], out)
+        # a streamed route takes UNSIGNED bodies and never reads a body to check a hash
+        body = b"z" * 100_000
+        h = _signed(node, key, "POST", "/v1/echo/stream", None)
+        r = await http.post("/v1/echo/stream", headers={"authorization": h}, content=body)
+        assert r.json() == {"address": key.address, "size": 100_000}
+        hashed = _signed(node, key, "POST", "/v1/echo/stream", body)
+        assert (await _refused(http, "/v1/echo/stream", hashed, body))["cause"] == "bad_auth"
         # a signed stranger is not the operator
         op = _signed(node, key, "POST", "/v1/echo/operator", b"")
         assert (await _refused(http, "/v1/echo/operator", op))["cause"] == "forbidden"

@@ -125,8 +125,9 @@ class ApiAuth:
         log.info("api: refused %s %s from %s: %s", request.method, request.url.path, client, message)
         return Unauthenticated(message, cause=cause, hint=hint)
 
-    async def caller(self, request: Request) -> Caller:
-        """Who sent `request`; raises `Unauthenticated` for a header that does not prove it."""
+    async def caller(self, request: Request, *, streamed: bool = False) -> Caller:
+        """Who sent `request`; raises `Unauthenticated` for a header that does not prove it. On a route
+        that streams its body (`streamed`), the body is never read here: its signature must say UNSIGNED."""
         value = request.headers.get("authorization")
         if value is None:
             return Caller()
@@ -140,6 +141,8 @@ class ApiAuth:
             address = verify_request(
                 claim, network=self.network, target=self.address, method=request.method, path=path
             )
+            if streamed and claim.body != UNSIGNED_BODY:
+                raise WireError("bad_auth", f"this route streams its body: sign it as body={UNSIGNED_BODY}")
             if claim.body != UNSIGNED_BODY and body_hash(await request.body()) != claim.body:
                 raise WireError("bad_auth", "the body is not the one that was signed")
             self.nonces.check_and_mark(claim.nonce, claim.ts_ms, time.time() * 1000)
@@ -150,7 +153,7 @@ class ApiAuth:
     async def require(self, request: Request, *, local: bool = False, signed_body: bool = True) -> Caller:
         """The caller, who must be signed (or local); with `local=True` only the node's operator passes.
         `signed_body=False` lets a streamed route accept an UNSIGNED body."""
-        caller = await self.caller(request)
+        caller = await self.caller(request, streamed=not signed_body)
         if local and not caller.signed:
             raise self._refuse(
                 "unauthenticated",

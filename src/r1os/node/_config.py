@@ -43,6 +43,25 @@ class R1fsSettings(BaseModel):
         default=30.0, gt=0, description="seconds without data before a provider is given up"
     )
     local_socket: bool = Field(default=True, description="serve local clients' open files over a Unix socket")
+    quota_bytes: int = Field(
+        default=16 * 1024**3,
+        ge=0,
+        description="bytes one signed address may hold on this node: its pinned files' sizes times their "
+        "replicas, plus its unpinned adds since the last GC (the node's operator has no quota)",
+    )
+    quota_pins: int = Field(default=1000, ge=0, description="pins one signed address may hold on this node")
+    max_pins: int = Field(
+        default=100_000, ge=0, description="pins all signed addresses together may hold on this node"
+    )
+    max_replicas: int = Field(default=16, ge=1, le=64, description="largest replicas a pin may ask for")
+    min_free_disk: int = Field(
+        default=1024**3,
+        ge=0,
+        description="free bytes left on the store's disk: adds, pins and fetches stop (507) below it",
+    )
+    max_fetches: int = Field(
+        default=64, ge=1, description="files fetched from peers at once; past it a new fetch is 503 busy"
+    )
 
 
 class OracleSyncSettings(BaseModel):
