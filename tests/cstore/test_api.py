@@ -125,3 +125,29 @@ def test_openapi_describes_every_answer() -> None:
             assert error["$ref"].endswith("/ErrorAnswer"), (method, path, status)
         assert "422" not in op["responses"], (method, path)  # validation errors are 4XX, same shape
     assert "requestBody" in paths["/v1/cstore/batches"]["post"]
+
+
+async def test_key_listings_come_in_bounded_pages(replica: tuple[CStoreService, FastAPI]) -> None:
+    """Anyone may list keys, so no answer is the whole key set: pages of at most 10,000, a cursor."""
+    svc, app = replica
+    writer = NodeKey.generate()
+    ns = f"app:{writer.address.lower()}"
+    ops = [Op("set", f"{ns}:k{i:05d}", value=i) for i in range(2500)]
+    ops.append(Op("hset", f"{ns}:h", "f", 1))
+    async with client(app) as http:
+        assert (await http.post("/v1/cstore/batch", content=_signed(writer, ops))).status_code == 200
+        first = (await http.get("/v1/cstore/keys", params={"prefix": ns})).json()
+        assert len(first["keys"]) == 1000 and first["next"] == first["keys"][-1] == f"{ns}:k00998"  # after :h
+        seen = list(first["keys"])
+        after = first["next"]
+        while after:
+            page = (
+                await http.get("/v1/cstore/keys", params={"prefix": ns, "after": after, "limit": 700})
+            ).json()
+            assert len(page["keys"]) <= 700
+            seen += page["keys"]
+            after = page["next"]
+        assert seen == sorted(seen) and len(seen) == len(set(seen)) == 2501
+        assert seen == await svc.keys(ns)
+        for bad in ({"limit": 0}, {"limit": 10_001}, {"limit": "x"}):
+            refusal(await http.get("/v1/cstore/keys", params={"prefix": ns, **bad}), 422, "invalid_request")

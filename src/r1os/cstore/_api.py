@@ -24,7 +24,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.routing import APIRoute
 from starlette.routing import request_response
 from starlette.types import Receive, Scope, Send
@@ -58,6 +58,8 @@ MAX_REQUEST_BYTES = 64 * 1024 * 1024
 MAX_BATCHES_PER_REQUEST = 1_000  # POST /v1/cstore/batches
 #: The longest a `wait` long-poll may last.
 MAX_WAIT_S = 60.0
+KEYS_PAGE = 1_000  # GET /v1/cstore/keys: keys per page by default
+MAX_KEYS_PAGE = 10_000  # and at most (422 invalid_request past it)
 
 Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -160,8 +162,14 @@ def add_routes(router: APIRouter, svc: CStoreService) -> dict[str, int]:
         return GetAnswer(key=key, found=await svc.exists(key), value=await svc.get(key))
 
     @router.get("/v1/cstore/keys", response_model=KeysAnswer, responses=errors)
-    async def keys(prefix: str = "") -> KeysAnswer:
-        return KeysAnswer(prefix=prefix, keys=await svc.keys(prefix))
+    async def keys(
+        prefix: str = "",
+        after: str = "",
+        limit: int = Query(KEYS_PAGE, ge=1, le=MAX_KEYS_PAGE),
+    ) -> KeysAnswer:
+        """Keys under `prefix` in pages (anyone may ask: an answer is never the whole key set)."""
+        page, more = await svc.keys_page(prefix, after, limit)
+        return KeysAnswer(prefix=prefix, keys=page, next=page[-1] if more and page else None)
 
     @router.get("/v1/cstore/hget", response_model=HGetAnswer, responses=errors)
     async def hget(key: str, field: str) -> HGetAnswer:

@@ -18,7 +18,10 @@ class GetAnswer(BaseModel):
 
 class KeysAnswer(BaseModel):
     prefix: str
-    keys: list[str] = Field(description="live plain keys and hashes under the prefix, sorted")
+    keys: list[str] = Field(description="live plain keys and hashes under the prefix, sorted, one page")
+    next: str | None = Field(
+        default=None, description="pass as `after` for the next page; null on the last page"
+    )
 
 
 class HGetAnswer(BaseModel):

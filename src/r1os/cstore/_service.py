@@ -164,6 +164,10 @@ class CStoreService(Service):
     async def keys(self, prefix: str = "") -> list[str]:
         return self.state.keys(prefix, _now_ms())
 
+    async def keys_page(self, prefix: str = "", after: str = "", limit: int = 1000) -> tuple[list[str], bool]:
+        """A page of `keys`: at most `limit` keys sorting after `after`, and whether more follow."""
+        return self.state.keys_page(prefix, after, limit, _now_ms())
+
     async def hset(self, key: str, field: str, value: Any, ttl: float | None = None) -> None:
         await self.write([self._op("hset", key, field, value, ttl)])
 

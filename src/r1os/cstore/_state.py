@@ -207,6 +207,17 @@ class CStoreState:
         )  # fmt: skip
         return sorted(out)
 
+    def keys_page(self, prefix: str, after: str, limit: int, now_ms: int) -> tuple[list[str], bool]:
+        """The first `limit` live keys under `prefix` sorting after `after`, and whether more follow.
+        One pass and a heap of `limit + 1`: O(n log limit), never a sort of the whole key set."""
+        live = (k for k, r in self.strings.items() if k > after and k.startswith(prefix) and _live(r, now_ms))
+        hashed = (
+            k for k, fields in self.hashes.items()
+            if k > after and k.startswith(prefix) and any(_live(r, now_ms) for r in fields.values())
+        )  # fmt: skip
+        first = heapq.nsmallest(limit + 1, set(live) | set(hashed))
+        return first[:limit], len(first) > limit
+
     def __len__(self) -> int:
         return len(self.strings) + sum(len(f) for f in self.hashes.values())
 

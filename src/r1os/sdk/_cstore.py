@@ -31,6 +31,10 @@ class CStoreRefused(CStoreError, RemoteError):
         R1osError.__init__(self, str(remote), hint=remote.hint, cause=remote.cause, status=remote.status)
 
 
+#: Keys asked for per page when listing (the node's default page; it allows up to 10,000).
+KEYS_PAGE = 1000
+
+
 def _expires(ttl: float | None) -> int | None:
     return None if ttl is None else time.time_ns() // 1_000_000 + max(1, int(ttl * 1000))
 
@@ -135,7 +139,15 @@ class AsyncCStore:
         await self.write([Op("del", key)])
 
     async def keys(self, prefix: str = "") -> list[str]:
-        return list((await self._get("/v1/cstore/keys", prefix=prefix))["keys"])
+        """Every live key under `prefix`, sorted (the node answers in pages; this follows them)."""
+        out: list[str] = []
+        after = ""
+        while True:
+            page = await self._get("/v1/cstore/keys", prefix=prefix, after=after, limit=str(KEYS_PAGE))
+            out.extend(page["keys"])
+            if not page.get("next"):
+                return out
+            after = page["next"]
 
     async def hset(self, key: str, field: str, value: Any, ttl: float | None = None) -> None:
         await self.write([Op("hset", key, field, value, _expires(ttl))])
@@ -196,7 +208,15 @@ class CStore:
         self.write([Op("del", key)])
 
     def keys(self, prefix: str = "") -> list[str]:
-        return list(self._get("/v1/cstore/keys", prefix=prefix)["keys"])
+        """Every live key under `prefix`, sorted (the node answers in pages; this follows them)."""
+        out: list[str] = []
+        after = ""
+        while True:
+            page = self._get("/v1/cstore/keys", prefix=prefix, after=after, limit=str(KEYS_PAGE))
+            out.extend(page["keys"])
+            if not page.get("next"):
+                return out
+            after = page["next"]
 
     def hset(self, key: str, field: str, value: Any, ttl: float | None = None) -> None:
         self.write([Op("hset", key, field, value, _expires(ttl))])
