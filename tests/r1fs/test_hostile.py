@@ -291,7 +291,21 @@ def raw_add(node: DevnetNode, network: str, key: NodeKey, *, declared: int, quer
             f"Content-Length: {declared}\r\n\r\n".encode()
             + b"q" * 1024
         )
-        return s.recv(65536)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < _length(answer):
+            piece = s.recv(65536)
+            if not piece:
+                break
+            answer += piece
+        return answer
+
+
+def _length(answer: bytes) -> int:
+    for line in answer.partition(b"\r\n\r\n")[0].split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
 
 
 async def test_an_outsiders_pin_request_in_cstore_moves_no_copies(devnet: tuple[Devnet, DevnetState]) -> None:
