@@ -6,7 +6,16 @@ import hashlib
 
 import pytest
 
-from r1os.r1fs import CHUNK_SIZE, MAX_LINKS, BadCid, CorruptBlock, import_bytes, parse_cid, read_file_node
+from r1os.r1fs import (
+    CHUNK_SIZE,
+    MAX_LINKS,
+    BadCid,
+    CorruptBlock,
+    R1fsError,
+    import_bytes,
+    parse_cid,
+    read_file_node,
+)
 from r1os.r1fs._dag import DAG_PB, RAW, decode_pbnode, decode_unixfs
 from tests.r1fs._content import mod251
 
@@ -83,3 +92,48 @@ def test_garbage_dag_pb_is_refused(block: bytes) -> None:
     cid = parse_cid("bafybeiexg2oqkfnj56l7fcmawswqbijt5shq4b5rg6a546uwpkqqzwjioi")
     with pytest.raises(CorruptBlock):
         read_file_node(cid, block)
+
+
+def test_hostile_cids_and_protobuf_claims_are_refused_cheaply() -> None:
+    """Lengths a CID or a block declares are checked against the bytes there, never used to allocate."""
+    import base64
+
+    from r1os.r1fs._dag import MAX_CID_LENGTH, _field_bytes, varint
+
+    huge_digest = b"\x01\x55\x12" + varint(2**62) + b"x" * 32  # a multihash that claims 2^62 bytes
+    wrong_length = b"\x01\x55\x12\x20" + b"x" * 31  # says 32, has 31
+    for raw in (huge_digest, wrong_length, b"\x01\x55\x12\x20" + b"x" * 200):
+        with pytest.raises(BadCid):
+            parse_cid(raw)
+        with pytest.raises(BadCid):
+            parse_cid("b" + base64.b32encode(raw).decode().lower().rstrip("="))
+    with pytest.raises(BadCid, match="more than any CID"):
+        parse_cid("b" + "a" * (MAX_CID_LENGTH + 1))
+    cid = parse_cid("bafybeiexg2oqkfnj56l7fcmawswqbijt5shq4b5rg6a546uwpkqqzwjioi")
+    long_link = _field_bytes(2, _field_bytes(1, b"\x01\x55\x12\x20" + b"y" * 10_000))
+    endless_field = b"\x12" + varint(2**63 - 1) + b"zz"  # a field that claims 2^63 bytes
+    for block in (long_link + _field_bytes(1, b"\x08\x02"), endless_field):
+        with pytest.raises(CorruptBlock):
+            read_file_node(cid, block)
+
+
+def test_a_node_is_checked_against_itself() -> None:
+    from r1os.r1fs import Cid
+    from r1os.r1fs._dag import MAX_BLOCK_SIZE, Link, _field_bytes, encode_file_node, encode_unixfs_file
+
+    leaf = Cid.for_block(RAW, b"x")
+    cid = parse_cid("bafybeiexg2oqkfnj56l7fcmawswqbijt5shq4b5rg6a546uwpkqqzwjioi")
+    # A raw leaf said to hold more than any block can (the fetcher would size a buffer by it).
+    with pytest.raises(CorruptBlock, match="more than a block can"):
+        read_file_node(cid, encode_file_node([Link(leaf, 1, MAX_BLOCK_SIZE + 1)]))
+    # A file size that its parts do not add up to.
+    link = _field_bytes(2, _field_bytes(1, leaf.raw) + _field_bytes(2, b"") + b"\x18\x01")
+    lying = link + _field_bytes(1, encode_unixfs_file(10**12, [1]))
+    with pytest.raises(CorruptBlock, match="parts hold"):
+        read_file_node(cid, lying)
+    # More links than a node may have.
+    with pytest.raises(R1fsError, match="links"):
+        read_file_node(cid, encode_file_node([Link(leaf, 1, 1)] * (MAX_LINKS + 1)))
+    # A block bigger than any valid one.
+    with pytest.raises(CorruptBlock, match="more than any valid block"):
+        read_file_node(Cid.for_block(RAW, b""), b"r" * (MAX_BLOCK_SIZE + 1))
