@@ -411,3 +411,15 @@ async def test_a_stat_lists_a_bounded_number_of_provider_records(tmp_path: Path)
         assert out.providers[0].address == svc.me and out.replicas_live == 1
     finally:
         await stop(svc, ctx)
+
+
+async def test_the_limits_come_from_the_nodes_settings(tmp_path: Path, monkeypatch: Any) -> None:
+    from r1os.node import NodeConfig
+
+    monkeypatch.setenv("R1OS_R1FS__MAX_REPLICAS", "2")
+    monkeypatch.setenv("R1OS_R1FS__QUOTA_PINS", "7")
+    settings = NodeConfig().r1fs
+    async with serve(tmp_path, settings) as s:
+        assert (s.svc.limits.max_replicas, s.svc.limits.quota_pins) == (2, 7)
+        r = await s.call(ALICE, "POST", "/v1/r1fs/add?replicas=3", content=b"x", streamed=True)
+        error(r, 422, "too_many_replicas")

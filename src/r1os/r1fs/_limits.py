@@ -2,8 +2,9 @@
 ask for, how much disk stays free, how many fetches run at once. Every one is named here with its
 default and the `cause` of its refusal (docs/r1fs.md, Bounds).
 
-The fields have the names they will have in the node's `R1fsSettings` (`R1OS_R1FS__*`): until the node
-carries them, the defaults here apply; `R1fsLimits.from_settings` takes every one the settings have.
+The node's `R1fsSettings` carries them (`R1OS_R1FS__QUOTA_BYTES`, ...): the service reads them from
+there (`R1fsLimits.from_settings`, by name); `R1fsLimits(...)` sets them directly in tests and scripts.
+The defaults here are the settings' own.
 """
 
 from __future__ import annotations
