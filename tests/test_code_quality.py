@@ -42,7 +42,7 @@ LAYERS: list[set[str]] = [
     {"chain", "cstore", "r1fs", "dauth", "oracle"},
     {"devnet"},
     {"sdk"},
-    {"cli"},
+    {"cli", "dashboard"},
 ]
 #: The root package's own modules: `r1os/__init__.py` offers the SDK lazily and `__main__` runs the CLI,
 #: so they sit at the top as far as what they import goes (what imports them is checked like any module).

@@ -1,0 +1,44 @@
+// Requests to this node only (the page's Content-Security-Policy allows nothing else): every route the
+// page reads is public and read-only; an error answer has the node's one shape {error, cause, hint}.
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    const message = body && typeof body.error === "string" ? body.error : `HTTP ${status}`;
+    super(message);
+    this.status = status;
+    this.cause = body && typeof body.cause === "string" ? body.cause : "error";
+    this.hint = body && typeof body.hint === "string" ? body.hint : null;
+  }
+}
+
+/** GET a JSON route of this node; `params` become the query string. Times out after `timeoutMs`. */
+export async function getJSON(path, params = {}, timeoutMs = 10000) {
+  const url = new URL(path, window.location.origin);
+  for (const [k, v] of Object.entries(params)) {
+    if (v !== undefined && v !== null) url.searchParams.set(k, String(v));
+  }
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  try {
+    const r = await fetch(url, { headers: { Accept: "application/json" }, signal: abort.signal });
+    let body = null;
+    try {
+      body = await r.json();
+    } catch {
+      body = null;
+    }
+    if (!r.ok) throw new ApiError(r.status, body);
+    return body;
+  } catch (err) {
+    if (err instanceof ApiError) throw err;
+    throw new ApiError(0, { error: err.name === "AbortError" ? "the node did not answer in time" : String(err), cause: "unreachable" });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A refusal as one line, with its hint. */
+export function describe(err) {
+  if (!(err instanceof ApiError)) return String(err);
+  return err.hint ? `${err.message} (${err.cause}): ${err.hint}` : `${err.message} (${err.cause})`;
+}
