@@ -16,7 +16,6 @@ from r1os.identity import NodeKey
 from r1os.node import ServiceContext, install_error_handlers
 from r1os.r1fs import R1fsService, R1fsSettings
 from r1os.r1fs._client import _Credentials
-from r1os.r1fs._limits import R1fsLimits
 from tests.conftest import lone_context
 
 
@@ -51,12 +50,10 @@ async def stop(svc: R1fsService, ctx: ServiceContext) -> None:
 
 
 @asynccontextmanager
-async def serve(
-    tmp_path: Path, settings: R1fsSettings | None = None, limits: R1fsLimits | None = None
-) -> AsyncIterator[Served]:
+async def serve(tmp_path: Path, settings: R1fsSettings | None = None) -> AsyncIterator[Served]:
     """One node's R1FS alone (no peers, no CSTORE) on an app with the node's error handlers."""
     ctx = lone_context("r1fs", tmp_path)
-    svc = R1fsService(settings or R1fsSettings(max_upload=4 * 1024 * 1024), limits=limits)
+    svc = R1fsService(settings or R1fsSettings(max_upload=4 * 1024 * 1024))
     await svc.start(ctx)
     app = FastAPI()
     install_error_handlers(app)  # the node's: every error answer in one shape

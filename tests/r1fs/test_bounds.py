@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 
 from r1os.identity import NodeKey
-from r1os.r1fs import CHUNK_SIZE, R1fsError, import_bytes
+from r1os.r1fs import CHUNK_SIZE, R1fsError, R1fsSettings, import_bytes
 from r1os.r1fs._dag import Cid
-from r1os.r1fs._limits import R1fsLimits
 from r1os.r1fs._local import MAX_MESSAGE, _raw, local_call, local_path
 from r1os.wire import sign_request
 from tests.conftest import async_wait_for
@@ -154,8 +153,10 @@ async def test_adds_and_pins_need_a_caller(served: Served) -> None:
 
 @pytest.fixture
 async def tight(tmp_path: Path) -> AsyncIterator[Served]:
-    limits = R1fsLimits(quota_bytes=1024 * KIB, quota_pins=2, max_pins=3, max_replicas=3)
-    async with serve(tmp_path, limits=limits) as s:
+    limits = R1fsSettings(
+        max_upload=4 * 1024 * KIB, quota_bytes=1024 * KIB, quota_pins=2, max_pins=3, max_replicas=3
+    )
+    async with serve(tmp_path, limits) as s:
         yield s
 
 
@@ -209,13 +210,13 @@ async def test_unpinned_adds_count_until_gc(tight: Served) -> None:
 
 
 async def test_a_full_disk_refuses_adds_and_fetches(tmp_path: Path) -> None:
-    async with serve(tmp_path, limits=R1fsLimits(min_free_disk=1 << 60)) as s:
+    async with serve(tmp_path, R1fsSettings(max_upload=4 * 1024 * KIB, min_free_disk=1 << 60)) as s:
         error(await s.client.post("/v1/r1fs/add", content=b"x" * 1000), 507, "no_space")
         assert s.svc.store.stats()["blocks"] == 0
 
 
 async def test_fetches_at_once_are_bounded(tmp_path: Path) -> None:
-    async with serve(tmp_path, limits=R1fsLimits(max_fetches=1)) as s:
+    async with serve(tmp_path, R1fsSettings(max_upload=4 * 1024 * KIB, max_fetches=1)) as s:
         hang = asyncio.Event()
         fetch = s.svc.fetcher._fetch
 
@@ -420,6 +421,6 @@ async def test_the_limits_come_from_the_nodes_settings(tmp_path: Path, monkeypat
     monkeypatch.setenv("R1OS_R1FS__QUOTA_PINS", "7")
     settings = NodeConfig().r1fs
     async with serve(tmp_path, settings) as s:
-        assert (s.svc.limits.max_replicas, s.svc.limits.quota_pins) == (2, 7)
+        assert (s.svc.settings.max_replicas, s.svc.settings.quota_pins) == (2, 7)
         r = await s.call(ALICE, "POST", "/v1/r1fs/add?replicas=3", content=b"x", streamed=True)
         error(r, 422, "too_many_replicas")

@@ -32,7 +32,7 @@ import httpx
 
 from r1os.r1fs._dag import MAX_BLOCK_SIZE, RAW, Cid, DagLimits, RefBudget, read_file_node, too_many_refs
 from r1os.r1fs._errors import BlockNotFound, CorruptBlock
-from r1os.r1fs._limits import Busy, R1fsLimits, check_space
+from r1os.r1fs._limits import Busy, check_space
 from r1os.r1fs._providers import Directory
 from r1os.r1fs._store import BlockStore, Hold
 from r1os.wire import sign_request
@@ -103,12 +103,10 @@ class Fetcher:
         settings: R1fsSettings,
         directory: Directory | None,
         counters: dict[str, int],
-        limits: R1fsLimits | None = None,
     ) -> None:
         self.ctx = ctx
         self.store = store
         self.settings = settings
-        self.limits = limits or R1fsLimits()
         self.dag: DagLimits = store.limits
         self.dir = directory
         self.counters = counters
@@ -186,7 +184,7 @@ class Fetcher:
         key = str(root) if span is None else f"{root}:{span[0]}-{span[1]}"
         done = self._running.get(key)
         if done is None:
-            if self.running >= self.limits.max_fetches:
+            if self.running >= self.settings.max_fetches:
                 raise Busy(f"this node runs {self.running} fetches already; {root} must wait")
             done = asyncio.get_running_loop().create_future()
             planned = self._planned[done] = asyncio.Event()
@@ -258,7 +256,7 @@ class Fetcher:
         with self.store.holding() as hold:
             if hold.keep(root):
                 return self.store.get(root)
-            if self._roots + len(self._running) >= self.limits.max_fetches:
+            if self._roots + len(self._running) >= self.settings.max_fetches:
                 raise Busy(f"this node runs {self.running} fetches already; {root} must wait")
             self._roots += 1
             try:
@@ -323,7 +321,7 @@ class Fetcher:
             missing = [leaf for leaf in leaves if not hold.keep(leaf.cid)]
             if not missing:
                 return
-            check_space(self.store.root, sum(leaf.size for leaf in missing), self.limits)
+            check_space(self.store.root, sum(leaf.size for leaf in missing), self.settings)
             if planned is not None:
                 planned.set()  # the tree passed: readers may answer and stream as the leaves arrive
             runs = self._plan_runs(missing)

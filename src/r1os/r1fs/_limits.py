@@ -2,50 +2,20 @@
 ask for, how much disk stays free, how many fetches run at once. Every one is named here with its
 default and the `cause` of its refusal (docs/r1fs.md, Bounds).
 
-The node's `R1fsSettings` carries them (`R1OS_R1FS__QUOTA_BYTES`, ...): the service reads them from
-there (`R1fsLimits.from_settings`, by name); `R1fsLimits(...)` sets them directly in tests and scripts.
-The defaults here are the settings' own.
+The values are the node's `R1fsSettings` (`R1OS_R1FS__QUOTA_BYTES`, ...); this module holds the
+refusals and the disk check.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING
 
 from r1os.r1fs._errors import R1fsError
 
-
-class R1fsLimits(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    quota_bytes: int = Field(
-        default=16 * 1024**3,
-        ge=0,
-        description="bytes one signed address may hold on this node: its pinned files' sizes times their "
-        "replicas, plus its unpinned adds since the last GC (the node's operator has no quota)",
-    )
-    quota_pins: int = Field(default=1000, ge=0, description="pins one signed address may hold on this node")
-    max_pins: int = Field(
-        default=100_000, ge=0, description="pins all signed addresses together may hold on this node"
-    )
-    max_replicas: int = Field(default=16, ge=1, le=64, description="largest replicas a pin may ask for")
-    min_free_disk: int = Field(
-        default=1024**3,
-        ge=0,
-        description="free bytes left on the store's disk: adds, pins and fetches stop (507) below it",
-    )
-    max_fetches: int = Field(
-        default=64, ge=1, description="files fetched from peers at once; past it a new fetch is 503 busy"
-    )
-
-    @classmethod
-    def from_settings(cls, settings: BaseModel) -> R1fsLimits:
-        """The limits named in `settings` (the node's R1fsSettings), the defaults for the others."""
-        values: dict[str, Any] = settings.model_dump()
-        return cls.model_validate({k: v for k, v in values.items() if k in cls.model_fields})
+if TYPE_CHECKING:
+    from r1os.node import R1fsSettings
 
 
 #: Most replicas any request may name (the HTTP routes' and local socket's schema bound; the node's
@@ -88,7 +58,7 @@ def disk_free(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def check_space(path: Path, adding: int, limits: R1fsLimits) -> None:
+def check_space(path: Path, adding: int, limits: R1fsSettings) -> None:
     """Raise `NoSpace` if writing `adding` more bytes under `path` would leave less than min_free_disk."""
     free = disk_free(path)
     if free - adding < limits.min_free_disk:

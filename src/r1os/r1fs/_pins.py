@@ -24,9 +24,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from r1os.r1fs._limits import QuotaExceeded, R1fsLimits
+from r1os.r1fs._limits import QuotaExceeded
+
+if TYPE_CHECKING:
+    from r1os.node import R1fsSettings
 
 log = logging.getLogger("r1os.r1fs")
 
@@ -40,7 +43,7 @@ class Usage:
 class PinBook:
     """The pins of one node (not thread-safe: the service uses it from its event loop)."""
 
-    def __init__(self, path: Path, me: str, limits: R1fsLimits) -> None:
+    def __init__(self, path: Path, me: str, limits: R1fsSettings) -> None:
         self.path = path
         self.me = me.lower()
         self.limits = limits

@@ -69,7 +69,7 @@ class Replication:
     def wanted(self, requests: dict[str, dict[str, Any]], known: set[str]) -> int:
         """Copies the network wants: the most a known node asks for, at most max_replicas."""
         counted = {a: r for a, r in requests.items() if a in known}
-        return min(wanted_replicas(counted), self.svc.limits.max_replicas)
+        return min(wanted_replicas(counted), self.svc.settings.max_replicas)
 
     async def reconcile(self) -> dict[str, str]:
         """One pass over the pinned CIDs; returns the action taken per CID (for logs and tests)."""

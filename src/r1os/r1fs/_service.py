@@ -30,7 +30,7 @@ from r1os.r1fs._errors import BadUpload, BlockNotFound, CorruptBlock, R1fsError,
 from r1os.r1fs._exporter import file_parts, read_range
 from r1os.r1fs._fetcher import Fetcher
 from r1os.r1fs._importer import ImportResult, import_fd, import_stream
-from r1os.r1fs._limits import R1fsLimits, TooManyReplicas, check_space
+from r1os.r1fs._limits import TooManyReplicas, check_space
 from r1os.r1fs._local import LocalServer, socket_name
 from r1os.r1fs._metrics import R1fsCollector
 from r1os.r1fs._models import (
@@ -71,12 +71,10 @@ class R1fsService(Service):
         settings: R1fsSettings | None = None,
         *,
         kv: KeyValue | None = None,
-        limits: R1fsLimits | None = None,
     ) -> None:
         """`kv` stands in for the node's CSTORE (tests); without either, providers and replication are off.
-        `limits` (quotas, replicas, free disk, fetches): default, those the settings name."""
+        The settings carry the limits too (quotas, replicas, free disk, fetches)."""
         self.settings = settings or R1fsSettings()
-        self.limits = limits or R1fsLimits.from_settings(self.settings)
         self.dag = DagLimits(max_file=self.settings.max_upload)
         self._kv = kv
         self.me = ""
@@ -136,7 +134,7 @@ class R1fsService(Service):
         )
         self._store = store
         ctx.on_stop(store.close)  # after the fetches and GC (node tasks) have ended
-        self._book = PinBook(ctx.data_dir / "pins.json", self.me, self.limits)
+        self._book = PinBook(ctx.data_dir / "pins.json", self.me, self.settings)
         self._book.load()
         self._dauth = ctx.find(DauthService)
         kv: KeyValue | None = self._kv if self._kv is not None else ctx.find(CStoreService)
@@ -147,7 +145,7 @@ class R1fsService(Service):
             self.replication = Replication(self, self.dir)
             kv.watch(PIN, self._pin_requests_changed)
             ctx.on_stop(partial(kv.unwatch, self._pin_requests_changed))
-        self._fetcher = Fetcher(ctx, store, self.settings, self.dir, self.counters, self.limits)
+        self._fetcher = Fetcher(ctx, store, self.settings, self.dir, self.counters)
         mount(ctx.router, self)
         ctx.allow_body("/v1/r1fs/add", None)  # streams, with its own limit (max_upload)
         ctx.metrics.register(R1fsCollector(self))
@@ -184,9 +182,9 @@ class R1fsService(Service):
         return Caller(address=caller.address.lower())
 
     def _replicas(self, replicas: int) -> None:
-        if not 1 <= replicas <= self.limits.max_replicas:
+        if not 1 <= replicas <= self.settings.max_replicas:
             raise TooManyReplicas(
-                f"replicas must be 1..{self.limits.max_replicas} on this node, not {replicas}",
+                f"replicas must be 1..{self.settings.max_replicas} on this node, not {replicas}",
                 hint="the node's bound is R1OS_R1FS__MAX_REPLICAS",
             )
 
@@ -255,7 +253,7 @@ class R1fsService(Service):
         limit = self.settings.max_upload
         if who.local or who.address is None:
             return limit
-        left = self.limits.quota_bytes - self.book.usage(who.address).bytes
+        left = self.settings.quota_bytes - self.book.usage(who.address).bytes
         return max(0, min(limit, left // factor))
 
     async def add_stream(
@@ -281,7 +279,7 @@ class R1fsService(Service):
         book, root = self.book, self.store.root
         book.check(address, more_bytes=(expect_size or 0) * factor, new_pin=pin, unpinned=not pin)
         if expect_size is not None:
-            check_space(root, expect_size, self.limits)
+            check_space(root, expect_size, self.settings)
         counted = 0
 
         async def metered() -> AsyncIterator[bytes]:
@@ -292,7 +290,7 @@ class R1fsService(Service):
                 book.stream(address, len(piece), factor=factor)  # refused as soon as past the quota
                 unchecked += len(piece)
                 if unchecked >= DISK_CHECK_EVERY:
-                    check_space(root, 0, self.limits)
+                    check_space(root, 0, self.settings)
                     unchecked = 0
                 yield piece
 
@@ -342,7 +340,7 @@ class R1fsService(Service):
         if size > self.settings.max_upload:
             raise TooLarge(f"file of {size} bytes exceeds the limit of {self.settings.max_upload}")
         self.book.check(address, more_bytes=size * factor, new_pin=pin, unpinned=not pin)
-        check_space(self.store.root, size, self.limits)
+        check_space(self.store.root, size, self.settings)
         limit = self._max_for(who, factor)  # the file may grow while it is read
         with self.store.holding() as hold:
             result = await asyncio.to_thread(
