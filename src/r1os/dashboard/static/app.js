@@ -54,21 +54,27 @@ function mount() {
 }
 
 function schedule(panel) {
+  // `refresh()` may answer how many ms until its next run (availability: sooner while epochs are short)
+  let timer = null;
   let running = false;
   const run = async () => {
-    if (running || document.hidden) return;
-    running = true;
-    try {
-      await panel.refresh();
-    } catch (err) {
-      console.warn(`panel ${panel.id}: ${describe(err)}`);
-    } finally {
-      running = false;
+    if (running) return;
+    clearTimeout(timer);
+    let next = panel.every;
+    if (!document.hidden) {
+      running = true;
+      try {
+        next = (await panel.refresh()) ?? panel.every;
+      } catch (err) {
+        console.warn(`panel ${panel.id}: ${describe(err)}`);
+      } finally {
+        running = false;
+      }
     }
+    if (panel.every) timer = setTimeout(run, next);
   };
   run();
-  if (panel.every) setInterval(run, panel.every);
-  document.addEventListener("visibilitychange", run);
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) run(); });
 }
 
 function onSnapshot(snap) {

@@ -4,12 +4,12 @@
 import { s, shortAddress } from "./dom.js";
 
 /** This node in the middle, every peer on a ring; green online, grey offline, oracles as diamonds. */
-export function networkRing(peers, width = 420, height = 300) {
+export function networkRing(peers, width = 260, height = 240) {
   const cx = width / 2, cy = height / 2;
   const others = peers.filter((p) => !p.self);
   const me = peers.find((p) => p.self);
-  const radius = Math.min(cx, cy) - 34;
-  const labels = others.length <= 40;
+  const radius = Math.min(cx, cy) - 30;
+  const labels = others.length <= 24;
   const svg = s("svg", {
     viewBox: `0 0 ${width} ${height}`,
     class: "chart ring",

@@ -51,25 +51,28 @@ export function nodePanel(body, app) {
           ["broker", n.broker_connected ? badge("connected", "ok") : badge("disconnected", "bad")],
           ["services", services.join(", ") || "—"],
         ]),
-        h("h3", null, "Traffic"),
-        facts([
-          ["heartbeats sent", num(m.r1os_heartbeats_sent)],
-          ["wire accepted", num(m.r1os_wire_accepted)],
-          ["wire rejected", sumValues(m.r1os_wire_rejected) ? `${num(sumValues(m.r1os_wire_rejected))}: ${causes(m.r1os_wire_rejected)}` : "0"],
-          ["published / received", `${num(m.r1os_transport_published)} / ${num(m.r1os_transport_received)}`],
-          ["broker reconnects", num(m.r1os_transport_reconnects)],
-          ["queued offline", num(m.r1os_transport_queued)],
-          ["handler errors", num(m.r1os_handler_errors)],
-          ["HTTP refused", causes(m.r1os_http_refused)],
-          ["dashboard streams", `${snap.dashboard.clients} of ${snap.dashboard.max_clients}`],
-        ]),
-        h("h3", null, "Resources"),
-        facts([
-          ["CPU", `${num(r.cpu_cores)} cores, load ${num(r.cpu_load)}`],
-          ["memory", `${num(r.memory_available_mb)} MiB free of ${num(r.memory_total_mb)}`],
-          ["disk", `${num(r.disk_free_gb)} GiB free of ${num(r.disk_total_gb)}`],
-          ["GPUs", gpus(r)],
-        ]),
+        h("div", { class: "cols" },
+          h("div", null,
+            h("h3", null, "Traffic"),
+            facts([
+              ["heartbeats sent", num(m.r1os_heartbeats_sent)],
+              ["wire accepted", num(m.r1os_wire_accepted)],
+              ["wire rejected", sumValues(m.r1os_wire_rejected) ? `${num(sumValues(m.r1os_wire_rejected))}: ${causes(m.r1os_wire_rejected)}` : "0"],
+              ["published / received", `${num(m.r1os_transport_published)} / ${num(m.r1os_transport_received)}`],
+              ["broker reconnects", num(m.r1os_transport_reconnects)],
+              ["queued offline", num(m.r1os_transport_queued)],
+              ["handler errors", num(m.r1os_handler_errors)],
+              ["HTTP refused", causes(m.r1os_http_refused)],
+              ["dashboard streams", `${snap.dashboard.clients} of ${snap.dashboard.max_clients}`],
+            ])),
+          h("div", null,
+            h("h3", null, "Resources"),
+            facts([
+              ["CPU", `${num(r.cpu_cores)} cores, load ${num(r.cpu_load)}`],
+              ["memory", `${num(r.memory_available_mb)} MiB free of ${num(r.memory_total_mb)}`],
+              ["disk", `${num(r.disk_free_gb)} GiB free of ${num(r.disk_total_gb)}`],
+              ["GPUs", gpus(r)],
+            ]))),
         h("p", { class: "note muted" }, "Everything: ", link("/metrics", "/metrics"), " · API: ", link("/docs", "/docs")),
       );
     },
@@ -89,7 +92,7 @@ export function networkPanel(body, app) {
       h("div", { class: "scroll" },
         h("table", { class: "peers" },
           h("thead", null, h("tr", null,
-            ["node", "status", "role", "version", "URL", "uptime", "last seen", "CPU", "memory", "disk free", "GPUs", "services"]
+            ["node", "status", "role", "version", "URL", "uptime", "last seen", "CPU · memory", "disk free", "GPUs", "services"]
               .map((c) => h("th", null, c)))),
           table))),
   );
@@ -98,7 +101,7 @@ export function networkPanel(body, app) {
       const peers = snap.peers || [];
       const offline = snap.counts.total - snap.counts.online;
       fill(summary,
-        `${snap.counts.total + 1} nodes seen from here: this one, ${snap.counts.online} peers online`,
+        `${snap.counts.total + 1} nodes seen from here: this one, ${snap.counts.online} ${snap.counts.online === 1 ? "peer" : "peers"} online`,
         offline ? `, ${offline} offline` : "",
         snap.counts.shown < snap.counts.total ? ` (showing ${snap.counts.shown})` : "",
         ` · network ${snap.node.network}`);
@@ -114,8 +117,10 @@ export function networkPanel(body, app) {
           h("td", { class: "url" }, p.url ? link(p.url.replace(/\/$/, "") + "/", p.url) : "—"),
           h("td", { class: "num" }, duration(p.uptime)),
           h("td", { class: "num" }, p.self ? "—" : ago(p.last_seen, snap.at)),
-          h("td", { class: "num" }, r.cpu_cores !== undefined ? `${num(r.cpu_cores)} × ${num(r.cpu_load)}` : "—"),
-          h("td", { class: "num" }, r.memory_total_mb !== undefined ? `${bytes(r.memory_available_mb * 2 ** 20)} / ${bytes(r.memory_total_mb * 2 ** 20)}` : "—"),
+          h("td", { class: "num" },
+            r.cpu_cores !== undefined ? `${num(r.cpu_cores)} cores, load ${num(r.cpu_load)}` : "—",
+            h("br"),
+            r.memory_total_mb !== undefined ? `${bytes(r.memory_available_mb * 2 ** 20)} free of ${bytes(r.memory_total_mb * 2 ** 20)}` : ""),
           h("td", { class: "num" }, r.disk_free_gb !== undefined ? `${num(r.disk_free_gb)} GiB` : "—"),
           h("td", null, gpus(r)),
           h("td", { class: "services" }, services.join(", ")));
@@ -147,9 +152,11 @@ export function availabilityPanel(body, app) {
         ["epoch", `current ${num(data.current_epoch)}, last closed ${data.last_closed ?? "none"}, ${duration(data.epoch_seconds)} each`],
         ["oracles", `${data.oracles.length} (quorum ${data.quorum})${data.failed ? `, ${data.failed} epochs failed to close` : ""}`],
       ]));
+      // ask again about when the next epoch closes (short devnet epochs), but not more than every 2 s
+      const next = Math.min(10000, Math.max(2000, (data.epoch_seconds * 1000) / 2));
       if (!data.epochs.length) {
         fill(chart, note(`No epoch has closed yet. Epoch ${data.current_epoch} ends ${time(data.genesis_time + (data.current_epoch + 1) * data.epoch_seconds)}.`));
-        return;
+        return next;
       }
       const known = new Map();
       for (const n of data.nodes) known.set(n.toLowerCase(), n);
@@ -157,6 +164,7 @@ export function availabilityPanel(body, app) {
       const nodes = [...known.values()].sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
       fill(chart, availabilityGrid(data.epochs, nodes, app.snapshot?.node?.address),
         note("Each cell: a node's agreed availability in one epoch (0–255, green is always there); hover for the value."));
+      return next;
     },
   };
 }
@@ -223,6 +231,7 @@ export function cstorePanel(body) {
     state.pages = [""];
     state.page = 0;
     input.value = prefix;
+    loadStats();
     loadPage();
   };
   const form = h("form", { class: "controls", onsubmit: (e) => { e.preventDefault(); go(input.value); } },
@@ -283,17 +292,20 @@ export function cstorePanel(body) {
     return text.length > MAX_VALUE_CHARS ? `${text.slice(0, MAX_VALUE_CHARS)}\n… (${num(text.length)} characters, cut)` : text;
   }
 
+  async function loadStats() {
+    try {
+      const st = await getJSON("/v1/cstore/stats");
+      fill(stats, `${num(st.entries)} entries · ${num(st.applied_batches)} batches applied · log ${bytes(st.log_bytes)} · state digest `,
+        h("span", { class: "mono", title: st.digest }, String(st.digest).slice(0, 12)));
+    } catch (err) {
+      fill(stats, note(describe(err), "warn"));
+    }
+  }
+
   return {
     every: 5000,
     async refresh() {
-      try {
-        const st = await getJSON("/v1/cstore/stats");
-        fill(stats, `${num(st.entries)} entries · ${num(st.applied_batches)} batches applied · log ${bytes(st.log_bytes)} · state digest `,
-          h("span", { class: "mono", title: st.digest }, String(st.digest).slice(0, 12)));
-      } catch (err) {
-        fill(stats, note(describe(err), "warn"));
-      }
-      await loadPage();
+      await Promise.all([loadStats(), loadPage()]);
     },
   };
 }
@@ -356,7 +368,7 @@ export function r1fsPanel(body) {
   }
 
   return {
-    every: 15000,
+    every: 5000,
     async refresh() {
       try {
         const st = await getJSON("/v1/r1fs/stats");
