@@ -362,7 +362,9 @@ async def test_no_oracle_or_a_hostile_one(tmp_path: Path) -> None:
     o2 = _node(tmp_path / "o2", hub, [bad, DashboardService()], oracle=True)
     async with running(o2), httpx.AsyncClient(base_url=o2.url, timeout=10) as http:
         data = (await http.get("/v1/dashboard/availability")).json()
-    assert data["epochs"] == [{"epoch": 2, "values": {"0xAAA": 3}}]
+        again = (await http.get("/v1/dashboard/availability")).json()
+    assert data["epochs"] == again["epochs"] == [{"epoch": 2, "values": {"0xAAA": 3}}]
+    assert bad.hits == ["status", "record 1", "record 2"]  # the bad one is not asked for again at once
 
 
 async def _true(value: bool) -> bool:

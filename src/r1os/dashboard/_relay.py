@@ -10,7 +10,8 @@ taken from it is checked for its type.
 
 Cost bound for anonymous callers: one refresh at a time (others wait for it and share its result), the
 oracle's status at most once per `STATUS_TTL` seconds, and a closed epoch's record fetched once (it
-never changes), keeping the last `MAX_EPOCHS` of them.
+never changes), keeping the last `MAX_EPOCHS` of them; a record the oracle did not give is not asked
+for again until the status is refreshed.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class _Cached:
     at: float = 0.0
     failure: NoOracle | None = None  # the last refresh's, answered again until STATUS_TTL has passed
     records: dict[int, dict[str, int]] = field(default_factory=dict)
+    missing: set[int] = field(default_factory=set)  # records the oracle did not give, until the next status
 
 
 async def read_json(http: httpx.AsyncClient, url: str, limit: int = MAX_ANSWER) -> Any:
@@ -163,6 +165,7 @@ class AvailabilityRelay:
                 cache.records.clear()  # another oracle: its records are its own
             cache.oracle, cache.status, cache.at = (address, url), status, time.monotonic()
             cache.failure = None
+            cache.missing.clear()
             return
         if problems:
             log.info("dashboard: no oracle answered: %s", "; ".join(problems))
@@ -176,6 +179,8 @@ class AvailabilityRelay:
         cache = self._cache
         if epoch in cache.records:
             return cache.records[epoch]
+        if epoch in cache.missing:
+            return None
         assert cache.oracle is not None
         try:
             self.requests += 1
@@ -184,6 +189,7 @@ class AvailabilityRelay:
             )
         except (httpx.HTTPError, BadAnswer) as exc:
             log.info("dashboard: epoch %d from %s: %s", epoch, cache.oracle[0], exc)
+            cache.missing.add(epoch)
             return None
         cache.records[epoch] = values
         for old in sorted(cache.records)[:-MAX_EPOCHS]:
