@@ -105,6 +105,11 @@ export function num(n) {
   return typeof n === "number" && isFinite(n) ? n.toLocaleString("en-US") : "—";
 }
 
+/** "1 pin", "3 pins": a count with its noun. */
+export function count(n, noun, nouns = `${noun}s`) {
+  return `${num(n)} ${n === 1 ? noun : nouns}`;
+}
+
 export function time(unixSeconds) {
   if (typeof unixSeconds !== "number") return "—";
   return new Date(unixSeconds * 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");

@@ -5,7 +5,7 @@
 import { describe, getJSON } from "./api.js";
 import { availabilityGrid, networkRing } from "./charts.js";
 import {
-  ago, badge, bytes, duration, facts, fill, h, link, note, num, shortAddress, time,
+  ago, badge, bytes, count, duration, facts, fill, h, link, note, num, shortAddress, time,
 } from "./dom.js";
 
 const MAX_VALUE_CHARS = 100000;
@@ -101,7 +101,7 @@ export function networkPanel(body, app) {
       const peers = snap.peers || [];
       const offline = snap.counts.total - snap.counts.online;
       fill(summary,
-        `${snap.counts.total + 1} nodes seen from here: this one, ${snap.counts.online} ${snap.counts.online === 1 ? "peer" : "peers"} online`,
+        `${snap.counts.total + 1} nodes seen from here: this one, ${count(snap.counts.online, "peer")} online`,
         offline ? `, ${offline} offline` : "",
         snap.counts.shown < snap.counts.total ? ` (showing ${snap.counts.shown})` : "",
         ` · network ${snap.node.network}`);
@@ -295,7 +295,7 @@ export function cstorePanel(body) {
   async function loadStats() {
     try {
       const st = await getJSON("/v1/cstore/stats");
-      fill(stats, `${num(st.entries)} entries · ${num(st.applied_batches)} batches applied · log ${bytes(st.log_bytes)} · state digest `,
+      fill(stats, `${count(st.entries, "entry", "entries")} · ${count(st.applied_batches, "batch", "batches")} applied · log ${bytes(st.log_bytes)} · state digest `,
         h("span", { class: "mono", title: st.digest }, String(st.digest).slice(0, 12)));
     } catch (err) {
       fill(stats, note(describe(err), "warn"));
@@ -372,7 +372,7 @@ export function r1fsPanel(body) {
     async refresh() {
       try {
         const st = await getJSON("/v1/r1fs/stats");
-        fill(stats, `${num(st.pins)} pins · ${num(st.store.blocks)} blocks, ${bytes(st.store.bytes)} stored · ${num(st.fetched_blocks)} blocks fetched from peers`);
+        fill(stats, `${count(st.pins, "pin")} · ${count(st.store.blocks, "block")}, ${bytes(st.store.bytes)} stored · ${count(st.fetched_blocks, "block")} fetched from peers`);
       } catch (err) {
         fill(stats, note(describe(err), "warn"));
       }
