@@ -135,6 +135,22 @@ class Transport(StartStop):
     async def wait_connected(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until `connected`; raise `TransportError` after `timeout` seconds."""
 
+    @staticmethod
+    async def _await_connection(
+        connected: asyncio.Event, *, started: bool, stopped: bool, timeout: float, where: str,
+        hint: str | None = None,
+    ) -> None:  # fmt: skip
+        """`wait_connected` for implementations that set an event while connected."""
+        if stopped:
+            raise TransportError("transport is stopped")
+        if not started:
+            raise TransportError("transport is not started; call start() first")
+        try:
+            async with asyncio.timeout(timeout):
+                await connected.wait()
+        except TimeoutError:
+            raise TransportError(f"not connected to {where} within {timeout:g} s", hint=hint) from None
+
     def retry_now(self) -> None:
         """Reconnect at once instead of waiting out a backoff (e.g. just after the broker started to
         admit this node); transports without a backoff ignore it."""

@@ -167,15 +167,13 @@ class MemoryTransport(Transport):
         )
 
     async def wait_connected(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        if self._stopped:
-            raise TransportError("transport is stopped")
-        if not self._started:
-            raise TransportError("transport is not started; call start() first")
-        try:
-            async with asyncio.timeout(timeout):
-                await self._online.wait()
-        except TimeoutError:
-            raise TransportError(f"not connected to the in-memory hub within {timeout:g} s") from None
+        await self._await_connection(
+            self._online,
+            started=self._started,
+            stopped=self._stopped,
+            timeout=timeout,
+            where="the in-memory hub",
+        )
 
     # -- inside ------------------------------------------------------------------------------
 

@@ -288,18 +288,10 @@ class MqttTransport(Transport):
         self._retry.set()
 
     async def wait_connected(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        if self._stopped:
-            raise TransportError("transport is stopped")
-        if not self._started:
-            raise TransportError("transport is not started; call start() first")
-        try:
-            async with asyncio.timeout(timeout):
-                await self._connected.wait()
-        except TimeoutError:
-            raise TransportError(
-                f"not connected to {self.url} within {timeout:g} s",
-                hint="check that the broker is running and reachable",
-            ) from None
+        await self._await_connection(
+            self._connected, started=self._started, stopped=self._stopped, timeout=timeout, where=self.url,
+            hint="check that the broker is running and reachable",
+        )  # fmt: skip
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 0) -> None:
         if self._stopped:
