@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from r1os.devnet import Devnet
+from r1os.devnet._state import DevnetState
 from r1os.identity import NodeKey
 from r1os.node import ServiceContext, install_error_handlers
 from r1os.r1fs import R1fsService, R1fsSettings
@@ -72,3 +74,19 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     """What the HTTP API does with local data, max_upload 4 MiB."""
     async with serve(tmp_path) as s:
         yield s
+
+
+@contextmanager
+def devnet_with(
+    tmp_path_factory: pytest.TempPathFactory, name: str, env: dict[str, str], nodes: int
+) -> Iterator[tuple[Devnet, DevnetState]]:
+    """A devnet (1 oracle, no chain, 1 s heartbeats) whose node processes inherit `env`, set only while
+    it runs (they read their R1FS settings from it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        dn = Devnet(tmp_path_factory.mktemp(name))
+        try:
+            yield dn, dn.up(nodes=nodes, oracles=1, heartbeat=1.0, chain=False, timeout=90)
+        finally:
+            dn.down()

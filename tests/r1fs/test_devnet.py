@@ -23,6 +23,7 @@ from r1os.r1fs import CHUNK_SIZE, BlockNotFound, R1fs, R1fsClient, import_bytes,
 from r1os.r1fs._store import BlockStore
 from tests.conftest import async_wait_for, wait_for
 from tests.r1fs._content import mod251, rot
+from tests.r1fs.conftest import devnet_with
 
 JS = json.loads((Path(__file__).parent / "vectors" / "js_importer.json").read_text())["vectors"]
 HB = 1.0
@@ -34,19 +35,8 @@ USER = NodeKey.generate()
 
 @pytest.fixture(scope="module")
 def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devnet, DevnetState]]:
-    old = {k: os.environ.get(k) for k in ENV}
-    os.environ.update(ENV)  # node processes inherit the environment of `devnet up`
-    dn = Devnet(tmp_path_factory.mktemp("r1fs-devnet"))
-    try:
-        state = dn.up(nodes=5, oracles=1, heartbeat=HB, chain=False, timeout=90)
-        yield dn, state
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        dn.down()
+    with devnet_with(tmp_path_factory, "r1fs-devnet", ENV, nodes=5) as net:
+        yield net
 
 
 def store_of(state: DevnetState, i: int) -> BlockStore:

@@ -32,6 +32,7 @@ from r1os.wire import sign_request
 from tests.conftest import async_wait_for
 from tests.r1fs._content import mod251
 from tests.r1fs._hostile import Blocks, HostilePeer, chain, claimed_leaf, fanout_bomb, two_leaf_file
+from tests.r1fs.conftest import devnet_with
 
 HB = 1.0
 ENV = {
@@ -49,19 +50,8 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devnet, DevnetState]]:
-    old = {k: os.environ.get(k) for k in ENV}
-    os.environ.update(ENV)
-    dn = Devnet(tmp_path_factory.mktemp("r1fs-hostile"))
-    try:
-        state = dn.up(nodes=3, oracles=1, heartbeat=HB, chain=False, timeout=90)
-        yield dn, state
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        dn.down()
+    with devnet_with(tmp_path_factory, "r1fs-hostile", ENV, nodes=3) as net:
+        yield net
 
 
 def rss(node: DevnetNode) -> int:
