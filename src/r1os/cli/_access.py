@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 KEY_ENV = "R1OS_KEY"
 TOKEN_ENV = "R1OS_API_TOKEN"  # as r1os.sdk reads it (not imported here: the SDK loads on first use)
 DEFAULT_URL = "http://127.0.0.1:31234"
+API_URL_ENV = "R1OS_API_URL"  # as r1os.sdk reads it
 
 # No [brackets] in help texts: the help is rich markup, which would swallow them.
 _KEY_HELP = (
@@ -56,6 +57,10 @@ TokenOpt = typer.Option(
     help=f"The node's API token, for its operator. Default: ${TOKEN_ENV}, else read from the node's "
     "home when it runs on this machine.",
 )
+
+#: `--node` of every command that talks to a node: None, so $R1OS_API_URL and then DEFAULT_URL apply.
+NODE_HELP = f"The node's HTTP API URL. Default: ${API_URL_ENV} or {DEFAULT_URL}."
+NodeOpt = typer.Option(None, "--node", help=NODE_HELP)
 
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
@@ -73,8 +78,7 @@ class Access:
 
 
 def node_url(url: str | None) -> str:
-    from r1os.sdk import API_URL_ENV
-
+    """`--node`, else $R1OS_API_URL, else the default local node."""
     return (url or os.environ.get(API_URL_ENV) or DEFAULT_URL).rstrip("/")
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from r1os.cli._access import CallerKeyOpt, TokenOpt, access, node_session, open_session
+from r1os.cli._access import CallerKeyOpt, NodeOpt, TokenOpt, access, node_session, open_session
 from r1os.cli._common import console, handle_errors, print_json
 
 if TYPE_CHECKING:
@@ -22,9 +22,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True)
 
-NodeOpt = typer.Option(
-    None, "--node", help="Node API URL (default: $R1OS_API_URL or http://127.0.0.1:31234)."
-)
 TtlOpt = typer.Option(None, "--ttl", help="Expire after this many seconds.")
 RawOpt = typer.Option(False, "--string", help="Store VALUE as a string even if it parses as JSON.")
 
@@ -96,11 +93,16 @@ def keys(
     node: str | None = NodeOpt,
     key_file: Path | None = CallerKeyOpt,
     token: str | None = TokenOpt,
+    json_out: bool = typer.Option(False, "--json", help="Print JSON (a list of keys)."),
 ) -> None:
     """List live keys (plain keys and hashes) by prefix."""
     with _session(node, key_file, token) as s:
-        for k in s.cstore.keys(prefix):
-            print(k)
+        found = s.cstore.keys(prefix)
+    if json_out:
+        print_json(found)
+        return
+    for k in found:
+        print(k)
 
 
 @app.command("hset")

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from r1os.cli._access import Access, CallerKeyOpt, TokenOpt, access, open_session
+from r1os.cli._access import Access, CallerKeyOpt, NodeOpt, TokenOpt, access, node_url, open_session
 from r1os.cli._common import console, error_line, handle_errors, print_json
 from r1os.errors import NodeError, R1osError, RemoteError
 
@@ -92,7 +92,7 @@ def admission(
     node_ref: str | None = typer.Argument(
         None, help="Devnet node (name, number or address prefix) with --dir."
     ),
-    url: str | None = typer.Option(None, "--node", help="The node's HTTP API URL."),
+    url: str | None = NodeOpt,
     dir: Path | None = typer.Option(None, "--dir", help="A devnet folder: show its nodes."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     retry: bool = typer.Option(
@@ -107,7 +107,8 @@ def admission(
     """Show whether a node is admitted by dAuth (and if not, why)."""
     targets: list[tuple[str, str]] = []
     homes: list[Path | None] = []
-    if url is None and (dir is not None or node_ref is not None):
+    from_devnet = url is None and (dir is not None or node_ref is not None)
+    if from_devnet:
         from r1os.devnet import load_state
         from r1os.paths import default_devnet_dir
 
@@ -116,7 +117,7 @@ def admission(
         targets = [(n.name, n.url) for n in nodes]
         homes = [Path(n.home) for n in nodes]
     else:
-        targets = [("node", url or "http://127.0.0.1:31234")]
+        targets = [("node", node_url(url))]
         homes = [None]
     # The retry is the operator's; the status is anyone's.
     callers = [
@@ -135,7 +136,8 @@ def admission(
                 error = error_line(exc) if isinstance(exc, R1osError) else str(exc)
                 results.append({"name": name, "url": u, "state": "unreachable", "error": error})
     if json_out:
-        print_json(results[0] if url is not None or len(results) == 1 and node_ref else results)
+        # One node (by URL, or one devnet node by name) is one object; a whole devnet is a list.
+        print_json(results if from_devnet and node_ref is None else results[0])
         return
     if len(results) == 1 and results[0]["state"] != "unreachable":
         s = results[0]

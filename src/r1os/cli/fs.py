@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from r1os.cli._access import Access, FsCallerKeyOpt, TokenOpt, access, explained, load_key
+from r1os.cli._access import Access, FsCallerKeyOpt, NodeOpt, TokenOpt, access, explained, load_key
 from r1os.cli._common import console, err_console, fail, handle_errors, print_json, run
 
 if TYPE_CHECKING:
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 T = TypeVar("T")
 
-NODE_HELP = "The node's HTTP API URL. Default: $R1OS_API_URL or http://127.0.0.1:31234."
 #: Files at least this big get a progress bar (when stderr is a terminal).
 PROGRESS_MIN = 8 * 1024 * 1024
 
@@ -93,7 +92,7 @@ def add(
     share_with: list[str] = typer.Option(
         [], "--share-with", help="With --encrypt: also print the key encrypted to this node (0xai_ address)."
     ),
-    node: str | None = typer.Option(None, "--node", help=NODE_HELP),
+    node: str | None = NodeOpt,
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     key_file: Path | None = FsCallerKeyOpt,
     token: str | None = TokenOpt,
@@ -157,7 +156,7 @@ def get(
         help="Decrypt with a key shared to you (`fs add --share-with`), opened with your key.",
     ),
     key_file: Path | None = FsCallerKeyOpt,
-    node: str | None = typer.Option(None, "--node", help=NODE_HELP),
+    node: str | None = NodeOpt,
     token: str | None = TokenOpt,
 ) -> None:
     """Fetch a file (from any node that has it) and write it out (--key-file: also opens --key-blob)."""
@@ -204,7 +203,7 @@ def get(
 def pin(
     cid: str = typer.Argument(..., help="The file's CID."),
     replicas: int = typer.Option(1, "--replicas", "-n", min=1, max=64, help="Copies on distinct nodes."),
-    node: str | None = typer.Option(None, "--node", help=NODE_HELP),
+    node: str | None = NodeOpt,
     key_file: Path | None = FsCallerKeyOpt,
     token: str | None = TokenOpt,
 ) -> None:
@@ -227,7 +226,7 @@ def pin(
 @handle_errors
 def unpin(
     cid: str = typer.Argument(..., help="The file's CID."),
-    node: str | None = typer.Option(None, "--node", help=NODE_HELP),
+    node: str | None = NodeOpt,
     pinner: str | None = typer.Option(
         None, "--pinner", help="The node's operator only: release this address's pin (default: every pin)."
     ),
@@ -250,7 +249,7 @@ def unpin(
 @app.command("ls")
 @handle_errors
 def ls(
-    node: str | None = typer.Option(None, "--node", help=NODE_HELP),
+    node: str | None = NodeOpt,
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     token: str | None = TokenOpt,
 ) -> None:
@@ -278,7 +277,7 @@ def ls(
 @handle_errors
 def stat(
     cid: str = typer.Argument(..., help="The file's CID."),
-    node: str | None = typer.Option(None, "--node", help=NODE_HELP),
+    node: str | None = NodeOpt,
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     token: str | None = TokenOpt,
 ) -> None:
@@ -305,7 +304,7 @@ def stat(
 @app.command("gc")
 @handle_errors
 def gc(
-    node: str | None = typer.Option(None, "--node", help=NODE_HELP),
+    node: str | None = NodeOpt,
     token: str | None = TokenOpt,
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:

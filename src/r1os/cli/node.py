@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from r1os.cli._access import CallerKeyOpt, TokenOpt, node_session
+from r1os.cli._access import CallerKeyOpt, NodeOpt, TokenOpt, node_session
 from r1os.cli._common import console, handle_errors, print_json
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -70,7 +70,7 @@ def start(
 @app.command("info")
 @handle_errors
 def info(
-    url: str = typer.Option("http://127.0.0.1:31234", "--node", help="The node's HTTP API URL."),
+    url: str | None = NodeOpt,
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     key_file: Path | None = CallerKeyOpt,
     token: str | None = TokenOpt,

@@ -1,7 +1,8 @@
 """`r1os oracle`: the epochs the oracles agreed on and the signed availability of a node.
 
-The oracle is found with `--oracle URL` (any oracle node's HTTP API), else in the devnet of `--dir`
-(default ~/.r1os/devnet), where NODE may also be a devnet node name (`node-04`) or number.
+The oracle is found with `--node URL` (or `--oracle URL`: any oracle node's HTTP API), else in the
+devnet of `--dir` (default ~/.r1os/devnet), where NODE may also be a devnet node name (`node-04`) or
+number.
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True)
 
-OracleOpt = typer.Option(None, "--oracle", help="An oracle node's HTTP API URL.")
+# `--node` as every command that talks to a node names it; `--oracle` as the docs and scripts know it.
+OracleOpt = typer.Option(
+    None,
+    "--node",
+    "--oracle",
+    help="An oracle node's HTTP API URL (default: an oracle of the devnet in --dir).",
+)
 DirOpt = typer.Option(None, "--dir", help="Devnet folder to find an oracle in (default ~/.r1os/devnet).")
 JsonOpt = typer.Option(False, "--json", help="Print JSON.")
 
