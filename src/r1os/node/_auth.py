@@ -57,6 +57,8 @@ class Caller(BaseModel):
 
     address: str | None = None
     local: bool = False
+    body_signed: bool = True
+    """False when a signed request declared its body UNSIGNED (accepted only where a route streams)."""
 
     @property
     def signed(self) -> bool:
@@ -148,7 +150,7 @@ class ApiAuth:
             self.nonces.check_and_mark(claim.nonce, claim.ts_ms, time.time() * 1000)
         except WireError as exc:
             raise self._refuse(exc.cause, str(exc), request) from None
-        return Caller(address=address)
+        return Caller(address=address, body_signed=claim.body != UNSIGNED_BODY)
 
     async def require(self, request: Request, *, local: bool = False, signed_body: bool = True) -> Caller:
         """The caller, who must be signed (or local); with `local=True` only the node's operator passes.
@@ -169,11 +171,6 @@ class ApiAuth:
         if not caller.signed:
             what = f"{request.method} {request.url.path}"
             raise self._refuse("unauthenticated", f"{what} needs a signed request", request)
-        if signed_body and not caller.local and _declared_unsigned(request):
+        if signed_body and not caller.body_signed:
             raise self._refuse("bad_auth", "this route needs the body's hash in the signature", request)
         return caller
-
-
-def _declared_unsigned(request: Request) -> bool:
-    value = request.headers.get("authorization", "")
-    return f"body={UNSIGNED_BODY}" in value

@@ -115,7 +115,8 @@ class ServiceContext:
         self._stop_callbacks.append(callback)
 
     async def close(self) -> None:
-        """Cancel and await this service's tasks, then run its stop callbacks (the node calls this)."""
+        """Cancel and await this service's tasks (the node calls this before the service's `stop()`, and
+        `run_stop_callbacks` after it)."""
         self._stopping = True
         await cancel_tasks(list(self._tasks))
 
