@@ -45,9 +45,9 @@ class _Strict(BaseModel):
 class Resources(_Strict):
     """What one replica is given (and what placement reserves for it on a node)."""
 
-    cpu: float = Field(0.5, gt=0, le=256, description="cores")
-    memory_mb: int = Field(256, ge=16, le=4 * 1024 * 1024)
-    gpu: int = Field(0, ge=0, le=16)
+    cpu: float = Field(default=0.5, gt=0, le=256, description="cores")
+    memory_mb: int = Field(default=256, ge=16, le=4 * 1024 * 1024)
+    gpu: int = Field(default=0, ge=0, le=16)
 
 
 class Placement(_Strict):
@@ -74,11 +74,11 @@ class Health(_Strict):
     """A replica is healthy while GET `http` on its port answers 2xx/3xx; `failures` misses in a row
     (one every `interval_s`) make it unhealthy, and the node restarts it."""
 
-    http: str | None = Field("/", max_length=512)
-    interval_s: float = Field(2.0, ge=0.2, le=300)
-    failures: int = Field(3, ge=1, le=100)
-    timeout_s: float = Field(2.0, gt=0, le=60)
-    grace_s: float = Field(60.0, ge=0, le=3600, description="time a new replica has to answer first")
+    http: str | None = Field(default="/", max_length=512)
+    interval_s: float = Field(default=2.0, ge=0.2, le=300)
+    failures: int = Field(default=3, ge=1, le=100)
+    timeout_s: float = Field(default=2.0, gt=0, le=60)
+    grace_s: float = Field(default=60.0, ge=0, le=3600, description="time a new replica has to answer first")
 
     @field_validator("http")
     @classmethod
@@ -108,12 +108,12 @@ class AppSpec(_Strict):
     command: list[Annotated[str, Field(max_length=4096)]] = Field(
         default_factory=list, max_length=MAX_COMMAND_ARGS
     )
-    image: str | None = Field(None, max_length=256)
-    plugin: str | None = Field(None, max_length=256)
+    image: str | None = Field(default=None, max_length=256)
+    plugin: str | None = Field(default=None, max_length=256)
     files: dict[str, str] | str = Field(
         default_factory=dict, description="file name -> content, or the CID of an R1FS folder/file"
     )
-    replicas: int = Field(1, ge=0, le=MAX_REPLICAS)
+    replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
     resources: Resources = Field(default_factory=Resources)
     placement: Placement = Field(default_factory=Placement)
     env: dict[str, str] = Field(default_factory=dict)
@@ -123,7 +123,7 @@ class AppSpec(_Strict):
         "sending, and nodes refuse a request that carries them in clear",
     )
     health: Health = Field(default_factory=Health)
-    job: int | None = Field(None, ge=0, description="the PoAI escrow job that pays for this app")
+    job: int | None = Field(default=None, ge=0, description="the PoAI escrow job that pays for this app")
 
     @field_validator("name")
     @classmethod

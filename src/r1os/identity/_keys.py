@@ -179,11 +179,11 @@ class NodeKey:
                 continue
         raise IdentityError("no valid key derived")  # pragma: no cover - needs four misses in a row
 
-    def decrypt(self, blob: bytes) -> bytes:
-        """Decrypt an ECIES blob made by `r1os.identity.encrypt_to` for this key."""
+    def decrypt(self, blob: bytes, *, aad: bytes = b"") -> bytes:
+        """Decrypt an ECIES blob made by `r1os.identity.encrypt_to` for this key (with the same `aad`)."""
         from r1os.identity._ecies import decrypt
 
-        return decrypt(self._sk, blob)
+        return decrypt(self._sk, blob, aad=aad)
 
     def __repr__(self) -> str:
         return f"NodeKey({self.address})"

@@ -82,6 +82,25 @@ class OracleSyncSettings(BaseModel):
     )
 
 
+class DeeploySettings(BaseModel):
+    """What this node offers to Deeploy apps (`R1OS_DEEPLOY__*`); see docs/deeploy.md."""
+
+    host_apps: bool = Field(default=True, description="run app replicas the oracles place here")
+    runtimes: list[str] | None = Field(
+        default=None,
+        description="runtimes offered (process, plugin, docker); default: every one that works here",
+    )
+    tags: list[str] = Field(default_factory=list, description="labels apps can ask for in placement.tags")
+    cpu: float | None = Field(default=None, gt=0, description="cores offered to apps (default: all)")
+    memory_mb: int | None = Field(
+        default=None, gt=0, description="memory offered to apps (default: 80% of RAM)"
+    )
+    gpu: int | None = Field(default=None, ge=0, description="GPUs offered (default: as detected)")
+    docker_url: str | None = Field(
+        default=None, description="Docker engine to use (default: DOCKER_HOST or the local socket)"
+    )
+
+
 class ApiSettings(BaseModel):
     """Bounds on the node's HTTP API connections (`R1OS_API__*`); see docs/security.md."""
 
@@ -125,6 +144,7 @@ class NodeConfig(BaseSettings):
     cstore: CStoreSettings = Field(default_factory=CStoreSettings)
     r1fs: R1fsSettings = Field(default_factory=R1fsSettings)
     oracle_sync: OracleSyncSettings = Field(default_factory=OracleSyncSettings)
+    deeploy: DeeploySettings = Field(default_factory=DeeploySettings)
 
     @field_validator("network")
     @classmethod
