@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from pydantic import ValidationError
 
 from r1os.cstore import CStoreService
 from r1os.deeploy._agent import Agent
 from r1os.deeploy._control import ControlPlane
-from r1os.deeploy._models import PLAN_PREFIX, HostNode
+from r1os.deeploy._models import APP_PREFIX, PLAN_PREFIX, HostNode, Plan, plan_key, replicas_key
+from r1os.deeploy._proxy import AmbiguousApp, AppProxy, AppRef, NoReplica, NoSuchApp, Upstream
 from r1os.deeploy.runtimes import AppRuntime
 from r1os.node import DeeploySettings, Service, ServiceContext
 
@@ -64,6 +66,8 @@ class DeeployService(Service):
         self.control: ControlPlane | None = None
         self.cstore: CStoreService | None = None
         self.capacity: dict[str, Any] = {}
+        self.proxy: AppProxy | None = None
+        self._owners_by_name: dict[str, set[str]] | None = None
 
     @property
     def ctx(self) -> ServiceContext:
@@ -109,12 +113,71 @@ class DeeployService(Service):
             self.cstore.watch("node:", self._on_report)
             ctx.spawn(self.control.run(), "control")
         install_routes(ctx.router, self)
+        self.proxy = AppProxy(self.resolve, node_token=lambda: ctx.auth.token)
+        self.proxy.mount(ctx.router)
+        ctx.allow_body("/apps/", None)  # the proxy streams bodies; apps set their own bounds
+        ctx.on_stop(self.proxy.aclose)
+        self.cstore.watch(APP_PREFIX, self._on_app)
         log.info(
             "deeploy: %s, runtimes %s%s",
             "hosting apps" if self.agent else "not hosting apps",
             ",".join(sorted(self.agent.runtimes)) if self.agent else "-",
             ", control plane (oracle)" if self.control else "",
         )
+
+    def _on_app(self, key: str, field: str | None, value: Any) -> None:
+        self._owners_by_name = None  # an app came or went: the name index is rebuilt on next use
+
+    async def _owners(self, name: str) -> set[str]:
+        if self._owners_by_name is None:
+            assert self.cstore is not None
+            index: dict[str, set[str]] = {}
+            for key in await self.cstore.keys(APP_PREFIX):
+                owner, _, app_name = key[len(APP_PREFIX) :].partition(":")
+                index.setdefault(app_name, set()).add(owner)
+            self._owners_by_name = index
+        return self._owners_by_name.get(name, set())
+
+    async def resolve(self, ref: AppRef, hop: bool) -> list[Upstream]:
+        """The healthy replicas of the app `ref` names, this node's first (only this node's on a hop)."""
+        assert self.cstore is not None
+        if ref.owner is not None:
+            owners = {ref.owner} if await self.cstore.exists(f"{APP_PREFIX}{ref.owner}:{ref.name}") else set()
+        else:
+            owners = await self._owners(ref.name)
+        if not owners:
+            raise NoSuchApp(str(ref), hint="`r1os app ls` lists the apps")
+        if len(owners) > 1:
+            raise AmbiguousApp(ref.name, owners)
+        app = f"{next(iter(owners))}/{ref.name}"
+        out: list[Upstream] = []
+        me = self.ctx.address.lower()
+        local = self.agent.local_upstream(app) if self.agent else None
+        if local is not None:
+            out.append(Upstream(node=me, url=f"http://127.0.0.1:{local.port}", local=True, app=app))
+        if hop:
+            if not out:
+                raise NoReplica(app, detail="no healthy replica on this node")
+            return out
+        raw = await self.cstore.get(plan_key(app))
+        try:
+            plan = Plan.model_validate(raw) if raw is not None else None
+        except ValidationError:
+            plan = None
+        for slot in plan.replicas if plan else []:
+            if slot.node == me or not self.online(slot.node):
+                continue
+            report = await self.cstore.hget(replicas_key(slot.node), app)
+            if not (
+                isinstance(report, dict) and report.get("healthy") and report.get("version") == slot.version
+            ):
+                continue
+            url = self.url_of(slot.node)
+            if url:
+                out.append(Upstream(node=slot.node, url=url, local=False, app=app))
+        if not out:
+            raise NoReplica(app, detail="no replica is healthy right now")
+        return out
 
     def _on_report(self, key: str, field: str | None, value: Any) -> None:
         # A replica's report changed: a rolling update may be waiting on it.
