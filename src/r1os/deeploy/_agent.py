@@ -47,6 +47,8 @@ log = logging.getLogger("r1os.deeploy")
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 60.0
 STABLE_AFTER_S = 60.0
+#: Seconds a replica leaving the plan keeps serving the requests it already has.
+DRAIN_S = 0.5
 
 
 def _now_ms() -> int:
@@ -239,10 +241,16 @@ class Agent:
         rep.task = asyncio.create_task(self._supervise(rep), name=f"deeploy:{replica_id}")
 
     async def _remove(self, rep: Replica, keep_folder: bool = False) -> None:
-        self.replicas.pop(rep.app, None)
+        self.replicas.pop(rep.app, None)  # the proxy stops sending new requests to it now
         if rep.task is not None:
             rep.task.cancel()
             await asyncio.gather(rep.task, return_exceptions=True)
+        if rep.healthy:
+            # Let requests already inside the replica finish before it is stopped (a rolling update
+            # or scale-down must not cut answers off half-way).
+            rep.healthy, rep.state = False, "stopped"
+            await self._report(rep)
+            await asyncio.sleep(DRAIN_S)
         try:
             await rep.runtime.stop(rep.replica_id)
         except Exception:
