@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import r1os
@@ -176,9 +177,26 @@ def test_a_devnet_node_dashboard_in_chromium(devnet: DevnetState, browser: Any, 
         ".map(c => c.dataset.node.toLowerCase())"
     )
     wait(browser, lambda d: everyone <= set(cells(d)), 45, "an epoch's availability for every node")
+    # deploy an app (the echo example, one replica per node) and see it appear with its replicas
+    from r1os.deeploy import load_spec
+    from r1os.deeploy._requests import sign_app_request
+    from r1os.identity import NodeKey
+
+    owner = NodeKey.generate()
+    spec = load_spec(Path(__file__).resolve().parents[2] / "examples" / "apps" / "echo" / "app.yaml")
+    signed = sign_app_request(owner, network=devnet.network, action="deploy", name=spec.name, spec=spec)
+    r = httpx.post(edge.url + "/v1/apps/requests", content=signed.model_dump_json(), timeout=30)
+    assert r.status_code == 200, r.text
+    app_id = f"{owner.address.lower()}/{spec.name}"
+    healthy = js(
+        f"const r = document.querySelector('#apps tr[data-app=\"{app_id}\"]');"
+        " return r ? r.children[4].textContent : null"
+    )
+    want = f"{spec.replicas}/{spec.replicas}"
+    wait(browser, lambda d: healthy(d) == want, 60, f"{want} healthy replicas of the app in the Apps panel")
+    screens.shoot("apps.png", section="apps")
     # panels for services that do not exist yet say so
-    for section in ("apps", "training"):
-        assert "Not available on this node yet" in browser.find_element("id", section).text
+    assert "Not available on this node yet" in browser.find_element("id", "training").text
     screens.shoot("dashboard-full.png", full=True)
 
     # the page ran without a script error

@@ -380,3 +380,45 @@ export function r1fsPanel(body) {
     },
   };
 }
+
+// -- apps (Deeploy) ---------------------------------------------------------------------------------
+
+const REPLICA_KIND = { running: "ok", starting: "warn", restarting: "warn", pending: "warn", unhealthy: "bad", failed: "bad", "node offline": "bad" };
+
+export function appsPanel(body) {
+  const stats = h("p", { class: "summary" });
+  const rows = h("tbody");
+  body.append(stats,
+    h("div", { class: "scroll" }, h("table", { class: "apps" },
+      h("thead", null, h("tr", null, ["app", "owner", "runtime", "version", "healthy", "replicas", "plan"].map((c) => h("th", null, c)))),
+      rows)));
+  return {
+    every: 2000,
+    async refresh() {
+      let answer, hosts;
+      try {
+        [answer, hosts] = await Promise.all([getJSON("/v1/apps"), getJSON("/v1/apps/nodes")]);
+      } catch (err) {
+        fill(rows, h("tr", null, h("td", { colspan: 7 }, note(describe(err), "warn"))));
+        return;
+      }
+      const apps = answer.apps || [];
+      const nodes = hosts.nodes || [];
+      fill(stats, `${count(apps.length, "app")} · ${count(nodes.length, "node")} hosting apps (runtimes: ${
+        [...new Set(nodes.flatMap((n) => n.runtimes || []))].sort().join(", ") || "none"})`);
+      if (!apps.length) {
+        fill(rows, h("tr", null, h("td", { colspan: 7 }, note("No apps yet: `r1os app deploy examples/apps/echo/app.yaml`."))));
+        return;
+      }
+      fill(rows, apps.map((a) => h("tr", { dataset: { app: a.app } },
+        h("td", null, link(`/apps/${encodeURIComponent(a.owner)}/${encodeURIComponent(a.name)}/`, a.name)),
+        h("td", { class: "mono", title: a.owner }, shortAddress(a.owner)),
+        h("td", null, a.runtime),
+        h("td", { class: "num" }, `v${num(a.version)}`),
+        h("td", { class: "num" }, badge(`${num(a.healthy)}/${num(a.replicas_wanted)}`, a.healthy >= a.replicas_wanted ? "ok" : "warn")),
+        h("td", null, (a.replicas || []).map((r) => h("span", { class: "replica", title: `${r.node} v${r.version} ${r.detail || ""}` },
+          badge(`${shortAddress(r.node)} ${r.state}${r.restarts ? ` ↻${r.restarts}` : ""}`, REPLICA_KIND[r.state] ?? "")))),
+        h("td", null, a.note || "—"))));
+    },
+  };
+}
