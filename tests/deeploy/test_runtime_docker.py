@@ -25,6 +25,7 @@ from tests.conftest import async_wait_for
 from tests.deeploy.dockerd import DockerdUnavailable, private_engine
 
 IMAGE = "busybox:local"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "apps"
 
 
 @pytest.fixture(scope="module")
@@ -261,3 +262,18 @@ async def test_two_scopes_on_one_engine_do_not_collide(engine: str, tmp_path: Pa
     finally:
         await a.aclose()
         await b.aclose()
+
+
+async def test_the_docker_echo_example_serves_its_page(runtime: DockerRuntime, tmp_path: Path) -> None:
+    from r1os.deeploy._spec import load_spec
+
+    spec = load_spec(EXAMPLES / "docker-echo" / "app.yaml")
+    assert spec.runtime == "docker" and spec.image == IMAGE and isinstance(spec.files, dict)
+    launch = launch_for(
+        tmp_path, "example", spec.command, cpu=spec.resources.cpu, memory_mb=spec.resources.memory_mb
+    )
+    for name, content in spec.files.items():
+        (launch.folder / name).write_text(content)
+    await runtime.start(launch)
+    r = await async_wait_for(lambda: get(launch.port, spec.health.http or "/"), 20, "the example to answer")
+    assert r.status_code == 200 and r.text == spec.files["index.html"]

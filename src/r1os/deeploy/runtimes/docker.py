@@ -191,13 +191,6 @@ class DockerRuntime(AppRuntime):
         image = launch.image
         assert image is not None
         name = self.container_name(launch.replica_id)
-        try:
-            api.inspect_image(image)
-        except docker.errors.ImageNotFound:
-            self._pull_or_refuse(image, launch.replica_id)
-        except docker.errors.APIError as exc:
-            raise self._failure(launch.replica_id, "cannot look up image " + image, exc) from None
-        self._remove_quietly(name)
         host_config = api.create_host_config(
             network_mode="host",
             mounts=[Mount(target=APP_DIR, source=str(launch.folder), type="bind", read_only=False)],
@@ -211,8 +204,9 @@ class DockerRuntime(AppRuntime):
             ),
         )
         labels = {LABEL: launch.replica_id, LABEL_APP: launch.app, LABEL_SCOPE: self.scope}
-        try:
-            created = api.create_container(
+
+        def create() -> Any:
+            return api.create_container(
                 image,
                 command=list(launch.command) or None,
                 name=name,
@@ -221,8 +215,23 @@ class DockerRuntime(AppRuntime):
                 labels=labels,
                 host_config=host_config,
             )
-        except docker.errors.APIError as exc:
-            raise self._failure(launch.replica_id, "cannot create its container", exc) from None
+
+        # The common case costs one request; a missing image or a leftover of the same replica (a node
+        # restarted after a crash) is dealt with when the engine reports it.
+        for _ in range(3):
+            try:
+                created = create()
+                break
+            except docker.errors.ImageNotFound:
+                self._pull_or_refuse(image, launch.replica_id)
+            except docker.errors.APIError as exc:
+                if getattr(exc, "status_code", None) != 409:  # 409: the name is taken
+                    raise self._failure(launch.replica_id, "cannot create its container", exc) from None
+                self._remove_quietly(name)
+        else:
+            raise RuntimeFailure(
+                f"replica {launch.replica_id}: cannot create its container", cause="start_failed"
+            )
         cid = created["Id"]
         self._started.add(launch.replica_id)
         self._run_dirs[launch.replica_id] = launch.run_dir
