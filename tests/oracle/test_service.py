@@ -26,6 +26,7 @@ from r1os.oracle import (
     compact,
     sign_table,
 )
+from r1os.oracle._poai import SignedAttestation
 from r1os.transport import EmbeddedBroker, MqttTransport, inbox_topic
 from r1os.wire import EnvelopeSigner
 from tests.conftest import async_wait_for
@@ -178,3 +179,36 @@ async def test_oracle_that_was_down_adopts_a_quorum_record_never_a_forged_one(ne
         lambda: _now(bool(cstore_of(o3).state.hgetall(EPOCH_KEY.format(5), 2**62))), 15, "it"
     )
     assert await o3.adopt(5) is None and 5 not in o3.records
+
+
+class Reporter(OracleSyncService):
+    """An oracle whose PoAI report is set by the test (what it saw of the nodes' replicas)."""
+
+    report: dict[str, list[str]] = {}
+
+    async def local_served(self, epoch: int) -> dict[str, list[str]]:
+        return self.report
+
+
+async def test_poai_reports_ride_on_the_tables_and_the_majority_decides(net: dict[str, Any]) -> None:
+    a, b, c = sorted(normalize_address("0x" + ch * 40) for ch in "abc")
+    svcs = [await net["start"](i, Reporter) for i in range(3)]
+    reports = [{"7": [a, b]}, {"7": [a]}, {"7": [a, b, c], "9": [c]}]  # the third one is generous
+    signed: dict[str, dict[str, list[str]]] = {}
+    for svc, report in zip(svcs, reports, strict=True):
+        svc.report = report
+
+        async def sign(epoch: int, agreed: Table, served: Any, me: str = svc.me) -> dict[str, Any]:
+            signed[me] = dict(served)
+            return {j: SignedAttestation(nodes=n, sig=f"0x{me}") for j, n in served.items()}
+
+        svc.poai.sign = sign  # type: ignore[method-assign]
+        svc.poai.signed_by = lambda *_: True  # type: ignore[method-assign]
+    recs = await asyncio.gather(*(s.close_epoch(0) for s in svcs))
+    assert all(r is not None for r in recs)
+    # every oracle counted the three reports: a by all, b by two of three, c by one
+    assert list(signed.values()) == [{"7": [a, b]}] * 3
+    rec = recs[0]
+    assert rec is not None and rec.tables[svcs[2].me].served == reports[2]
+    att = rec.attestations["7"]
+    assert att.nodes == [a, b] and sorted(att.signatures) == sorted(s.me for s in svcs)

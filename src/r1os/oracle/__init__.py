@@ -1,6 +1,8 @@
 """OracleSync and Proof-of-Availability: per-epoch availability, oracle consensus, signed claims.
 
-`availability`/`HeartbeatLog` turn heartbeat times into the 0..255 byte; `propose`/`agree` are the
+`availability`/`HeartbeatLog` turn heartbeat times into the 0..255 byte; `ReplicaHealth` folds the
+replica health nodes report into which nodes served a paid job (PoAI), `job_standing` says whether a
+job can pay; `propose`/`agree`/`majority_served` are the
 consensus steps (pure, deterministic); `OracleSyncService` runs them on oracle nodes and serves the
 signatures nodes claim rewards with (`/v1/oracle/...`); `AutoClaimService` claims every K epochs;
 `oracle_get`/`fetch_signed` are the client side.
@@ -24,8 +26,10 @@ from r1os.oracle._consensus import (
     SignedTable,
     Table,
     agree,
+    check_served,
     disagreements,
     eligible_oracles,
+    majority_served,
     median_table,
     propose,
     quorum,
@@ -45,8 +49,9 @@ from r1os.oracle._models import (
     OracleStatus,
     RangeSignature,
 )
-from r1os.oracle._poai import POAI_JOB_PREFIX
+from r1os.oracle._poai import POAI_JOB_PREFIX, JobStanding, job_standing
 from r1os.oracle._records import EPOCH_KEY, INDEX_KEY, MISBEHAVIOUR_KEY, compact
+from r1os.oracle._replica_health import ReplicaHealth, healthy_jobs
 from r1os.oracle._settings import OracleSettings, settings_from
 
 if TYPE_CHECKING:
@@ -85,6 +90,7 @@ __all__ = [
     "EpochNotEnded",
     "EpochRecord",
     "HeartbeatLog",
+    "JobStanding",
     "MisbehaviourEntry",
     "MisbehaviourList",
     "NoQuorum",
@@ -97,15 +103,20 @@ __all__ = [
     "OracleSyncService",
     "Proposal",
     "RangeSignature",
+    "ReplicaHealth",
     "SignedTable",
     "Table",
     "agree",
     "availability",
+    "check_served",
     "compact",
     "covered_seconds",
     "disagreements",
     "eligible_oracles",
     "fetch_signed",
+    "healthy_jobs",
+    "job_standing",
+    "majority_served",
     "median_table",
     "oracle_get",
     "parse_range",

@@ -36,26 +36,51 @@ def quorum(n_oracles: int) -> int:
     return max(1, math.ceil(2 * n_oracles / 3))
 
 
-def table_hash(kind: str, network: str, epoch: int, values: Mapping[str, int]) -> bytes:
-    """keccak over the canonical JSON of a table; `kind` (table, median, agreed) keeps phases apart."""
-    body = {
+def table_hash(
+    kind: str,
+    network: str,
+    epoch: int,
+    values: Mapping[str, int],
+    served: Mapping[str, Sequence[str]] | None = None,
+) -> bytes:
+    """keccak over the canonical JSON of a table; `kind` (table, median, agreed) keeps phases apart.
+
+    A local table may carry the oracle's PoAI report (`served`: job id -> nodes it saw serving the
+    job); it is covered only when non-empty, so a table without one hashes as it always did."""
+    body: dict[str, object] = {
         "kind": f"r1os.oracle.{kind}",
         "network": network,
         "epoch": epoch,
         "values": {k: int(v) for k, v in sorted(values.items())},
     }
+    if served:
+        body["served"] = {j: list(n) for j, n in sorted(served.items())}
     return keccak256(canonical_bytes(body))
 
 
-def sign_table(key: NodeKey, kind: str, network: str, epoch: int, values: Mapping[str, int]) -> str:
-    return "0x" + key.sign_digest(eip191_digest(table_hash(kind, network, epoch, values))).hex()
+def sign_table(
+    key: NodeKey,
+    kind: str,
+    network: str,
+    epoch: int,
+    values: Mapping[str, int],
+    served: Mapping[str, Sequence[str]] | None = None,
+) -> str:
+    return "0x" + key.sign_digest(eip191_digest(table_hash(kind, network, epoch, values, served))).hex()
 
 
-def table_signer(sig: str, kind: str, network: str, epoch: int, values: Mapping[str, int]) -> str | None:
+def table_signer(
+    sig: str,
+    kind: str,
+    network: str,
+    epoch: int,
+    values: Mapping[str, int],
+    served: Mapping[str, Sequence[str]] | None = None,
+) -> str | None:
     """The address that signed a table, or None if the signature is malformed."""
     try:
         raw = bytes.fromhex(sig.removeprefix("0x"))
-        return recover_address(eip191_digest(table_hash(kind, network, epoch, values)), raw)
+        return recover_address(eip191_digest(table_hash(kind, network, epoch, values, served)), raw)
     except Exception:
         return None
 
@@ -72,6 +97,50 @@ def check_table(values: object) -> Table:
             raise ValueError(f"availability of {node} must be 0..255, got {v!r}")
         out[node] = v
     return out
+
+
+MAX_SERVED_JOBS = 1024
+"""Jobs one oracle's PoAI report may name."""
+MAX_SERVED_NODES = 256
+"""Nodes one oracle's PoAI report may name for one job."""
+
+
+def check_served(served: object) -> dict[str, list[str]]:
+    """A PoAI report as sent on the wire: job id (decimal string) -> sorted distinct node addresses;
+    raises ValueError otherwise."""
+    if served is None:
+        return {}
+    if not isinstance(served, dict) or len(served) > MAX_SERVED_JOBS:
+        raise ValueError(f"a PoAI report is an object of at most {MAX_SERVED_JOBS} job -> nodes")
+    out: dict[str, list[str]] = {}
+    for job, nodes in served.items():
+        if not isinstance(job, str) or not job.isdigit() or len(job) > 20 or job != str(int(job)):
+            raise ValueError(f"bad job id {str(job)[:30]!r} in a PoAI report")
+        if not isinstance(nodes, list) or not 0 < len(nodes) <= MAX_SERVED_NODES:
+            raise ValueError(f"job {job}: a PoAI report lists 1..{MAX_SERVED_NODES} nodes")
+        for n in nodes:
+            if not isinstance(n, str) or not n.startswith("0x") or len(n) != 42:
+                raise ValueError(f"job {job}: bad node address {str(n)[:50]!r}")
+        if nodes != sorted(set(nodes)):
+            raise ValueError(f"job {job}: nodes must be sorted and distinct")
+        out[job] = nodes
+    return out
+
+
+def majority_served(reports: Sequence[Mapping[str, Sequence[str]]]) -> dict[str, list[str]]:
+    """Per job, the nodes that more than half of `reports` name: the lower median of 0/1 votes, the
+    same rule the availability table uses per node. An oracle without a report votes "not served"."""
+    if not reports:
+        return {}
+    votes: Counter[tuple[str, str]] = Counter()
+    for r in reports:
+        for job, nodes in r.items():
+            votes.update((job, n) for n in set(nodes))
+    out: dict[str, list[str]] = {}
+    for (job, node), count in votes.items():
+        if 2 * count > len(reports):
+            out.setdefault(job, []).append(node)
+    return {job: sorted(nodes) for job, nodes in sorted(out.items(), key=lambda kv: int(kv[0]))}
 
 
 def median_table(tables: Sequence[Mapping[str, int]]) -> Table:
@@ -171,11 +240,13 @@ def disagreements(
 
 
 class SignedTable(BaseModel):
-    """One oracle's signed table of one phase (kept in the audit record)."""
+    """One oracle's signed table of one phase (kept in the audit record); a local table also carries
+    the oracle's PoAI report (job id -> nodes it saw serving the job), covered by the signature."""
 
     oracle: str
     values: Table
     sig: str
+    served: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class OracleSignatures(BaseModel):

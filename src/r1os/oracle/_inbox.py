@@ -16,7 +16,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from r1os.oracle._consensus import OracleSignatures, SignedTable, Table, check_table, table_signer
+from r1os.oracle._consensus import (
+    OracleSignatures,
+    SignedTable,
+    Table,
+    check_served,
+    check_table,
+    table_signer,
+)
 from r1os.oracle._poai import SignedAttestation
 
 MSG_TABLE = "oracle.table"
@@ -76,17 +83,19 @@ def check_epoch(epoch: object, current: int) -> int:
 def parse_table(
     payload: dict[str, Any], kind: str, sender: str, network: str, current: int
 ) -> tuple[int, SignedTable]:
-    """A table-carrying message (`kind`: "table" or "median") from `sender`: its epoch and signed table.
-    Raises `Refused` if the epoch is out of the window, the table malformed, or `sender` did not sign it."""
+    """A table-carrying message (`kind`: "table" or "median") from `sender`: its epoch and signed table
+    (a local table with its PoAI report, `served`). Raises `Refused` if the epoch is out of the window,
+    the table or report malformed, or `sender` did not sign them."""
     epoch = check_epoch(payload.get("epoch"), current)
     try:
         values: Table = check_table(payload.get("values"))
+        served = check_served(payload.get("served")) if kind == "table" else {}
     except ValueError as exc:
         raise Refused(str(exc)) from None
     sig = payload.get("sig")
-    if not isinstance(sig, str) or table_signer(sig, kind, network, epoch, values) != sender:
+    if not isinstance(sig, str) or table_signer(sig, kind, network, epoch, values, served) != sender:
         raise Refused("bad table signature")
-    return epoch, SignedTable(oracle=sender, values=values, sig=sig)
+    return epoch, SignedTable(oracle=sender, values=values, sig=sig, served=served)
 
 
 def parse_sigs(payload: dict[str, Any]) -> tuple[int, SigsEntry]:

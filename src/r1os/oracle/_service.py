@@ -1,6 +1,7 @@
 """OracleSync: the oracle node service that measures availability and agrees on it each epoch.
 
-It records the receive time of every admitted node's heartbeats (and ticks for itself), and shortly
+It records the receive time of every admitted node's heartbeats (and ticks for itself) and the health
+of the paid replicas they report (`_replica_health`), and shortly
 after each epoch ends runs three broadcast phases with the other oracles (`oracle.table`,
 `oracle.median`, `oracle.sigs`; see `_consensus` for the rules, `_inbox` for the message checks). The
 agreed record goes to the archive (`_records`: local files, CSTORE, R1FS), with the PoAI attestations
@@ -33,6 +34,7 @@ from r1os.oracle._consensus import (
     Table,
     agree,
     disagreements,
+    majority_served,
     propose,
     quorum,
     sign_table,
@@ -64,6 +66,7 @@ from r1os.oracle._models import (
 )
 from r1os.oracle._poai import PoaiAttester
 from r1os.oracle._records import EpochArchive
+from r1os.oracle._replica_health import ReplicaHealth
 from r1os.oracle._settings import OracleSettings
 from r1os.r1fs import R1fsService
 from r1os.wire import Envelope
@@ -91,6 +94,7 @@ class OracleSyncService(Service):
         self.settings = settings
         self.clock = EpochClock(settings.genesis_time, settings.epoch_seconds)
         self.hb = HeartbeatLog()
+        self.health = ReplicaHealth(self.clock, settings.heartbeat)
         self.journal: HeartbeatJournal | None = None
         self.failures: dict[int, str] = {}
         self._inbox: dict[int, Inbox] = {}
@@ -108,6 +112,7 @@ class OracleSyncService(Service):
         if self._dauth is not None:  # dAuth's signed network config wins over local settings
             self.settings = self.settings.with_network(self._dauth.network_config)
             self.clock = EpochClock(self.settings.genesis_time, self.settings.epoch_seconds)
+            self.health = ReplicaHealth(self.clock, self.settings.heartbeat)
         cstore = ctx.find(CStoreService)
         self._archive = EpochArchive(
             ctx.data_dir / "epochs", ctx.address, ctx.network, cstore, ctx.find(R1fsService)
@@ -190,21 +195,33 @@ class OracleSyncService(Service):
 
     # -- measuring -----------------------------------------------------------------------------
 
-    def heard(self, node: str, t: float) -> None:
-        """Record a heartbeat of `node` received at `t` (kept in memory and in the journal)."""
+    def heard(self, node: str, t: float, services_info: object = None) -> None:
+        """Record a heartbeat of `node` received at `t` (kept in memory and in the journal), and the
+        health of the replicas it reports in `services_info` (kept in memory only)."""
         self.hb.record(node, t)
+        self.health.record(node, t, services_info)
         if self.journal is not None:
             self.journal.add(node, t)
 
     async def _on_heartbeat(self, env: Envelope) -> None:
         if self.admitted(env.sender):
-            self.heard(env.sender, time.time())
+            self.heard(env.sender, time.time(), env.payload.get("services_info"))
+
+    def _own_services_info(self) -> dict[str, Any] | None:
+        """What this node's own heartbeat reports about its replicas (an oracle may hold some too)."""
+        for service in self.ctx._services:  # the node's services, as its heartbeat asks them
+            if service.name == "deeploy" and service.adds_heartbeat_fields:
+                try:
+                    return {"deeploy": service.heartbeat_fields()}
+                except Exception as exc:  # its own heartbeat logs the same failure
+                    log.debug("no replica report from this node's deeploy service: %s", exc)
+        return None
 
     async def _tick_loop(self) -> None:
-        """Our own heartbeats never come back to us: record our own liveness at the same rate (and
-        write what was heard since the last tick to the journal)."""
+        """Our own heartbeats never come back to us: record our own liveness (and replicas) at the
+        same rate (and write what was heard since the last tick to the journal)."""
         while True:
-            self.heard(self.me, time.time())
+            self.heard(self.me, time.time(), self._own_services_info())
             if self.journal is not None:
                 try:
                     await asyncio.to_thread(self.journal.flush)
@@ -216,6 +233,16 @@ class OracleSyncService(Service):
         """This oracle's measurement of every node for `epoch` (a subclass may lie, in tests)."""
         s = self.settings
         return self.hb.table(s.heartbeat, self.clock.start(epoch), self.clock.end(epoch), slack=s.gap_slack)
+
+    async def local_served(self, epoch: int) -> dict[str, list[str]]:
+        """This oracle's PoAI report for `epoch`: for each job listed in CSTORE, the listed nodes it
+        saw serving the job healthily for most of the epoch (a subclass may lie, in tests)."""
+        try:
+            listed = await self.poai.jobs()
+        except Exception as exc:  # no report costs this oracle its PoAI votes, not the epoch
+            log.warning("epoch %d: PoAI jobs not readable: %s", epoch, exc)
+            return {}
+        return self.health.served_jobs(epoch, listed)
 
     # -- the epoch loop ------------------------------------------------------------------------
 
@@ -230,6 +257,7 @@ class OracleSyncService(Service):
                 task.add_done_callback(functools.partial(self._closed, epoch))
             self._forget_before(epoch - KEEP_INBOX_EPOCHS)
             self.hb.prune(self.clock.start(epoch - 1) - max_gap(self.settings.heartbeat) - 1)
+            self.health.forget(epoch - 1)
             if self.journal is not None:
                 try:
                     await asyncio.to_thread(self.journal.rewrite, self.hb)
@@ -270,10 +298,11 @@ class OracleSyncService(Service):
         # that moved on early (it had every table) still waits for one that waited out a silent peer.
         t0, timeout = max(self.clock.end(epoch) + s.delay, time.time()), s.timeout
 
-        # 1. our signed local table, then the others'.
+        # 1. our signed local table (with our PoAI report), then the others'.
         mine = await asyncio.to_thread(self.local_table, epoch)  # ~0.7 s for 1,000 nodes a day
+        report = await self.local_served(epoch)
         box.tables[self.me] = SignedTable(
-            oracle=self.me, values=mine, sig=sign_table(key, "table", net, epoch, mine)
+            oracle=self.me, values=mine, sig=sign_table(key, "table", net, epoch, mine, report), served=report
         )
         await self._to_oracles(MSG_TABLE, _phase_payload(epoch, box.tables[self.me]))
         await box.wait_until(lambda: set(oracles) <= box.tables.keys(), t0 + timeout)
@@ -301,7 +330,9 @@ class OracleSyncService(Service):
         thash = "0x" + table_hash("agreed", net, epoch, agreed).hex()
         node_sigs = await asyncio.to_thread(self._sign_nodes, epoch, agreed)
         ours = OracleSignatures(table_sig=sign_table(key, "agreed", net, epoch, agreed), nodes=node_sigs)
-        attest = await self.poai.sign(epoch, agreed)
+        # PoAI: a node is attested for a job if more than half of the voters reported it served.
+        served = majority_served([box.tables[o].served for o in proposal.voters])
+        attest = await self.poai.sign(epoch, agreed, served)
         box.sigs[self.me] = SigsEntry(thash, ours, attest)
         await self._to_oracles(
             MSG_SIGS,
@@ -330,6 +361,7 @@ class OracleSyncService(Service):
         self.failures.pop(epoch, None)
         await self.poai.submit(record, self.me)
         await self.archive.save(record)
+        self.health.forget_epoch(epoch)  # attested: the replica counts have served their purpose
         log.info(
             "epoch %d closed: %d node(s), voters %d/%d, signers %d",
             epoch, len(agreed), len(proposal.voters), len(oracles), len(record.signatures),
@@ -364,6 +396,7 @@ class OracleSyncService(Service):
 
     async def _merge_sigs(self, record: EpochRecord, box: Inbox) -> None:
         """Keep the signatures that are over this very table (checked), from oracles of the set."""
+        accepted: dict[str, SigsEntry] = {}
         for oracle, entry in box.sigs.items():
             if oracle in record.signatures or oracle not in record.oracles:
                 continue
@@ -378,10 +411,31 @@ class OracleSyncService(Service):
                 self._report(record.epoch, oracle, "bad node signatures", {})
                 continue
             record.signatures[oracle] = entry.sigs
+            accepted[oracle] = entry
+        self._merge_attestations(record, accepted)
+
+    def _merge_attestations(self, record: EpochRecord, accepted: dict[str, SigsEntry]) -> None:
+        """Per job, keep the node list the most oracles signed (checked signatures only): oracles that
+        counted other reports sign another list, and must not displace the majority's. Ties go to
+        the list we signed, then by the lists' order. Once submitted, a job's list no longer changes."""
+        lists: dict[str, dict[tuple[str, ...], dict[str, str]]] = {}
+        for job, held in record.attestations.items():
+            lists.setdefault(job, {})[tuple(held.nodes)] = dict(held.signatures)
+        for oracle, entry in accepted.items():
             for job, att in entry.attest.items():
-                slot = record.attestations.setdefault(job, Attestation(nodes=att.nodes))
-                if slot.nodes == att.nodes:
-                    slot.signatures[oracle] = att.sig
+                if oracle != self.me and not self.poai.signed_by(oracle, job, record.epoch, att):
+                    log.warning(
+                        "oracle %s: bad PoAI signature for job %s, epoch %d", oracle, job, record.epoch
+                    )
+                    continue
+                lists.setdefault(job, {}).setdefault(tuple(att.nodes), {})[oracle] = att.sig
+        for job, candidates in lists.items():
+            slot = record.attestations.get(job)
+            if slot is not None and (slot.paid is not None or slot.error is not None):
+                slot.signatures.update(candidates.get(tuple(slot.nodes), {}))
+                continue
+            nodes, sigs = max(candidates.items(), key=lambda kv: (len(kv[1]), self.me in kv[1], kv[0]))
+            record.attestations[job] = Attestation(nodes=list(nodes), signatures=sigs)
 
     @staticmethod
     def _node_sigs_ok(record: EpochRecord, oracle: str, sigs: OracleSignatures) -> bool:
@@ -418,7 +472,7 @@ class OracleSyncService(Service):
     def _put(self, slot: dict[str, SignedTable], epoch: int, table: SignedTable, kind: str) -> None:
         old = slot.get(table.oracle)
         if old is not None:
-            if old.values != table.values:
+            if old.values != table.values or old.served != table.served:
                 self._report(epoch, table.oracle, f"equivocation: signed two different {kind} tables", {})
             return
         slot[table.oracle] = table
@@ -631,4 +685,7 @@ class OracleSyncService(Service):
 
 
 def _phase_payload(epoch: int, table: SignedTable) -> dict[str, Any]:
-    return {"epoch": epoch, "values": table.values, "sig": table.sig}
+    payload: dict[str, Any] = {"epoch": epoch, "values": table.values, "sig": table.sig}
+    if table.served:
+        payload["served"] = table.served
+    return payload
