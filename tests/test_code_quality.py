@@ -39,7 +39,7 @@ LAYERS: list[set[str]] = [
     {"wire"},
     {"transport"},
     {"node"},
-    {"chain", "cstore", "r1fs", "dauth", "oracle"},
+    {"chain", "cstore", "r1fs", "dauth", "oracle", "deeploy"},
     {"devnet"},
     {"sdk"},
     {"cli", "dashboard"},

@@ -132,6 +132,13 @@ class Agent:
             self._wake.set()
 
     async def run(self, interval: float = 1.0) -> None:
+        for rt in {id(r): r for r in self.runtimes.values()}.values():
+            try:
+                left = await rt.cleanup()
+                if left:
+                    log.info("deeploy agent: removed %d replicas left by an earlier run: %s", len(left), left)
+            except Exception:
+                log.exception("deeploy agent: cleaning up runtime %s failed", rt.name)
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), interval)

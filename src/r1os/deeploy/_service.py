@@ -26,7 +26,7 @@ from r1os.node import DeeploySettings, Service, ServiceContext
 log = logging.getLogger("r1os.deeploy")
 
 
-def available_runtimes(settings: DeeploySettings) -> dict[str, AppRuntime]:
+def available_runtimes(settings: DeeploySettings, scope: str = "") -> dict[str, AppRuntime]:
     """The runtimes that work on this machine (and that the settings allow), one instance each."""
     from r1os.deeploy.runtimes.plugin import PluginRuntime
     from r1os.deeploy.runtimes.process import ProcessRuntime
@@ -47,7 +47,8 @@ def available_runtimes(settings: DeeploySettings) -> dict[str, AppRuntime]:
         if reason is not None:
             log.info("deeploy: runtime %s unavailable here: %s", name, reason)
             continue
-        out[name] = cls(settings.docker_url) if name == "docker" else cls()
+        # Nodes sharing one engine (a devnet) tell their containers apart by the node's address.
+        out[name] = cls(settings.docker_url, scope=scope) if name == "docker" else cls()
     return out
 
 
@@ -88,7 +89,7 @@ class DeeployService(Service):
             "gpu": int(s.gpu if s.gpu is not None else 0),
         }
         if s.host_apps:
-            runtimes = self._runtimes if self._runtimes is not None else available_runtimes(s)
+            runtimes = self._runtimes if self._runtimes is not None else available_runtimes(s, ctx.address)
             self.agent = Agent(
                 self.cstore,
                 ctx.key,

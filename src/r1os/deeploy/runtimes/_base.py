@@ -91,5 +91,10 @@ class AppRuntime(abc.ABC):
     def follow(self, replica_id: str) -> AsyncIterator[str]:
         """New lines as the replica writes them, until it stops or the caller stops iterating."""
 
+    async def cleanup(self) -> list[str]:
+        """Remove what an earlier run of this node left behind (containers of a node that crashed);
+        the names of what was removed. Default: nothing (sandboxed processes die with their node)."""
+        return []
+
     async def aclose(self) -> None:
         """Stop every replica this runtime started, and release what it holds."""
