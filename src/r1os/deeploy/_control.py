@@ -73,6 +73,10 @@ class JobRefused(R1osError):
     status = 402
 
 
+#: Seconds between two checks of a paid app's PoAI job on chain (an exhausted job stops its app).
+JOB_RECHECK_S = 30.0
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -101,6 +105,7 @@ class ControlPlane:
         self.passes = 0
         self.failovers = 0
         self.refused: dict[str, int] = {}
+        self._job_reasons: dict[int, tuple[float, str | None]] = {}
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -321,6 +326,10 @@ class ControlPlane:
         # Secrets are sealed per node: an app with secrets runs only where they can be opened.
         if spec.secrets:
             hosts = [h for h in hosts if h.address.lower() in record.sealed]
+        if spec.job is not None:
+            reason = await self._job_reason(spec.job)
+            if reason is not None:
+                return [], f"stopped: PoAI job {spec.job} cannot pay: {reason}"
         alive = [s for s in plan.replicas if s.node in online]
         note = plan.note
         if len(alive) < len(plan.replicas):
@@ -359,6 +368,24 @@ class ControlPlane:
         return [s for s in alive if s is not drop] + [Slot(node=drop.node, version=record.version)], (
             f"rolling update to v{record.version}: replaced in place on {drop.node[:10]}"
         )
+
+    async def _job_reason(self, job: int) -> str | None:
+        """Why `job` cannot pay now (None if it can), asked of the chain at most every JOB_RECHECK_S."""
+        if self.job_check is None:
+            return None
+        now = time.monotonic()
+        cached = self._job_reasons.get(job)
+        if cached is not None and now - cached[0] < JOB_RECHECK_S:
+            return cached[1]
+        try:
+            reason = await self.job_check(job)
+        except R1osError as exc:  # the chain cannot be read: keep what was known, run meanwhile
+            log.warning("deeploy: cannot read PoAI job %d: %s", job, exc)
+            return cached[1] if cached else None
+        if reason != (cached[1] if cached else None):
+            log.info("deeploy: PoAI job %d %s", job, f"cannot pay: {reason}" if reason else "can pay")
+        self._job_reasons[job] = (now, reason)
+        return reason
 
     async def _list_poai(self, job: int, app_id: str, slots: list[Slot]) -> None:
         key = f"{POAI_JOB_PREFIX}{job}"

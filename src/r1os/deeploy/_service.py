@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from r1os.cstore import CStoreService
 from r1os.deeploy._agent import Agent
-from r1os.deeploy._control import ControlPlane
+from r1os.deeploy._control import ControlPlane, JobCheck
 from r1os.deeploy._models import APP_PREFIX, PLAN_PREFIX, HostNode, Plan, plan_key, replicas_key
 from r1os.deeploy._proxy import AmbiguousApp, AppProxy, AppRef, NoReplica, NoSuchApp, Upstream
 from r1os.deeploy.runtimes import AppRuntime
@@ -190,8 +190,22 @@ class DeeployService(Service):
 
         await fetch_into(self.ctx, cid, folder)
 
-    def _job_check_factory(self) -> Any:
-        return None
+    def _job_check_factory(self) -> JobCheck | None:
+        """How the control plane asks whether a PoAI job can pay: through this oracle's chain client."""
+        from r1os.oracle import job_standing
+        from r1os.oracle._service import OracleSyncService
+
+        oracle = self.ctx.find(OracleSyncService)
+        if oracle is None:
+            return None
+
+        async def check(job_id: int) -> str | None:
+            chain = oracle.poai.chain()
+            if chain is None:
+                return "this network has no chain deployment, so no PoAI job can pay here"
+            return (await job_standing(chain, job_id)).reason
+
+        return check
 
     # -- what this node offers, who leads ---------------------------------------------------
 

@@ -33,7 +33,7 @@ from r1os.node._limits import BodyLimit
 from r1os.node._metrics import NodeCollector
 from r1os.node._netmap import NetworkMap
 from r1os.node._resources import collect_resources
-from r1os.node._service import MessageHandler, Service, ServiceContext
+from r1os.node._service import MessageHandler, Service, ServiceContext, collect_services_info
 from r1os.transport import MqttTransport, Transport, broadcast_topic, inbox_topic
 from r1os.transport.auth import broker_client_id, broker_password
 from r1os.transport.topics import all_broadcasts_pattern
@@ -213,13 +213,7 @@ class Node:
             "services": [s.name for s in self.services],
             "resources": collect_resources(self.home).model_dump(),
         }
-        info: dict[str, dict[str, Any]] = {}
-        for service in self.services:
-            if service.adds_heartbeat_fields:
-                try:
-                    info[service.name] = service.heartbeat_fields()
-                except Exception:
-                    log.exception("service %s failed to give its heartbeat fields", service.name)
+        info = collect_services_info(self.services)
         if info:
             payload["services_info"] = info
         return payload

@@ -151,6 +151,12 @@ class ServiceContext:
 
     # -- other services --------------------------------------------------------------------
 
+    def services_info(self) -> dict[str, dict[str, Any]]:
+        """What this node's services add to its heartbeat (`services_info`), as the next heartbeat will
+        carry it: a node's own heartbeats never come back to it, so a service that reads heartbeats
+        (OracleSync) reads its own node's here."""
+        return collect_services_info(self._services)
+
     def find(self, kind: type[S]) -> S | None:
         """The node's service of class `kind` (or a subclass), or None if the node runs none."""
         for service in self._services:
@@ -169,6 +175,18 @@ class ServiceContext:
                 hint="add it to the node's services, before this one",
             )
         return service
+
+
+def collect_services_info(services: Iterable[Service]) -> dict[str, dict[str, Any]]:
+    """Each service's heartbeat fields under its name (a service that fails is logged and left out)."""
+    info: dict[str, dict[str, Any]] = {}
+    for service in services:
+        if service.adds_heartbeat_fields:
+            try:
+                info[service.name] = service.heartbeat_fields()
+            except Exception:
+                log.exception("service %s failed to give its heartbeat fields", service.name)
+    return info
 
 
 class Service(abc.ABC):

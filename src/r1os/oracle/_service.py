@@ -209,13 +209,7 @@ class OracleSyncService(Service):
 
     def _own_services_info(self) -> dict[str, Any] | None:
         """What this node's own heartbeat reports about its replicas (an oracle may hold some too)."""
-        for service in self.ctx._services:  # the node's services, as its heartbeat asks them
-            if service.name == "deeploy" and service.adds_heartbeat_fields:
-                try:
-                    return {"deeploy": service.heartbeat_fields()}
-                except Exception as exc:  # its own heartbeat logs the same failure
-                    log.debug("no replica report from this node's deeploy service: %s", exc)
-        return None
+        return self.ctx.services_info() or None
 
     async def _tick_loop(self) -> None:
         """Our own heartbeats never come back to us: record our own liveness (and replicas) at the
