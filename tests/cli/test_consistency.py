@@ -92,6 +92,7 @@ LISTING_NAMES = {
     "admission",
     "balance",
     "price",
+    "nodes",
 }
 #: Listings that print JSON whatever the flags, and so need no `--json`.
 ALWAYS_JSON = {("cstore", "hgetall"): "a hash's fields, printed as one JSON object"}
@@ -102,7 +103,7 @@ CHAIN_GROUPS = {"chain", "licence", "rewards", "token", "job"}
 
 def test_the_walk_finds_every_group() -> None:
     groups = {path[0] for path in COMMANDS}
-    assert {"keys", "node", "devnet", "cstore", "fs", "oracle", "broker", *CHAIN_GROUPS} <= groups
+    assert {"keys", "node", "devnet", "cstore", "fs", "oracle", "broker", "app", *CHAIN_GROUPS} <= groups
     assert ("cstore", "keys") in LISTINGS and ("fs", "ls") in LISTINGS and ("oracle", "epochs") in LISTINGS
     assert {("cstore", "set"), ("oracle", "epochs"), ("rewards", "claim")} <= set(NODE_CLIENTS)
 
@@ -180,6 +181,10 @@ def test_every_listing_prints_json(devnet: tuple[Devnet, DevnetState], tmp_path:
     assert runner.invoke(app, ["keys", "new", "--light"]).exit_code == 0
     (tmp_path / "f.txt").write_text("consistency\n")
     cid = _json(["fs", "add", str(tmp_path / "f.txt"), "--node", url, "--json"])["cid"]
+    # An app of no replica (so it needs no runtime here), deployed as the default key.
+    (tmp_path / "app.yaml").write_text("name: hello\nruntime: process\ncommand: [run]\nreplicas: 0\n")
+    deployed = runner.invoke(app, ["app", "deploy", str(tmp_path / "app.yaml"), "--node", url])
+    assert deployed.exit_code == 0, deployed.output
 
     runs: dict[CmdPath, list[list[str]]] = {
         ("keys", "show"): [[]],
@@ -197,6 +202,9 @@ def test_every_listing_prints_json(devnet: tuple[Devnet, DevnetState], tmp_path:
             [name, "--epochs", "0:0", "--dir", str(dn.dir)],
         ],
         ("oracle", "misbehaviour"): [["--node", url]],
+        ("app", "ls"): [["--node", url]],
+        ("app", "status"): [["hello", "--node", url]],
+        ("app", "nodes"): [["--node", url]],
     }
     # A new listing (outside the chain groups) must be run here too.
     to_run = {p for p in [*LISTINGS, *ALWAYS_JSON] if p[0] not in CHAIN_GROUPS}
@@ -221,6 +229,10 @@ def test_every_listing_prints_json(devnet: tuple[Devnet, DevnetState], tmp_path:
     assert by_url["address"] == address and one_by_name["address"] == address
     assert [n["address"] for n in whole_devnet] == [address]
     assert out[("keys", "show")][0]["address"].startswith("0x")
+    owner = out[("keys", "show")][0]["address"].lower()
+    assert [a["app"] for a in out[("app", "ls")][0]] == [f"{owner}/hello"]
+    assert out[("app", "status")][0]["replicas"] == [] and out[("app", "status")][0]["version"] == 1
+    assert all(h["address"] == address.lower() for h in out[("app", "nodes")][0])
 
     # Without --node, $R1OS_API_URL names the node.
     env = {"R1OS_API_URL": url}

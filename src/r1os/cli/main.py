@@ -54,6 +54,10 @@ def _register() -> None:
     from r1os.cli import oracle
 
     app.add_typer(oracle.app, name="oracle", help="Agreed epochs and signed node availability.")
+    # `apps`, not `app`: `r1os.cli.app` is the root command (see `r1os.cli.__getattr__`).
+    from r1os.cli import apps
+
+    app.add_typer(apps.app, name="app", help="Deploy and run apps on the network (Deeploy).")
 
 
 _register()

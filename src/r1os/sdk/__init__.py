@@ -10,6 +10,7 @@ A session is one caller for all its requests: a key that signs them (`key=`), th
 
 from r1os.errors import R1osError, RemoteError
 from r1os.r1fs._client import R1fs, R1fsClient
+from r1os.sdk._apps import Apps, AsyncApps, NotReady
 from r1os.sdk._auth import TOKEN_ENV, NodeAuth, NodeIdentity, NoToken, read_token
 from r1os.sdk._clients import AsyncDauth, AsyncOracle, Dauth, Oracle
 from r1os.sdk._cstore import AsyncCStore, CStore, CStoreRefused
@@ -19,6 +20,8 @@ __all__ = [
     "API_URL_ENV",
     "DEFAULT_URL",
     "TOKEN_ENV",
+    "Apps",
+    "AsyncApps",
     "AsyncCStore",
     "AsyncDauth",
     "AsyncOracle",
@@ -29,6 +32,7 @@ __all__ = [
     "NoToken",
     "NodeAuth",
     "NodeIdentity",
+    "NotReady",
     "Oracle",
     "R1fs",
     "R1fsClient",

@@ -1,5 +1,5 @@
 """`Session` and `AsyncSession`: one node URL, one caller (a key, the node's operator token, or nobody),
-and every service behind them (`.cstore`, `.r1fs`, `.dauth`, `.oracle`).
+and every service behind them (`.cstore`, `.r1fs`, `.dauth`, `.oracle`, `.apps`).
 
 Who the caller is, and how each request proves it, is decided in one place: `NodeAuth` (`_auth.py`),
 the httpx `Auth` of the session's client.
@@ -20,6 +20,7 @@ import httpx
 
 from r1os.identity import NodeKey
 from r1os.r1fs._client import R1fs, R1fsClient
+from r1os.sdk._apps import Apps, AsyncApps
 from r1os.sdk._auth import NodeAuth, find_token
 from r1os.sdk._clients import AsyncDauth, AsyncOracle, Dauth, Oracle
 from r1os.sdk._cstore import AsyncCStore, CStore
@@ -71,6 +72,7 @@ class AsyncSession:
         self.cstore = AsyncCStore(self._http, self.url, key)
         self.dauth = AsyncDauth(self._api)
         self.oracle = AsyncOracle(AsyncApi(self._http, self.url, "oracle"))
+        self.apps = AsyncApps(self._api, key, self.auth)
 
     @cached_property
     def r1fs(self) -> R1fsClient:
@@ -125,6 +127,7 @@ class Session:
         self.cstore = CStore(self._http, self.url, key)
         self.dauth = Dauth(self._api)
         self.oracle = Oracle(Api(self._http, self.url, "oracle"))
+        self.apps = Apps(self._api, key, self.auth)
 
     @cached_property
     def r1fs(self) -> R1fs:
