@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Generator
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -387,7 +387,7 @@ class AsyncApps:
 
     async def follow_logs(
         self, name: str, tail: int = 10, owner: str | None = None, node: str | None = None
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """The app's output as it comes, line by line, from one replica: on `node`, else a healthy one
         (the last `tail` lines first). Ends when the replica stops."""
         view = await self.status(name, owner)
@@ -528,7 +528,7 @@ class Apps:
 
     def follow_logs(
         self, name: str, tail: int = 10, owner: str | None = None, node: str | None = None
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """The app's output as it comes from one replica (see `AsyncApps.follow_logs`)."""
         view = self.status(name, owner)
         self._network()
