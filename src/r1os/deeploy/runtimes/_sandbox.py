@@ -8,7 +8,7 @@ What a replica sees (an allow-list: nothing of the host is visible unless named 
   `sys.prefix` (the venv) and the source folders of editable installs (such as r1os's `src`), each
   bound exactly, never a parent of them;
 - a fresh `/dev` (null, zero, random, tty, ...), a `/proc` of its own PID namespace, an empty tmpfs at
-  `/tmp` and `/dev/shm`;
+  `/tmp` and `/dev/shm` (each at most the replica's memory limit); the rest of its root is read-only;
 - read-write: its own app folder (at its real path; it is the cwd).
 
 So the node's home (keystore, api-token, data) and the other apps' folders are not there at all. When
@@ -138,21 +138,26 @@ def bwrap_command(
     *,
     hidden: Iterable[Path] = (),
     extra_ro: Iterable[Path] = (),
+    tmp_mb: int = 256,
 ) -> list[str]:
     """The full `bwrap ... -- command` line for a replica whose app folder is `folder`.
 
     `hidden`: paths that must not be visible even if they lie inside a bound directory (the node's
-    home, the apps root); `extra_ro`: more directories to bind read-only (exact paths)."""
+    home, the apps root); `extra_ro`: more directories to bind read-only (exact paths); `tmp_mb`: the
+    size of each of `/tmp` and `/dev/shm` (memory, counted in the replica's memory cgroup)."""
     folder = Path(os.path.realpath(folder))
     args = [BWRAP, *_NAMESPACE_FLAGS]
     args += _system_args()
+    # Fresh /dev, /proc and /tmp first: a bound directory may lie under /tmp.
+    size = str(max(1, tmp_mb) << 20)
+    args += ["--dev", "/dev", "--proc", "/proc"]
+    args += ["--size", size, "--tmpfs", "/tmp", "--size", size, "--tmpfs", "/dev/shm"]
     bound: list[Path] = []
     for d in [*python_dirs(), *(Path(os.path.realpath(p)) for p in extra_ro)]:
         if d in bound or _inside(d, folder):
             continue
         bound.append(d)
         args += ["--ro-bind", str(d), str(d)]
-    args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]
     # Cover what must stay unseen where a bound directory holds it; the app folder comes after, so
     # it is mounted back on top of its covered parent.
     cover = [Path(os.path.realpath(h)) for h in hidden] + [folder.parent]
@@ -162,7 +167,8 @@ def bwrap_command(
         elif any(h == b for b in bound):
             raise ValueError(f"{h} must stay hidden but is a directory the sandbox needs")
     args += ["--bind", str(folder), str(folder), "--chdir", str(folder)]
-    args += ["--", *command]
+    # The sandbox's own root (a tmpfs holding the mount points) is read-only once they are made.
+    args += ["--remount-ro", "/", "--", *command]
     return args
 
 

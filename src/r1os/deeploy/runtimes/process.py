@@ -38,9 +38,9 @@ FOLLOW_QUEUE = 1000
 class _LogFile:
     """An append-only log with one rotation."""
 
-    def __init__(self, path: Path, max_bytes: int = LOG_MAX_BYTES) -> None:
+    def __init__(self, path: Path, max_bytes: int | None = None) -> None:
         self.path = path
-        self.max_bytes = max_bytes
+        self.max_bytes = LOG_MAX_BYTES if max_bytes is None else max_bytes
         self._fh: IO[bytes] = path.open("ab")
         self._size = self._fh.tell()
 
@@ -153,7 +153,9 @@ class ProcessRuntime(AppRuntime):
             raise RuntimeFailure(f"replica {rid}: app folder {launch.folder} does not exist")
         launch.run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            inner = _sandbox.bwrap_command(launch.folder, command, hidden=self._hidden)
+            inner = _sandbox.bwrap_command(
+                launch.folder, command, hidden=self._hidden, tmp_mb=launch.memory_mb
+            )
             confinement = self._limiter.prepare(rid, launch.cpu, launch.memory_mb)
         except (OSError, ValueError) as exc:
             raise RuntimeFailure(f"replica {rid}: cannot prepare its sandbox: {exc}") from None
