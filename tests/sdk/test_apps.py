@@ -235,6 +235,17 @@ async def test_logs_are_the_owners(net: DeeployNet) -> None:
             await anon.apps.logs("echo")
         assert info.value.status in (401, 403)
 
+    # A node's operator (its API token) reads the replica on that node only; the other node says why not.
+    me = net.key(1).address.lower()
+    async with AsyncSession(net.url(1), home=net.root / "n1") as operator:
+        lines = await operator.apps.logs("echo", tail=10_000)
+    for node in nodes:
+        theirs = [ln.split(": ", 1)[1] for ln in lines if ln.startswith(node + ": ")]
+        if node == me:
+            assert theirs[0].startswith("started on port")
+        else:
+            assert theirs == ["[no logs from this node: wrong API token (bad_token)]"]
+
 
 async def test_sync_session(net: DeeployNet, tmp_path: Path) -> None:
     owner = NodeKey.generate()

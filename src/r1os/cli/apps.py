@@ -51,14 +51,20 @@ TimeoutOpt = typer.Option(60.0, "--timeout", min=0, help="Seconds to wait for he
 # -- who signs ------------------------------------------------------------------------------------------
 
 
-def owner_key(key_file: Path | None) -> NodeKey:
-    """The key that owns the app: --key-file, else $R1OS_KEY / $R1OS_PRIVATE_KEY, else your default key."""
+def _own_key(key_file: Path | None) -> NodeKey | None:
+    """--key-file, else $R1OS_KEY / $R1OS_PRIVATE_KEY, else your default key (None without any)."""
     key = load_key(key_file)
     if key is None:
         from r1os.paths import default_key_path
 
         if default_key_path().exists():
             key = load_key(default_key_path())
+    return key
+
+
+def owner_key(key_file: Path | None) -> NodeKey:
+    """The key that owns the app (see `_own_key`); `NoKey` without one."""
+    key = _own_key(key_file)
     if key is None:
         from r1os.sdk._apps import NoKey
 
@@ -292,7 +298,14 @@ def logs(
     token: str | None = TokenOpt,
 ) -> None:
     """Print an app's output from the nodes that run it (the owner's key, or a node operator's token)."""
-    caller = access(node, key_file, token, writes=True)
+    # The owner's key first: each hosting node checks its signature. Else (--token, or none) the node's
+    # operator, who reads the logs of that node's replica only.
+    key = _own_key(key_file) if token is None else None
+    caller = (
+        Access(node_url(node), key=key, sign_reads=True)
+        if key is not None
+        else access(node, key_file, token, writes=True)
+    )
     with open_session(caller) as s:
         if not follow:
             for line in s.apps.logs(name, tail=tail, owner=owner, node=on):

@@ -189,11 +189,23 @@ def _follow_target(view: AppView, node: str | None) -> ReplicaView:
     return next((r for r in replicas if r.healthy), replicas[0])
 
 
-def _merge(per_node: dict[str, Lines]) -> Lines:
-    """One node's lines as they are; several nodes' lines each prefixed with its node's address."""
+def _merge(per_node: dict[str, Lines | R1osError]) -> Lines:
+    """One node's lines as they are; several nodes' lines each prefixed with its node's address, and a
+    node that could not be read says why in one line (the others' lines are still worth having)."""
+    answers = list(per_node.values())
+    if all(isinstance(a, R1osError) for a in answers):
+        raise next(a for a in answers if isinstance(a, R1osError))
     if len(per_node) == 1:
-        return next(iter(per_node.values()))
-    return [f"{node}: {line}" for node, lines in per_node.items() for line in lines]
+        lines = answers[0]
+        assert not isinstance(lines, R1osError)
+        return lines
+    out: Lines = []
+    for node, answer in per_node.items():
+        if isinstance(answer, R1osError):
+            out.append(f"{node}: [no logs from this node: {answer} ({answer.cause})]")
+        else:
+            out.extend(f"{node}: {line}" for line in answer)
+    return out
 
 
 class _Core:
@@ -370,19 +382,17 @@ class AsyncApps:
         self, name: str, tail: int = 100, owner: str | None = None, node: str | None = None
     ) -> Lines:
         """The last `tail` lines of the app's output from each node that hosts a replica (or from `node`
-        only); with several nodes each line starts with its node's address. The owner's key (or a node's
+        only); with several nodes each line starts with its node's address, and a node that could not be
+        read gives one line saying why (if none could, its error is raised). The owner's key (or a node's
         operator token, at that node) is needed: logs are the owner's."""
         view = await self.status(name, owner)
         await self._network()
-        per_node: dict[str, Lines] = {}
-        errors: list[R1osError] = []
+        per_node: dict[str, Lines | R1osError] = {}
         for replica in _hosts(view, node):
             try:
                 per_node[replica.node] = await self._node_logs(view.owner.lower(), name, replica, tail)
             except R1osError as exc:
-                errors.append(exc)
-        if not per_node:
-            raise errors[0]
+                per_node[replica.node] = exc
         return _merge(per_node)
 
     async def follow_logs(
@@ -515,15 +525,12 @@ class Apps:
         `AsyncApps.logs`)."""
         view = self.status(name, owner)
         self._network()
-        per_node: dict[str, Lines] = {}
-        errors: list[R1osError] = []
+        per_node: dict[str, Lines | R1osError] = {}
         for replica in _hosts(view, node):
             try:
                 per_node[replica.node] = self._node_logs(view.owner.lower(), name, replica, tail)
             except R1osError as exc:
-                errors.append(exc)
-        if not per_node:
-            raise errors[0]
+                per_node[replica.node] = exc
         return _merge(per_node)
 
     def follow_logs(
