@@ -189,7 +189,7 @@ def install_routes(router: APIRouter, svc: DeeployService) -> None:
     ) -> StreamingResponse:
         """The output of this node's replica of the app: the owner (signed request) or the node's operator."""
         app_id = f"{_owner(owner)}/{name}"
-        caller = await ctx.auth.require(request, signed_body=False)
+        caller = await ctx.auth.require(request)
         if not caller.local and (caller.address or "").lower() != app_id.split("/")[0]:
             raise Forbidden(
                 "an app's logs are for its owner (or this node's operator)", hint="sign with the owner's key"

@@ -59,6 +59,13 @@ class Placement(_Strict):
     )
     exclude: list[str] = Field(default_factory=list, max_length=256)
 
+    @field_validator("nodes", "exclude", mode="before")
+    @classmethod
+    def _unquoted(cls, v: Any) -> Any:
+        if isinstance(v, list) and any(isinstance(a, int) and not isinstance(a, bool) for a in v):
+            raise ValueError("write addresses in quotes: YAML reads an unquoted 0x... as a number")
+        return v
+
     @field_validator("nodes", "exclude")
     @classmethod
     def _addresses(cls, v: list[str]) -> list[str]:
