@@ -173,6 +173,19 @@ class Agent:
             for app, version in sorted(want.items()):
                 if app not in self.replicas:
                     await self._add(app, version)
+            await asyncio.to_thread(self._sweep)
+
+    def _sweep(self) -> None:
+        """Remove app and run folders that no replica of this node uses (left by a start that failed,
+        or by a replica removed while its successor could not be added yet)."""
+        keep = {r.folder.name for r in self.replicas.values()}
+        keep_run = {r.run_dir.name for r in self.replicas.values()}
+        for root, kept in ((self.apps_dir, keep), (self.run_root, keep_run)):
+            if not root.is_dir():
+                continue
+            for entry in root.iterdir():
+                if entry.name not in kept:
+                    shutil.rmtree(entry, ignore_errors=True)
 
     async def _add(self, app: str, version: int) -> None:
         raw = await self.cstore.get(app_key(app))

@@ -67,7 +67,9 @@ class Plan(BaseModel):
     version: int
     replicas: list[Slot] = Field(default_factory=list)
     updated_ms: int = 0
-    note: str = Field(default="", description="why the plan last changed (placed, failover, rolling update, ...)")
+    note: str = Field(
+        default="", description="why the plan last changed (placed, failover, rolling update, ...)"
+    )
 
     def nodes(self) -> list[str]:
         return sorted({s.node for s in self.replicas})
