@@ -5,8 +5,8 @@ What a replica sees (an allow-list: nothing of the host is visible unless named 
 
 - read-only: the system directories programs need (`/usr`, `/bin`, `/sbin`, `/lib*`, `/etc`, with
   `/etc/shadow` and `/etc/gshadow` masked), and the Python the node runs on: `sys.base_prefix`,
-  `sys.prefix` (the venv) and the source folders of editable installs (such as r1os's `src`), each
-  bound exactly, never a parent of them;
+  `sys.prefix` (the venv) and the folders the venv's `.pth` files name (editable installs, such as
+  r1os's `src`), each bound exactly, never a parent of them;
 - a fresh `/dev` (null, zero, random, tty, ...), a `/proc` of its own PID namespace, an empty tmpfs at
   `/tmp` and `/dev/shm` (each at most the replica's memory limit); the rest of its root is read-only;
 - read-write: its own app folder (at its real path; it is the cwd).
@@ -19,7 +19,9 @@ The replica runs as uid/gid 1000 in a user namespace of its own (mapped to the n
 files on the host belong to the node), with no capabilities, `no_new_privs`, no way to make further
 user namespaces, and its own PID, IPC and UTS namespaces; it dies with the node (`--die-with-parent`)
 and has no controlling terminal (`--new-session`). The network namespace is shared: a replica serves
-on 127.0.0.1:<port>, where the node health-checks it and proxies to it.
+on 127.0.0.1:<port>, where the node health-checks it and proxies to it. So it can also reach other
+ports of the host (the node's API, where it authenticates with its own app key, other replicas):
+this sandbox isolates files, processes and resources, not the network.
 
 Limits (`Limiter`), chosen once per node in this order:
 
@@ -81,7 +83,8 @@ def _inside(path: Path, parent: Path) -> bool:
     return path == parent or parent in path.parents
 
 
-def python_dirs() -> list[Path]:
+@functools.cache
+def python_dirs() -> tuple[Path, ...]:
     """The directories the node's Python needs, bound exactly: its installation, the venv, and the
     folders `.pth` files of the venv add to `sys.path` (editable installs such as r1os's `src`)."""
     dirs: list[Path] = []
@@ -115,7 +118,7 @@ def python_dirs() -> list[Path]:
     pkg_parent = Path(r1os.__file__).resolve().parent.parent
     if not any(_inside(pkg_parent, d) for d in dirs):
         add(pkg_parent)
-    return dirs
+    return tuple(dirs)
 
 
 def _system_args() -> list[str]:
