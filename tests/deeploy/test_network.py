@@ -20,7 +20,10 @@ from tests.deeploy.cluster import DeeployNet
 
 pytestmark = pytest.mark.timeout(120)
 
-ECHO = "name: echo\nruntime: process\ncommand: [serve, '{port}']\nreplicas: 2\nhealth: {http: /, interval_s: 0.2, failures: 2, grace_s: 5}\n"
+ECHO = (
+    "name: echo\nruntime: process\ncommand: [serve, '{port}']\nreplicas: 2\n"
+    "health: {http: /, interval_s: 0.2, failures: 2, grace_s: 5}\n"
+)
 
 
 @pytest.fixture
