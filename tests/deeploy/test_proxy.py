@@ -106,6 +106,9 @@ def replica_app(r: Replica) -> Starlette:
             {"error": "the app's own", "code": code}, status_code=code, headers={"x-app": "yes"}
         )
 
+    async def empty(request: Request) -> Response:
+        return Response(status_code=int(request.path_params["code"]), headers={"etag": '"v1"'})
+
     async def stream(request: Request) -> Response:
         r.hits += 1
 
@@ -155,6 +158,7 @@ def replica_app(r: Replica) -> Starlette:
         routes=[
             Route("/status/{code}", status),
             Route("/stream", stream),
+            Route("/empty/{code}", empty),
             Route("/upload", upload, methods=["POST", "PUT"]),
             WebSocketRoute("/ws", ws),
             Route("/{rest:path}", echo, methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"]),
@@ -196,6 +200,22 @@ async def reset_after_some_body(reader: asyncio.StreamReader, writer: asyncio.St
     await reader.readuntil(b"\r\n\r\n")
     await reader.readexactly(64 << 10)
     writer.transport.abort()
+
+
+async def answer_until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answer with neither a length nor chunks: the body ends when the connection does."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n")
+    for i in range(50):
+        writer.write(b"line %d\n" % i)
+        await writer.drain()
+
+
+async def answer_then_hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answer one request as keep-alive, then close the connection anyway (as an idle timeout does)."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    await writer.drain()
 
 
 async def break_after_headers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -242,15 +262,24 @@ def remote(url: str, node: str = "0xpeer") -> Upstream:
 
 
 @contextlib.asynccontextmanager
-async def proxy_node(resolver: Any, token: str = "") -> AsyncIterator[tuple[str, AppProxy]]:
+async def proxy_node(
+    resolver: Any, token: str = "", wrap: bool = False
+) -> AsyncIterator[tuple[str, AppProxy]]:
+    """A node's API with the proxy: its routes on a service's router, or (`wrap`) in front of the app."""
     proxy = AppProxy(resolver, node_token=(lambda: token) if token else None)
     app = FastAPI()
     install_error_handlers(app)
     router = APIRouter()
-    proxy.mount(router)
+
+    @router.get("/v1/other")
+    async def other() -> dict[str, str]:
+        return {"route": "other"}
+
+    if not wrap:
+        proxy.mount(router)
     app.include_router(router)
     try:
-        async with serve(app) as url:
+        async with serve(proxy.wrap(app) if wrap else app) as url:
             yield url, proxy
     finally:
         await proxy.aclose()
@@ -309,6 +338,26 @@ async def test_get_and_post_reach_the_replica_with_path_query_and_body(
         assert proxy.stats()["requests"] == 2 and proxy.failed == proxy.retried == 0
 
 
+async def test_in_front_of_the_app_it_serves_apps_and_leaves_the_rest(
+    replica: tuple[str, Replica], client: httpx.AsyncClient
+) -> None:
+    url, _ = replica
+    async with proxy_node(Resolver([local(url)]), wrap=True) as (node, proxy):
+        got = await client.post(f"{node}/apps/echo/a?b=c", content=b"body")
+        assert (got.json()["raw_path"], got.json()["query"], got.json()["body"]) == ("/a", "b=c", "body")
+        assert (await client.get(f"{node}/v1/other")).json() == {"route": "other"}
+        assert (await client.get(f"{node}/apps/echo")).status_code == 308
+        assert proxy.requests == 2
+
+
+async def test_a_resolver_failure_is_answered_with_its_cause(client: httpx.AsyncClient) -> None:
+    failure = R1osError("app state unreadable", cause="cstore", status=503, hint="try again")
+    async with proxy_node(Resolver(error=failure), wrap=True) as (node, _proxy):
+        got = await client.get(f"{node}/apps/echo/")
+        assert got.status_code == 503
+        assert got.json() == {"error": "app state unreadable", "cause": "cstore", "hint": "try again"}
+
+
 async def test_headers_drop_hop_by_hop_and_add_forwarded(
     replica: tuple[str, Replica], client: httpx.AsyncClient
 ) -> None:
@@ -356,6 +405,10 @@ async def test_app_status_codes_and_error_bodies_pass_through(
             assert got.headers["x-app"] == "yes" and ERROR_HEADER not in got.headers
         head = await client.head(f"{node}/apps/echo/x")
         assert head.status_code == 200 and head.content == b""
+        for code in (204, 304):  # no body, whatever the headers: the connection stays usable
+            got = await client.get(f"{node}/apps/echo/empty/{code}")
+            assert (got.status_code, got.content, got.headers["etag"]) == (code, b"", '"v1"')
+        assert (await client.get(f"{node}/apps/echo/status/200")).json()["code"] == 200
         assert proxy.failed == 0
 
 
@@ -450,6 +503,24 @@ async def test_large_upload_streams_through_intact(
         got = await client.post(f"{node}/apps/echo/upload", content=body())
         assert got.status_code == 200
         assert got.json() == {"size": size, "sha256": digest.hexdigest()}
+
+
+async def test_answers_without_length_and_without_body(client: httpx.AsyncClient) -> None:
+    async with raw_server(answer_until_close) as odd:
+        async with proxy_node(Resolver([local(odd)])) as (node, proxy):
+            got = await client.get(f"{node}/apps/echo/")
+            assert got.status_code == 200
+            assert got.text == "".join(f"line {i}\n" for i in range(50))
+            assert proxy.failed == 0
+
+
+async def test_replica_closing_kept_alive_connections_fails_nothing(client: httpx.AsyncClient) -> None:
+    async with raw_server(answer_then_hang_up) as rude:
+        async with proxy_node(Resolver([local(rude)])) as (node, proxy):
+            for _ in range(5):
+                got = await client.get(f"{node}/apps/echo/")
+                assert (got.status_code, got.text) == (200, "ok")
+            assert (proxy.retried, proxy.failed) == (0, 0)
 
 
 # -- retries ------------------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ Routes (all HTTP methods, and websockets on the same paths):
 `/apps/<name>` without the slash after it is redirected (308) to `/apps/<name>/`, so relative links
 of an app's pages resolve under its prefix.
 
+Mounting: `AppProxy.mount(router)` adds the routes to a service's router; `AppProxy.wrap(app)` puts
+the proxy in front of the node's whole ASGI app instead, which spares every proxied request the web
+framework's middleware and routing (the proxy's answers and errors are the same either way).
+
 Where a request goes is not decided here: `AppProxy` calls a resolver the Deeploy service provides,
 `resolve(ref: AppRef, hop: bool) -> list[Upstream]` (sync or async), which returns the app's healthy
 replicas, local ones first, or raises `NoSuchApp` (404), `AmbiguousApp` (409) or `NoReplica` (503).
@@ -51,6 +55,10 @@ with the same code and reason where the protocol allows it. A failed connect mov
 replica as for HTTP. A refusal before the handshake is answered as an HTTP error (status and the
 usual JSON body) where the server supports it.
 
+Replicas and peers are called over the proxy's own pool of keep-alive HTTP/1.1 connections (asyncio
+and httptools; TLS for `https` URLs); a pooled connection the other side had just closed is replaced
+by a new one once, when the request can be sent again.
+
 Error answers have the node's usual shape `{"error", "cause", "hint"}` and the header
 `x-r1os-proxy-error: <cause>`, which is how an entry node tells its peer's "no replica here" from an
 app's own 503. Counters (`requests`, `retried`, `failed`, ...) are plain attributes for the
@@ -60,17 +68,20 @@ service's metrics.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import inspect
 import logging
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import quote, unquote, urlsplit
 
-import httpx
+import httptools
 import orjson
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
@@ -78,7 +89,7 @@ from r1os.errors import R1osError, error_body
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
-    from starlette.types import Message, Receive, Scope, Send
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("r1os.deeploy.proxy")
 
@@ -95,9 +106,7 @@ CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 300.0
 #: Seconds without progress while sending a request body to a replica.
 WRITE_TIMEOUT = 60.0
-#: Seconds a request waits for a free connection once `MAX_CONNECTIONS` are in use.
-POOL_TIMEOUT = 10.0
-MAX_CONNECTIONS = 1024
+#: Idle keep-alive connections kept per replica or peer.
 MAX_KEEPALIVE = 256
 #: Idle keep-alive connections are closed after this many seconds (below the 5 s after which uvicorn
 #: closes them on its side, so the proxy rarely picks one the replica is closing).
@@ -126,6 +135,7 @@ _DROP_REQUEST = _HOP_BY_HOP | {
     b"x-forwarded-host",
     b"x-forwarded-proto",
     b"x-forwarded-prefix",
+    b"content-length",
 }
 _WS_HANDSHAKE = frozenset(
     {b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions", b"sec-websocket-protocol"}
@@ -287,11 +297,11 @@ class _ClientGone(Exception):
 class AppProxy:
     """Serves `/apps/...` from the upstreams `resolve` returns (see the module's docstring).
 
-    `transport`: the connection pool to replicas and peers; by default the proxy's own (closed by
-    `aclose`). It is a transport rather than the node's shared `httpx.AsyncClient` on purpose: a
-    client would add its default headers (`accept-encoding` among them, so replicas would compress
-    answers the client never asked to be compressed), keep the cookies apps set and send them to
-    other hosts, and share its pool bound with the node's own calls.
+    Replicas and peers are called over the proxy's own keep-alive connections (HTTP/1.1 on asyncio
+    and httptools, closed by `aclose`), not through the node's shared `httpx.AsyncClient`: a client
+    adds its default headers (`accept-encoding` among them, so replicas would compress answers the
+    client never asked to be compressed) and keeps the cookies apps set, and httpx's pool costs more
+    than the rest of the proxy together once requests overlap.
     `node_token`: returns the node's operator token; `Authorization: Bearer <it>` is never forwarded.
     """
 
@@ -299,27 +309,14 @@ class AppProxy:
         self,
         resolve: Resolver,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
         node_token: Callable[[], str] | None = None,
         connect_timeout: float = CONNECT_TIMEOUT,
         read_timeout: float = READ_TIMEOUT,
+        write_timeout: float = WRITE_TIMEOUT,
     ) -> None:
         self._resolve = resolve
-        self._owns_transport = transport is None
-        self._transport = transport or httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(
-                max_connections=MAX_CONNECTIONS,
-                max_keepalive_connections=MAX_KEEPALIVE,
-                keepalive_expiry=KEEPALIVE_EXPIRY,
-            ),
-        )
+        self._pool = _Pool(connect_timeout, read_timeout, write_timeout)
         self._node_token = node_token
-        self._timeout = {
-            "connect": connect_timeout,
-            "read": read_timeout,
-            "write": WRITE_TIMEOUT,
-            "pool": POOL_TIMEOUT,
-        }
         self.connect_timeout = connect_timeout
         self._penalised: dict[str, float] = {}
         self.requests = 0
@@ -349,10 +346,23 @@ class AppProxy:
         """Add the proxy's routes to `router` (the service's `ctx.router`)."""
         router.routes.extend(self.routes())
 
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        """`app` with `/apps/...` (HTTP and websockets) answered by the proxy before `app` sees it: the
+        same as `mount`, without the cost of the web framework's middleware and routing on every
+        proxied request (a third of the node's CPU per request, measured by bench/deeploy_proxy.py)."""
+        endpoint = _AsgiEndpoint(self)
+
+        async def proxied(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] in ("http", "websocket") and scope["path"].startswith("/apps/"):
+                await endpoint(scope, receive, send)
+            else:
+                await app(scope, receive, send)
+
+        return proxied
+
     async def aclose(self) -> None:
-        """Close the proxy's own connection pool (not one passed in)."""
-        if self._owns_transport:
-            await self._transport.aclose()
+        """Close the idle connections to replicas and peers."""
+        self._pool.close()
 
     def stats(self) -> dict[str, int]:
         return {
@@ -450,9 +460,10 @@ class AppProxy:
         hop = _is_hop(scope)
         try:
             upstreams = await self._upstreams(ref, hop)
-        except ProxyError as exc:
+        except R1osError as exc:  # the resolver's refusal, or its own failure (e.g. state unreadable)
             self.unresolved += 1
-            log.info("proxy: %s %s refused: %s", scope["method"], ref.prefix, exc)
+            log.log(logging.ERROR if exc.status >= 500 and not isinstance(exc, ProxyError) else logging.INFO,
+                    "proxy: %s %s refused: %s (%s)", scope["method"], ref.prefix, exc, exc.cause)  # fmt: skip
             await _send_error(send, exc)
             return
         headers, seen = self._forward_headers(scope, ref, hop, _DROP_REQUEST)
@@ -478,66 +489,88 @@ class AppProxy:
         headers: list[tuple[bytes, bytes]],
         seen: dict[bytes, bytes],
         body: bytes | _BodyStream | None,
-    ) -> httpx.Response:
-        """The first answer of a replica (its status and headers; the body still to read), trying the
-        next replica while they fail before answering. Raises the `ProxyError` to answer with."""
+    ) -> _Connection:
+        """The connection carrying the first answer of a replica (its status and headers; the body
+        still to read), trying the next replica while they fail before answering. Raises the
+        `ProxyError` to answer with."""
         method = scope["method"]
         failure: ProxyError = UpstreamUnreachable(f"{ref}: no replica to try")
         last = len(upstreams) - 1
         for i, upstream in enumerate(upstreams):
-            url = upstream.url + target if upstream.local else f"{upstream.url}/apps/{upstream.app}{target}"
-            request = httpx.Request(
-                method,
-                url,
-                headers=self._with_forwarded(headers, seen, upstream),
-                content=body,
-                extensions={"timeout": self._timeout},
-            )
             try:
-                response = await self._transport.handle_async_request(request)
-            except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
-                # the replica took the request: sending it again could do its work twice
-                log.warning("proxy: %s %s%s: %s timed out: %r", method, ref.prefix, target, upstream.url, exc)
-                raise UpstreamTimeout(
-                    f"{ref}: the replica on {upstream.node} said nothing for {self._timeout['read']:g} s",
-                    hint="the app is slow to answer; try again or look at its logs",
-                ) from exc
-            except httpx.TransportError as exc:
+                origin = _origin(upstream.url)
+            except ValueError as exc:
                 failure = self._failed_before_answer(upstream, exc, ref)
             else:
-                if upstream.local or response.status_code not in (502, 503):
-                    self._penalised.pop(upstream.url, None)
-                    return response
-                cause = response.headers.get(ERROR_HEADER, "")
-                if cause.encode() not in _RETRY_CAUSES:
-                    return response  # the app's own 502/503, from the node hosting it
-                await response.aclose()
-                self._penalise(upstream)
-                failure = UpstreamUnreachable(
-                    f"{ref}: node {upstream.node} could not serve it ({cause})",
-                    hint="the app's replicas may be restarting; try again",
-                )
+                path = origin.base_path + (target if upstream.local else f"/apps/{upstream.app}{target}")
+                head, chunked = _request_head(method, path, origin, headers, seen, upstream.local, body)
+                try:
+                    conn = await self._exchange(origin, head, body, chunked, method == "HEAD")
+                except _UpstreamFailure as exc:
+                    if exc.timeout:
+                        # the replica took the request: sending it again could do its work twice
+                        log.warning("proxy: %s %s%s: %s: %s", method, ref.prefix, target, upstream.url, exc)
+                        raise UpstreamTimeout(
+                            f"{ref}: the replica on {upstream.node} did not answer ({exc})",
+                            hint="the app is slow to answer; try again or look at its logs",
+                        ) from None
+                    failure = self._failed_before_answer(upstream, exc, ref)
+                else:
+                    cause = b""
+                    if not upstream.local and conn.status in (502, 503):
+                        cause = next((v for n, v in conn.headers if n == _ERROR_HEADER_B), b"")
+                    if cause not in _RETRY_CAUSES:  # an answer, maybe the app's own 502/503
+                        if self._penalised:
+                            self._penalised.pop(upstream.url, None)
+                        return conn
+                    conn.close()
+                    self._penalise(upstream)
+                    failure = UpstreamUnreachable(
+                        f"{ref}: node {upstream.node} could not serve it ({cause.decode()})",
+                        hint="the app's replicas may be restarting; try again",
+                    )
             if i == last or (isinstance(body, _BodyStream) and body.started):
                 break
             self.retried += 1
         raise failure
 
+    async def _exchange(
+        self, origin: _Origin, head: bytes, body: bytes | _BodyStream | None, chunked: bool, is_head: bool
+    ) -> _Connection:
+        """Send a request on a pooled connection; a reused connection the peer had just closed is
+        replaced by a fresh one, once, if the body can be sent again."""
+        conn = await self._pool.connect(origin)
+        for fresh in (False, True):
+            conn.head = is_head
+            try:
+                await conn.send(head, body, chunked)
+                return conn
+            except _UpstreamFailure as exc:
+                conn.close()
+                stale = conn.reused and not exc.timeout and not fresh
+                if not stale or (isinstance(body, _BodyStream) and body.started):
+                    raise
+            except BaseException:
+                conn.close()
+                raise
+            conn = await self._pool.connect(origin, fresh=True)
+        raise AssertionError("unreachable")
+
     def _failed_before_answer(self, upstream: Upstream, exc: Exception, ref: AppRef) -> ProxyError:
         self._penalise(upstream)
         where = "replica" if upstream.local else f"node {upstream.node}"
-        log.info("proxy: %s: %s at %s failed before answering: %r", ref, where, upstream.url, exc)
+        log.info("proxy: %s: %s at %s failed before answering: %s", ref, where, upstream.url, exc)
         return UpstreamUnreachable(
-            f"{ref}: no replica could be reached (last: {type(exc).__name__} from the {where})",
+            f"{ref}: no replica could be reached (last: the {where}: {exc})",
             hint="the app's replicas may be restarting; try again",
         )
 
-    async def _relay(self, response: httpx.Response, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _relay(self, conn: _Connection, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass a replica's answer back as it arrives."""
         headers: list[tuple[bytes, bytes]] = []
         named: set[bytes] = set()
         length: int | None = None
-        for name, value in response.headers.raw:
-            name = name.lower()
+        for name, value in conn.headers:
             if name in _DROP_RESPONSE or name.startswith(b"proxy-"):
                 if name == b"connection":
                     named.update(n.strip().lower() for n in value.split(b","))
@@ -548,41 +581,18 @@ class AppProxy:
         if named:
             headers = [(n, v) for n, v in headers if n not in named]
         try:
-            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-            if scope["method"] == "HEAD" or (length is not None and length <= WATCH_AFTER):
-                await self._pump(response, send)
+            await send({"type": "http.response.start", "status": conn.status, "headers": headers})
+            if conn.drained or (length is not None and length <= WATCH_AFTER):
+                await _pump(conn, send)
             else:
-                await self._pump_watching(response, receive, send)
-        except httpx.TransportError as exc:
+                await _pump_watching(conn, receive, send)
+        except _UpstreamFailure as exc:
             # The answer broke off: the client sees a truncated answer (uvicorn closes the connection
             # of a response the app did not complete).
             self.failed += 1
-            log.warning("proxy: answer from %s broke off: %r", response.request.url, exc)
+            log.warning("proxy: %s %s: the answer broke off: %s", scope["method"], scope["path"], exc)
         finally:
-            await response.aclose()
-
-    @staticmethod
-    async def _pump(response: httpx.Response, send: Send) -> None:
-        stream = response.stream
-        assert isinstance(stream, httpx.AsyncByteStream)
-        async for chunk in stream:
-            if chunk:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    async def _pump_watching(self, response: httpx.Response, receive: Receive, send: Send) -> None:
-        """`_pump`, stopped as soon as the client disconnects (an endless event stream would otherwise
-        hold the replica's connection until it writes again)."""
-        pump = asyncio.ensure_future(self._pump(response, send))
-        gone = asyncio.ensure_future(_wait_disconnect(receive))
-        try:
-            await asyncio.wait((pump, gone), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (pump, gone):
-                task.cancel()
-            await asyncio.gather(pump, gone, return_exceptions=True)
-        if pump.done() and not pump.cancelled() and (exc := pump.exception()) is not None:
-            raise exc
+            conn.release()
 
     # -- websockets ------------------------------------------------------------------------------------
 
@@ -600,7 +610,7 @@ class AppProxy:
         hop = _is_hop(scope)
         try:
             upstreams = await self._upstreams(ref, hop)
-        except ProxyError as exc:
+        except R1osError as exc:
             self.unresolved += 1
             await _deny(scope, receive, send, exc)
             return
@@ -653,6 +663,71 @@ class AppProxy:
             await _pump_websocket(scope, receive, send, upstream_ws)
         finally:
             await upstream_ws.close()
+
+
+async def _pump(conn: _Connection, send: Send) -> None:
+    while True:
+        chunk = await conn.read()
+        if conn.drained:
+            await send({"type": "http.response.body", "body": chunk, "more_body": False})
+            return
+        if chunk:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+
+async def _pump_watching(conn: _Connection, receive: Receive, send: Send) -> None:
+    """`_pump`, stopped as soon as the client disconnects (an endless event stream would otherwise
+    hold the replica's connection until it writes again)."""
+    pump = asyncio.ensure_future(_pump(conn, send))
+    gone = asyncio.ensure_future(_wait_disconnect(receive))
+    try:
+        await asyncio.wait((pump, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (pump, gone):
+            task.cancel()
+        await asyncio.gather(pump, gone, return_exceptions=True)
+    if pump.done() and not pump.cancelled() and (exc := pump.exception()) is not None:
+        raise exc
+
+
+def _request_head(
+    method: str,
+    path: str,
+    origin: _Origin,
+    headers: list[tuple[bytes, bytes]],
+    seen: dict[bytes, bytes],
+    local: bool,
+    body: bytes | _BodyStream | None,
+) -> tuple[bytes, bool]:
+    """The request line and headers for one upstream, and whether the body goes chunked."""
+    parts = [
+        b"%b %b HTTP/1.1\r\nhost: %b\r\n" % (method.encode(), path.encode("latin-1"), origin.host_header)
+    ]
+    parts.extend(b"%b: %b\r\n" % pair for pair in headers)
+    parts.append(
+        b"x-forwarded-for: %b\r\nx-forwarded-host: %b\r\nx-forwarded-proto: %b\r\nx-forwarded-prefix: %b\r\n"
+        % (
+            seen[b"x-forwarded-for"],
+            seen[b"x-forwarded-host"],
+            seen[b"x-forwarded-proto"],
+            seen[b"x-forwarded-prefix"],
+        )
+    )
+    if not local:
+        parts.append(_HOP_LINE)
+    chunked = False
+    if isinstance(body, bytes):
+        parts.append(b"content-length: %d\r\n" % len(body))
+    elif body is None:
+        if b"content-length" in seen:
+            parts.append(b"content-length: 0\r\n")
+    elif b"content-length" in seen:
+        parts.append(b"content-length: %b\r\n" % seen[b"content-length"])
+    else:
+        parts.append(b"transfer-encoding: chunked\r\n")
+        chunked = True
+    parts.append(b"\r\n")
+    return b"".join(parts), chunked
 
 
 WS_OPEN_TIMEOUT = 10.0
@@ -719,11 +794,344 @@ def _sendable_close(code: int) -> int:
     return 1011
 
 
+# -- the client to replicas and peers ----------------------------------------------------------------
+
+
+class _UpstreamFailure(Exception):
+    """A replica or peer failed; `answered`: after the status and headers of its answer had come."""
+
+    def __init__(self, why: str, *, answered: bool = False, timeout: bool = False) -> None:
+        super().__init__(why)
+        self.answered = answered
+        self.timeout = timeout
+
+
+@dataclass(frozen=True, slots=True)
+class _Origin:
+    host: str
+    port: int
+    ssl: bool
+    host_header: bytes
+    base_path: str
+
+
+@functools.lru_cache(maxsize=4096)
+def _origin(url: str) -> _Origin:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
+    return _Origin(parts.hostname, port, secure, parts.netloc.encode("idna"), parts.path.rstrip("/"))
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection to an origin, carrying one exchange at a time (parsed by httptools).
+
+    The answer's body is buffered up to `_HIGH_WATER` bytes; past that the connection stops reading
+    from the socket until the proxy has passed what it holds on to the client."""
+
+    def __init__(self, pool: _Pool, key: _Origin) -> None:
+        self.pool = pool
+        self.key = key
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.lost = False
+        self.reused = False
+        self.idle_since = 0.0
+        self._write_paused = False
+        self._drained: asyncio.Future[None] | None = None
+        self._exchange_reset(False)
+
+    def _exchange_reset(self, head: bool) -> None:
+        self.head = head
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.answered: asyncio.Future[None] = self.loop.create_future()
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.buffered = 0
+        self.complete = False
+        self.failure: _UpstreamFailure | None = None
+        self.keep_alive = False
+        self.until_close = False
+        self.reading_paused = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.last_read = self.loop.time()
+        self.timer: asyncio.TimerHandle | None = None
+        self.in_exchange = False
+
+    # -- asyncio ------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        if not self.in_exchange:
+            self.pool.forget(self)
+            return
+        if not self.answered.done():
+            self._fail(f"connection closed before an answer ({exc or 'EOF'})")
+        elif not self.complete:
+            if self.until_close and exc is None:
+                self._finish()
+            else:
+                self._fail(f"connection closed in the middle of the answer ({exc or 'EOF'})")
+
+    def data_received(self, data: bytes) -> None:
+        if not self.in_exchange:  # a peer talking out of turn: this connection cannot be trusted
+            self.close()
+            return
+        self.last_read = self.loop.time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(f"bad answer: {exc}")
+            self.close()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    # -- httptools ----------------------------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:  # 100 Continue, 103 Early Hints: the answer comes after
+            self.headers = []
+            return
+        self.status = status
+        self.keep_alive = self.parser.should_keep_alive()
+        if not self.head and status not in (204, 304):
+            self.until_close = not any(
+                n == b"content-length" or (n == b"transfer-encoding" and b"chunked" in v.lower())
+                for n, v in self.headers
+            )
+        if not self.answered.done():
+            self.answered.set_result(None)
+        if self.head:  # no body follows, whatever the headers say; the parser would wait for one
+            self.keep_alive = False
+            self._finish()
+
+    def on_body(self, body: bytes) -> None:
+        if self.complete:
+            return
+        self.chunks.append(body)
+        self.buffered += len(body)
+        if self.buffered > _HIGH_WATER and not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self.status >= 200 and not self.complete:
+            self._finish()
+
+    # -- the exchange -----------------------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        self.complete = True
+        self._disarm()
+        self._wake()
+
+    def _fail(self, why: str, *, timeout: bool = False) -> None:
+        if self.complete or self.failure is not None:
+            return
+        self.failure = _UpstreamFailure(why, answered=self.answered.done(), timeout=timeout)
+        if not self.answered.done():
+            self.answered.set_exception(self.failure)
+            self.answered.exception()  # retrieved: the waiter may be gone already
+        self._disarm()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def _arm(self) -> None:
+        self.timer = self.loop.call_later(self.pool.read_timeout, self._check_silence)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _check_silence(self) -> None:
+        self.timer = None
+        if self.complete or self.failure is not None:
+            return
+        silent = self.loop.time() - self.last_read
+        if self.reading_paused or silent < self.pool.read_timeout:  # the client is the slow one
+            self.timer = self.loop.call_later(max(self.pool.read_timeout - silent, 0.1), self._check_silence)
+            return
+        self._fail(f"no answer for {self.pool.read_timeout:g} s", timeout=True)
+        self.close()
+
+    async def send(self, head: bytes, body: bytes | _BodyStream | None, chunked: bool) -> None:
+        """Send a request and return once its answer's status and headers are in `status`/`headers`."""
+        assert self.transport is not None
+        self.in_exchange = True
+        self.last_read = self.loop.time()
+        self._arm()
+        if body is None or isinstance(body, bytes):
+            self.transport.write(head + body if body else head)
+        else:
+            self.transport.write(head)
+            async for chunk in body:
+                if self.lost or self.answered.done():
+                    # gone, or answered early (a refusal) without reading the rest: stop sending
+                    self.keep_alive = False
+                    break
+                self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+                if self._write_paused:
+                    await self._drain()
+            else:
+                if chunked and not self.lost:
+                    self.transport.write(b"0\r\n\r\n")
+        await self.answered
+
+    async def _drain(self) -> None:
+        self._drained = self.loop.create_future()
+        try:
+            await asyncio.wait_for(self._drained, self.pool.write_timeout)
+        except TimeoutError:
+            self._fail(f"the request body was not taken for {self.pool.write_timeout:g} s", timeout=True)
+            self.close()
+            raise self.failure or _UpstreamFailure("write timeout", timeout=True) from None
+        finally:
+            self._drained = None
+
+    async def read(self) -> bytes:
+        """The next piece of the answer's body; b"" at its end."""
+        while True:
+            if self.chunks:
+                chunk = self.chunks.popleft()
+                self.buffered -= len(chunk)
+                if self.reading_paused and self.buffered <= _LOW_WATER and self.transport is not None:
+                    self.reading_paused = False
+                    self.transport.resume_reading()
+                return chunk
+            if self.failure is not None:
+                raise self.failure
+            if self.complete:
+                return b""
+            self.waiter = self.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    @property
+    def drained(self) -> bool:
+        """True once the whole answer is in hand (nothing more will be read)."""
+        return self.complete and not self.chunks
+
+    def release(self) -> None:
+        """End the exchange: the connection goes back to the pool if it can carry another one."""
+        self._disarm()
+        reusable = self.complete and self.keep_alive and not self.lost and self.failure is None
+        self.in_exchange = False
+        if reusable:
+            self._exchange_reset(False)
+            self.pool.put(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        self._disarm()
+        self.in_exchange = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+#: Bytes of an answer buffered before reading from the replica pauses, and resumes.
+_HIGH_WATER = 1 << 20
+_LOW_WATER = 256 << 10
+
+
+class _Pool:
+    """Keep-alive connections to replicas and peers, per origin (host, port, TLS). No cap on open
+    connections: each holds one request the node's server admitted, and the server caps those."""
+
+    def __init__(self, connect_timeout: float, read_timeout: float, write_timeout: float) -> None:
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
+        self._idle: dict[_Origin, list[_Connection]] = {}
+        self._ssl: ssl.SSLContext | None = None
+
+    async def connect(self, origin: _Origin, fresh: bool = False) -> _Connection:
+        stack = self._idle.get(origin)
+        if stack and not fresh:
+            now = asyncio.get_running_loop().time()
+            while stack:
+                conn = stack.pop()
+                if conn.lost or now - conn.idle_since > KEEPALIVE_EXPIRY:
+                    conn.close()
+                    continue
+                conn.reused = True
+                return conn
+        loop = asyncio.get_running_loop()
+        context: ssl.SSLContext | None = None
+        if origin.ssl:
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            context = self._ssl
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self, origin), origin.host, origin.port, ssl=context
+                )
+        except TimeoutError:
+            raise _UpstreamFailure(f"connect: no answer in {self.connect_timeout:g} s") from None
+        except OSError as exc:
+            raise _UpstreamFailure(f"connect: {exc.strerror or exc}") from None
+        return conn
+
+    def put(self, conn: _Connection) -> None:
+        stack = self._idle.setdefault(conn.key, [])
+        if len(stack) >= MAX_KEEPALIVE:
+            conn.close()
+            return
+        conn.idle_since = conn.loop.time()
+        stack.append(conn)
+
+    def forget(self, conn: _Connection) -> None:
+        stack = self._idle.get(conn.key)
+        if stack and conn in stack:
+            stack.remove(conn)
+
+    def close(self) -> None:
+        for stack in self._idle.values():
+            for conn in stack:
+                conn.close()
+        self._idle.clear()
+
+
 # -- ASGI plumbing ------------------------------------------------------------------------------------
 
 _FORWARDED_READ = frozenset(
-    {b"host", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-prefix"}
+    {
+        b"host",
+        b"content-length",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"x-forwarded-prefix",
+    }
 )
+_ERROR_HEADER_B = ERROR_HEADER.encode()
+_HOP_LINE = HOP_HEADER.encode() + b": 1\r\n"
 
 
 class _AsgiEndpoint:
@@ -740,13 +1148,20 @@ class _AsgiEndpoint:
 
 
 def _app_path(scope: Scope) -> str:
-    """The path after `/apps/`, as the client encoded it."""
+    """The path after `/apps/`, as the client encoded it (as decoded, re-encoded, if the raw path
+    does not start with `/apps/` itself)."""
     raw: bytes | None = scope.get("raw_path")
-    path = raw.decode("latin-1") if raw else quote(scope["path"])
     root = scope.get("root_path", "")
+    if raw:
+        path = raw.decode("latin-1")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        if path.startswith("/apps/"):
+            return path[len("/apps/") :]
+    path = scope["path"]
     if root and path.startswith(root):
         path = path[len(root) :]
-    return path[len("/apps/") :] if path.startswith("/apps/") else quote(scope["path_params"]["path"])
+    return quote(path.removeprefix("/apps/"))
 
 
 def _is_hop(scope: Scope) -> bool:
@@ -813,7 +1228,7 @@ async def _wait_disconnect(receive: Receive) -> None:
         pass
 
 
-def _error_answer(exc: ProxyError) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+def _error_answer(exc: R1osError) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     body = orjson.dumps(error_body(str(exc), exc.cause, exc.hint))
     return body, [
         (b"content-type", b"application/json"),
@@ -822,7 +1237,7 @@ def _error_answer(exc: ProxyError) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     ]
 
 
-async def _send_error(send: Send, exc: ProxyError) -> None:
+async def _send_error(send: Send, exc: R1osError) -> None:
     body, headers = _error_answer(exc)
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -841,7 +1256,7 @@ async def _send_redirect(scope: Scope, send: Send, ref: AppRef) -> None:
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _deny(scope: Scope, receive: Receive, send: Send, exc: ProxyError) -> None:
+async def _deny(scope: Scope, receive: Receive, send: Send, exc: R1osError) -> None:
     log.info("proxy: websocket to %s refused: %s", scope.get("path"), exc)
     body, headers = _error_answer(exc)
     await _deny_with(scope, receive, send, exc.status, body, "application/json", headers)
