@@ -26,7 +26,9 @@ from r1os.node import DeeploySettings, Service, ServiceContext
 log = logging.getLogger("r1os.deeploy")
 
 
-def available_runtimes(settings: DeeploySettings, scope: str = "") -> dict[str, AppRuntime]:
+def available_runtimes(
+    settings: DeeploySettings, scope: str = "", hidden: list[Path] | None = None
+) -> dict[str, AppRuntime]:
     """The runtimes that work on this machine (and that the settings allow), one instance each."""
     from r1os.deeploy.runtimes.plugin import PluginRuntime
     from r1os.deeploy.runtimes.process import ProcessRuntime
@@ -48,7 +50,9 @@ def available_runtimes(settings: DeeploySettings, scope: str = "") -> dict[str, 
             log.info("deeploy: runtime %s unavailable here: %s", name, reason)
             continue
         # Nodes sharing one engine (a devnet) tell their containers apart by the node's address.
-        out[name] = cls(settings.docker_url, scope=scope) if name == "docker" else cls()
+        # Sandboxed processes never see the node's home, even where a bound folder (a venv or a source
+        # tree holding the home) contains it.
+        out[name] = cls(settings.docker_url, scope=scope) if name == "docker" else cls(hidden=hidden or [])
     return out
 
 
@@ -89,7 +93,11 @@ class DeeployService(Service):
             "gpu": int(s.gpu if s.gpu is not None else 0),
         }
         if s.host_apps:
-            runtimes = self._runtimes if self._runtimes is not None else available_runtimes(s, ctx.address)
+            runtimes = (
+                self._runtimes
+                if self._runtimes is not None
+                else available_runtimes(s, ctx.address, [ctx.data_dir.parents[1]])
+            )
             self.agent = Agent(
                 self.cstore,
                 ctx.key,
