@@ -1,0 +1,170 @@
+"""A paid Deeploy app end to end: real Deeploy services (the oracles' control plane, the edge nodes'
+agents), a funded PoAI job on a fresh anvil with 4 s epochs. The owner deploys an app with `job`; the
+control plane checks the job on chain, places two replicas and lists their nodes for the job; one
+replica keeps serving, the other fails and cannot restart. The escrow pays the node that served, not
+the one whose replica was down. An app naming a job that cannot pay is refused with the reason."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from r1os.chain import ChainClient
+from r1os.chain.anvil import Anvil, dev_private_key
+from r1os.chain.deploy import deploy
+from r1os.chain.provider import RpcProvider
+from r1os.cstore import CStoreService
+from r1os.deeploy import parse_spec
+from r1os.deeploy._requests import sign_app_request
+from r1os.deeploy._service import DeeployService
+from r1os.deeploy.runtimes import MemoryRuntime
+from r1os.identity import NodeKey, save_keystore
+from r1os.node import DeeploySettings, Node, NodeConfig
+from r1os.oracle import OracleSettings, OracleSyncService
+from r1os.transport import EmbeddedBroker
+from tests.conftest import async_wait_for
+
+from .conftest import ETH, _anvil_or_skip
+
+pytestmark = pytest.mark.timeout(180)
+
+EPOCH = 4
+HB = 0.5
+NET = "deeploypaid"
+USDC = 10**6
+PRICE = USDC
+
+
+@pytest.fixture
+async def anvil() -> AsyncIterator[Anvil]:
+    _anvil_or_skip()
+    async with Anvil() as node:
+        yield node
+
+
+async def test_the_escrow_pays_the_replica_that_served(anvil: Anvil, tmp_path: Path) -> None:
+    deployer = dev_private_key(0)
+    oracle_keys = [NodeKey.generate() for _ in range(3)]
+    oracles = sorted(k.address for k in oracle_keys)
+    dep = await deploy(anvil.rpc_url, deployer, epoch_seconds=EPOCH, oracles=oracles)
+
+    def client(key: object) -> ChainClient:
+        return ChainClient(dep, key, provider=RpcProvider(anvil.rpc_url, devnet=True))  # type: ignore[arg-type]
+
+    admin = client(deployer)
+    await admin.transact("R1", "set_minter", dep.deployer, True)
+    for k in oracle_keys:
+        await admin.send_eth(k.address, 10 * ETH)
+    edges = {"serves": NodeKey.generate(), "fails": NodeKey.generate()}
+    operators: dict[str, ChainClient] = {}
+    for role, node in edges.items():
+        op_key = NodeKey.generate()
+        await admin.send_eth(op_key.address, 10 * ETH)
+        await admin.mint_r1(op_key.address, await admin.nd_price())
+        op = operators[role] = client(op_key)
+        await op.link(await op.buy_nd(), node.address)
+    customer_key = NodeKey.generate()
+    await admin.send_eth(customer_key.address, 10 * ETH)
+    customer = client(customer_key)
+    await customer.usdc_faucet(100 * USDC)
+    job_id = await customer.create_job(nodes=2, epochs=30, price_per_node_epoch=PRICE)
+
+    broker = EmbeddedBroker(port=0)
+    await broker.start()
+    running: list[Node] = []
+    allowed = frozenset(o.lower() for o in oracles)
+    runtimes = {role: MemoryRuntime() for role in edges}
+
+    async def start(key: NodeKey, i: int, services: list[Any], oracle: bool) -> Node:
+        home = tmp_path / f"n{i}"
+        save_keystore(key, home / "keys" / "node.json", "pw", strength="light")
+        cfg = NodeConfig(home=home, network=NET, broker=broker.url, http="127.0.0.1:0", oracle=oracle,
+                         heartbeat_interval=HB, oracles=oracles, key_strength="light")  # fmt: skip
+        node = Node(cfg, password="pw", services=services)
+        await node.start()
+        running.append(node)
+        return node
+
+    try:
+        for i, k in enumerate(oracle_keys):
+            settings = OracleSettings(genesis_time=dep.genesis_time, epoch_seconds=EPOCH, heartbeat=HB,
+                                      oracles=oracles, deployment=dep)  # fmt: skip
+            await start(k, i, [
+                CStoreService(sync_interval=0.3, fsync=False, oracles=allowed),
+                OracleSyncService(settings),
+                DeeployService(DeeploySettings(host_apps=False)),
+            ], oracle=True)  # fmt: skip
+        edge_nodes = {}
+        for i, (role, k) in enumerate(edges.items(), start=3):
+            edge_nodes[role] = await start(k, i, [
+                CStoreService(sync_interval=0.3, fsync=False, oracles=allowed),
+                DeeployService(DeeploySettings(cpu=2, memory_mb=2048), runtimes={"process": runtimes[role]}),
+            ], oracle=False)  # fmt: skip
+        entry = edge_nodes["serves"].url
+
+        async def meshed() -> bool:
+            return all(len(n.netmap.online()) == len(running) - 1 for n in running)
+
+        await async_wait_for(meshed, 20, "every node to see every other")
+        owner = NodeKey.generate()
+
+        def spec(name: str, job: int) -> Any:
+            return parse_spec(
+                f"name: {name}\ncommand: [serve, '{{port}}']\nreplicas: 2\njob: {job}\n"
+                "health: {http: /, interval_s: 0.2, failures: 2, grace_s: 5}\n"
+            )
+
+        async def send(name: str, job: int) -> httpx.Response:
+            signed = sign_app_request(owner, network=NET, action="deploy", name=name, spec=spec(name, job))
+            async with httpx.AsyncClient(timeout=30) as http:
+                return await http.post(f"{entry}/v1/apps/requests", content=signed.model_dump_json())
+
+        # A job that does not exist cannot pay: refused, saying so.
+        r = await send("unpaid", 999)
+        assert r.status_code == 402 and r.json()["cause"] == "job_unpaid", r.text
+        assert "no PoAI job 999" in r.json()["error"]
+
+        r = await send("paid", job_id)
+        assert r.status_code == 200, r.text
+        app = f"{owner.address.lower()}/paid"
+
+        async def both_healthy() -> bool:
+            async with httpx.AsyncClient(timeout=5) as http:
+                v = (await http.get(f"{entry}/v1/apps/{owner.address.lower()}/paid")).json()
+            return v["healthy"] == 2
+
+        await async_wait_for(both_healthy, 30, "both replicas healthy")
+        cstore = running[0].services[0]
+        assert isinstance(cstore, CStoreService)
+        listing = await cstore.get(f"net:poai:job:{job_id}")
+        assert listing == {"nodes": sorted(k.address.lower() for k in edges.values()), "app": app}
+
+        # One replica fails for good: it crashes and every restart fails.
+        failing = runtimes["fails"]
+        failing.fail_starts = "the disk is on fire"
+        for replica in list(failing.running()):
+            await failing.crash(replica, 3)
+
+        healthy_op, down_op = operators["serves"], operators["fails"]
+
+        async def paid() -> int:
+            return await healthy_op.usdc_balance()
+
+        await async_wait_for(paid, 8 * EPOCH + 30, "the escrow paying the serving node's operator")
+        assert await down_op.usdc_balance() == 0
+        oracle_svc = running[0].services[1]
+        assert isinstance(oracle_svc, OracleSyncService)
+        attested = [r for r in oracle_svc.records.values() if str(job_id) in r.attestations]
+        assert attested
+        paid_epochs = [r for r in attested if r.attestations[str(job_id)].paid]
+        assert paid_epochs and all(
+            r.attestations[str(job_id)].nodes == [edges["serves"].address] for r in paid_epochs
+        )
+    finally:
+        for node in reversed(running):
+            await node.stop()
+        await broker.stop()
