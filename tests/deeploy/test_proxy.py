@@ -263,10 +263,10 @@ def remote(url: str, node: str = "0xpeer") -> Upstream:
 
 @contextlib.asynccontextmanager
 async def proxy_node(
-    resolver: Any, token: str = "", wrap: bool = False
+    resolver: Any, token: str = "", wrap: bool = False, **options: Any
 ) -> AsyncIterator[tuple[str, AppProxy]]:
     """A node's API with the proxy: its routes on a service's router, or (`wrap`) in front of the app."""
-    proxy = AppProxy(resolver, node_token=(lambda: token) if token else None)
+    proxy = AppProxy(resolver, node_token=(lambda: token) if token else None, **options)
     app = FastAPI()
     install_error_handlers(app)
     router = APIRouter()
@@ -577,6 +577,25 @@ async def test_every_replica_down_is_a_502(client: httpx.AsyncClient) -> None:
             and got.headers[ERROR_HEADER] == "upstream_unreachable"
         )
         assert (proxy.retried, proxy.failed) == (1, 1)
+
+
+async def test_a_replica_silent_too_long_is_a_504_and_not_retried(
+    replica: tuple[str, Replica], client: httpx.AsyncClient
+) -> None:
+    url, r = replica
+    took = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        took.set()
+        await reader.read()  # until the proxy gives up and closes
+
+    async with raw_server(silent) as slow:
+        async with proxy_node(Resolver([local(slow), local(url)]), read_timeout=0.3) as (node, proxy):
+            got = await client.get(f"{node}/apps/echo/")
+            assert took.is_set()
+            assert got.status_code == 504 and got.json()["cause"] == "upstream_timeout"
+            assert (proxy.retried, proxy.failed, r.hits) == (0, 1, 0)
 
 
 # -- hops between nodes -------------------------------------------------------------------------------
