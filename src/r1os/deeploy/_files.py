@@ -25,24 +25,13 @@ MAX_UNPACKED_BYTES = 2 * 1024**3
 
 
 async def fetch_into(ctx: ServiceContext, cid_text: str, folder: Path) -> None:
-    from r1os.r1fs import parse_cid
     from r1os.r1fs._service import R1fsService
 
     r1fs = ctx.find(R1fsService)
     if r1fs is None:
         raise RuntimeFailure("the app's files are an R1FS CID, and this node runs no R1FS", cause="no_r1fs")
-    cid = parse_cid(cid_text)
-    await r1fs.fetcher.fetch_root(cid)
-    size = await r1fs.size(cid)
-    if size > MAX_ARCHIVE_BYTES:
-        raise RuntimeFailure(
-            f"app archive {cid_text} is {size} bytes, at most {MAX_ARCHIVE_BYTES}", cause="too_large"
-        )
-    fetching = await r1fs.fetcher.fetch_running(cid)
-    buf = io.BytesIO()
-    async for part in r1fs.read(cid, fetching=fetching):
-        buf.write(part)
-    await asyncio.to_thread(unpack_archive, buf.getvalue(), folder)
+    data = await r1fs.cat(cid_text, max_size=MAX_ARCHIVE_BYTES)
+    await asyncio.to_thread(unpack_archive, data, folder)
 
 
 def unpack_archive(data: bytes, folder: Path) -> None:

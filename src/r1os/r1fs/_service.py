@@ -389,6 +389,26 @@ class R1fsService(Service):
                 progress(size)
         return pos
 
+    async def add_bytes(self, data: bytes, *, pin: bool = True, replicas: int = 1) -> str:
+        """Store a small blob held in memory (a model, a ciphertext) as this node; its CID."""
+
+        async def source() -> AsyncIterator[bytes]:
+            yield data
+
+        result = await self.add_stream(source(), pin=pin, replicas=replicas, expect_size=len(data))
+        return str(result.cid)
+
+    async def cat(self, cid_text: str, *, max_size: int) -> bytes:
+        """The whole file under `cid_text`, fetched from peers if need be, refused (`TooLarge`) past
+        `max_size` bytes before anything but its root is fetched."""
+        cid = parse_cid(cid_text)
+        size = self.size_of(cid, await self.fetcher.fetch_root(cid))
+        if size > max_size:
+            raise TooLarge(f"{cid_text} is {size} bytes, more than the {max_size} expected here")
+        fetching = await self.fetcher.fetch_running(cid)
+        parts = [part async for part in self.read(cid, fetching=fetching)]
+        return b"".join(parts)
+
     async def get_block(self, cid: Cid) -> bytes:
         """A local block (`BlockNotFound` if it is not here)."""
         return self.store.get(cid)
