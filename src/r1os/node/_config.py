@@ -101,6 +101,19 @@ class DeeploySettings(BaseModel):
     )
 
 
+class EdilSettings(BaseModel):
+    """What this node offers to federated-learning jobs (`R1OS_EDIL__*`); see docs/edil.md."""
+
+    datasets: dict[str, Path] = Field(
+        default_factory=dict,
+        description="data sets jobs may name as data:NAME (name -> .npz file on this node)",
+    )
+    data_folders: list[Path] = Field(
+        default_factory=list, description="folders whose .npz files jobs may name as path:/abs/file.npz"
+    )
+    max_jobs: int = Field(default=8, ge=1, le=256, description="jobs this node takes part in at once")
+
+
 class ApiSettings(BaseModel):
     """Bounds on the node's HTTP API connections (`R1OS_API__*`); see docs/security.md."""
 
@@ -145,6 +158,7 @@ class NodeConfig(BaseSettings):
     r1fs: R1fsSettings = Field(default_factory=R1fsSettings)
     oracle_sync: OracleSyncSettings = Field(default_factory=OracleSyncSettings)
     deeploy: DeeploySettings = Field(default_factory=DeeploySettings)
+    edil: EdilSettings = Field(default_factory=EdilSettings)
 
     @field_validator("network")
     @classmethod
