@@ -73,6 +73,7 @@ class DeeployService(Service):
         self.capacity: dict[str, Any] = {}
         self.proxy: AppProxy | None = None
         self._owners_by_name: dict[str, set[str]] | None = None
+        self._turn = 0
 
     @property
     def ctx(self) -> ServiceContext:
@@ -136,6 +137,8 @@ class DeeployService(Service):
 
     def _on_app(self, key: str, field: str | None, value: Any) -> None:
         self._owners_by_name = None  # an app came or went: the name index is rebuilt on next use
+        if self.control is not None:
+            self.control.wake()  # the leader places an app at once, whichever oracle took the request
 
     async def _owners(self, name: str) -> set[str]:
         if self._owners_by_name is None:
@@ -186,6 +189,13 @@ class DeeployService(Service):
                 out.append(Upstream(node=slot.node, url=url, local=False, app=app))
         if not out:
             raise NoReplica(app, detail="no replica is healthy right now")
+        # Spread requests over the remote replicas (a local one, if any, stays first).
+        first = 1 if local is not None else 0
+        remote = out[first:]
+        if len(remote) > 1:
+            self._turn += 1
+            k = self._turn % len(remote)
+            out[first:] = remote[k:] + remote[:k]
         return out
 
     def _on_report(self, key: str, field: str | None, value: Any) -> None:
