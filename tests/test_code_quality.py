@@ -39,7 +39,7 @@ LAYERS: list[set[str]] = [
     {"wire"},
     {"transport"},
     {"node"},
-    {"chain", "cstore", "r1fs", "dauth", "oracle", "deeploy"},
+    {"chain", "cstore", "r1fs", "dauth", "oracle", "deeploy", "edil"},
     {"devnet"},
     {"sdk"},
     {"cli", "dashboard"},
