@@ -111,7 +111,10 @@ def init_params(lay: Layout, seed: int) -> FloatArray:
 
 def unflatten(lay: Layout, params: FloatArray) -> list[tuple[FloatArray, FloatArray]]:
     """(W, b) of each layer, as views into `params`."""
-    vec = check_params(lay, params)
+    return _views(lay, check_params(lay, params))
+
+
+def _views(lay: Layout, vec: FloatArray) -> list[tuple[FloatArray, FloatArray]]:
     out = []
     offset = 0
     for i, o in lay.layers:
@@ -175,13 +178,18 @@ def predict(lay: Layout, params: FloatArray, X: FloatArray) -> IntArray:
 
 def loss_and_grad(lay: Layout, params: FloatArray, X: FloatArray, y: IntArray) -> tuple[float, FloatArray]:
     """Mean softmax cross-entropy over the rows and its gradient (a vector like `params`)."""
-    layers = unflatten(lay, params)
+    _check_data(lay, X, y)
+    return _loss_and_grad(lay, check_params(lay, params), X, y)
+
+
+def _loss_and_grad(lay: Layout, params: FloatArray, X: FloatArray, y: IntArray) -> tuple[float, FloatArray]:
+    layers = _views(lay, params)
     acts = _forward(layers, X)
     m = X.shape[0]
     p = _softmax(acts[-1])
     loss = float(-np.log(np.maximum(p[np.arange(m), y], 1e-300)).mean())
     grad = np.empty(lay.size)
-    views = unflatten(lay, grad)
+    views = _views(lay, grad)
     dz = p
     dz[np.arange(m), y] -= 1.0
     dz /= m
@@ -218,16 +226,19 @@ def train_local(
         mu, anchor = float(prox[0]), check_params(lay, prox[1])
     rng = np.random.default_rng(seed)
     n = X.shape[0]
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = rng.permutation(n)
-        for start in range(0, n, batch_size):
-            rows = order[start : start + batch_size]
-            _, g = loss_and_grad(lay, w, X[rows], y[rows])
-            if anchor is not None and mu:
-                g += mu * (w - anchor)
-            w -= lr * g
-    if not np.isfinite(w).all():
-        raise EdilError("training diverged (NaN or infinite parameters): lower lr", cause="diverged")
+        with np.errstate(over="ignore", invalid="ignore"):
+            for start in range(0, n, batch_size):
+                rows = order[start : start + batch_size]
+                _, g = _loss_and_grad(lay, w, X[rows], y[rows])
+                if anchor is not None and mu:
+                    g += mu * (w - anchor)
+                w -= lr * g
+        if not np.isfinite(w).all():
+            raise EdilError(
+                f"training diverged in epoch {epoch + 1} (NaN or infinite parameters): lower lr", cause="diverged"
+            )
     return w
 
 
