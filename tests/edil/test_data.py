@@ -121,7 +121,7 @@ def test_held_out_mask_uses_a_fixed_seed() -> None:
 
 
 def save(path: Path, **arrays: np.ndarray) -> Path:
-    np.savez(path, **arrays)  # type: ignore[arg-type]
+    np.savez(path, **arrays)
     return path
 
 

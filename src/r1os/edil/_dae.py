@@ -78,7 +78,7 @@ class DAE:
             arrays[f"W{k}"], arrays[f"b{k}"] = W, b
         arrays["code_mean"], arrays["code_scale"] = self.code_mean, self.code_scale
         buf = io.BytesIO()
-        np.savez(buf, **arrays)  # type: ignore[arg-type]
+        np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy types a keyword as allow_pickle
         return buf.getvalue()
 
     @classmethod

@@ -237,7 +237,8 @@ def train_local(
                 w -= lr * g
         if not np.isfinite(w).all():
             raise EdilError(
-                f"training diverged in epoch {epoch + 1} (NaN or infinite parameters): lower lr", cause="diverged"
+                f"training diverged in epoch {epoch + 1} (NaN or infinite parameters): lower lr",
+                cause="diverged",
             )
     return w
 
