@@ -94,6 +94,18 @@ def test_bad_fields_name_their_path(patch: str, path: str) -> None:
             "participants.1.data",
             "already",
         ),
+        (
+            '[{node: "@edge1", data: "example:digits?part=0&of=2"}, {node: "@edge2", data: '
+            '"example:digits?part=1&of=3"}]',
+            "participants.1.data",
+            "overlap",
+        ),
+        (
+            '[{node: "@edge1", data: "example:digits?part=0&of=2"}, {node: "@edge2", data: '
+            '"example:digits?split=train"}]',
+            "participants.1.data",
+            "overlap",
+        ),
     ],
 )
 def test_bad_participants(participants: str, path: str, words: str) -> None:

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from r1os.edil._data import known_shape, parse_ref
+from r1os.edil._data import DataRef, known_shape, parse_ref
 from r1os.edil._errors import EdilError
 from r1os.errors import SpecError
 
@@ -170,9 +170,20 @@ class JobSpec(_Strict):
             if node in nodes[:i]:
                 raise _AtField(f"participants.{i}.node", f"{node} is listed twice")
         refs = [_ref(p.data) for p in self.participants]
+        first: dict[str, DataRef] = {}
         for i, ref in enumerate(refs):
-            if ref.kind == "example" and ref in refs[:i]:
+            if ref.kind != "example":
+                continue
+            if ref in refs[:i]:
                 raise _AtField(f"participants.{i}.data", f"{ref} is already another participant's")
+            other = first.setdefault(ref.name, ref)
+            if (ref.split, ref.of, ref.skew, ref.major, ref.seed) != (
+                other.split, other.of, other.skew, other.major, other.seed,
+            ):  # fmt: skip
+                raise _AtField(
+                    f"participants.{i}.data",
+                    f"{ref} splits {ref.name} unlike {other}: parts of different splits overlap",
+                )
         if self.privacy in ("masked", "ckks+masked") and len(self.participants) < 2:
             raise _AtField("privacy", f"{self.privacy} hides each update in a sum: it needs 2+ participants")
         if self.model.family == "cnn" and self.encoder is not None:
@@ -224,7 +235,7 @@ class _AtField(ValueError):
         self.path = path
 
 
-def _ref(text: str) -> Any:
+def _ref(text: str) -> DataRef:
     try:
         return parse_ref(text)
     except EdilError as exc:
