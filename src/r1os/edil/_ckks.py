@@ -33,10 +33,13 @@ most 2.5e-5 absolute over k = 3..20 summed vectors of 2,048 values (it grows abo
 `PRECISION` (1e-4) is the bound the tests assert. Divided by the total sample count of weighted FedAvg,
 that is far below anything training notices.
 
-Range: the data prime q is just under 2^60. A vector to encrypt must stay within +-2^(59 - 30) = 2^29
-(`PublicContext.max_input`, else `too_large`; the wrap-around just below q is harmless, since sums are
-exact mod q), and a decrypted sum within +-2^28 (`PublicContext.max_sum`): larger sums wrap around mod q
-and `decrypt_vector` refuses them (`overflow`) rather than return garbage.
+Range: the data prime q is just under 2^60, so a decrypted value is right while its coefficients stay
+below q/2, i.e. values up to +-2^(59 - 30) = 2^29 (a constant vector is the worst case; measured:
+constant sums of 2^29 and more wrap around). SEAL's encoder refuses constant vectors a little above
+2^28. Hence one documented range, +-2^28 (`PublicContext.max_input`, `max_sum`): a vector to encrypt
+must stay inside it (else `too_large`), and so must a sum (`decrypt_vector` refuses a larger one as
+`overflow`; a sum that wrapped around mod q is usually caught the same way, but only keeping sums inside
+the range guarantees it).
 
 Another context: a ciphertext made under other parameters does not load (`wrong_context`). One made
 under the same parameters but another key loads and adds (SEAL cannot tell; the signed update header
@@ -134,8 +137,8 @@ class PublicContext:
 
     @property
     def max_input(self) -> float:
-        """Largest magnitude a vector to encrypt may hold."""
-        return float(2.0 ** (self.data_bits - 1 - self.scale_bits))
+        """Magnitude a vector to encrypt must stay below (half the range that decodes right)."""
+        return float(2.0 ** (self.data_bits - 2 - self.scale_bits))
 
     @property
     def max_sum(self) -> float:
@@ -357,7 +360,11 @@ def encrypt_vector(public: PublicContext | OwnerContext | bytes, vec: np.ndarray
     out: list[bytes] = []
     with _lock:
         for start in range(0, arr.size, pub.slots):
-            out.append(bytes(ts.ckks_vector(pub._ctx, arr[start : start + pub.slots]).serialize()))
+            try:
+                ct = ts.ckks_vector(pub._ctx, arr[start : start + pub.slots])
+            except ValueError as exc:  # SEAL: "encoded values are too large"
+                raise CkksError(f"the vector does not encode: {exc}", cause="too_large") from None
+            out.append(bytes(ct.serialize()))
     return out
 
 

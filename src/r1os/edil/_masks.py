@@ -28,7 +28,8 @@ both know: with two participants each learns the other's update from the sum any
 Precision: masks cancel exactly; what is left is float64 rounding of `x_i + mask_i` (|mask_i| up to
 (n - 1) R, so about 2^-30 (n - 1) per value) and, under CKKS, CKKS noise (`r1os.edil._ckks.PRECISION`;
 measured the same with and without masks). Under CKKS, `x_i + mask_i` must stay inside the context's
-`max_input` (2^29 by default): guaranteed for up to 127 participants.
+`max_input` (2^28 by default): guaranteed for up to 63 participants with |x_i| < 2^22 (a mask of
+n - 1 terms rarely comes near (n - 1) R: its spread is R sqrt((n - 1) / 3)).
 
 Dropout: if participant d's update never arrives, the survivors' masks no longer cancel: each survivor
 i still holds its term +-PRG(s_id) with d. Each survivor reveals that term alone (`recovery_term`,
