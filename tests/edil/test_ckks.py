@@ -93,7 +93,7 @@ def test_sums_need_only_the_public_context_and_stay_within_the_documented_precis
 ) -> None:
     """Measured: at most 2.5e-5 for k = 3..20 vectors of values up to 1e4; the bound is 1e-4."""
     aggregator = PublicContext.from_bytes(owner.public_bytes())
-    assert not aggregator._ctx.has_secret_key()
+    assert not aggregator.holds_secret_key()
     rng = np.random.default_rng(7)
     worst = 0.0
     for k in range(3, 21):

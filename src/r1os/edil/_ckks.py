@@ -145,6 +145,10 @@ class PublicContext:
         """Largest magnitude a decrypted sum may hold (larger ones are refused as `overflow`)."""
         return float(2.0 ** (self.data_bits - 2 - self.scale_bits))
 
+    def holds_secret_key(self) -> bool:
+        """Whether the loaded context holds a secret key (never, for a `PublicContext`)."""
+        return bool(self._ctx.has_secret_key() or self._ctx.is_private())
+
     def chunks_for(self, length: int) -> int:
         """Ciphertexts a vector of `length` values takes under this context."""
         return chunk_count(length, self.slots)
