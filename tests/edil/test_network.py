@@ -1,0 +1,62 @@
+"""EDIL over real nodes: the owner's node, three participants and an aggregator, plain and CKKS."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import async_wait_for
+from tests.edil.network import EdilNet
+
+pytestmark = pytest.mark.timeout(240)
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "edil" / "digits.yaml"
+
+
+@pytest.fixture
+async def net(tmp_path: Path) -> AsyncIterator[EdilNet]:
+    n = EdilNet(tmp_path, 5)
+    await n.start()
+    try:
+        yield n
+    finally:
+        await n.stop()
+
+
+def example(**changes: Any) -> dict[str, Any]:
+    spec = yaml.safe_load(EXAMPLE.read_text())
+    spec.update(changes)
+    return spec
+
+
+async def finished(net: EdilNet, job_id: str, timeout: float = 180) -> dict[str, Any]:
+    async def done() -> dict[str, Any] | None:
+        r = await net.http.get(f"{net.nodes[0].url}/v1/edil/jobs/{job_id}")
+        v = r.json()
+        return v if v["phase"] != "training" else None
+
+    return await async_wait_for(done, timeout, f"job {job_id} to finish")
+
+
+@pytest.mark.parametrize("privacy", ["plain", "ckks"])
+async def test_a_job_trains_over_the_network(net: EdilNet, privacy: str) -> None:
+    from r1os.edil import spec_from_data
+    from r1os.edil.simulate import simulate
+
+    spec = example(privacy=privacy, rounds=5, deadline_s=60)
+    r = await net.submit(0, spec)
+    assert r.status_code == 200, r.text
+    job = r.json()
+    assert job["owner_node"] == net.nodes[0].address.lower()
+    assert job["aggregator"] not in job["participants"] and len(job["participants"]) == 3
+    v = await finished(net, job["job_id"])
+    assert v["phase"] == "done", v
+    assert v["rounds_done"] == 5 and all(len(h["included"]) == 3 for h in v["history"])
+    # The networked run is the simulation's run: same seeds, same maths (CKKS adds only its noise).
+    resolved = spec_from_data({**spec, "participants": [{"node": p, "data": q["data"]} for p, q in
+                                                         zip(job["participants"], spec["participants"], strict=True)]})  # fmt: skip
+    sim = simulate(resolved, privacy="plain")
+    assert abs(v["test_accuracy"] - sim.final_accuracy) <= 0.005, (v["test_accuracy"], sim.final_accuracy)
