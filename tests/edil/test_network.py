@@ -56,7 +56,7 @@ async def test_a_job_trains_over_the_network(net: EdilNet, privacy: str) -> None
     assert v["phase"] == "done", v
     assert v["rounds_done"] == 5 and all(len(h["included"]) == 3 for h in v["history"])
     # The networked run is the simulation's run: same seeds, same maths (CKKS adds only its noise).
-    resolved = spec_from_data({**spec, "participants": [{"node": p, "data": q["data"]} for p, q in
-                                                         zip(job["participants"], spec["participants"], strict=True)]})  # fmt: skip
+    pairs = zip(job["participants"], spec["participants"], strict=True)
+    resolved = spec_from_data({**spec, "participants": [{"node": p, "data": q["data"]} for p, q in pairs]})
     sim = simulate(resolved, privacy="plain")
     assert abs(v["test_accuracy"] - sim.final_accuracy) <= 0.005, (v["test_accuracy"], sim.final_accuracy)
