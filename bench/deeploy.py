@@ -6,6 +6,10 @@ side with baselines measured in the same run:
    answer through the proxy of a node that holds no replica (an oracle other than the leader, kept
    out by `placement.exclude`), polled every 20 ms; `process` (examples/apps/echo, 1 and 2
    replicas) and `plugin` (examples/apps/inference, first correct `POST /predict`). Target <= 2 s.
+   The nodes keep warm plugin workers with numpy and scikit-learn imported (`plugin_spares`, default
+   1, and `R1OS_DEEPLOY__PLUGIN_PRELOAD`, set here); each deploy waits until every node has one
+   ready, as on nodes up for a while (and so that no row measures the CPU another row's refill
+   takes: a claimed worker is replaced in the background). `--plugin-spares 0`: cold starts.
    Breakdown as that node sees it: request accepted, placed (the plan lists a replica), a replica
    reported healthy, first answer, every replica healthy.
 2. docker: the same for examples/apps/docker-echo (1 replica) against a plain `docker run` of the same
@@ -23,7 +27,8 @@ side with baselines measured in the same run:
 5. rolling update under the same loop: `update` with a changed env; failed requests (target: zero)
    and the rollout time (request sent -> every replica on the new version and healthy).
 
-Run: `.venv/bin/python bench/deeploy.py [--quick] [--json] [--keep] [--runs N]`
+Run: `.venv/bin/python bench/deeploy.py [--quick] [--json] [--keep] [--runs N] [--rows 1,3]
+[--plugin-spares N]`
 Progress goes to stderr; the table (or with --json the results as JSON) to stdout. The devnet and
 the private dockerd are stopped on exit, Ctrl-C and errors included (--keep leaves both running).
 """
@@ -36,6 +41,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -60,6 +66,8 @@ TARGET_FAILOVER_S = 10.0
 POLL_S = 0.02
 LOOP_WORKERS = 4
 LOOP_PAUSE_S = 0.01
+#: What the nodes' warm plugin workers import ahead of any app: what the inference example needs.
+PLUGIN_PRELOAD = ["numpy", "sklearn.svm", "sklearn.datasets"]
 
 _T0 = time.monotonic()
 now = time.monotonic
@@ -373,6 +381,9 @@ class Bench:
             for label, example, changes, probe in configs:
                 name = f"b-{example}-{changes['replicas']}-{i}"
                 spec = self.spec(example, name=name, **changes)
+                # Every deploy, not only the plugin's: a row must not measure the CPU the previous
+                # row's refill of warm workers takes (5 nodes on one machine refill at once).
+                await self.wait_spares()
                 marks = await self.deploy_to_answer(spec, probe(name))
                 say(f"  {label}: run {i + 1}/{runs}: first answer {marks['answer']:.2f} s ({_fmt(marks)})")
                 out[label].append(marks)
@@ -385,6 +396,38 @@ class Bench:
             setups.append(await asyncio.to_thread(_plugin_setup_alone))
         self.results["plugin_setup_alone"] = setups
         say(f"  inference setup() alone in a fresh python: {', '.join(f'{t:.2f}' for t in setups)} s")
+
+    async def wait_spares(self, timeout: float = 90) -> None:
+        """Until every node that may host the app (all but the entry) has a warm plugin worker ready,
+        as its log says (`plugin spare X ready`, less those claimed or ended since)."""
+        want = self.args.plugin_spares
+        if want <= 0:
+            return
+        hosts = [n for n in self.state.nodes if n is not self.entry]
+
+        def ready_on(node: Any) -> int:
+            ready: set[str] = set()
+            with contextlib.suppress(OSError), open(node.log_path, errors="replace") as fh:
+                for line in fh:
+                    m = SPARE_LINE.search(line)
+                    if m and m["ready"]:
+                        ready.add(m["ready"])
+                    elif m:
+                        ready.discard(m["gone"] or m["claimed"])
+            return len(ready)
+
+        async def all_ready() -> bool:
+            counts = await asyncio.gather(*(asyncio.to_thread(ready_on, n) for n in hosts))
+            return all(c >= want for c in counts)
+
+        t0 = now()
+        try:
+            await self.wait("a warm plugin worker ready on every host", all_ready, timeout=timeout)
+        except BenchError as exc:
+            say(f"  {exc}: deploying anyway")
+            return
+        if now() - t0 > 0.1:
+            say(f"  waited {now() - t0:.1f} s for the nodes' warm plugin workers")
 
     async def row_docker(self) -> None:
         if self.engine_url is None:
@@ -643,6 +686,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
+SPARE_LINE = re.compile(
+    r"plugin spare (?P<ready>\S+) ready|plugin spare (?P<gone>\S+) ended"
+    r"|runs on plugin spare (?P<claimed>\S+)"
+)
+
+
 def _plugin_setup_alone() -> float:
     code = "from model import DigitsModel; DigitsModel().setup()"
     t0 = now()
@@ -731,6 +780,12 @@ def print_table(res: dict[str, Any]) -> None:
         f"  traffic and requests enter at {s['entry']} (an oracle, never a host of the app); "
         f"plans by {s['leader']}; docker: {s['docker']}"
     )
+    spares = s.get("plugin_spares", 0)
+    print(
+        f"  plugin apps: {spares} warm worker(s) per node, preloading {s.get('plugin_preload') or 'nothing'}"
+        if spares
+        else "  plugin apps: no warm workers (cold starts)"
+    )
     rows = dict(res.get("deploy", {}))
     dk = res.get("docker")
     if dk:
@@ -763,7 +818,7 @@ def print_table(res: dict[str, Any]) -> None:
         ts = res["plugin_setup_alone"]
         print(
             f"  {'inference setup() alone':31} {'':8} {'':7} {'':7} {median(ts):7.2f} {'':7}"
-            f"  {'floor, plugin':>15}        (a fresh python, no node, no sandbox; runs: "
+            f"  {'cold floor':>15}        (a fresh python, no node, no sandbox; runs: "
             f"{', '.join(f'{t:.2f}' for t in ts)})"
         )
     if dk:
@@ -895,6 +950,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=None, help="deploy runs per row (default 3; --quick 1)")
     ap.add_argument("--no-docker", action="store_true", help="do not start a private dockerd")
     ap.add_argument("--rows", default="1,2,3,4,5", help="which rows to run (default: all)")
+    ap.add_argument(
+        "--plugin-spares",
+        type=int,
+        default=None,
+        help="warm plugin workers per node (default: the nodes' default, 1; 0 measures cold starts)",
+    )
     args = ap.parse_args()
     args.runs = args.runs or (1 if args.quick else 3)
     args.clients, args.seconds, args.repeat = (8, 1.0, 1) if args.quick else (16, 2.0, 2)
@@ -906,6 +967,16 @@ def main() -> None:
     signal.signal(signal.SIGTERM, on_term)
     from r1os.deeploy.runtimes.process import ProcessRuntime
     from r1os.devnet import Devnet
+    from r1os.node import DeeploySettings
+
+    # The node processes read R1OS_* from the environment they inherit: warm plugin workers that
+    # import what the inference example needs before any app is deployed (an operator offering
+    # model apps sets the same), and with --plugin-spares how many of them each node keeps.
+    os.environ.setdefault("R1OS_DEEPLOY__PLUGIN_PRELOAD", json.dumps(PLUGIN_PRELOAD))
+    if args.plugin_spares is not None:
+        os.environ["R1OS_DEEPLOY__PLUGIN_SPARES"] = str(args.plugin_spares)
+    else:
+        args.plugin_spares = DeeploySettings().plugin_spares
 
     if (why := ProcessRuntime.unavailable()) is not None:
         raise SystemExit(f"no sandbox for process/plugin apps here: {why}")
@@ -970,6 +1041,8 @@ async def run_rows(
         "leader": bench.leader.name,
         "docker": docker_why,
         "runs": args.runs,
+        "plugin_spares": args.plugin_spares,
+        "plugin_preload": os.environ.get("R1OS_DEEPLOY__PLUGIN_PRELOAD", ""),
     }
     if engine_url is not None:
         runtimes = await _runtimes(bench)

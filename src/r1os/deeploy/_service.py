@@ -52,7 +52,21 @@ def available_runtimes(
         # Nodes sharing one engine (a devnet) tell their containers apart by the node's address.
         # Sandboxed processes never see the node's home, even where a bound folder (a venv or a source
         # tree holding the home) contains it.
-        out[name] = cls(settings.docker_url, scope=scope) if name == "docker" else cls(hidden=hidden or [])
+        if name == "docker":
+            out[name] = cls(settings.docker_url, scope=scope)
+        elif name == "plugin":
+            # Warm workers: their folders sit beside the app folders (the same file system, so a
+            # claimed one's folder is renamed into place); the node's home is the first hidden path,
+            # its Deeploy folder `services/deeploy` below it.
+            spare_dir = hidden[0] / "services" / "deeploy" / "spares" if hidden else None
+            out[name] = cls(
+                hidden=hidden or [],
+                spares=settings.plugin_spares if spare_dir is not None else 0,
+                preload=settings.plugin_preload,
+                spare_dir=spare_dir,
+            )
+        else:
+            out[name] = cls(hidden=hidden or [])
     return out
 
 

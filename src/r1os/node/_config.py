@@ -99,6 +99,24 @@ class DeeploySettings(BaseModel):
     docker_url: str | None = Field(
         default=None, description="Docker engine to use (default: DOCKER_HOST or the local socket)"
     )
+    plugin_spares: int = Field(
+        default=1,
+        ge=0,
+        le=16,
+        description="warm plugin workers kept ready: a plugin app starts without starting Python (0: none)",
+    )
+    plugin_preload: list[str] = Field(
+        default_factory=list,
+        description='modules the warm plugin workers import while they wait (["numpy", "sklearn.svm"])',
+    )
+
+    @field_validator("plugin_preload")
+    @classmethod
+    def _preload(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not name or not all(part.isidentifier() for part in name.split(".")):
+                raise ValueError(f"{name!r} is not a module name (write package.module)")
+        return v
 
 
 class EdilSettings(BaseModel):

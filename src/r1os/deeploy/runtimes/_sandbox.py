@@ -405,11 +405,7 @@ class Limiter:
             cg = self._v1_parents["cpu"] / name
             mg.mkdir(exist_ok=True)
             cg.mkdir(exist_ok=True)
-            (mg / "memory.limit_in_bytes").write_text(str(mem))
-            try:
-                (mg / "memory.memsw.limit_in_bytes").write_text(str(mem))
-            except OSError:
-                pass
+            _set_v1_memory(mg, mem)
             (cg / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
             (cg / "cpu.cfs_quota_us").write_text(str(quota))
             files = [mg / "cgroup.procs", cg / "cgroup.procs"]
@@ -423,9 +419,49 @@ class Limiter:
             prefix += [nice, "-n", "10"]
         return Confinement("rlimit", prefix)
 
+    def update(self, c: Confinement, cpu: float, memory_mb: int, pids: Iterable[int] = ()) -> None:
+        """Set new limits on a running replica (a warm worker taken by an app): its groups' knobs, or
+        with rlimits `RLIMIT_DATA` of `pids`. Raises OSError when they cannot be set, among others when
+        the replica already uses more memory than the new limit."""
+        mem = int(memory_mb) << 20
+        quota = max(1000, int(cpu * CPU_PERIOD_US))
+        if c.mode == "cgroup2":
+            g = c.groups[0]
+            used = int((g / "memory.current").read_text())
+            if used > mem:
+                raise OSError(f"it uses {used >> 20} MiB, over {memory_mb} MiB")
+            (g / "memory.max").write_text(str(mem))
+            (g / "cpu.max").write_text(f"{quota} {CPU_PERIOD_US}")
+        elif c.mode == "cgroup1":
+            mg, cg = c.groups
+            _set_v1_memory(mg, mem, strict=True)
+            (cg / "cpu.cfs_quota_us").write_text(str(quota))
+        else:
+            import resource
+
+            for pid in pids:
+                resource.prlimit(pid, resource.RLIMIT_DATA, (mem, mem))
+
     def close(self) -> None:
         """Remove this limiter's parent groups if no replica group is left in them."""
         _rmdir(*(p for p in [self._v2_parent, *self._v1_parents.values()] if p is not None))
+
+
+def _set_v1_memory(group: Path, mem: int, strict: bool = False) -> None:
+    """Set a v1 memory group's limit (and with swap accounting, memory + swap) to `mem` bytes, from
+    whatever they were (a group may be reused). `strict`: a failure to set memsw is raised too."""
+    mem_file, memsw_file = group / "memory.limit_in_bytes", group / "memory.memsw.limit_in_bytes"
+    # memsw may never be below the memory limit: lower the memory limit first, or raise memsw first.
+    # The kernel refuses (EBUSY) a memory limit below what the group cannot give back.
+    knobs = [mem_file, memsw_file]
+    if mem > int(mem_file.read_text()):
+        knobs.reverse()
+    for knob in knobs:
+        try:
+            knob.write_text(str(mem))
+        except OSError:
+            if knob is mem_file or (strict and knob.exists()):
+                raise
 
 
 def _sweep(base: Path) -> None:

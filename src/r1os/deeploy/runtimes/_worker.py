@@ -14,7 +14,9 @@ Calls to `process` are made one at a time unless the class sets `threadsafe = Tr
 `teardown()` is called when the worker is told to stop (SIGTERM).
 
 Only the standard library is used here, so the worker starts in tens of milliseconds and the time to
-the first answer is the plugin's own import and setup.
+the first answer is the plugin's own import and setup. A warm worker (`_worker.py --spare module...`,
+see `spare`) takes even that import out of the way: it starts before any app is deployed, imports
+the modules the node's operator lists, and serves the first app that claims it as above.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -233,7 +236,8 @@ def _on_term(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve the plugin named in `argv` (default `sys.argv[1:]`) until SIGTERM; the exit code."""
+    """Serve the plugin named in `argv` (default `sys.argv[1:]`) until SIGTERM; the exit code.
+    `--spare module...`: a warm worker (see `spare`)."""
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -247,20 +251,72 @@ def main(argv: list[str] | None = None) -> int:
     signal.set_wakeup_fd(wake_w.fileno())
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, _on_term)
+    # The worker's own folder is not the app's: its modules must not shadow the app's.
+    if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
+        sys.path.pop(0)
     try:
-        return _serve(args, wake_r)
+        if args[:1] == ["--spare"]:
+            return spare(args[1:], wake_r)
+        if len(args) != 1:
+            log.error("usage: _worker.py module.path:ClassName | --spare [module ...]")
+            return 2
+        return _serve(args[0], wake_r)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0
 
 
-def _serve(args: list[str], wake: socket.socket) -> int:
-    if len(args) != 1:
-        log.error("usage: _worker.py module.path:ClassName")
+#: What a spare writes (to its log) once its modules are imported.
+SPARE_READY = "spare ready"
+#: What a spare writes for a module it cannot import (the module's name follows).
+SPARE_SKIPPED = "spare cannot preload "
+#: Bytes a claim may take (the app's env: 128 variables of up to 16 KiB, and JSON's escapes).
+MAX_CLAIM = 16 << 20
+
+
+def spare(preload: list[str], wake: socket.socket) -> int:
+    """A warm worker: import the `preload` modules (one that fails is written to the log and skipped),
+    then wait for one claim on stdin, a JSON line `{"plugin": "module:Class", "env": {...}}`; take
+    `env` as the whole environment and serve the plugin as a worker started with it would. The node
+    starts a spare in the sandbox of a replica, with an empty app folder as cwd, and moves the app's
+    files into that folder before it sends the claim; stdin closed with no claim ends it (code 0)."""
+    t0 = time.monotonic()
+    loaded = []
+    for name in preload:
+        try:
+            importlib.import_module(name)
+            loaded.append(name)
+        except Exception as exc:
+            log.warning("%s%s: %s: %s", SPARE_SKIPPED, name, type(exc).__name__, exc)
+    log.info(
+        "%s (%s in %.2f s)", SPARE_READY, ", ".join(loaded) or "nothing preloaded", time.monotonic() - t0
+    )
+    line = sys.stdin.buffer.readline(MAX_CLAIM)
+    if not line:
+        return 0
+    try:
+        claim = json.loads(line)
+        target, env = claim["plugin"], claim["env"]
+        if not isinstance(target, str) or not isinstance(env, dict):
+            raise TypeError("plugin must be a string and env an object")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise TypeError("env must map strings to strings")
+    except (ValueError, KeyError, TypeError) as exc:
+        log.error("bad claim: %s", exc)
         return 2
-    target = args[0]
+    # Nothing more comes from the node: the app reads /dev/null, as a worker started for it does.
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.environ.clear()
+    os.environ.update(env)
+    os.environ["PWD"] = os.getcwd()  # as bubblewrap sets it for a worker started in the app folder
+    # The app's files arrived after the interpreter started: forget what the import system cached.
+    importlib.invalidate_caches()
+    return _serve(target, wake)
+
+
+def _serve(target: str, wake: socket.socket) -> int:
     # The app folder (the cwd) comes first on sys.path, so its modules win.
-    if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
-        sys.path.pop(0)
     sys.path.insert(0, os.getcwd())
     try:
         port = int(os.environ["PORT"])

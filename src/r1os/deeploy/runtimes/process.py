@@ -151,6 +151,16 @@ class ProcessRuntime(AppRuntime):
         command = self.command_for(launch)
         if not launch.folder.is_dir():
             raise RuntimeFailure(f"replica {rid}: app folder {launch.folder} does not exist")
+        rep = await self._spawn(launch, command, self.env_for(launch))
+        self._replicas[rid] = rep
+        self._note(rep, f"started (pid {rep.proc.pid}, limits: {launch.cpu:g} cpu, {launch.memory_mb} MiB)")
+
+    async def _spawn(
+        self, launch: ReplicaLaunch, command: list[str], env: dict[str, str], *, stdin: bool = False
+    ) -> _Replica:
+        """Start `command` in the sandbox of `launch` (its folder, limits, log) and watch it; with
+        `stdin` the node keeps a pipe to its standard input (else it reads /dev/null)."""
+        rid = launch.replica_id
         launch.run_dir.mkdir(parents=True, exist_ok=True)
         try:
             inner = _sandbox.bwrap_command(
@@ -164,10 +174,10 @@ class ProcessRuntime(AppRuntime):
             proc = await asyncio.create_subprocess_exec(
                 *confinement.prefix,
                 *inner,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
-                env=self.env_for(launch),
+                env=env,
                 cwd="/",
                 start_new_session=True,
             )
@@ -176,9 +186,8 @@ class ProcessRuntime(AppRuntime):
             confinement.release()
             raise RuntimeFailure(f"replica {rid}: cannot start the sandbox: {exc}") from None
         rep = _Replica(launch, proc, confinement, log)
-        self._replicas[rid] = rep
-        self._note(rep, f"started (pid {proc.pid}, limits: {launch.cpu:g} cpu, {launch.memory_mb} MiB)")
         rep.watcher = asyncio.create_task(self._watch(rep), name=f"replica-{rid}")
+        return rep
 
     def _note(self, rep: _Replica, text: str) -> None:
         line = f"[r1os] {time.strftime('%Y-%m-%dT%H:%M:%S')} {text}"
@@ -294,7 +303,11 @@ class ProcessRuntime(AppRuntime):
 
     async def stop(self, replica_id: str, timeout: float = 5.0) -> None:
         rep = self._replicas.get(replica_id)
-        if rep is None or rep.done.is_set():
+        if rep is not None:
+            await self._stop(rep, timeout)
+
+    async def _stop(self, rep: _Replica, timeout: float) -> None:
+        if rep.done.is_set():
             return
         rep.stopping = True
         pids = self._app_pids(rep) if rep.proc.returncode is None else []
@@ -311,7 +324,7 @@ class ProcessRuntime(AppRuntime):
             except TimeoutError:
                 if rep.watcher is not None:
                     rep.watcher.cancel()
-                raise RuntimeFailure(f"replica {replica_id} did not end after SIGKILL") from None
+                raise RuntimeFailure(f"replica {rep.launch.replica_id} did not end after SIGKILL") from None
 
     async def logs(self, replica_id: str, tail: int = 100) -> list[str]:
         rep = self._replicas.get(replica_id)
