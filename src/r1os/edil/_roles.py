@@ -141,6 +141,18 @@ def model_layout(spec: JobSpec) -> Layout:
     return layout(spec, n_in, classes)
 
 
+def _once(
+    said: set[tuple[str, int, str]], key: tuple[str, int, str], what: str, state: JobState, exc: Exception
+) -> None:
+    """Log a failure the roles retry every pass only the first time it happens in a round."""
+    if key in said:
+        return
+    if len(said) > 10_000:
+        said.clear()
+    said.add(key)
+    log.warning("edil: job %s round %d: %s: %s", state.job_id, state.round, what, exc)
+
+
 # -- the owner ---------------------------------------------------------------------------------
 
 
@@ -267,9 +279,10 @@ class Owner:
         if not isinstance(raw, dict) or not isinstance(raw.get("cid"), str):
             raise EdilError("the dropped participants' mask terms are missing", cause="no_recovery")
         terms = unpack_params(await self.io.get_sealed(raw["cid"]), self.layout.size)
-        from r1os.edil._masks import unmask_sum
-
-        return unmask_sum(summed, [terms])
+        if not np.all(np.isfinite(terms)):
+            raise EdilError("the dropped participants' mask terms are not finite", cause="malformed")
+        out: np.ndarray = summed - terms
+        return out
 
     async def _encoder(self) -> Any:
         from r1os.edil._dae import DAE
@@ -299,6 +312,7 @@ class Participant:
         """job id -> last round this node sent an update for."""
         self.recovered: set[tuple[str, int]] = set()
         self._busy: set[str] = set()
+        self._said: set[tuple[str, int, str]] = set()
 
     async def on_job(self, state: JobState) -> None:
         """Act on a job record: train for its round, or answer a call for mask terms."""
@@ -314,8 +328,8 @@ class Participant:
                 self.sent[state.job_id] = state.round
                 return
             await self._train(state)
-        except R1osError as exc:
-            log.warning("edil: job %s round %d: cannot take part: %s", state.job_id, state.round, exc)
+        except R1osError as exc:  # retried on the next pass; said once
+            _once(self._said, (state.job_id, state.round, str(exc)), "cannot take part", state, exc)
         finally:
             self._busy.discard(state.job_id)
 
@@ -496,6 +510,7 @@ class Aggregator:
         self.rounds: dict[str, _Round] = {}
         self._busy: set[str] = set()
         self._public: dict[str, PublicContext] = {}
+        self._said: set[tuple[str, int, str]] = set()
         self.summed = 0
 
     async def on_job(self, state: JobState) -> None:
@@ -504,8 +519,8 @@ class Aggregator:
         self._busy.add(state.job_id)
         try:
             await self._step(state)
-        except R1osError as exc:
-            log.warning("edil: job %s round %d: aggregation: %s", state.job_id, state.round, exc)
+        except R1osError as exc:  # retried on the next pass; said once
+            _once(self._said, (state.job_id, state.round, str(exc)), "aggregation", state, exc)
         finally:
             self._busy.discard(state.job_id)
 
@@ -626,36 +641,56 @@ class Aggregator:
                 rnd.number,
                 dropped,
             )
+        from r1os.edil._masks import MASK_RANGE
+
         terms: list[np.ndarray] = []
+        bound = MASK_RANGE * len(dropped)
         for survivor in rnd.seen:
             raw = await self.io.cstore.hget(recovery_key(survivor, state.job_id), str(rnd.number))
-            if raw is None:
-                if _now_ms() < state.deadline_ms + int(state.spec.get("deadline_s", 60) * 1000):
+            vec: Any = None
+            if raw is not None:
+                try:
+                    pointer = RecoveryPointer.model_validate(raw)
+                    blob = await self.io.get_sealed(pointer.blob_cid)
+                    check_update(
+                        pointer.update,
+                        blob,
+                        network=self.io.network,
+                        job=f"{state.job_id}/recovery",
+                        round=rnd.number,
+                        participants=rnd.seen,
+                        context_fingerprint=None,
+                        length=length,
+                        seen=[],
+                        privacy="masked",
+                    )
+                    vec = unpack_blob(blob)
+                    if not isinstance(vec, np.ndarray) or not np.all(np.isfinite(vec)):
+                        raise EdilError("mask terms that are not a finite vector", cause="malformed")
+                    if float(np.max(np.abs(vec), initial=0.0)) > bound:
+                        raise EdilError("mask terms beyond the mask range", cause="malformed")
+                except (ValidationError, R1osError) as exc:
+                    log.warning(
+                        "edil: job %s round %d: mask terms of %s refused: %s",
+                        state.job_id,
+                        rnd.number,
+                        survivor,
+                        exc,
+                    )
+                    vec = None
+            if vec is None:
+                if raw is None and _now_ms() < state.deadline_ms + int(
+                    state.spec.get("deadline_s", 60) * 1000
+                ):
                     return False  # still waiting
                 log.warning(
-                    "edil: job %s round %d: %s sent no mask terms; the round is lost",
+                    "edil: job %s round %d: no usable mask terms from %s; the round is lost",
                     state.job_id,
                     rnd.number,
                     survivor,
                 )
                 rnd.total, rnd.seen, rnd.samples = None, [], 0
                 return True
-            pointer = RecoveryPointer.model_validate(raw)
-            blob = await self.io.get_sealed(pointer.blob_cid)
-            check_update(
-                pointer.update,
-                blob,
-                network=self.io.network,
-                job=f"{state.job_id}/recovery",
-                round=rnd.number,
-                participants=rnd.seen,
-                context_fingerprint=None,
-                length=length,
-                seen=[],
-                privacy="masked",
-            )
-            vec = unpack_blob(blob)
-            assert isinstance(vec, np.ndarray)
             terms.append(vec)
         total_terms = np.sum(terms, axis=0) if terms else np.zeros(length)
         if state.privacy in ENCRYPTED:
@@ -664,9 +699,7 @@ class Aggregator:
             cid = await self.io.put_sealed(pack_params(total_terms), [state.owner_node])
             await self.io.cstore.hset(key, f"{rnd.number}:terms", {"cid": cid})
         else:
-            from r1os.edil._masks import unmask_sum
-
-            rnd.total = unmask_sum(rnd.total, [total_terms])
+            rnd.total = rnd.total - total_terms
         return True
 
     async def _finish(self, state: JobState, rnd: _Round, dropped: list[str]) -> None:
