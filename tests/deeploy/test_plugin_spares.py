@@ -309,9 +309,15 @@ def test_settings_reach_the_plugin_runtime(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(ValueError):
         DeeploySettings(plugin_spares=-1)
     home = tmp_path / "node"
-    rts = available_runtimes(settings.model_copy(update={"runtimes": ["plugin"]}), hidden=[home])
+    spares = home / "services" / "deeploy" / "spares"
+    rts = available_runtimes(
+        settings.model_copy(update={"runtimes": ["plugin"]}), hidden=[home], spare_dir=spares
+    )
     plugin = rts["plugin"]
     assert isinstance(plugin, PluginRuntime)
     assert plugin._spare_count == 2 and plugin._preload == ["numpy", "sklearn.svm"]
-    assert plugin._spare_dir == home / "services" / "deeploy" / "spares"
+    assert plugin._spare_dir == spares
+    # Without a folder for them, no spares.
+    cold = available_runtimes(settings.model_copy(update={"runtimes": ["plugin"]}), hidden=[home])["plugin"]
+    assert isinstance(cold, PluginRuntime) and cold._spare_count == 0
     assert sys.executable  # the spares run the node's own Python, as cold workers do

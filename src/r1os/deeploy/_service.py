@@ -27,9 +27,14 @@ log = logging.getLogger("r1os.deeploy")
 
 
 def available_runtimes(
-    settings: DeeploySettings, scope: str = "", hidden: list[Path] | None = None
+    settings: DeeploySettings,
+    scope: str = "",
+    hidden: list[Path] | None = None,
+    spare_dir: Path | None = None,
 ) -> dict[str, AppRuntime]:
-    """The runtimes that work on this machine (and that the settings allow), one instance each."""
+    """The runtimes that work on this machine (and that the settings allow), one instance each.
+    `spare_dir`: where warm plugin workers keep their folders (on the app folders' file system, so a
+    claimed one is renamed into place); None turns them off."""
     from r1os.deeploy.runtimes.plugin import PluginRuntime
     from r1os.deeploy.runtimes.process import ProcessRuntime
 
@@ -55,10 +60,6 @@ def available_runtimes(
         if name == "docker":
             out[name] = cls(settings.docker_url, scope=scope)
         elif name == "plugin":
-            # Warm workers: their folders sit beside the app folders (the same file system, so a
-            # claimed one's folder is renamed into place); the node's home is the first hidden path,
-            # its Deeploy folder `services/deeploy` below it.
-            spare_dir = hidden[0] / "services" / "deeploy" / "spares" if hidden else None
             out[name] = cls(
                 hidden=hidden or [],
                 spares=settings.plugin_spares if spare_dir is not None else 0,
@@ -111,7 +112,9 @@ class DeeployService(Service):
             runtimes = (
                 self._runtimes
                 if self._runtimes is not None
-                else available_runtimes(s, ctx.address, [ctx.data_dir.parents[1]])
+                else available_runtimes(
+                    s, ctx.address, [ctx.data_dir.parents[1]], spare_dir=ctx.data_dir / "spares"
+                )
             )
             self.agent = Agent(
                 self.cstore,
