@@ -81,3 +81,20 @@ async def test_the_example_encrypted_over_the_network_meets_the_accuracy_targets
     central = centralized(resolved).final_accuracy
     assert abs(v["test_accuracy"] - plain) <= 0.005, (v["test_accuracy"], plain)
     assert v["test_accuracy"] >= central - 0.02, (v["test_accuracy"], central)
+
+
+async def test_a_job_on_encodings_shares_the_encoder_through_r1fs(net: EdilNet) -> None:
+    """With an encoder, the first participant trains it on its own data and seals it to the others and
+    the owner's node; everyone trains and measures on encodings; the result equals the simulation's."""
+    from r1os.edil import load_spec
+    from r1os.edil.simulate import simulate, with_changes
+
+    r = await net.submit(0, example(privacy="ckks", rounds=4, encoder={"dim": 16, "epochs": 30}))
+    assert r.status_code == 200, r.text
+    job = r.json()
+    v = await finished(net, job["job_id"])
+    assert v["phase"] == "done", v
+    spec = load_spec(EXAMPLE)
+    nodes = [{"node": p, "data": q.data} for p, q in zip(job["participants"], spec.participants, strict=True)]
+    sim = simulate(with_changes(spec, participants=nodes, rounds=4, encoder={"dim": 16, "epochs": 30}))
+    assert abs(v["test_accuracy"] - sim.final_accuracy) <= 0.005, (v["test_accuracy"], sim.final_accuracy)
