@@ -160,6 +160,30 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devnet, D
             dn.down()
 
 
+def _job(job_id: str, node: str) -> dict[str, Any]:
+    """A finished one-round job owned by `node` (the record `r1os.edil` keeps in CSTORE)."""
+    other = "0x" + "11" * 20
+    return {
+        "job_id": job_id,
+        "name": "digits",
+        "owner": node.lower(),
+        "owner_node": node.lower(),
+        "aggregator": "0x" + "22" * 20,
+        "participants": [other],
+        "spec": {"name": "digits", "rounds": 1},
+        "privacy": "plain",
+        "phase": "done",
+        "model_cid": "bafy",
+        "round_started_ms": 1,
+        "deadline_ms": 2,
+        "history": [
+            {"round": 1, "included": [other], "samples": 10, "test_accuracy": 0.9, "model_cid": "bafy"}
+        ],
+        "created_ms": 1,
+        "updated_ms": 2,
+    }
+
+
 def _json(args: list[str], env: dict[str, str] | None = None) -> Any:
     result: Result = runner.invoke(app, args, env=env)
     assert result.exit_code == 0, f"r1os {' '.join(args)}: {result.output}"
@@ -185,6 +209,12 @@ def test_every_listing_prints_json(devnet: tuple[Devnet, DevnetState], tmp_path:
     (tmp_path / "app.yaml").write_text("name: hello\nruntime: process\ncommand: [run]\nreplicas: 0\n")
     deployed = runner.invoke(app, ["app", "deploy", str(tmp_path / "app.yaml"), "--node", url])
     assert deployed.exit_code == 0, deployed.output
+    # A finished training job's record, as an owner's node publishes it in its namespace (a real job needs
+    # three nodes or more: tests/cli/test_edil.py trains some); written here by the node's operator.
+    job_id = "00c0ffee00c0ffee"
+    job_key = f"{ns}edil:job:{job_id}"
+    written = runner.invoke(app, ["cstore", "set", job_key, json.dumps(_job(job_id, address)), "--node", url])
+    assert written.exit_code == 0, written.output
 
     runs: dict[CmdPath, list[list[str]]] = {
         ("keys", "show"): [[]],
@@ -205,6 +235,8 @@ def test_every_listing_prints_json(devnet: tuple[Devnet, DevnetState], tmp_path:
         ("app", "ls"): [["--node", url]],
         ("app", "status"): [["hello", "--node", url]],
         ("app", "nodes"): [["--node", url]],
+        ("edil", "ls"): [["--node", url]],
+        ("edil", "status"): [[job_id, "--node", url]],
     }
     # A new listing (outside the chain groups) must be run here too.
     to_run = {p for p in [*LISTINGS, *ALWAYS_JSON] if p[0] not in CHAIN_GROUPS}
@@ -218,7 +250,7 @@ def test_every_listing_prints_json(devnet: tuple[Devnet, DevnetState], tmp_path:
     # The JSON is the data, not just any JSON.
     assert out[("node", "info")][0]["address"] == address
     assert {f"{ns}greeting", f"{ns}h"} <= set(out[("cstore", "keys")][0])
-    assert sorted(out[("cstore", "keys")][1]) == [f"{ns}greeting", f"{ns}h"]
+    assert sorted(out[("cstore", "keys")][1]) == [job_key, f"{ns}greeting", f"{ns}h"]
     assert out[("cstore", "hgetall")][0] == {"f": 1}
     assert cid in {p["cid"] for p in out[("fs", "ls")][0]}
     assert out[("fs", "stat")][0]["cid"] == cid
@@ -233,6 +265,10 @@ def test_every_listing_prints_json(devnet: tuple[Devnet, DevnetState], tmp_path:
     assert [a["app"] for a in out[("app", "ls")][0]] == [f"{owner}/hello"]
     assert out[("app", "status")][0]["replicas"] == [] and out[("app", "status")][0]["version"] == 1
     assert all(h["address"] == address.lower() for h in out[("app", "nodes")][0])
+    assert [j["job_id"] for j in out[("edil", "ls")][0]] == [job_id]
+    job = out[("edil", "status")][0]
+    assert (job["phase"], job["rounds_done"], job["test_accuracy"]) == ("done", 1, 0.9)
+    assert job["model_cid"] == "bafy" and job["history"][0]["samples"] == 10
 
     # Without --node, $R1OS_API_URL names the node.
     env = {"R1OS_API_URL": url}

@@ -58,6 +58,9 @@ def _register() -> None:
     from r1os.cli import apps
 
     app.add_typer(apps.app, name="app", help="Deploy and run apps on the network (Deeploy).")
+    from r1os.cli import edil
+
+    app.add_typer(edil.app, name="edil", help="Train models over the network, privately (EDIL).")
 
 
 _register()

@@ -14,6 +14,7 @@ from r1os.sdk._apps import Apps, AsyncApps, NotReady
 from r1os.sdk._auth import TOKEN_ENV, NodeAuth, NodeIdentity, NoToken, read_token
 from r1os.sdk._clients import AsyncDauth, AsyncOracle, Dauth, Oracle
 from r1os.sdk._cstore import AsyncCStore, CStore, CStoreRefused
+from r1os.sdk._edil import AsyncEdil, Edil, JobFailed
 from r1os.sdk._session import API_URL_ENV, DEFAULT_URL, AsyncSession, Session
 
 __all__ = [
@@ -24,11 +25,14 @@ __all__ = [
     "AsyncApps",
     "AsyncCStore",
     "AsyncDauth",
+    "AsyncEdil",
     "AsyncOracle",
     "AsyncSession",
     "CStore",
     "CStoreRefused",
     "Dauth",
+    "Edil",
+    "JobFailed",
     "NoToken",
     "NodeAuth",
     "NodeIdentity",

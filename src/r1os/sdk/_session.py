@@ -1,5 +1,5 @@
 """`Session` and `AsyncSession`: one node URL, one caller (a key, the node's operator token, or nobody),
-and every service behind them (`.cstore`, `.r1fs`, `.dauth`, `.oracle`, `.apps`).
+and every service behind them (`.cstore`, `.r1fs`, `.dauth`, `.oracle`, `.apps`, `.edil`).
 
 Who the caller is, and how each request proves it, is decided in one place: `NodeAuth` (`_auth.py`),
 the httpx `Auth` of the session's client.
@@ -24,6 +24,7 @@ from r1os.sdk._apps import Apps, AsyncApps
 from r1os.sdk._auth import NodeAuth, find_token
 from r1os.sdk._clients import AsyncDauth, AsyncOracle, Dauth, Oracle
 from r1os.sdk._cstore import AsyncCStore, CStore
+from r1os.sdk._edil import AsyncEdil, Edil
 from r1os.sdk._http import Api, AsyncApi, json_body
 
 API_URL_ENV = "R1OS_API_URL"
@@ -73,6 +74,7 @@ class AsyncSession:
         self.dauth = AsyncDauth(self._api)
         self.oracle = AsyncOracle(AsyncApi(self._http, self.url, "oracle"))
         self.apps = AsyncApps(self._api, key, self.auth)
+        self.edil = AsyncEdil(self._api, self.auth)
 
     @cached_property
     def r1fs(self) -> R1fsClient:
@@ -128,6 +130,7 @@ class Session:
         self.dauth = Dauth(self._api)
         self.oracle = Oracle(Api(self._http, self.url, "oracle"))
         self.apps = Apps(self._api, key, self.auth)
+        self.edil = Edil(self._api, self.auth)
 
     @cached_property
     def r1fs(self) -> R1fs:
