@@ -120,8 +120,8 @@ def install_routes(router: APIRouter, svc: EdilService) -> None:
     async def model(request: Request, job_id: str) -> Response:
         """The current global model as an .npz (`params`, and the spec's model section as JSON), on the
         owner's node, for the owner or the operator."""
+        await owner_or_operator(request, svc.job(job_id))
         state, params = svc.model_of(job_id)
-        await owner_or_operator(request, state)
         buf = io.BytesIO()
         spec = spec_from_data(state.spec)
         n_in, classes = spec.model_shape()

@@ -4,12 +4,11 @@
 import { describe, getJSON } from "./api.js";
 import { fill, h, note, shortAddress } from "./dom.js";
 import {
-  appsPanel, availabilityPanel, cstorePanel, dauthPanel, networkPanel, nodePanel, r1fsPanel,
+  appsPanel, availabilityPanel, cstorePanel, dauthPanel, networkPanel, nodePanel, r1fsPanel, trainingPanel,
 } from "./panels.js";
 
 // Every panel, in page order. `service`: the node service it needs (from /v1/node); a panel whose
-// service the node does not run says so instead. EDIL (training) has no service yet: when it lands, its
-// panel gets a `create` of its own (see docs/dashboard.md).
+// service the node does not run says so instead (see docs/dashboard.md).
 const PANELS = [
   { id: "network", title: "Network map", create: networkPanel, wide: true },
   { id: "node", title: "This node", create: nodePanel },
@@ -18,7 +17,7 @@ const PANELS = [
   { id: "cstore", title: "CSTORE browser", service: "cstore", create: cstorePanel, wide: true },
   { id: "r1fs", title: "R1FS pins", service: "r1fs", create: r1fsPanel, wide: true },
   { id: "apps", title: "Apps (Deeploy)", service: "deeploy", create: appsPanel, wide: true },
-  { id: "training", title: "Training (EDIL)", service: "edil", create: null },
+  { id: "training", title: "Training (EDIL)", service: "edil", create: trainingPanel, wide: true },
 ];
 
 const app = { snapshot: null, node: null, panels: [] };

@@ -105,3 +105,23 @@ function lookup(values, node) {
   for (const [k, v] of Object.entries(values)) if (k.toLowerCase() === lower) return v;
   return 0;
 }
+
+/** Test accuracy per round of a training job, as a line on [0, 1]. */
+export function accuracyLine(values, width = 280, height = 90) {
+  const pad = 6;
+  const svg = s("svg", {
+    viewBox: `0 0 ${width} ${height}`, class: "chart accuracy", role: "img",
+    "aria-label": `test accuracy over ${values.length} rounds`,
+  });
+  const points = values
+    .map((v, i) => [i, v])
+    .filter(([, v]) => typeof v === "number" && Number.isFinite(v));
+  if (!points.length) return svg;
+  const n = Math.max(1, values.length - 1);
+  const xy = points.map(([i, v]) => [pad + (i / n) * (width - 2 * pad), height - pad - v * (height - 2 * pad)]);
+  svg.append(s("line", { x1: pad, x2: width - pad, y1: pad, y2: pad, class: "edge off" }));
+  svg.append(s("polyline", { points: xy.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(" "), class: "accuracy-line" }));
+  const [lx, ly] = xy[xy.length - 1];
+  svg.append(s("circle", { cx: lx, cy: ly, r: 3, class: "accuracy-dot" }));
+  return svg;
+}

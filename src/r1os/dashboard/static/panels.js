@@ -3,7 +3,7 @@
 // public, read-only routes of this node; nothing here writes.
 
 import { describe, getJSON } from "./api.js";
-import { availabilityGrid, networkRing } from "./charts.js";
+import { accuracyLine, availabilityGrid, networkRing } from "./charts.js";
 import {
   ago, badge, bytes, count, duration, facts, fill, h, link, note, num, shortAddress, time,
 } from "./dom.js";
@@ -419,6 +419,51 @@ export function appsPanel(body) {
         h("td", null, (a.replicas || []).map((r) => h("span", { class: "replica", title: `${r.node} v${r.version} ${r.detail || ""}` },
           badge(`${shortAddress(r.node)} ${r.state}${r.restarts ? ` ↻${r.restarts}` : ""}`, REPLICA_KIND[r.state] ?? "")))),
         h("td", null, a.note || "—"))));
+    },
+  };
+}
+
+// -- training (EDIL) ----------------------------------------------------------------------------------
+
+const PHASE_KIND = { training: "warn", done: "ok", failed: "bad", stopped: "" };
+
+export function trainingPanel(body) {
+  const stats = h("p", { class: "summary" });
+  const list = h("div", { class: "jobs" });
+  body.append(stats, list);
+  return {
+    every: 2000,
+    async refresh() {
+      let answer;
+      try {
+        answer = await getJSON("/v1/edil/jobs");
+      } catch (err) {
+        fill(list, note(describe(err), "warn"));
+        return;
+      }
+      const jobs = answer.jobs || [];
+      fill(stats, `${count(jobs.length, "job")} · ${num(jobs.filter((j) => j.phase === "training").length)} running`);
+      if (!jobs.length) {
+        fill(list, note("No training jobs yet: `r1os edil train examples/edil/digits.yaml`."));
+        return;
+      }
+      fill(list, jobs.slice(0, 20).map((j) => {
+        const acc = (j.history || []).map((r) => r.test_accuracy);
+        const last = j.history?.[j.history.length - 1];
+        return h("div", { class: "job", dataset: { job: j.job_id } },
+          h("div", { class: "job-head" },
+            h("strong", null, j.name), " ", badge(j.phase, PHASE_KIND[j.phase] ?? ""), " ",
+            h("span", { class: "mono", title: j.job_id }, j.job_id), " ", badge(j.privacy)),
+          facts([
+            ["rounds", h("span", { class: "rounds-done" }, `${num(j.rounds_done)}/${num(j.rounds)}`)],
+            ["test accuracy", h("span", { class: "accuracy" }, typeof j.test_accuracy === "number" ? `${(100 * j.test_accuracy).toFixed(1)} %` : "—")],
+            ["participants", h("span", null, j.participants.map((p) => shortAddress(p)).join(", "))],
+            ["aggregator", h("span", { class: "mono", title: j.aggregator }, shortAddress(j.aggregator))],
+            last ? ["last round", `${num(last.included.length)} in, ${num(last.dropped.length)} dropped, ${num(Object.keys(last.refused || {}).length)} refused`] : null,
+            j.error ? ["error", j.error] : null,
+          ]),
+          accuracyLine(acc));
+      }));
     },
   };
 }
