@@ -191,9 +191,9 @@ class Owner:
                 self.encoder = await self._encoder()
                 test_x = self.encoder.encode(self.test.X)
             r = self.state.round
+            self.wake.clear()  # before the read: a sum written after it wakes the wait below
             raw = await self.io.cstore.hget(agg_key, str(r))
             if raw is None:
-                self.wake.clear()
                 try:
                     await asyncio.wait_for(self.wake.wait(), 1.0)
                 except TimeoutError:
@@ -211,6 +211,7 @@ class Owner:
                 dropped=pointer.dropped if pointer else [],
                 refused=pointer.refused if pointer else {},
                 samples=pointer.samples if pointer else 0,
+                update_bytes=pointer.update_bytes if pointer else {},
                 seconds=round(time.monotonic() - self.round_started, 3),
             )
             if summed is not None and pointer is not None and pointer.samples > 0:
@@ -496,6 +497,7 @@ class _Round:
     """Set once the survivors are asked for mask terms: no update of a dropped participant counts after."""
     seen: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
     samples: int = 0
     total: Any = None
     done: bool = False
@@ -511,16 +513,25 @@ class Aggregator:
         self._busy: set[str] = set()
         self._public: dict[str, PublicContext] = {}
         self._said: set[tuple[str, int, str]] = set()
+        self._again: set[str] = set()
         self.summed = 0
 
     async def on_job(self, state: JobState) -> None:
-        if state.aggregator != self.io.me or state.phase != "training" or state.job_id in self._busy:
+        if state.aggregator != self.io.me or state.phase != "training":
+            return
+        if state.job_id in self._busy:
+            self._again.add(state.job_id)  # something changed while a pass runs: it looks once more
             return
         self._busy.add(state.job_id)
         try:
-            await self._step(state)
-        except R1osError as exc:  # retried on the next pass; said once
-            _once(self._said, (state.job_id, state.round, str(exc)), "aggregation", state, exc)
+            while True:
+                self._again.discard(state.job_id)
+                try:
+                    await self._step(state)
+                except R1osError as exc:  # retried on the next pass; said once
+                    _once(self._said, (state.job_id, state.round, str(exc)), "aggregation", state, exc)
+                if state.job_id not in self._again:
+                    break
         finally:
             self._busy.discard(state.job_id)
 
@@ -612,6 +623,7 @@ class Aggregator:
             return
         rnd.seen.append(participant)
         rnd.samples += header.samples
+        rnd.sizes[participant] = len(blob)
 
     async def _add(self, state: JobState, rnd: _Round, parts: Any, length: int) -> None:
         if state.privacy in ENCRYPTED:

@@ -93,6 +93,7 @@ class AggregatePointer(BaseModel):
     samples: int
     refused: dict[str, str] = Field(default_factory=dict)
     dropped: list[str] = Field(default_factory=list)
+    update_bytes: dict[str, int] = Field(default_factory=dict, description="participant -> blob bytes")
 
 
 class DroppedNotice(BaseModel):
