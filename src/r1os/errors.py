@@ -117,6 +117,22 @@ class AdmissionRefused(R1osError):
     status = 403
 
 
+def first_invalid(exc: Any, default: str = "") -> tuple[str, str]:
+    """The field path (`participants.1.data`, else `default`) and the message of the first error a pydantic
+    `ValidationError` lists (duck-typed on its `errors()`: this module does not import pydantic)."""
+    err = exc.errors()[0]
+    return ".".join(str(p) for p in err.get("loc", ())) or default, str(err.get("msg", "invalid"))
+
+
+class FieldError(ValueError):
+    """Raised by a whole-spec check (a model validator) to name the field it is about; `SpecError.
+    from_validation` reports that field's path instead of the spec's."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class SpecError(R1osError):
     """A spec (app, job, config) is invalid; `path` names the offending field."""
 
@@ -126,6 +142,31 @@ class SpecError(R1osError):
 
     cause = "bad_spec"
     status = 422
+
+    @classmethod
+    def from_validation(cls, exc: Any, *, hint: str | None = None) -> SpecError:
+        """The first error of a pydantic `ValidationError` `exc` (duck-typed: `errors()`, `error_count()`)
+        naming its field (`spec` for the whole spec, or the field a `FieldError` names), and how many
+        more errors there are."""
+        err = exc.errors()[0]
+        count = exc.error_count()
+        path, msg = first_invalid(exc, "spec")
+        msg = msg.removeprefix("Value error, ")
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, FieldError):
+            path = inner.path if path == "spec" else f"{path}.{inner.path}"
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        more = f" (and {count - 1} more)" if count > 1 else ""
+        return cls(msg + more, path=path, hint=hint)
+
+    @classmethod
+    def from_yaml(cls, exc: Exception, source: str = "spec") -> SpecError:
+        """A YAML parse error `exc` of the text from `source`, with the line it is at (duck-typed on
+        PyYAML's `problem_mark` and `problem`)."""
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        return cls(f"{source} is not YAML/JSON{where}: {getattr(exc, 'problem', exc)}")
 
 
 class RemoteError(R1osError):

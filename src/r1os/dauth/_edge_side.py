@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from r1os import __version__
 from r1os.dauth._ledger import AdmissionLedger
 from r1os.dauth._models import AdmitAnswer, DauthError, NetworkConfig, Refusal, make_request, signer_of
-from r1os.errors import error_from_body
+from r1os.errors import error_from_body, first_invalid
 from r1os.identity import NodeKey
 
 log = logging.getLogger("r1os.dauth")
@@ -155,7 +155,7 @@ class EdgeSide:
                 answer = AdmitAnswer.model_validate(data)
                 await self._accept(url, answer)
             except ValidationError as exc:
-                last = DauthError("malformed", f"bad answer from {url}: {exc.errors()[0]['msg']}", status=502)
+                last = DauthError("malformed", f"bad answer from {url}: {first_invalid(exc)[1]}", status=502)
                 log.warning("dauth: %s", last)
                 continue
             except DauthError as exc:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from r1os.errors import AdmissionRefused, R1osError
+from r1os.errors import AdmissionRefused, R1osError, first_invalid
 from r1os.identity import NodeKey, eip191_digest, normalize_address, recover_address
 from r1os.wire import canonical_bytes
 
@@ -155,11 +155,8 @@ def parse_request(data: Any, network: str, now: float | None = None) -> Admissio
     try:
         req = AdmissionRequest.model_validate(data["request"], strict=False)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(map(str, first["loc"]))
-        raise DauthError(
-            "malformed", f"request.{loc}: {first['msg']}", hint=_MALFORMED_HINT, status=400
-        ) from None
+        loc, msg = first_invalid(exc)
+        raise DauthError("malformed", f"request.{loc}: {msg}", hint=_MALFORMED_HINT, status=400) from None
     if set(data["request"]) != set(AdmissionRequest.model_fields):
         raise DauthError(
             "malformed", "request has missing or unknown fields", hint=_MALFORMED_HINT, status=400

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from r1os.deeploy._spec import AppSpec, canonical_json, spec_from_data
-from r1os.errors import R1osError, SignatureError, SpecError
+from r1os.errors import R1osError, SignatureError, SpecError, first_invalid
 from r1os.identity import NodeKey, eip191_digest, encrypt_to, normalize_address, recover_address
 
 Action = Literal["deploy", "update", "scale", "delete"]
@@ -149,9 +149,8 @@ def parse_signed_request(raw: bytes | dict[str, Any]) -> SignedAppRequest:
             return SignedAppRequest.model_validate(raw)
         return SignedAppRequest.model_validate_json(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ())) or "request"
-        raise RequestRefused(f"{where}: {err.get('msg', 'invalid')}") from None
+        where, msg = first_invalid(exc, "request")
+        raise RequestRefused(f"{where}: {msg}") from None
 
 
 def seal_secrets(spec: AppSpec, nodes: dict[str, bytes]) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:

@@ -207,10 +207,6 @@ class AppSpec(_Strict):
         return data
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "spec"
-
-
 def spec_from_data(data: Any) -> AppSpec:
     """An `AppSpec` from parsed YAML/JSON; `SpecError` naming the first bad field otherwise."""
     if not isinstance(data, dict):
@@ -218,14 +214,7 @@ def spec_from_data(data: Any) -> AppSpec:
     try:
         return AppSpec.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown field"
-        raise SpecError(
-            msg + more, path=_field_path(tuple(err.get("loc", ()))), hint="see docs/deeploy.md"
-        ) from None
+        raise SpecError.from_validation(exc, hint="see docs/deeploy.md") from None
 
 
 def parse_spec(text: str, *, source: str = "spec") -> AppSpec:
@@ -235,9 +224,7 @@ def parse_spec(text: str, *, source: str = "spec") -> AppSpec:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"{source} is not YAML/JSON{where}: {getattr(exc, 'problem', exc)}") from None
+        raise SpecError.from_yaml(exc, source) from None
     return spec_from_data(data)
 
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from r1os.edil._data import DataRef, known_shape, parse_ref
 from r1os.edil._errors import EdilError
-from r1os.errors import SpecError
+from r1os.errors import FieldError, SpecError
 
 Family = Literal["logreg", "mlp", "cnn"]
 Privacy = Literal["plain", "ckks", "masked", "ckks+masked"]
@@ -168,43 +168,45 @@ class JobSpec(_Strict):
         nodes = [p.node for p in self.participants]
         for i, node in enumerate(nodes):
             if node in nodes[:i]:
-                raise _AtField(f"participants.{i}.node", f"{node} is listed twice")
+                raise FieldError(f"participants.{i}.node", f"{node} is listed twice")
         refs = [_ref(p.data) for p in self.participants]
         first: dict[str, DataRef] = {}
         for i, ref in enumerate(refs):
             if ref.kind != "example":
                 continue
             if ref in refs[:i]:
-                raise _AtField(f"participants.{i}.data", f"{ref} is already another participant's")
+                raise FieldError(f"participants.{i}.data", f"{ref} is already another participant's")
             other = first.setdefault(ref.name, ref)
             if (ref.split, ref.of, ref.skew, ref.major, ref.seed) != (
                 other.split, other.of, other.skew, other.major, other.seed,
             ):  # fmt: skip
-                raise _AtField(
+                raise FieldError(
                     f"participants.{i}.data",
                     f"{ref} splits {ref.name} unlike {other}: parts of different splits overlap",
                 )
         if self.privacy in ("masked", "ckks+masked") and len(self.participants) < 2:
-            raise _AtField("privacy", f"{self.privacy} hides each update in a sum: it needs 2+ participants")
+            raise FieldError(
+                "privacy", f"{self.privacy} hides each update in a sum: it needs 2+ participants"
+            )
         if self.model.family == "cnn" and self.encoder is not None:
-            raise _AtField("encoder", "a cnn trains on images, not on encodings: use logreg or mlp")
+            raise FieldError("encoder", "a cnn trains on images, not on encodings: use logreg or mlp")
         shapes = {known_shape(r) for r in refs}
         if self.owner_data is not None:
             shapes.add(known_shape(self.owner_data))
         known = {s for s in shapes if s is not None}
         if len(known) > 1:
-            raise _AtField(
+            raise FieldError(
                 "participants", "the data sets differ in shape: " + ", ".join(map(str, sorted(known)))
             )
         if None in shapes and (self.model.features is None or self.model.classes is None):
-            raise _AtField(
+            raise FieldError(
                 "model.features" if self.model.features is None else "model.classes",
                 "needed when a data set is a node's own (its shape is known only on that node)",
             )
         if known and (self.model.features, self.model.classes) != (None, None):
             (f, c) = known.pop()
             if self.model.features not in (None, f) or self.model.classes not in (None, c):
-                raise _AtField("model", f"the example data has {f} features and {c} classes")
+                raise FieldError("model", f"the example data has {f} features and {c} classes")
         return self
 
     def data_shape(self) -> tuple[int, int]:
@@ -227,23 +229,11 @@ class JobSpec(_Strict):
         return sorted((n for n in names if PLACEHOLDER_RE.fullmatch(n)), key=lambda n: int(n[5:]))
 
 
-class _AtField(ValueError):
-    """A whole-spec check that names the field it is about."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(message)
-        self.path = path
-
-
 def _ref(text: str) -> DataRef:
     try:
         return parse_ref(text)
     except EdilError as exc:
         raise ValueError(str(exc)) from None
-
-
-def _field_path(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "spec"
 
 
 def spec_from_data(data: Any) -> JobSpec:
@@ -253,16 +243,7 @@ def spec_from_data(data: Any) -> JobSpec:
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        path = _field_path(tuple(err.get("loc", ())))
-        inner = (err.get("ctx") or {}).get("error")
-        if isinstance(inner, _AtField):
-            path = inner.path if path == "spec" else f"{path}.{inner.path}"
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown field"
-        raise SpecError(msg + more, path=path, hint="see docs/edil.md") from None
+        raise SpecError.from_validation(exc, hint="see docs/edil.md") from None
 
 
 def parse_spec(text: str, *, source: str = "spec") -> JobSpec:
@@ -272,9 +253,7 @@ def parse_spec(text: str, *, source: str = "spec") -> JobSpec:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"{source} is not YAML/JSON{where}: {getattr(exc, 'problem', exc)}") from None
+        raise SpecError.from_yaml(exc, source) from None
     return spec_from_data(data)
 
 

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from r1os.edil._ckks import MAX_CHUNKS, MAX_CIPHERTEXT_BYTES
 from r1os.edil._errors import EdilError
-from r1os.errors import R1osError
+from r1os.errors import R1osError, first_invalid
 from r1os.identity import AI_PREFIX, NodeKey, eip191_digest, normalize_address, recover_address
 
 log = logging.getLogger("r1os.edil")
@@ -136,9 +136,8 @@ def parse_signed_update(raw: bytes | str | dict[str, Any]) -> SignedUpdate:
             return SignedUpdate.model_validate(raw)
         return SignedUpdate.model_validate_json(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ())) or "update"
-        raise UpdateRefused(f"{where}: {err.get('msg', 'invalid')}") from None
+        where, msg = first_invalid(exc, "update")
+        raise UpdateRefused(f"{where}: {msg}") from None
 
 
 # -- blobs ------------------------------------------------------------------------------------------------
@@ -256,9 +255,8 @@ def sign_update(
             nonce=_secrets.token_hex(16),
         )
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ())) or "update"
-        raise UpdateRefused(f"{where}: {err.get('msg', 'invalid')}") from None
+        where, msg = first_invalid(exc, "update")
+        raise UpdateRefused(f"{where}: {msg}") from None
     return SignedUpdate(header=header, signature="0x" + key.sign_digest(header.digest()).hex())
 
 

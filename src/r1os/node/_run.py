@@ -9,7 +9,7 @@ import sys
 
 from pydantic import ValidationError
 
-from r1os.errors import ConfigError, R1osError
+from r1os.errors import ConfigError, R1osError, first_invalid
 from r1os.node._assembly import build_services
 from r1os.node._config import NodeConfig
 from r1os.node._daemon import Node
@@ -28,10 +28,8 @@ def config_from(**overrides: object) -> NodeConfig:
     try:
         return NodeConfig(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(
-            f"{'.'.join(map(str, first['loc']))}: {first['msg']}", hint="see docs/node.md#settings"
-        ) from None
+        where, msg = first_invalid(exc)
+        raise ConfigError(f"{where}: {msg}", hint="see docs/node.md#settings") from None
 
 
 def run_node(node: Node) -> None:

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from r1os.errors import STATUS_CAUSES, R1osError
+from r1os.errors import STATUS_CAUSES, R1osError, first_invalid
 from r1os.r1fs._dag import MAX_CID_LENGTH
 from r1os.r1fs._errors import BadRequest, R1fsError, remote_error
 
@@ -236,9 +236,8 @@ class LocalServer:
         try:
             return LocalRequest.model_validate_json(msg)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(map(str, first["loc"])) or "request"
-            raise BadRequest(f"bad local request: {where}: {first['msg']}") from None
+            where, why = first_invalid(exc, "request")
+            raise BadRequest(f"bad local request: {where}: {why}") from None
 
     async def _run(
         self, request: LocalRequest, fd: int, conn: socket.socket, caller: Caller | None
