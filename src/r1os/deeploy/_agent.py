@@ -31,6 +31,7 @@ from r1os.deeploy._models import (
     ReplicaPhase,
     ReplicaReport,
     app_key,
+    read_all,
     replicas_key,
 )
 from r1os.deeploy._requests import open_secrets
@@ -153,12 +154,7 @@ class Agent:
     async def desired(self) -> dict[str, int]:
         """App id -> version this node should run now."""
         out: dict[str, int] = {}
-        for k in await self.cstore.keys(PLAN_PREFIX):
-            raw = await self.cstore.get(k)
-            try:
-                plan = Plan.model_validate(raw)
-            except ValidationError:
-                continue
+        for plan in await read_all(self.cstore, PLAN_PREFIX, Plan):
             for slot in plan.replicas:
                 if slot.node == self.me:
                     out[plan.app] = max(slot.version, out.get(plan.app, 0))

@@ -37,6 +37,7 @@ from r1os.deeploy._models import (
     app_id_of,
     app_key,
     plan_key,
+    read_all,
     replicas_key,
 )
 from r1os.deeploy._placement import Usage, fits_anywhere, place, usage_by_node
@@ -246,28 +247,10 @@ class ControlPlane:
                 log.exception("deeploy: reconcile pass failed")
 
     async def records(self) -> dict[str, AppRecord]:
-        out: dict[str, AppRecord] = {}
-        for key in await self.cstore.keys(APP_PREFIX):
-            raw = await self.cstore.get(key)
-            try:
-                rec = AppRecord.model_validate(raw)
-            except ValidationError:
-                log.warning("deeploy: skipping unreadable app record %s", key)
-                continue
-            out[rec.app_id] = rec
-        return out
+        return {rec.app_id: rec for rec in await read_all(self.cstore, APP_PREFIX, AppRecord, "app record")}
 
     async def plans(self) -> dict[str, Plan]:
-        out: dict[str, Plan] = {}
-        for key in await self.cstore.keys(PLAN_PREFIX):
-            raw = await self.cstore.get(key)
-            try:
-                plan = Plan.model_validate(raw)
-            except ValidationError:
-                log.warning("deeploy: skipping unreadable plan %s", key)
-                continue
-            out[plan.app] = plan
-        return out
+        return {plan.app: plan for plan in await read_all(self.cstore, PLAN_PREFIX, Plan, "plan")}
 
     async def _healthy(self, node: str, app_id: str, version: int) -> bool:
         raw = await self.cstore.hget(replicas_key(node), app_id)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import logging
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from r1os.deeploy._spec import AppSpec
+
+if TYPE_CHECKING:
+    from r1os.cstore import CStoreService
+
+log = logging.getLogger("r1os.deeploy")
+M = TypeVar("M", bound=BaseModel)
 
 APP_PREFIX = "net:deeploy:app:"
 PLAN_PREFIX = "net:deeploy:plan:"
@@ -32,6 +39,19 @@ def plan_key(app_id: str) -> str:
 def app_id_of(key: str, prefix: str) -> str:
     owner, _, name = key[len(prefix) :].partition(":")
     return f"{owner}/{name}"
+
+
+async def read_all(cstore: CStoreService, prefix: str, model: type[M], what: str = "") -> list[M]:
+    """Every value stored under `prefix` that is a valid `model`; one that is not is skipped (and logged as
+    an unreadable `what`, when `what` is given)."""
+    out: list[M] = []
+    for key in await cstore.keys(prefix):
+        try:
+            out.append(model.model_validate(await cstore.get(key)))
+        except ValidationError:
+            if what:
+                log.warning("deeploy: skipping unreadable %s %s", what, key)
+    return out
 
 
 class AppRecord(BaseModel):
