@@ -15,7 +15,8 @@ SuperNodes but still shipped; they keep one long-lived process per client, as r1
 The server measures, per round: when round 1 is configured (the clients are connected), when each
 round's global model has been measured on the test split (the end of the round, as r1os's owner), the
 bytes of the parameters it sends each client and the bytes each client sends back (the serialized
-numpy arrays Flower puts in its messages), and the test accuracy.
+numpy arrays Flower puts in its messages), the test accuracy, and the seconds each client's
+`train_local` took (the client measures it and returns it in its fit metrics).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def server(cfg: dict[str, Any], address: str, out: Path) -> None:
     lay = _layout(cfg)
     test = load(cfg["owner_data"])
     n = len(cfg["parts"])
-    marks: dict[str, Any] = {"start": None, "end": [], "accuracy": [], "down": [], "up": []}
+    marks: dict[str, Any] = {"start": None, "end": [], "accuracy": [], "down": [], "up": [], "train": []}
 
     class TimedFedAvg(FedAvg):  # type: ignore[misc]
         def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> Any:
@@ -59,6 +60,7 @@ def server(cfg: dict[str, Any], address: str, out: Path) -> None:
 
         def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
             marks["up"].append([sum(len(t) for t in res.parameters.tensors) for _, res in results])
+            marks["train"].append([float(res.metrics.get("train_s", "nan")) for _, res in results])
             if failures:
                 print(f"round {server_round}: {len(failures)} failures: {failures}", file=sys.stderr)
             return super().aggregate_fit(server_round, results, failures)
@@ -93,11 +95,12 @@ def client(cfg: dict[str, Any], address: str, part: int) -> None:
     class Participant(NumPyClient):  # type: ignore[misc]
         def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> Any:
             r = int(config["server_round"])
+            t0 = time.perf_counter()
             w = train_local(
                 lay, parameters[0], data.X, data.y, epochs=cfg["local_epochs"], lr=cfg["lr"],
                 batch_size=cfg["batch_size"], seed=local_seed(cfg["seed"], r, part),
             )  # fmt: skip
-            return [w], data.n, {}
+            return [w], data.n, {"train_s": time.perf_counter() - t0}
 
     start_client(server_address=address, client=Participant().to_client(), insecure=True)
 
