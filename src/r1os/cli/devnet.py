@@ -201,3 +201,8 @@ def down(dir: Path | None = DirOpt) -> None:
     devnet = _devnet(dir)
     devnet.down(progress=_progress)
     console.print(f"devnet in {devnet.dir} stopped")
+
+
+from r1os.cli.demo import demo  # noqa: E402  (the story on a devnet: its own module)
+
+app.command("demo")(demo)
