@@ -730,6 +730,7 @@ class Aggregator:
             samples=rnd.samples,
             refused=rnd.refused,
             dropped=dropped,
+            update_bytes={p: rnd.sizes[p] for p in rnd.seen if p in rnd.sizes},
         )
         await self.io.cstore.hset(
             aggregate_key(self.io.me, state.job_id), str(rnd.number), pointer.model_dump(mode="json")
