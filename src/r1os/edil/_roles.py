@@ -387,7 +387,10 @@ class Participant:
 
         spec = spec_from_data(state.spec)
         r = state.round
-        data = await self._encoded(state, spec, self._dataset(state, spec))
+        # Off the event loop: the first load may import scikit-learn and read files (seconds), and the
+        # node must keep its heartbeats and health checks going meanwhile.
+        dataset = await asyncio.to_thread(self._dataset, state, spec)
+        data = await self._encoded(state, spec, dataset)
         lay = model_layout(spec)
         global_params = unpack_params(await self.io.get_sealed(state.model_cid), lay.size)
         config = strategy_from_spec(spec).configure_fit(r)
@@ -425,7 +428,7 @@ class Participant:
 
             assert state.context_cid is not None
             pub_raw = await self.io.r1fs.cat(state.context_cid, max_size=MAX_BLOB)
-            pub = PublicContext.from_bytes(pub_raw)
+            pub = await asyncio.to_thread(PublicContext.from_bytes, pub_raw)
             if pub.fingerprint != state.context_fingerprint:
                 raise EdilError(
                     "the job's public context does not match its fingerprint", cause="wrong_context"
@@ -541,7 +544,8 @@ class Aggregator:
         pub = self._public.get(state.job_id)
         if pub is None:
             assert state.context_cid is not None
-            pub = PublicContext.from_bytes(await self.io.r1fs.cat(state.context_cid, max_size=MAX_BLOB))
+            raw = await self.io.r1fs.cat(state.context_cid, max_size=MAX_BLOB)
+            pub = await asyncio.to_thread(PublicContext.from_bytes, raw)
             if pub.fingerprint != state.context_fingerprint:
                 raise EdilError(
                     "the job's public context does not match its fingerprint", cause="wrong_context"
