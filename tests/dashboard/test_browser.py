@@ -196,7 +196,12 @@ def test_a_devnet_node_dashboard_in_chromium(devnet: DevnetState, browser: Any, 
     wait(browser, lambda d: healthy(d) == want, 60, f"{want} healthy replicas of the app in the Apps panel")
     screens.shoot("apps.png", section="apps")
     # the Training panel lists EDIL jobs (this two-node devnet has too few nodes for one: it says how)
-    wait(browser, js("return document.querySelector('#training .summary')?.textContent || ''"), 10, "the Training panel")
+    wait(
+        browser,
+        js("return document.querySelector('#training .summary')?.textContent || ''"),
+        10,
+        "the Training panel",
+    )
     assert "0 jobs" in browser.find_element("id", "training").text
     screens.shoot("dashboard-full.png", full=True)
 
