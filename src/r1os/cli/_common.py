@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from r1os.errors import R1osError, RemoteError
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from r1os.identity import NodeKey
 
 # Piped output keeps whole addresses and URLs instead of folding them at 80 columns.
@@ -27,6 +31,9 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+M = TypeVar("M", bound="BaseModel")
+
+JsonOpt = typer.Option(False, "--json", help="Print JSON.")
 
 
 def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
@@ -91,6 +98,46 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 def print_json(obj: Any) -> None:
     """Print JSON for scripts (plain stdout, no colour)."""
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def table(title: str, columns: Iterable[str], rows: Iterable[Sequence[str]]) -> Table:
+    """A table titled `title` with these columns and rows."""
+    t = Table(title=title)
+    for col in columns:
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
+def print_listing(
+    items: Sequence[M],
+    json_out: bool,
+    *,
+    title: str,
+    columns: Iterable[str],
+    row: Callable[[M], Sequence[str]],
+    empty: str,
+) -> None:
+    """What a listing command prints: under --json the items as JSON; with no items the line `empty`
+    (dim); else a table with one `row(item)` per item."""
+    if json_out:
+        print_json([item.model_dump(mode="json") for item in items])
+        return
+    if not items:
+        console.print(f"[dim]{empty}[/]")
+        return
+    console.print(table(title, columns, (row(item) for item in items)))
+
+
+@contextlib.contextmanager
+def spinner(text: str) -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr while waiting (on a terminal); the callback changes its text."""
+    if not err_console.is_terminal:
+        yield lambda _t: None
+        return
+    with err_console.status(text) as status:
+        yield lambda t: status.update(t)
 
 
 def setup_logging(level: str = "INFO") -> None:

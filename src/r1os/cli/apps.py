@@ -10,9 +10,9 @@ operator's token). See docs/deeploy-cli.md.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal
 
 import typer
 from rich.markup import escape
@@ -29,7 +29,7 @@ from r1os.cli._access import (
     node_url,
     open_session,
 )
-from r1os.cli._common import console, err_console, handle_errors, print_json
+from r1os.cli._common import JsonOpt, console, handle_errors, print_json, print_listing, spinner, table
 
 if TYPE_CHECKING:
     from r1os.deeploy._models import AppView, ReplicaView
@@ -43,7 +43,6 @@ NameArg = typer.Argument(..., help="The app's name.")
 OwnerOpt = typer.Option(
     None, "--owner", help="The app's owner address (default: your key's, else the one owner of NAME)."
 )
-JsonOpt = typer.Option(False, "--json", help="Print JSON.")
 WaitOpt = typer.Option(True, "--wait/--no-wait", help="Wait until the replicas are healthy.")
 TimeoutOpt = typer.Option(60.0, "--timeout", min=0, help="Seconds to wait for healthy replicas.")
 
@@ -95,19 +94,21 @@ def _state(r: ReplicaView) -> str:
 
 
 def replica_table(view: AppView) -> Table:
-    t = Table(title=f"{view.app} v{view.version}: {view.healthy}/{view.replicas_wanted} healthy")
-    for col in ("node", "state", "healthy", "version", "restarts", "detail"):
-        t.add_column(col)
-    for r in view.replicas:
-        t.add_row(
-            r.node,
-            _state(r),
-            "yes" if r.healthy else "no",
-            str(r.version),
-            str(r.restarts),
-            escape(r.detail),
-        )
-    return t
+    return table(
+        f"{view.app} v{view.version}: {view.healthy}/{view.replicas_wanted} healthy",
+        ("node", "state", "healthy", "version", "restarts", "detail"),
+        (
+            (
+                r.node,
+                _state(r),
+                "yes" if r.healthy else "no",
+                str(r.version),
+                str(r.restarts),
+                escape(r.detail),
+            )
+            for r in view.replicas
+        ),
+    )
 
 
 def app_urls(base: str, view: AppView) -> tuple[str, str]:
@@ -115,22 +116,12 @@ def app_urls(base: str, view: AppView) -> tuple[str, str]:
     return f"{base}/apps/{view.name}/", f"{base}/apps/{view.owner.lower()}/{view.name}/"
 
 
-@contextlib.contextmanager
-def _spinner(text: str) -> Iterator[Callable[[str], None]]:
-    """A spinner on stderr while waiting (on a terminal); the callback changes its text."""
-    if not err_console.is_terminal:
-        yield lambda _t: None
-        return
-    with err_console.status(text) as status:
-        yield lambda t: status.update(t)
-
-
 def _wait(s: Session, view: AppView, timeout: float, what: str) -> AppView:
     """Wait for the app's replicas at `view.version` to be healthy, printing each one as it becomes so."""
     version = view.version
     seen: set[tuple[str, int]] = set()
     want = view.replicas_wanted
-    with _spinner(f"waiting for {want} healthy replica(s) of {view.name} v{version}") as say:
+    with spinner(f"waiting for {want} healthy replica(s) of {view.name} v{version}") as say:
 
         def on_change(v: AppView) -> None:
             for r in v.replicas:
@@ -166,47 +157,37 @@ def _accepted(s: Session, view: AppView, action: str, wait: bool, timeout: float
         console.print(f"[dim]also: {by_owner}[/]", highlight=False)
 
 
-def _view_json(view: AppView) -> dict[str, Any]:
-    return view.model_dump(mode="json")
-
-
 # -- commands -------------------------------------------------------------------------------------------
 
 
-@app.command("deploy")
-@handle_errors
-def deploy(
-    spec: Path = SpecArg,
-    node: str | None = NodeOpt,
-    key_file: Path | None = CallerKeyOpt,
-    wait: bool = WaitOpt,
-    timeout: float = TimeoutOpt,
-) -> None:
-    """Deploy a new app from its spec; wait until its replicas are healthy and print its URL."""
-    from r1os.sdk._apps import read_spec
+def _spec_command(action: Literal["deploy", "update"], doc: str) -> Callable[..., None]:
+    """The command `action` (deploy or update an app from its spec file), with `doc` as its help."""
 
-    app_spec = read_spec(spec)  # a bad spec is named before a key is asked for
-    with _owner_session(node, key_file) as s:
-        view = s.apps.deploy(app_spec)
-        _accepted(s, view, "deploy", wait, timeout)
+    def command(
+        spec: Path = SpecArg,
+        node: str | None = NodeOpt,
+        key_file: Path | None = CallerKeyOpt,
+        wait: bool = WaitOpt,
+        timeout: float = TimeoutOpt,
+    ) -> None:
+        from r1os.sdk._apps import read_spec
+
+        app_spec = read_spec(spec)  # a bad spec is named before a key is asked for
+        with _owner_session(node, key_file) as s:
+            view = s.apps.deploy(app_spec) if action == "deploy" else s.apps.update(app_spec)
+            _accepted(s, view, action, wait, timeout)
+
+    command.__doc__ = doc
+    return app.command(action)(handle_errors(command))
 
 
-@app.command("update")
-@handle_errors
-def update(
-    spec: Path = SpecArg,
-    node: str | None = NodeOpt,
-    key_file: Path | None = CallerKeyOpt,
-    wait: bool = WaitOpt,
-    timeout: float = TimeoutOpt,
-) -> None:
-    """Update an app to a new spec (a new version, rolled out replica by replica); wait for the rollout."""
-    from r1os.sdk._apps import read_spec
-
-    app_spec = read_spec(spec)  # a bad spec is named before a key is asked for
-    with _owner_session(node, key_file) as s:
-        view = s.apps.update(app_spec)
-        _accepted(s, view, "update", wait, timeout)
+deploy = _spec_command(
+    "deploy", "Deploy a new app from its spec; wait until its replicas are healthy and print its URL."
+)
+update = _spec_command(
+    "update",
+    "Update an app to a new spec (a new version, rolled out replica by replica); wait for the rollout.",
+)
 
 
 @app.command("scale")
@@ -246,20 +227,21 @@ def ls(
     """List the network's apps (or one owner's): version, runtime and healthy replicas."""
     with _read_session(node, key_file, token) as s:
         views = s.apps.list(owner)
-    if json_out:
-        print_json([_view_json(v) for v in views])
-        return
-    if not views:
-        console.print("[dim]no apps[/]")
-        return
-    t = Table(title="apps")
-    for col in ("name", "owner", "version", "runtime", "healthy", "note"):
-        t.add_column(col)
-    for v in views:
-        t.add_row(
-            v.name, v.owner, str(v.version), v.runtime, f"{v.healthy}/{v.replicas_wanted}", escape(v.note)
-        )
-    console.print(t)
+    print_listing(
+        views,
+        json_out,
+        title="apps",
+        columns=("name", "owner", "version", "runtime", "healthy", "note"),
+        row=lambda v: (
+            v.name,
+            v.owner,
+            str(v.version),
+            v.runtime,
+            f"{v.healthy}/{v.replicas_wanted}",
+            escape(v.note),
+        ),
+        empty="no apps",
+    )
 
 
 @app.command("status")
@@ -277,7 +259,7 @@ def status(
         view = s.apps.status(name, owner)
         base = s.url
     if json_out:
-        print_json(_view_json(view))
+        print_json(view.model_dump(mode="json"))
         return
     console.print(replica_table(view))
     if view.note:
@@ -326,17 +308,12 @@ def nodes(
     """List the nodes that run apps: runtimes, tags, capacity and what is free."""
     with _read_session(node, key_file, token) as s:
         hosts = s.apps.nodes()
-    if json_out:
-        print_json([h.model_dump(mode="json") for h in hosts])
-        return
-    if not hosts:
-        console.print("[dim]no node that runs apps is online[/]")
-        return
-    t = Table(title="nodes that run apps")
-    for col in ("address", "role", "runtimes", "tags", "cpu free", "memory free (MiB)", "gpu free"):
-        t.add_column(col)
-    for h in hosts:
-        t.add_row(
+    print_listing(
+        hosts,
+        json_out,
+        title="nodes that run apps",
+        columns=("address", "role", "runtimes", "tags", "cpu free", "memory free (MiB)", "gpu free"),
+        row=lambda h: (
             h.address,
             "oracle" if h.oracle else "edge",
             ",".join(h.runtimes),
@@ -344,5 +321,6 @@ def nodes(
             f"{h.free_cpu:g}/{h.cpu:g}",
             f"{h.free_memory_mb}/{h.memory_mb}",
             f"{h.free_gpu}/{h.gpu}",
-        )
-    console.print(t)
+        ),
+        empty="no node that runs apps is online",
+    )

@@ -20,6 +20,7 @@ from r1os.chain.deployment import Deployment
 from r1os.chain.units import R1_DECIMALS, format_units
 from r1os.cli._common import (
     PRIVATE_KEY_ENV,
+    JsonOpt,
     KeyFileOpt,
     console,
     handle_errors,
@@ -39,7 +40,6 @@ DeploymentOpt = typer.Option(None, "--deployment", help="Deployment JSON (from `
 DirOpt = typer.Option(
     None, "--dir", help="Devnet folder; reads DIR/chain/deployment.json (default ~/.r1os/devnet)."
 )
-JsonOpt = typer.Option(False, "--json", help="Print JSON.")
 
 
 def load_deployment(deployment: Path | None, dir: Path | None) -> Deployment:

@@ -11,7 +11,6 @@ docs/edil-cli.md.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +20,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from r1os.cli._access import CallerKeyOpt, NodeOpt, TokenOpt, access, node_session, open_session
-from r1os.cli._common import console, err_console, handle_errors, print_json
+from r1os.cli._common import (
+    JsonOpt,
+    console,
+    err_console,
+    handle_errors,
+    print_json,
+    print_listing,
+    spinner,
+    table,
+)
 
 if TYPE_CHECKING:
     from r1os.sdk import Session
@@ -31,7 +39,6 @@ app = typer.Typer(no_args_is_help=True)
 
 SpecArg = typer.Argument(..., help="The job spec (YAML or JSON).", exists=True, dir_okay=False, readable=True)
 JobArg = typer.Argument(..., help="The job's id (`r1os edil ls` lists them).")
-JsonOpt = typer.Option(False, "--json", help="Print JSON.")
 WaitOpt = typer.Option(True, "--wait/--no-wait", help="Wait until the job ends, showing each round.")
 TimeoutOpt = typer.Option(
     None, "--timeout", min=0, help="Seconds to wait for the job to end (default: no limit; it goes on)."
@@ -69,22 +76,25 @@ def _short(address: str) -> str:
     return f"{address[:10]}…" if len(address) > 12 else address
 
 
+def _round_row(r: RoundView) -> tuple[str, ...]:
+    refused = ", ".join(f"{_short(p)}: {why}" for p, why in sorted(r.refused.items())) or "-"
+    return (
+        str(r.round),
+        str(len(r.included)),
+        ", ".join(_short(p) for p in r.dropped) or "-",
+        escape(refused),
+        str(r.samples),
+        _accuracy(r.test_accuracy),
+        f"{r.seconds:.1f}",
+    )
+
+
 def rounds_table(job: JobView) -> Table:
-    t = Table(title=f"{job.name} ({job.job_id}): {job.rounds_done}/{job.rounds} rounds")
-    for col in ("round", "included", "dropped", "refused", "samples", "test accuracy", "seconds"):
-        t.add_column(col)
-    for r in job.history:
-        refused = ", ".join(f"{_short(p)}: {why}" for p, why in sorted(r.refused.items())) or "-"
-        t.add_row(
-            str(r.round),
-            str(len(r.included)),
-            ", ".join(_short(p) for p in r.dropped) or "-",
-            escape(refused),
-            str(r.samples),
-            _accuracy(r.test_accuracy),
-            f"{r.seconds:.1f}",
-        )
-    return t
+    return table(
+        f"{job.name} ({job.job_id}): {job.rounds_done}/{job.rounds} rounds",
+        ("round", "included", "dropped", "refused", "samples", "test accuracy", "seconds"),
+        (_round_row(r) for r in job.history),
+    )
 
 
 def _summary(job: JobView) -> None:
@@ -104,22 +114,12 @@ def _summary(job: JobView) -> None:
         console.print(line, highlight=False)
 
 
-@contextlib.contextmanager
-def _spinner(text: str) -> Iterator[Callable[[str], None]]:
-    """A spinner on stderr while waiting (on a terminal); the callback changes its text."""
-    if not err_console.is_terminal:
-        yield lambda _t: None
-        return
-    with err_console.status(text) as status:
-        yield lambda t: status.update(t)
-
-
 def _wait(s: Session, job: JobView, timeout: float | None, json_out: bool) -> JobView:
     """Wait for the job to end, printing each round as it completes (to stderr under --json)."""
     from r1os.sdk._edil import round_line
 
     out = err_console if json_out else console
-    with _spinner(f"training {job.name}: round 1/{job.rounds}") as say:
+    with spinner(f"training {job.name}: round 1/{job.rounds}") as say:
 
         def on_round(j: JobView, r: RoundView) -> None:
             out.print(f"  {round_line(j, r)}", highlight=False)
@@ -226,17 +226,12 @@ def ls(
     """List the network's training jobs: phase, rounds done, test accuracy, newest first."""
     with node_session(node, key_file, token) as s:
         jobs = s.edil.list()
-    if json_out:
-        print_json([j.model_dump(mode="json") for j in jobs])
-        return
-    if not jobs:
-        console.print("[dim]no training jobs[/]")
-        return
-    t = Table(title="training jobs")
-    for col in ("job", "name", "phase", "rounds", "test accuracy", "privacy", "owner"):
-        t.add_column(col)
-    for j in jobs:
-        t.add_row(
+    print_listing(
+        jobs,
+        json_out,
+        title="training jobs",
+        columns=("job", "name", "phase", "rounds", "test accuracy", "privacy", "owner"),
+        row=lambda j: (
             j.job_id,
             escape(j.name),
             _phase(j.phase),
@@ -244,8 +239,9 @@ def ls(
             _accuracy(j.test_accuracy),
             escape(j.privacy),
             j.owner,
-        )
-    console.print(t)
+        ),
+        empty="no training jobs",
+    )
 
 
 @app.command("model")

@@ -13,8 +13,8 @@ from typing import Any
 import typer
 
 from r1os.chain.units import USDC_DECIMALS, format_units, parse_units
-from r1os.cli._common import KeyFileOpt, console, handle_errors, print_json, run
-from r1os.cli.chain import DeploymentOpt, DirOpt, JsonOpt, client
+from r1os.cli._common import JsonOpt, KeyFileOpt, console, handle_errors, print_json, run
+from r1os.cli.chain import DeploymentOpt, DirOpt, client
 
 app = typer.Typer(no_args_is_help=True)
 

@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from r1os.chain.units import R1_DECIMALS, parse_units
-from r1os.cli._common import KeyFileOpt, console, handle_errors, print_json, run
-from r1os.cli.chain import DeploymentOpt, DirOpt, JsonOpt, client, r1
+from r1os.cli._common import JsonOpt, KeyFileOpt, console, handle_errors, print_json, run
+from r1os.cli.chain import DeploymentOpt, DirOpt, client, r1
 
 if TYPE_CHECKING:
     from r1os.chain.client import ChainClient, Licence

@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from r1os.cli._access import CallerKeyOpt, TokenOpt, node_session
-from r1os.cli._common import console, handle_errors, print_json
+from r1os.cli._common import JsonOpt, console, handle_errors, print_json
 from r1os.errors import ChainError, DevnetError, R1osError
 from r1os.paths import default_devnet_dir
 
@@ -32,7 +32,6 @@ OracleOpt = typer.Option(
     help="An oracle node's HTTP API URL (default: an oracle of the devnet in --dir).",
 )
 DirOpt = typer.Option(None, "--dir", help="Devnet folder to find an oracle in (default ~/.r1os/devnet).")
-JsonOpt = typer.Option(False, "--json", help="Print JSON.")
 
 
 def oracle_url(oracle: str | None, dir: Path | None) -> str:

@@ -10,8 +10,8 @@ import typer
 from pydantic import ValidationError
 
 from r1os.chain.digests import SignedAvailability
-from r1os.cli._common import KeyFileOpt, console, handle_errors, print_json, run
-from r1os.cli.chain import DeploymentOpt, DirOpt, JsonOpt, client, r1
+from r1os.cli._common import JsonOpt, KeyFileOpt, console, handle_errors, print_json, run
+from r1os.cli.chain import DeploymentOpt, DirOpt, client, r1
 from r1os.cli.licence import licence_table, show_licences
 from r1os.errors import ChainError
 

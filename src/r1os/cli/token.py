@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from r1os.chain.units import R1_DECIMALS, USDC_DECIMALS, format_units, parse_units
-from r1os.cli._common import KeyFileOpt, console, handle_errors, print_json, run
-from r1os.cli.chain import DeploymentOpt, DirOpt, JsonOpt, client, r1
+from r1os.cli._common import JsonOpt, KeyFileOpt, console, handle_errors, print_json, run
+from r1os.cli.chain import DeploymentOpt, DirOpt, client, r1
 from r1os.errors import ChainError
 
 app = typer.Typer(no_args_is_help=True)
