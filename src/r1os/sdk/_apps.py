@@ -28,10 +28,11 @@ from r1os.deeploy._models import AppList, AppView, HostList, HostNode, ReplicaVi
 from r1os.deeploy._placement import why_not
 from r1os.deeploy._requests import Action, SignedAppRequest, sign_app_request
 from r1os.deeploy._spec import AppSpec, load_spec, parse_spec
-from r1os.errors import R1osError, SpecError
+from r1os.errors import R1osError
 from r1os.identity import NodeKey, address_from_public_key, normalize_address, public_key_from_ai_address
 from r1os.sdk._auth import NodeAuth, NodeIdentity
 from r1os.sdk._http import Api, AsyncApi, remote_error, unreachable
+from r1os.sdk._specs import read_spec_like
 
 SpecLike: TypeAlias = AppSpec | str | Path
 """An `AppSpec`, a spec file's path, or the spec's YAML/JSON text."""
@@ -86,16 +87,7 @@ class NotReady(R1osError):
 
 def read_spec(spec: SpecLike) -> AppSpec:
     """An `AppSpec` from a spec, a path to a spec file, or spec text; `SpecError` naming the bad field."""
-    if isinstance(spec, AppSpec):
-        return spec
-    if isinstance(spec, Path):
-        return load_spec(spec)
-    if "\n" not in spec and spec.strip():
-        if Path(spec).is_file():
-            return load_spec(spec)
-        if spec.endswith((".yaml", ".yml", ".json")):
-            raise SpecError(f"cannot read {spec}: no such file")
-    return parse_spec(spec)
+    return read_spec_like(spec, AppSpec, load_spec, parse_spec)
 
 
 def sealing_targets(spec: AppSpec, hosts: Hosts) -> dict[str, bytes]:
@@ -127,6 +119,27 @@ def is_ready(view: AppView, version: int) -> bool:
         and len(view.replicas) == view.replicas_wanted
         and all(r.version == version and r.healthy for r in view.replicas)
     )
+
+
+class _Wait:
+    """One `wait`: `check` each new state of the app until it is ready; `NotReady` once `timeout` passed."""
+
+    def __init__(self, version: int | None, timeout: float, on_change: OnChange | None) -> None:
+        self.version, self.timeout, self.on_change = version, timeout, on_change
+        self.deadline = time.monotonic() + timeout
+        self.last: AppView | None = None
+
+    def check(self, view: AppView) -> AppView | None:
+        """`view` if the app is ready; None to ask again later."""
+        want = self.version if self.version is not None else view.version
+        if self.on_change is not None and (self.last is None or view.replicas != self.last.replicas):
+            self.on_change(view)
+        self.last = view
+        if is_ready(view, want):
+            return view
+        if time.monotonic() >= self.deadline:
+            raise not_ready(view, want, self.timeout)
+        return None
 
 
 def _replica_line(r: ReplicaView) -> str:
@@ -349,33 +362,17 @@ class AsyncApps:
         """Wait until the app runs its wanted replicas, all at `version` (default: its current one) and
         healthy; `on_change` sees each new state. `NotReady` (with each replica's state) after `timeout`."""
         owner = await self._owner(name, owner)
-        deadline = time.monotonic() + timeout
-        last: AppView | None = None
+        waiting = _Wait(version, timeout, on_change)
         while True:
-            view = await self.status(name, owner)
-            want = version if version is not None else view.version
-            if on_change is not None and (last is None or view.replicas != last.replicas):
-                on_change(view)
-            last = view
-            if is_ready(view, want):
-                return view
-            if time.monotonic() >= deadline:
-                raise not_ready(view, want, timeout)
+            if (ready := waiting.check(await self.status(name, owner))) is not None:
+                return ready
             await asyncio.sleep(WAIT_INTERVAL)
 
     async def _node_logs(self, owner: str, name: str, replica: ReplicaView, tail: int) -> Lines:
         if not replica.url:
             raise _no_url(replica)
-        try:
-            r = await self._api.http.get(
-                replica.url + _logs_path(owner, name),
-                params={"tail": str(tail)},
-                auth=self._c.log_auth(replica),
-            )
-        except httpx.HTTPError as exc:
-            raise unreachable(replica.url, exc) from None
-        if r.status_code >= 400:
-            raise remote_error(r)
+        path, params = _logs_path(owner, name), {"tail": str(tail)}
+        r = await self._api.fetch(path, base=replica.url, params=params, auth=self._c.log_auth(replica))
         return r.text.splitlines()
 
     async def logs(
@@ -491,33 +488,17 @@ class Apps:
     ) -> AppView:
         """Wait until the app's wanted replicas are all at `version` and healthy (see `AsyncApps.wait`)."""
         owner = self._owner(name, owner)
-        deadline = time.monotonic() + timeout
-        last: AppView | None = None
+        waiting = _Wait(version, timeout, on_change)
         while True:
-            view = self.status(name, owner)
-            want = version if version is not None else view.version
-            if on_change is not None and (last is None or view.replicas != last.replicas):
-                on_change(view)
-            last = view
-            if is_ready(view, want):
-                return view
-            if time.monotonic() >= deadline:
-                raise not_ready(view, want, timeout)
+            if (ready := waiting.check(self.status(name, owner))) is not None:
+                return ready
             time.sleep(WAIT_INTERVAL)
 
     def _node_logs(self, owner: str, name: str, replica: ReplicaView, tail: int) -> Lines:
         if not replica.url:
             raise _no_url(replica)
-        try:
-            r = self._api.http.get(
-                replica.url + _logs_path(owner, name),
-                params={"tail": str(tail)},
-                auth=self._c.log_auth(replica),
-            )
-        except httpx.HTTPError as exc:
-            raise unreachable(replica.url, exc) from None
-        if r.status_code >= 400:
-            raise remote_error(r)
+        path, params = _logs_path(owner, name), {"tail": str(tail)}
+        r = self._api.fetch(path, base=replica.url, params=params, auth=self._c.log_auth(replica))
         return r.text.splitlines()
 
     def logs(self, name: str, tail: int = 100, owner: str | None = None, node: str | None = None) -> Lines:

@@ -28,9 +28,10 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from r1os.errors import R1osError, SpecError
+from r1os.errors import R1osError, RemoteError
 from r1os.sdk._auth import NodeAuth
-from r1os.sdk._http import Api, AsyncApi, remote_error, unreachable
+from r1os.sdk._http import Api, AsyncApi
+from r1os.sdk._specs import read_spec_like
 
 if TYPE_CHECKING:
     from r1os.edil._spec import JobSpec
@@ -131,18 +132,9 @@ def read_spec(spec: SpecLike) -> JobSpec:
     bad field (`participants.1.data: ...`)."""
     from r1os.edil._spec import JobSpec, load_spec, parse_spec, spec_from_data
 
-    if isinstance(spec, JobSpec):
-        return spec
     if isinstance(spec, dict):
         return spec_from_data(spec)
-    if isinstance(spec, Path):
-        return load_spec(spec)
-    if "\n" not in spec and spec.strip():
-        if Path(spec).is_file():
-            return load_spec(spec)
-        if spec.endswith((".yaml", ".yml", ".json")):
-            raise SpecError(f"cannot read {spec}: no such file")
-    return parse_spec(spec)
+    return read_spec_like(spec, JobSpec, load_spec, parse_spec)
 
 
 def spec_body(spec: JobSpec) -> dict[str, Any]:
@@ -212,12 +204,33 @@ def report_new_rounds(job: JobView, seen: int, on_round: OnRound | None) -> int:
     return max(seen, len(job.history))
 
 
-def _no_caller(what: str) -> NoCaller:
-    return NoCaller(
-        f"{what} is for the job owner or the node operator, and this caller is neither (no key nor token)",
-        hint="pass --key KEYSTORE or set $R1OS_PRIVATE_KEY, or run it on the node's machine as its operator "
-        "(SDK: Session(url, key=...) or Session(url, token=...))",
-    )
+class _Wait:
+    """One `wait`: `check` each new state of the job until it ends; `NotFinished` once `timeout` passed."""
+
+    def __init__(self, timeout: float | None, on_round: OnRound | None) -> None:
+        self.timeout, self.on_round = timeout, on_round
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.seen = 0
+
+    def check(self, job: JobView) -> JobView | None:
+        """The job if it finished (`JobFailed` if it failed or was stopped); None to ask again later."""
+        self.seen = report_new_rounds(job, self.seen, self.on_round)
+        if job.finished:
+            return ended(job)
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise not_finished(job, self.timeout or 0.0)
+        return None
+
+
+def _need_caller(auth: NodeAuth, what: str) -> None:
+    """`NoCaller` unless the session is someone: `what` is for the job's owner or the node's operator."""
+    if auth.kind == "anonymous":
+        raise NoCaller(
+            f"{what} is for the job owner or the node operator, and this caller is neither"
+            " (no key nor token)",
+            hint="pass --key KEYSTORE or set $R1OS_PRIVATE_KEY, or run it on the node's machine as its "
+            "operator (SDK: Session(url, key=...) or Session(url, token=...))",
+        )
 
 
 def elsewhere(job: JobView, url: str, peers: dict[str, Any], what: str) -> NotOwnersNode:
@@ -277,15 +290,11 @@ class AsyncEdil:
         self._api = api
         self._auth = auth
 
-    def _caller(self, what: str) -> None:
-        if self._auth.kind == "anonymous":
-            raise _no_caller(what)
-
     async def submit(self, spec: SpecLike) -> JobView:
         """Start a job with the session's node as the owner's node, owned by the session's caller; the job as
         it started (round 1 under way). The spec is checked here first (`SpecError`)."""
         job = read_spec(spec)
-        self._caller("submitting a training job")
+        _need_caller(self._auth, "submitting a training job")
         return _view(await self._api.post("/v1/edil/jobs", spec_body(job)))
 
     async def train(
@@ -308,15 +317,10 @@ class AsyncEdil:
         """Wait until the job ends; `on_round(job, round)` sees each round as it completes (those already
         done first). The finished job; `JobFailed` if it failed or was stopped, `NotFinished` past
         `timeout` seconds (None: no limit; the job goes on either way)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        seen = 0
+        waiting = _Wait(timeout, on_round)
         while True:
-            job = await self.status(job_id)
-            seen = report_new_rounds(job, seen, on_round)
-            if job.finished:
-                return ended(job)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise not_finished(job, timeout or 0.0)
+            if (done := waiting.check(await self.status(job_id))) is not None:
+                return done
             await asyncio.sleep(WAIT_INTERVAL)
 
     async def status(self, job_id: str) -> JobView:
@@ -333,7 +337,7 @@ class AsyncEdil:
 
     async def stop(self, job_id: str) -> JobView:
         """Stop a job (the owner or the node's operator, at the owner's node); the job as stopped."""
-        self._caller("stopping a job")
+        _need_caller(self._auth, "stopping a job")
         try:
             return _view(await self._api.post(job_path(job_id, "/stop")))
         except R1osError as exc:
@@ -342,18 +346,13 @@ class AsyncEdil:
             raise
 
     async def _download(self, job_id: str) -> httpx.Response:
-        self._caller("a job's model")
-        url = self._api.url + job_path(job_id, "/model")
+        _need_caller(self._auth, "a job's model")
         try:
-            r = await self._api.http.get(url, auth=_signing_reads(self._auth))
-        except httpx.HTTPError as exc:
-            raise unreachable(self._api.url, exc) from None
-        if r.status_code >= 400:
-            err = remote_error(r)
-            if err.cause == "not_owner":
+            return await self._api.fetch(job_path(job_id, "/model"), auth=_signing_reads(self._auth))
+        except RemoteError as exc:
+            if exc.cause == "not_owner":
                 raise await self._elsewhere(job_id, "its model is kept there only") from None
-            raise err
-        return r
+            raise
 
     async def model(self, job_id: str) -> bytes:
         """The job's current global model as .npz bytes: `params` (the flat float64 vector, laid out as
@@ -374,14 +373,10 @@ class Edil:
         self._api = api
         self._auth = auth
 
-    def _caller(self, what: str) -> None:
-        if self._auth.kind == "anonymous":
-            raise _no_caller(what)
-
     def submit(self, spec: SpecLike) -> JobView:
         """Start a job owned by the session's caller (see `AsyncEdil.submit`)."""
         job = read_spec(spec)
-        self._caller("submitting a training job")
+        _need_caller(self._auth, "submitting a training job")
         return _view(self._api.post("/v1/edil/jobs", spec_body(job)))
 
     def train(
@@ -400,15 +395,10 @@ class Edil:
 
     def wait(self, job_id: str, *, timeout: float | None = None, on_round: OnRound | None = None) -> JobView:
         """Wait until the job ends, reporting each round (see `AsyncEdil.wait`)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        seen = 0
+        waiting = _Wait(timeout, on_round)
         while True:
-            job = self.status(job_id)
-            seen = report_new_rounds(job, seen, on_round)
-            if job.finished:
-                return ended(job)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise not_finished(job, timeout or 0.0)
+            if (done := waiting.check(self.status(job_id))) is not None:
+                return done
             time.sleep(WAIT_INTERVAL)
 
     def status(self, job_id: str) -> JobView:
@@ -425,7 +415,7 @@ class Edil:
 
     def stop(self, job_id: str) -> JobView:
         """Stop a job (see `AsyncEdil.stop`)."""
-        self._caller("stopping a job")
+        _need_caller(self._auth, "stopping a job")
         try:
             return _view(self._api.post(job_path(job_id, "/stop")))
         except R1osError as exc:
@@ -434,18 +424,13 @@ class Edil:
             raise
 
     def _download(self, job_id: str) -> httpx.Response:
-        self._caller("a job's model")
-        url = self._api.url + job_path(job_id, "/model")
+        _need_caller(self._auth, "a job's model")
         try:
-            r = self._api.http.get(url, auth=_signing_reads(self._auth))
-        except httpx.HTTPError as exc:
-            raise unreachable(self._api.url, exc) from None
-        if r.status_code >= 400:
-            err = remote_error(r)
-            if err.cause == "not_owner":
+            return self._api.fetch(job_path(job_id, "/model"), auth=_signing_reads(self._auth))
+        except RemoteError as exc:
+            if exc.cause == "not_owner":
                 raise self._elsewhere(job_id, "its model is kept there only") from None
-            raise err
-        return r
+            raise
 
     def model(self, job_id: str) -> bytes:
         """The job's current global model as .npz bytes (see `AsyncEdil.model`)."""

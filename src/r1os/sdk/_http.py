@@ -48,11 +48,17 @@ def remote_error(r: httpx.Response) -> RemoteError:
     return error_from_body(r.status_code, body, fallback=fallback)
 
 
+def checked(r: httpx.Response) -> httpx.Response:
+    """`r` if it is not an error answer; else the node's error (`RemoteError`). `r` must have been read."""
+    if r.status_code >= 400:
+        raise remote_error(r)
+    return r
+
+
 def answer(r: httpx.Response) -> dict[str, Any]:
     """The JSON object of a successful answer (every route answers one); raises the node's error
     (`RemoteError`) for any other answer."""
-    if r.status_code >= 400:
-        raise remote_error(r)
+    checked(r)
     try:
         data = r.json()
     except ValueError:
@@ -91,12 +97,19 @@ class Api:
     def __init__(self, http: httpx.Client, url: str, what: str = "node") -> None:
         self.http, self.url, self.what = http, url, what
 
-    def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    def _send(self, method: str, base: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            r = self.http.request(method, self.url + path, **kwargs)
+            return self.http.request(method, base + path, **kwargs)
         except httpx.HTTPError as exc:
-            raise unreachable(self.url, exc, self.what) from None
-        return answer(r)
+            raise unreachable(base, exc, self.what) from None
+
+    def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        return answer(self._send(method, self.url, path, **kwargs))
+
+    def fetch(self, path: str, *, base: str | None = None, **kwargs: Any) -> httpx.Response:
+        """GET `path` of this node (or of the node at `base`) for an answer that is not JSON (a log, a file):
+        the answer as it came, or the node's error."""
+        return checked(self._send("GET", base or self.url, path, **kwargs))
 
     def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         return self.request("GET", path, params=params)
@@ -111,12 +124,17 @@ class AsyncApi:
     def __init__(self, http: httpx.AsyncClient, url: str, what: str = "node") -> None:
         self.http, self.url, self.what = http, url, what
 
-    async def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    async def _send(self, method: str, base: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            r = await self.http.request(method, self.url + path, **kwargs)
+            return await self.http.request(method, base + path, **kwargs)
         except httpx.HTTPError as exc:
-            raise unreachable(self.url, exc, self.what) from None
-        return answer(r)
+            raise unreachable(base, exc, self.what) from None
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        return answer(await self._send(method, self.url, path, **kwargs))
+
+    async def fetch(self, path: str, *, base: str | None = None, **kwargs: Any) -> httpx.Response:
+        return checked(await self._send("GET", base or self.url, path, **kwargs))
 
     async def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         return await self.request("GET", path, params=params)
