@@ -39,6 +39,7 @@ from r1os.deeploy._spec import AppSpec, check_relative_path
 from r1os.deeploy.runtimes import AppRuntime, ReplicaLaunch, RuntimeFailure
 from r1os.errors import R1osError
 from r1os.identity import NodeKey
+from r1os.node import woken
 
 if TYPE_CHECKING:
     from r1os.cstore import CStoreService
@@ -141,11 +142,7 @@ class Agent:
             except Exception:
                 log.exception("deeploy agent: cleaning up runtime %s failed", rt.name)
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), interval)
-            except TimeoutError:
-                pass
-            self._wake.clear()
+            await woken(self._wake, interval)
             try:
                 await self.sync()
             except Exception:

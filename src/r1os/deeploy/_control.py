@@ -44,6 +44,7 @@ from r1os.deeploy._placement import Usage, fits_anywhere, place, usage_by_node
 from r1os.deeploy._requests import MAX_REQUEST_AGE_S, AppRequest, RequestRefused, SignedAppRequest
 from r1os.deeploy._spec import AppSpec
 from r1os.errors import R1osError, SpecError
+from r1os.node import woken
 
 if TYPE_CHECKING:
     from r1os.cstore import CStoreService
@@ -234,11 +235,7 @@ class ControlPlane:
     async def run(self, interval: float = 0.5) -> None:
         """Reconcile every `interval` seconds (or sooner when woken) while this oracle leads."""
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), interval)
-            except TimeoutError:
-                pass
-            self._wake.clear()
+            await woken(self._wake, interval)
             if self.leader() != self.me:
                 continue
             try:

@@ -22,7 +22,7 @@ from r1os.edil._spec import JobSpec, resolve_participants, spec_from_data
 from r1os.edil._state import JobState
 from r1os.errors import R1osError
 from r1os.identity import public_key_from_ai_address
-from r1os.node import EdilSettings, Service, ServiceContext
+from r1os.node import EdilSettings, Service, ServiceContext, woken
 from r1os.r1fs._service import R1fsService
 
 log = logging.getLogger("r1os.edil")
@@ -102,11 +102,7 @@ class EdilService(Service):
 
     async def _loop(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), TICK_S)
-            except TimeoutError:
-                pass
-            self._wake.clear()
+            await woken(self._wake, TICK_S)
             assert self.participant is not None and self.aggregator is not None
             for job in list(self.jobs.values()):
                 if job.phase != "training":

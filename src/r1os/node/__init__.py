@@ -17,7 +17,7 @@ from r1os.node._daemon import HEARTBEAT, PROTOCOL_TYPES, Node, read_node_state
 from r1os.node._netmap import Heartbeat, NetworkMap, Peer
 from r1os.node._resources import Resources, collect_resources
 from r1os.node._run import config_from, run_node, setup_logging
-from r1os.node._service import MessageHandler, Service, ServiceContext, cancel_tasks
+from r1os.node._service import MessageHandler, Service, ServiceContext, cancel_tasks, woken
 
 __all__ = [
     "DEFAULT_BROKER",
@@ -55,4 +55,5 @@ __all__ = [
     "read_node_state",
     "run_node",
     "setup_logging",
+    "woken",
 ]

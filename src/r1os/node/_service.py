@@ -43,6 +43,16 @@ S = TypeVar("S", bound="Service")
 TASK_STOP_TIMEOUT = 5.0
 
 
+async def woken(event: asyncio.Event, timeout: float) -> None:
+    """Wait until `event` is set or `timeout` seconds pass, then clear it: one tick of a loop that runs
+    every `timeout` seconds, or at once when woken."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        pass
+    event.clear()
+
+
 async def cancel_tasks(tasks: Iterable[asyncio.Future[Any]], timeout: float = TASK_STOP_TIMEOUT) -> None:
     """Cancel background tasks and wait until they have finished, whatever they raise on the way out;
     a task still running `timeout` seconds after its cancellation is left behind with a log line."""
