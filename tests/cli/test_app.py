@@ -8,20 +8,17 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from r1os.cli import app as cli_app
-from r1os.deeploy.runtimes.memory import MemoryRuntime
 from r1os.identity import NodeKey
 from r1os.sdk import AsyncSession
+from tests.cli.runner import Group, isolate
 from tests.deeploy.cluster import DeeployNet
 
 pytestmark = pytest.mark.timeout(120)
 
-runner = CliRunner()
+cli = Group("app")
 
 SPEC = """\
 name: echo
@@ -36,53 +33,18 @@ health: {http: /, interval_s: 0.2, failures: 2, grace_s: 5}
 
 @pytest.fixture(autouse=True)
 def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("R1OS_HOME", str(tmp_path / "home"))
-    for name in ("R1OS_API_TOKEN", "R1OS_KEY", "R1OS_PRIVATE_KEY", "R1OS_API_URL"):
-        monkeypatch.delenv(name, raising=False)
+    isolate(tmp_path, monkeypatch)
 
 
 @pytest.fixture
 async def net(tmp_path: Path) -> AsyncIterator[DeeployNet]:
-    runtimes = [MemoryRuntime() for _ in range(3)]
-    n = DeeployNet(tmp_path, 3, runtimes=lambda i: {"process": runtimes[i], "plugin": runtimes[i]})
-    await n.start()
-    try:
+    async with DeeployNet.in_memory(tmp_path, 3) as n:
         async with AsyncSession(n.url(0)) as s:
             for _ in range(200):
                 if len(await s.apps.nodes()) == 3:
                     break
                 await asyncio.sleep(0.05)
         yield n
-    finally:
-        await n.stop()
-
-
-def _run(args: list[str], key: NodeKey | None = None) -> Result:
-    env = {"R1OS_PRIVATE_KEY": key.private_key_hex} if key is not None else None
-    return runner.invoke(cli_app, ["app", *args], env=env)
-
-
-def _ok(args: list[str], key: NodeKey | None = None) -> str:
-    result = _run(args, key)
-    assert result.exit_code == 0, f"r1os app {' '.join(args)}: {result.output}"
-    return result.output
-
-
-def _json(args: list[str], key: NodeKey | None = None) -> Any:
-    result = _run([*args, "--json"], key)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def _error(args: list[str], key: NodeKey | None = None) -> str:
-    """The error of a refused command: exit code 1, one `error:` line (and a hint), no traceback."""
-    result = _run(args, key)
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    err = result.stderr
-    # One error line and at most one hint (the console folds long lines at 200 columns when piped).
-    assert err.startswith("error: ") and err.count("error: ") == 1 and err.count("hint: ") <= 1, err
-    return " ".join(err.split())
 
 
 async def test_deploy_status_update_scale_logs_delete(net: DeeployNet, tmp_path: Path) -> None:
@@ -94,50 +56,50 @@ async def test_deploy_status_update_scale_logs_delete(net: DeeployNet, tmp_path:
     addresses = {net.key(i).address.lower() for i in range(3)}
 
     def script() -> None:
-        out = _ok(["deploy", str(spec), *node], owner)
+        out = cli.ok(["deploy", str(spec), *node], owner)
         assert f"deploy accepted: {owner.address.lower()}/echo v1" in out
         assert out.count("healthy (v1)") == 2
         assert "ready: 2/2 replica(s) healthy at v1" in out
         assert f"URL: {url}/apps/echo/" in out
 
-        status = _json(["status", "echo", *node])
+        status = cli.json(["status", "echo", *node])
         assert status["app"] == f"{owner.address.lower()}/echo" and status["version"] == 1
         assert len(status["replicas"]) == 2
         for r in status["replicas"]:
             assert r["node"] in addresses and r["state"] == "running" and r["healthy"] is True
         assert "not-for-your-eyes" not in json.dumps(status)
-        table = _ok(["status", "echo", *node])
+        table = cli.ok(["status", "echo", *node])
         assert all(r["node"] in table for r in status["replicas"]) and "2/2 healthy" in table
 
-        listed = _json(["ls", *node])
+        listed = cli.json(["ls", *node])
         assert [a["app"] for a in listed] == [status["app"]]
-        assert _json(["ls", "--owner", NodeKey.generate().address, *node]) == []
-        assert "echo" in _ok(["ls", *node])
-        hosts = _json(["nodes", *node])
+        assert cli.json(["ls", "--owner", NodeKey.generate().address, *node]) == []
+        assert "echo" in cli.ok(["ls", *node])
+        hosts = cli.json(["nodes", *node])
         assert {h["address"] for h in hosts} == addresses and all("process" in h["runtimes"] for h in hosts)
-        assert "nodes that run apps" in _ok(["nodes", *node])
+        assert "nodes that run apps" in cli.ok(["nodes", *node])
 
         spec.write_text(SPEC.replace("hello", "bonjour"))
-        out = _ok(["update", str(spec), *node], owner)
+        out = cli.ok(["update", str(spec), *node], owner)
         assert "update accepted" in out and "v2" in out and "ready: 2/2 replica(s) healthy at v2" in out
-        assert {r["version"] for r in _json(["status", "echo", *node])["replicas"]} == {2}
+        assert {r["version"] for r in cli.json(["status", "echo", *node])["replicas"]} == {2}
 
-        out = _ok(["scale", "echo", "1", *node], owner)
+        out = cli.ok(["scale", "echo", "1", *node], owner)
         assert "ready: 1/1" in out
-        assert len(_json(["status", "echo", *node])["replicas"]) == 1
+        assert len(cli.json(["status", "echo", *node])["replicas"]) == 1
 
         # Logs: the owner's (each line as the replica wrote it: one replica now); refused to another key.
-        logs = _run(["logs", "echo", "--tail", "3", *node], owner)
+        logs = cli.run(["logs", "echo", "--tail", "3", *node], owner)
         assert logs.exit_code == 0, logs.output
         assert len(logs.stdout.splitlines()) == 3 and "GET / 200" in logs.stdout
-        first = _run(["logs", "echo", "--tail", "10000", *node], owner).stdout.splitlines()[0]
+        first = cli.run(["logs", "echo", "--tail", "10000", *node], owner).stdout.splitlines()[0]
         assert first.startswith("started on port")
-        other = _error(["logs", "echo", "--owner", owner.address, *node], NodeKey.generate())
+        other = cli.error(["logs", "echo", "--owner", owner.address, *node], NodeKey.generate())
         assert "forbidden" in other
 
-        out = _ok(["delete", "echo", *node], owner)
+        out = cli.ok(["delete", "echo", *node], owner)
         assert f"deleted {owner.address.lower()}/echo" in out
-        assert "no_app" in _error(["status", "echo", "--owner", owner.address, *node])
+        assert "no_app" in cli.error(["status", "echo", "--owner", owner.address, *node])
 
     await asyncio.to_thread(script)
 
@@ -153,26 +115,26 @@ async def test_refusals_are_one_line_with_a_hint(net: DeeployNet, tmp_path: Path
     node = ["--node", net.url(2)]
 
     def script() -> None:
-        _ok(["deploy", str(spec), "--no-wait", *node], owner)
-        twice = _error(["deploy", str(spec), *node], owner)
+        cli.ok(["deploy", str(spec), "--no-wait", *node], owner)
+        twice = cli.error(["deploy", str(spec), *node], owner)
         assert "exists (version 1)" in twice and "(conflict)" in twice and "r1os app update" in twice
 
-        assert "error: replicas: " in _error(["deploy", str(bad), *node], owner)
-        assert "error: helth: unknown field" in _error(["deploy", str(unknown), *node], owner)
+        assert "error: replicas: " in cli.error(["deploy", str(bad), *node], owner)
+        assert "error: helth: unknown field" in cli.error(["deploy", str(unknown), *node], owner)
 
-        no_key = _error(["deploy", str(spec), *node])
+        no_key = cli.error(["deploy", str(spec), *node])
         assert "owner's key" in no_key and "hint: " in no_key
-        assert "owner's key" in _error(["delete", "echo", *node])
+        assert "owner's key" in cli.error(["delete", "echo", *node])
 
-        assert "no_app" in _error(["scale", "nothing-here", "2", *node], owner)
-        assert "no app named nothing-here" in _error(["status", "nothing-here", *node])
+        assert "no_app" in cli.error(["scale", "nothing-here", "2", *node], owner)
+        assert "no app named nothing-here" in cli.error(["status", "nothing-here", *node])
 
         # Waiting that runs out says where the replicas are.
         spec.write_text(SPEC.replace("name: echo", "name: slow"))
-        slow = _error(["deploy", str(spec), "--timeout", "0", *node], owner)
+        slow = cli.error(["deploy", str(spec), "--timeout", "0", *node], owner)
         assert "0 of 2 replica(s) healthy at version 1 after 0 s" in slow and "r1os app status slow" in slow
 
-        unreachable = _error(["ls", "--node", "http://127.0.0.1:9"])
+        unreachable = cli.error(["ls", "--node", "http://127.0.0.1:9"])
         assert "cannot reach the node" in unreachable
 
     await asyncio.to_thread(script)
@@ -182,7 +144,7 @@ async def test_node_defaults_to_r1os_api_url(net: DeeployNet, monkeypatch: pytes
     monkeypatch.setenv("R1OS_API_URL", net.url(0))
 
     def script() -> None:
-        assert _json(["ls"]) == []
-        assert len(_json(["nodes"])) == 3
+        assert cli.json(["ls"]) == []
+        assert len(cli.json(["nodes"])) == 3
 
     await asyncio.to_thread(script)

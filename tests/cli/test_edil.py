@@ -5,90 +5,38 @@ On node 0's machine (this one) the CLI acts as its operator without a flag; with
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import yaml
-from typer.testing import CliRunner, Result
 
-from r1os.cli import app as cli_app
 from r1os.identity import NodeKey
-from tests.edil.network import EdilNet
+from tests.cli.runner import Group, isolate
+from tests.edil.network import EXAMPLE, EdilNet, example, model_accuracy
 
 pytestmark = pytest.mark.timeout(240)
 
-runner = CliRunner()
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "edil" / "digits.yaml"
+cli = Group("edil")
 
 
 @pytest.fixture(autouse=True)
 def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("R1OS_HOME", str(tmp_path / "home"))
-    for name in ("R1OS_API_TOKEN", "R1OS_KEY", "R1OS_PRIVATE_KEY", "R1OS_API_URL"):
-        monkeypatch.delenv(name, raising=False)
+    isolate(tmp_path, monkeypatch)
 
 
 @pytest.fixture
 async def net(tmp_path: Path) -> AsyncIterator[EdilNet]:
-    n = EdilNet(tmp_path / "net", 5)
-    await n.start()
-    try:
+    async with EdilNet(tmp_path / "net", 5) as n:
         yield n
-    finally:
-        await n.stop()
 
 
 def spec_file(tmp_path: Path, name: str = "job.yaml", **changes: Any) -> Path:
-    spec = yaml.safe_load(EXAMPLE.read_text())
-    spec.update(changes)
     path = tmp_path / name
-    path.write_text(yaml.safe_dump(spec))
+    path.write_text(yaml.safe_dump(example(**changes)))
     return path
-
-
-def _run(args: list[str], key: NodeKey | None = None) -> Result:
-    env = {"R1OS_PRIVATE_KEY": key.private_key_hex} if key is not None else None
-    return runner.invoke(cli_app, ["edil", *args], env=env)
-
-
-def _ok(args: list[str], key: NodeKey | None = None) -> str:
-    result = _run(args, key)
-    assert result.exit_code == 0, f"r1os edil {' '.join(args)}: {result.output}"
-    return result.output
-
-
-def _json(args: list[str], key: NodeKey | None = None) -> Any:
-    result = _run([*args, "--json"], key)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def _error(args: list[str], key: NodeKey | None = None) -> str:
-    """The error of a refused command: exit code 1, one `error:` line (and a hint), no traceback."""
-    result = _run(args, key)
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    err = result.stderr
-    assert err.startswith("error: ") and err.count("error: ") == 1 and err.count("hint: ") <= 1, err
-    return " ".join(err.split())
-
-
-def model_accuracy(path: Path) -> float:
-    from r1os.edil import ModelSpec
-    from r1os.edil._data import load
-    from r1os.edil._models import evaluate, layout
-
-    with np.load(io.BytesIO(path.read_bytes())) as z:
-        params = z["params"]
-        meta = json.loads(z["meta"].tobytes())
-    lay = layout(ModelSpec.model_validate(meta["model"]), meta["inputs"], meta["classes"])
-    test = load("example:digits?split=test")
-    return evaluate(lay, params, test.X, test.y)
 
 
 async def test_train_status_ls_model_as_the_operator(net: EdilNet, tmp_path: Path) -> None:
@@ -97,42 +45,42 @@ async def test_train_status_ls_model_as_the_operator(net: EdilNet, tmp_path: Pat
     node0 = net.nodes[0].address.lower()
 
     def script() -> None:
-        out = _ok(["train", str(spec), "--node", url0])
+        out = cli.ok(["train", str(spec), "--node", url0])
         assert "submitted: digits (job " in out and f"to {node0}: 3 participant(s)" in out
         assert "round 1/2: 3 included, 0 dropped, 0 refused; test accuracy 0." in out
         assert "round 2/2: 3 included, 0 dropped, 0 refused; test accuracy 0." in out
         assert "done: test accuracy 0." in out and "after 2/2 round(s)" in out
 
-        [listed] = _json(["ls", "--node", url0])
+        [listed] = cli.json(["ls", "--node", url0])
         job_id = listed["job_id"]
         assert listed["owner"] == node0  # the operator's job is the node's
-        view = _json(["status", job_id, "--node", url0])
+        view = cli.json(["status", job_id, "--node", url0])
         assert view["phase"] == "done" and view["rounds_done"] == 2
         assert isinstance(view["test_accuracy"], float) and view["model_cid"]
         assert (
             f"done: test accuracy {view['test_accuracy']:.4f}" in out and f"model: {view['model_cid']}" in out
         )
         assert [h["round"] for h in view["history"]] == [1, 2]
-        table = _ok(["status", job_id, "--node", url0])
+        table = cli.ok(["status", job_id, "--node", url0])
         assert "rounds:       2/2" in table and view["model_cid"] in table and view["aggregator"] in table
         assert all(p in table for p in view["participants"])
-        assert job_id in _ok(["ls", "--node", url0])
+        assert job_id in cli.ok(["ls", "--node", url0])
 
         # The model: saved where asked, its params scoring the accuracy the owner reported.
-        out = _ok(["model", job_id, "-o", str(tmp_path / "digits.npz"), "--node", url0])
+        out = cli.ok(["model", job_id, "-o", str(tmp_path / "digits.npz"), "--node", url0])
         assert f"saved {tmp_path / 'digits.npz'} (" in out and "KiB)" in out
         assert model_accuracy(tmp_path / "digits.npz") == pytest.approx(view["test_accuracy"], abs=5e-7)
 
         # Asked of another node (as that node's operator): the model is kept on the owner's node only.
-        elsewhere = _error(["model", job_id, "-o", str(tmp_path / "x.npz"), "--node", url1])
+        elsewhere = cli.error(["model", job_id, "-o", str(tmp_path / "x.npz"), "--node", url1])
         assert (
             f"was submitted to node {node0}" in elsewhere
             and f"hint: ask the owner's node: --node {url0}" in elsewhere
         )
         assert not (tmp_path / "x.npz").exists()
-        missing = _error(["status", "0123456789abcdef", "--node", url0])
+        missing = cli.error(["status", "0123456789abcdef", "--node", url0])
         assert "no job 0123456789abcdef (no_job)" in missing and "r1os edil ls" in missing
-        assert "no_job" in _error(["model", "0123456789abcdef", "--node", url0])
+        assert "no_job" in cli.error(["model", "0123456789abcdef", "--node", url0])
 
     await asyncio.to_thread(script)
 
@@ -143,7 +91,7 @@ async def test_train_json_as_a_key_and_who_may_stop(net: EdilNet, tmp_path: Path
     url0 = net.nodes[0].url
 
     def script() -> None:
-        result = _run(["train", str(spec), "--node", url0, "--json"], owner)
+        result = cli.run(["train", str(spec), "--node", url0, "--json"], owner)
         assert result.exit_code == 0, result.output
         job = json.loads(result.stdout)  # the final JobView, and nothing else on stdout
         assert job["phase"] == "done" and job["rounds_done"] == job["rounds"] == 2
@@ -152,28 +100,28 @@ async def test_train_json_as_a_key_and_who_may_stop(net: EdilNet, tmp_path: Path
         assert "round 2/2: 3 included" in result.stderr  # progress goes to stderr under --json
 
         # The model and a stop are the owner's: another key is refused.
-        assert "forbidden" in _error(
+        assert "forbidden" in cli.error(
             ["model", job["job_id"], "-o", str(tmp_path / "m.npz"), "--node", url0], stranger
         )
-        refused = _error(["stop", job["job_id"], "--node", url0], stranger)
+        refused = cli.error(["stop", job["job_id"], "--node", url0], stranger)
         assert "forbidden" in refused and "owner" in refused
-        _ok(["model", job["job_id"], "-o", str(tmp_path / "m.npz"), "--node", url0], owner)
+        cli.ok(["model", job["job_id"], "-o", str(tmp_path / "m.npz"), "--node", url0], owner)
         assert model_accuracy(tmp_path / "m.npz") == pytest.approx(job["test_accuracy"], abs=5e-7)
 
         # A long job: waiting runs out (the job goes on), then its owner stops it.
         long = spec_file(tmp_path, "long.yaml", rounds=200, privacy="plain", deadline_s=60)
-        late = _error(["train", str(long), "--timeout", "0", "--node", url0], owner)
+        late = cli.error(["train", str(long), "--timeout", "0", "--node", url0], owner)
         assert "rounds after 0 s, still training" in late and "hint: it goes on" in late
-        running = [j for j in _json(["ls", "--node", url0]) if j["phase"] == "training"]
+        running = [j for j in cli.json(["ls", "--node", url0]) if j["phase"] == "training"]
         assert len(running) == 1 and running[0]["owner"] == owner.address.lower()
-        assert "forbidden" in _error(["stop", running[0]["job_id"], "--node", url0], stranger)
-        out = _ok(["stop", running[0]["job_id"], "--node", url0], owner)
+        assert "forbidden" in cli.error(["stop", running[0]["job_id"], "--node", url0], stranger)
+        out = cli.ok(["stop", running[0]["job_id"], "--node", url0], owner)
         assert f"{running[0]['job_id']} (digits): stopped after" in out
-        assert _json(["status", running[0]["job_id"], "--node", url0])["phase"] == "stopped"
-        again = _ok(["stop", job["job_id"], "--node", url0], owner)
+        assert cli.json(["status", running[0]["job_id"], "--node", url0])["phase"] == "stopped"
+        again = cli.ok(["stop", job["job_id"], "--node", url0], owner)
         assert f"{job['job_id']} (digits): had already ended: done after 2/2" in again
 
-        out = _ok(["train", str(long), "--no-wait", "--node", url0], owner)
+        out = cli.ok(["train", str(long), "--no-wait", "--node", url0], owner)
         assert "submitted: digits" in out and "follow it: r1os edil status " in out
 
     await asyncio.to_thread(script)
@@ -182,12 +130,14 @@ async def test_train_json_as_a_key_and_who_may_stop(net: EdilNet, tmp_path: Path
 async def test_a_bad_spec_is_named_before_anything_is_sent(tmp_path: Path) -> None:
     nowhere = ["--node", "http://127.0.0.1:9"]  # nothing answers there: an error from it would say so
     zero = spec_file(tmp_path, rounds=0)
-    err = _error(["train", str(zero), *nowhere])
+    err = cli.error(["train", str(zero), *nowhere])
     assert err.startswith("error: rounds: ") and "hint: see docs/edil.md" in err
     bad = yaml.safe_load(EXAMPLE.read_text())
     bad["participants"][1]["data"] = "example:digits?split=test"
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
-    assert _error(["train", str(tmp_path / "bad.yaml"), *nowhere]).startswith("error: participants.1.data: ")
+    assert cli.error(["train", str(tmp_path / "bad.yaml"), *nowhere]).startswith(
+        "error: participants.1.data: "
+    )
     (tmp_path / "typo.yaml").write_text(EXAMPLE.read_text().replace("rounds:", "round:"))
-    assert "error: round: unknown field" in _error(["train", str(tmp_path / "typo.yaml"), *nowhere])
-    assert "cannot reach the node" in _error(["ls", *nowhere])
+    assert "error: round: unknown field" in cli.error(["train", str(tmp_path / "typo.yaml"), *nowhere])
+    assert "cannot reach the node" in cli.error(["ls", *nowhere])

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
 from r1os.cstore import CStoreService
 from r1os.deeploy._service import DeeployService
 from r1os.deeploy.runtimes import AppRuntime
+from r1os.deeploy.runtimes.memory import MemoryRuntime
 from r1os.identity import NodeKey, load_or_create
 from r1os.node import DeeploySettings, Node, NodeConfig
 from r1os.transport import EmbeddedBroker, MqttTransport
@@ -36,6 +37,23 @@ class DeeployNet:
         self.nodes: list[Node | None] = []
         self.http = httpx.AsyncClient(timeout=10)
         self.oracle = self.key(0).address
+        #: Node i's in-memory runtime, in a network made by `in_memory`.
+        self.memory: list[MemoryRuntime] = []
+
+    @classmethod
+    def in_memory(cls, root: Path, n: int) -> DeeployNet:
+        """`n` nodes whose replicas (runtimes `process` and `plugin`) the in-memory runtime runs."""
+        memory = [MemoryRuntime() for _ in range(n)]
+        net = cls(root, n, runtimes=lambda i: {"process": memory[i], "plugin": memory[i]})
+        net.memory = memory
+        return net
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
     def key(self, i: int) -> NodeKey:
         return load_or_create(self.root / f"n{i}" / "keys" / "node.json", "pw", strength="light")[0]

@@ -13,7 +13,6 @@ import pytest
 
 from r1os.deeploy import parse_spec
 from r1os.deeploy._requests import sign_app_request
-from r1os.deeploy.runtimes.memory import MemoryRuntime
 from r1os.identity import NodeKey
 from tests.conftest import async_wait_for
 from tests.deeploy.cluster import DeeployNet
@@ -28,14 +27,8 @@ ECHO = (
 
 @pytest.fixture
 async def net(tmp_path: Path) -> AsyncIterator[DeeployNet]:
-    runtimes = [MemoryRuntime() for _ in range(4)]
-    n = DeeployNet(tmp_path, 4, runtimes=lambda i: {"process": runtimes[i], "plugin": runtimes[i]})
-    n.memory = runtimes  # type: ignore[attr-defined]
-    await n.start()
-    try:
+    async with DeeployNet.in_memory(tmp_path, 4) as n:
         yield n
-    finally:
-        await n.stop()
 
 
 async def send(
@@ -78,7 +71,7 @@ async def test_deploy_through_an_edge_then_serve_through_a_node_without_replica(
     assert answer.status_code == 200
     # The replica's app got its own identity and the node's API URL.
     host = [n.address.lower() for n in net.live()].index(sorted(hosts)[0])
-    rep = net.memory[host].launches[-1]  # type: ignore[attr-defined]
+    rep = net.memory[host].launches[-1]
     assert rep.env["R1OS_API_URL"].startswith("http://127.0.0.1:")
     assert NodeKey.from_hex(rep.env["R1OS_PRIVATE_KEY"]).address != net.node(0).address
 

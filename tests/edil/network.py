@@ -1,11 +1,16 @@
-"""An in-process EDIL network: real nodes (embedded broker, HTTP, CSTORE, R1FS) with the EDIL service."""
+"""An in-process EDIL network: real nodes (embedded broker, HTTP, CSTORE, R1FS) with the EDIL service; the
+example job spec, and reading a job and its model as the tests do."""
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
+import numpy as np
+import yaml
 
 from r1os.cstore import CStoreService
 from r1os.edil._service import EdilService
@@ -15,6 +20,7 @@ from r1os.transport import EmbeddedBroker, MqttTransport
 from tests.conftest import async_wait_for
 
 HB = 0.3
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "edil" / "digits.yaml"
 
 
 class EdilNet:
@@ -46,6 +52,13 @@ class EdilNet:
 
         await async_wait_for(meshed, 20, "every node to see every other")
 
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
     def edil(self, i: int) -> EdilService:
         svc = self.nodes[i].services[2]
         assert isinstance(svc, EdilService)
@@ -65,3 +78,41 @@ class EdilNet:
             await node.stop()
         await self.http.aclose()
         await self.broker.stop()
+
+
+def example(**changes: Any) -> dict[str, Any]:
+    """The example job spec (examples/edil/digits.yaml), parsed, with `changes`."""
+    spec: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+    spec.update(changes)
+    return spec
+
+
+async def job_view(net: EdilNet, job_id: str) -> dict[str, Any]:
+    """The job as node 0 serves it."""
+    r = await net.http.get(f"{net.nodes[0].url}/v1/edil/jobs/{job_id}")
+    return dict(r.json())
+
+
+async def finished(net: EdilNet, job_id: str, timeout: float = 180) -> dict[str, Any]:
+    """The job once it is no longer training."""
+
+    async def done() -> dict[str, Any] | None:
+        v = await job_view(net, job_id)
+        return v if v["phase"] != "training" else None
+
+    return await async_wait_for(done, timeout, f"job {job_id} to finish")
+
+
+def model_accuracy(npz: bytes | Path) -> float:
+    """The accuracy of a downloaded model (its bytes, or the file) on the example's test split, computed here
+    from its params."""
+    from r1os.edil import ModelSpec
+    from r1os.edil._data import load
+    from r1os.edil._models import evaluate, layout
+
+    with np.load(io.BytesIO(npz.read_bytes() if isinstance(npz, Path) else npz)) as z:
+        params = z["params"]
+        meta = json.loads(z["meta"].tobytes())
+    lay = layout(ModelSpec.model_validate(meta["model"]), meta["inputs"], meta["classes"])
+    test = load("example:digits?split=test")
+    return evaluate(lay, params, test.X, test.y)

@@ -2,43 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
-
 import pytest
-import yaml
 
-from tests.conftest import async_wait_for
-from tests.edil.network import EdilNet
+from tests.edil.network import EXAMPLE, EdilNet, example, finished
 
 pytestmark = pytest.mark.timeout(240)
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "edil" / "digits.yaml"
-
-
-@pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[EdilNet]:
-    n = EdilNet(tmp_path, 5)
-    await n.start()
-    try:
-        yield n
-    finally:
-        await n.stop()
-
-
-def example(**changes: Any) -> dict[str, Any]:
-    spec = yaml.safe_load(EXAMPLE.read_text())
-    spec.update(changes)
-    return spec
-
-
-async def finished(net: EdilNet, job_id: str, timeout: float = 180) -> dict[str, Any]:
-    async def done() -> dict[str, Any] | None:
-        r = await net.http.get(f"{net.nodes[0].url}/v1/edil/jobs/{job_id}")
-        v = r.json()
-        return v if v["phase"] != "training" else None
-
-    return await async_wait_for(done, timeout, f"job {job_id} to finish")
 
 
 @pytest.mark.parametrize("privacy", ["plain", "ckks"])
@@ -55,6 +23,10 @@ async def test_a_job_trains_over_the_network(net: EdilNet, privacy: str) -> None
     v = await finished(net, job["job_id"])
     assert v["phase"] == "done", v
     assert v["rounds_done"] == 5 and all(len(h["included"]) == 3 for h in v["history"])
+    # Each round records what each participant sent: 2 ciphertexts of 65,676 bytes (CKKS) or 2,410 float64.
+    sizes = {p: n for h in v["history"] for p, n in h["update_bytes"].items()}
+    assert set(sizes) == set(job["participants"])
+    assert all(n > (100_000 if privacy == "ckks" else 19_000) for n in sizes.values()), sizes
     # The networked run is the simulation's run: same seeds, same maths (CKKS adds only its noise).
     pairs = zip(job["participants"], spec["participants"], strict=True)
     resolved = spec_from_data({**spec, "participants": [{"node": p, "data": q["data"]} for p, q in pairs]})

@@ -7,52 +7,18 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from r1os.edil import _roles
 from r1os.edil._seal import SealError, open_sealed
 from r1os.edil._state import UpdatePointer, update_key
 from r1os.edil._updates import sign_update
-from tests.conftest import async_wait_for
-from tests.edil.network import EdilNet
+from tests.edil.network import EdilNet, example, finished
 
 pytestmark = pytest.mark.timeout(240)
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "edil" / "digits.yaml"
-
-
-@pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[EdilNet]:
-    n = EdilNet(tmp_path, 5)
-    await n.start()
-    try:
-        yield n
-    finally:
-        await n.stop()
-
-
-def example(**changes: Any) -> dict[str, Any]:
-    spec = yaml.safe_load(EXAMPLE.read_text())
-    spec.update(changes)
-    return spec
-
-
-async def job_view(net: EdilNet, job_id: str) -> dict[str, Any]:
-    r = await net.http.get(f"{net.nodes[0].url}/v1/edil/jobs/{job_id}")
-    return dict(r.json())
-
-
-async def finished(net: EdilNet, job_id: str, timeout: float = 180) -> dict[str, Any]:
-    async def done() -> dict[str, Any] | None:
-        v = await job_view(net, job_id)
-        return v if v["phase"] != "training" else None
-
-    return await async_wait_for(done, timeout, f"job {job_id} to finish")
 
 
 def index_of(net: EdilNet, address: str) -> int:

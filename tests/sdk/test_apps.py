@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from r1os.deeploy._requests import SEALED_PREFIX, open_secrets
-from r1os.deeploy.runtimes.memory import MemoryRuntime
 from r1os.errors import DecryptionError, RemoteError, SpecError
 from r1os.identity import NodeKey
 from r1os.sdk import AsyncSession, NotReady, Session
@@ -36,14 +35,8 @@ health: {{http: /, interval_s: 0.2, failures: 2, grace_s: 5}}
 
 @pytest.fixture
 async def net(tmp_path: Path) -> AsyncIterator[DeeployNet]:
-    runtimes = [MemoryRuntime() for _ in range(3)]
-    n = DeeployNet(tmp_path, 3, runtimes=lambda i: {"process": runtimes[i], "plugin": runtimes[i]})
-    n.memory = runtimes  # type: ignore[attr-defined]
-    await n.start()
-    try:
+    async with DeeployNet.in_memory(tmp_path, 3) as n:
         yield n
-    finally:
-        await n.stop()
 
 
 async def _hosts_ready(s: AsyncSession, n: int) -> None:
@@ -112,7 +105,7 @@ async def test_secrets_are_sealed_before_they_leave(net: DeeployNet) -> None:
     hosting = {r.node for r in ready.replicas}
     for i in range(3):
         if net.key(i).address.lower() in hosting:
-            launch = net.memory[i].launches[-1]  # type: ignore[attr-defined]
+            launch = net.memory[i].launches[-1]
             assert launch.env["TOKEN"] == SECRET and launch.env["GREETING"] == "hello"
     assert len(sent) == 1 and SECRET.encode() not in sent[0]
     request = json.loads(sent[0])["request"]

@@ -5,57 +5,27 @@ by a key; its rounds as they complete, its state from any node, its model evalua
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
-import yaml
 
 from r1os.errors import RemoteError, SpecError
 from r1os.identity import NodeKey
 from r1os.sdk import AsyncSession, JobFailed, Session
 from r1os.sdk._edil import JobView, NoCaller, NotFinished, NotOwnersNode, RoundView
 from tests.conftest import async_wait_for
-from tests.edil.network import EdilNet
+from tests.edil.network import EdilNet, example, model_accuracy
 
 pytestmark = pytest.mark.timeout(240)
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "edil" / "digits.yaml"
 #: The owner reports accuracies to 6 digits.
 ROUNDED = 5e-7
 
 
 @pytest.fixture
 async def net(tmp_path: Path) -> AsyncIterator[EdilNet]:
-    n = EdilNet(tmp_path, 5)
-    await n.start()
-    try:
+    async with EdilNet(tmp_path, 5) as n:
         yield n
-    finally:
-        await n.stop()
-
-
-def example(**changes: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
-    spec.update(changes)
-    return spec
-
-
-def model_accuracy(npz: bytes) -> float:
-    """The accuracy of a downloaded model on the example's test split, computed here from its params."""
-    from r1os.edil import ModelSpec
-    from r1os.edil._data import load
-    from r1os.edil._models import evaluate, layout
-
-    with np.load(io.BytesIO(npz)) as z:
-        params = z["params"]
-        meta = json.loads(z["meta"].tobytes())
-    lay = layout(ModelSpec.model_validate(meta["model"]), meta["inputs"], meta["classes"])
-    test = load("example:digits?split=test")
-    return evaluate(lay, params, test.X, test.y)
 
 
 async def test_the_operator_trains_and_reads_the_job_anywhere(
