@@ -6,101 +6,53 @@ the one whose replica was down. An app naming a job that cannot pay is refused w
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from r1os.chain import ChainClient
-from r1os.chain.anvil import Anvil, dev_private_key
-from r1os.chain.deploy import deploy
-from r1os.chain.provider import RpcProvider
+from r1os.chain.anvil import Anvil
 from r1os.cstore import CStoreService
 from r1os.deeploy import parse_spec
 from r1os.deeploy._requests import sign_app_request
 from r1os.deeploy._service import DeeployService
 from r1os.deeploy.runtimes import MemoryRuntime
-from r1os.identity import NodeKey, save_keystore
-from r1os.node import DeeploySettings, Node, NodeConfig
+from r1os.identity import NodeKey
+from r1os.node import DeeploySettings
 from r1os.oracle import OracleSettings, OracleSyncService
-from r1os.transport import EmbeddedBroker
 from tests.conftest import async_wait_for
 
-from .conftest import ETH, _anvil_or_skip
+from .conftest import USDC, NodeRack, paid_job
 
 pytestmark = pytest.mark.timeout(180)
 
 EPOCH = 4
 HB = 0.5
 NET = "deeploypaid"
-USDC = 10**6
 PRICE = USDC
 
 
-@pytest.fixture
-async def anvil() -> AsyncIterator[Anvil]:
-    _anvil_or_skip()
-    async with Anvil() as node:
-        yield node
-
-
-async def test_the_escrow_pays_the_replica_that_served(anvil: Anvil, tmp_path: Path) -> None:
-    deployer = dev_private_key(0)
-    oracle_keys = [NodeKey.generate() for _ in range(3)]
-    oracles = sorted(k.address for k in oracle_keys)
-    dep = await deploy(anvil.rpc_url, deployer, epoch_seconds=EPOCH, oracles=oracles)
-
-    def client(key: object) -> ChainClient:
-        return ChainClient(dep, key, provider=RpcProvider(anvil.rpc_url, devnet=True))  # type: ignore[arg-type]
-
-    admin = client(deployer)
-    await admin.transact("R1", "set_minter", dep.deployer, True)
-    for k in oracle_keys:
-        await admin.send_eth(k.address, 10 * ETH)
-    edges = {"serves": NodeKey.generate(), "fails": NodeKey.generate()}
-    operators: dict[str, ChainClient] = {}
-    for role, node in edges.items():
-        op_key = NodeKey.generate()
-        await admin.send_eth(op_key.address, 10 * ETH)
-        await admin.mint_r1(op_key.address, await admin.nd_price())
-        op = operators[role] = client(op_key)
-        await op.link(await op.buy_nd(), node.address)
-    customer_key = NodeKey.generate()
-    await admin.send_eth(customer_key.address, 10 * ETH)
-    customer = client(customer_key)
-    await customer.usdc_faucet(100 * USDC)
-    job_id = await customer.create_job(nodes=2, epochs=30, price_per_node_epoch=PRICE)
-
-    broker = EmbeddedBroker(port=0)
-    await broker.start()
-    running: list[Node] = []
+async def test_the_escrow_pays_the_replica_that_served(own_anvil: Anvil, tmp_path: Path) -> None:
+    chain = await paid_job(own_anvil, ("serves", "fails"), epoch_seconds=EPOCH, price=PRICE)
+    dep, oracles, edges, operators = chain.deployment, chain.oracles, chain.edges, chain.operators
+    job_id = chain.job_id
     allowed = frozenset(o.lower() for o in oracles)
     runtimes = {role: MemoryRuntime() for role in edges}
 
-    async def start(key: NodeKey, i: int, services: list[Any], oracle: bool) -> Node:
-        home = tmp_path / f"n{i}"
-        save_keystore(key, home / "keys" / "node.json", "pw", strength="light")
-        cfg = NodeConfig(home=home, network=NET, broker=broker.url, http="127.0.0.1:0", oracle=oracle,
-                         heartbeat_interval=HB, oracles=oracles, key_strength="light")  # fmt: skip
-        node = Node(cfg, password="pw", services=services)
-        await node.start()
-        running.append(node)
-        return node
-
-    try:
-        for i, k in enumerate(oracle_keys):
+    async with NodeRack(tmp_path, NET, oracles, HB) as rack:
+        running = rack.running
+        for k in chain.oracle_keys:
             settings = OracleSettings(genesis_time=dep.genesis_time, epoch_seconds=EPOCH, heartbeat=HB,
                                       oracles=oracles, deployment=dep)  # fmt: skip
-            await start(k, i, [
+            await rack.start(k, [
                 CStoreService(sync_interval=0.3, fsync=False, oracles=allowed),
                 OracleSyncService(settings),
                 DeeployService(DeeploySettings(host_apps=False)),
             ], oracle=True)  # fmt: skip
         edge_nodes = {}
-        for i, (role, k) in enumerate(edges.items(), start=3):
-            edge_nodes[role] = await start(k, i, [
+        for role, k in edges.items():
+            edge_nodes[role] = await rack.start(k, [
                 CStoreService(sync_interval=0.3, fsync=False, oracles=allowed),
                 DeeployService(DeeploySettings(cpu=2, memory_mb=2048), runtimes={"process": runtimes[role]}),
             ], oracle=False)  # fmt: skip
@@ -164,7 +116,3 @@ async def test_the_escrow_pays_the_replica_that_served(anvil: Anvil, tmp_path: P
         assert paid_epochs and all(
             r.attestations[str(job_id)].nodes == [edges["serves"].address] for r in paid_epochs
         )
-    finally:
-        for node in reversed(running):
-            await node.stop()
-        await broker.stop()

@@ -5,29 +5,20 @@ the other reports it down. The escrow pays the first node's operator and never t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from r1os.chain import ChainClient
-from r1os.chain.anvil import Anvil, dev_private_key
-from r1os.chain.deploy import deploy
-from r1os.chain.provider import RpcProvider
+from r1os.chain.anvil import Anvil
 from r1os.cstore import CStoreService
-from r1os.identity import NodeKey, save_keystore
-from r1os.node import Node, NodeConfig, Service, ServiceContext
+from r1os.node import Service, ServiceContext
 from r1os.oracle import OracleSettings, OracleSyncService, job_standing
-from r1os.transport import EmbeddedBroker
 from tests.conftest import async_wait_for
 
-from .conftest import ETH, _anvil_or_skip
+from .conftest import USDC, NodeRack, paid_job
 
 EPOCH = 4
 HB = 0.5
 NET = "poaihealth"
-USDC = 10**6
 PRICE = USDC
 APP = "0x" + "1" * 40 + "/echo"
 
@@ -47,71 +38,26 @@ class FakeDeeploy(Service):
         return {"runtimes": ["process"], "replicas": {APP: {"v": 1, "ok": self.ok, "job": self.job}}}
 
 
-@pytest.fixture
-async def anvil() -> AsyncIterator[Anvil]:
-    _anvil_or_skip()
-    async with Anvil() as node:  # its own chain: its clock is the wall clock the oracles go by
-        yield node
-
-
 async def test_escrow_pays_the_node_that_served_not_the_one_whose_replica_was_down(
-    anvil: Anvil, tmp_path: Path
+    own_anvil: Anvil, tmp_path: Path
 ) -> None:
-    deployer = dev_private_key(0)
-    oracle_keys = [NodeKey.generate() for _ in range(3)]
-    oracles = sorted(k.address for k in oracle_keys)
-    dep = await deploy(anvil.rpc_url, deployer, epoch_seconds=EPOCH, oracles=oracles)
-
-    def client(key: object) -> ChainClient:
-        return ChainClient(dep, key, provider=RpcProvider(anvil.rpc_url, devnet=True))  # type: ignore[arg-type]
-
-    admin = client(deployer)
-    await admin.transact("R1", "set_minter", dep.deployer, True)
-    for k in oracle_keys:  # the submitting oracle pays gas
-        await admin.send_eth(k.address, 10 * ETH)
-
-    # two licensed nodes, each with its own operator (who is paid)
-    nodes = {"healthy": NodeKey.generate(), "down": NodeKey.generate()}
-    operators: dict[str, ChainClient] = {}
-    for role, node in nodes.items():
-        op_key = NodeKey.generate()
-        await admin.send_eth(op_key.address, 10 * ETH)
-        await admin.mint_r1(op_key.address, await admin.nd_price())
-        op = operators[role] = client(op_key)
-        await op.link(await op.buy_nd(), node.address)
-
-    customer_key = NodeKey.generate()
-    await admin.send_eth(customer_key.address, 10 * ETH)
-    customer = client(customer_key)
-    await customer.usdc_faucet(100 * USDC)
-    job_id = await customer.create_job(nodes=2, epochs=30, price_per_node_epoch=PRICE)
+    chain = await paid_job(own_anvil, ("healthy", "down"), epoch_seconds=EPOCH, price=PRICE)
+    dep, oracles, nodes, operators = chain.deployment, chain.oracles, chain.edges, chain.operators
+    customer, job_id = chain.customer, chain.job_id
     standing = await job_standing(customer, job_id)
     assert standing.can_pay and standing.nodes == 2 and standing.remaining_epochs == 30
 
-    broker = EmbeddedBroker(port=0)
-    await broker.start()
-    running: list[Node] = []
-
-    async def start(key: NodeKey, i: int, services: list[Any], oracle: bool) -> None:
-        home = tmp_path / f"n{i}"
-        save_keystore(key, home / "keys" / "node.json", "pw", strength="light")
-        cfg = NodeConfig(home=home, network=NET, broker=broker.url, http="127.0.0.1:0", oracle=oracle,
-                         heartbeat_interval=HB, oracles=oracles, key_strength="light")  # fmt: skip
-        node = Node(cfg, password="pw", services=services)
-        await node.start()
-        running.append(node)
-
-    try:
+    async with NodeRack(tmp_path, NET, oracles, HB) as rack:
         svcs: list[OracleSyncService] = []
         allowed = frozenset(o.lower() for o in oracles)
-        for i, k in enumerate(oracle_keys):
+        for k in chain.oracle_keys:
             settings = OracleSettings(genesis_time=dep.genesis_time, epoch_seconds=EPOCH, heartbeat=HB,
                                       oracles=oracles, deployment=dep)  # fmt: skip
             svcs.append(OracleSyncService(settings))
             cstore = CStoreService(sync_interval=0.3, fsync=False, oracles=allowed)
-            await start(k, i, [cstore, svcs[-1]], oracle=True)
-        await start(nodes["healthy"], 3, [FakeDeeploy(job_id, ok=True)], oracle=False)
-        await start(nodes["down"], 4, [FakeDeeploy(job_id, ok=False)], oracle=False)
+            await rack.start(k, [cstore, svcs[-1]], oracle=True)
+        await rack.start(nodes["healthy"], [FakeDeeploy(job_id, ok=True)], oracle=False)
+        await rack.start(nodes["down"], [FakeDeeploy(job_id, ok=False)], oracle=False)
 
         # the control plane lists the job's nodes (an oracle writes it; CSTORE carries it to the others)
         listed = sorted(n.address for n in nodes.values())
@@ -145,7 +91,3 @@ async def test_escrow_pays_the_node_that_served_not_the_one_whose_replica_was_do
         assert await down_op.usdc_balance() == 0
         assert job.paid == paid_to_healthy > 0
         assert paid_to_healthy % (PRICE - PRICE * 15 // 100) == 0
-    finally:
-        for node in reversed(running):
-            await node.stop()
-        await broker.stop()
