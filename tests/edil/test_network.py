@@ -61,7 +61,8 @@ async def test_a_job_on_encodings_shares_the_encoder_through_r1fs(net: EdilNet) 
     from r1os.edil import load_spec
     from r1os.edil.simulate import simulate, with_changes
 
-    r = await net.submit(0, example(privacy="ckks", rounds=4, encoder={"dim": 16, "epochs": 30}))
+    # plain: the comparison with the simulation is then exact (CKKS noise can flip a prediction or two)
+    r = await net.submit(0, example(privacy="plain", rounds=4, encoder={"dim": 16, "epochs": 30}))
     assert r.status_code == 200, r.text
     job = r.json()
     v = await finished(net, job["job_id"])
