@@ -27,7 +27,7 @@ def index_of(net: EdilNet, address: str) -> int:
 
 @pytest.mark.parametrize("privacy", ["plain", "ckks", "masked", "ckks+masked"])
 async def test_a_participant_that_drops_out_does_not_stall_the_job(net: EdilNet, privacy: str) -> None:
-    r = await net.submit(0, example(privacy=privacy, rounds=3, deadline_s=4))
+    r = await net.submit(0, example(privacy=privacy, rounds=2, deadline_s=3))
     assert r.status_code == 200, r.text
     job = r.json()
     gone = job["participants"][2]
