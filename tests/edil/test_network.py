@@ -71,3 +71,31 @@ async def test_a_job_on_encodings_shares_the_encoder_through_r1fs(net: EdilNet) 
     nodes = [{"node": p, "data": q.data} for p, q in zip(job["participants"], spec.participants, strict=True)]
     sim = simulate(with_changes(spec, participants=nodes, rounds=4, encoder={"dim": 16, "epochs": 30}))
     assert abs(v["test_accuracy"] - sim.final_accuracy) <= 0.005, (v["test_accuracy"], sim.final_accuracy)
+
+
+async def test_past_rounds_blobs_are_released(net: EdilNet) -> None:
+    """Each node keeps only the blobs the current round needs: the owner the latest model, a participant
+    its latest update, the aggregator its latest sum; past rounds' pins are dropped (GC reclaims them)."""
+    r = await net.submit(0, example(privacy="ckks", rounds=3))
+    job = r.json()
+    v = await finished(net, job["job_id"])
+    assert v["phase"] == "done"
+    models = [h["model_cid"] for h in v["history"]]
+    owner_pins = set(net.nodes[0].services[1].pins)  # type: ignore[attr-defined]
+    assert models[-1] in owner_pins and not owner_pins & set(models[:-1])
+    from r1os.edil._state import aggregate_key, update_key
+
+    io = net.edil(0).io
+    assert io is not None
+    for p in job["participants"]:
+        i = [n.address.lower() for n in net.nodes].index(p)
+        pins = set(net.nodes[i].services[1].pins)  # type: ignore[attr-defined]
+        sent = [(await io.cstore.hget(update_key(p, job["job_id"]), str(k)))["blob_cid"] for k in (1, 2, 3)]
+        assert sent[-1] in pins and not pins & set(sent[:-1])
+    a = [n.address.lower() for n in net.nodes].index(job["aggregator"])
+    pins = set(net.nodes[a].services[1].pins)  # type: ignore[attr-defined]
+    sums = [
+        (await io.cstore.hget(aggregate_key(job["aggregator"], job["job_id"]), str(k)))["blob_cid"]
+        for k in (1, 2, 3)
+    ]
+    assert sums[-1] in pins and not pins & set(sums[:-1])

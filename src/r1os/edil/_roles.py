@@ -104,6 +104,15 @@ class Io:
         blob = await asyncio.to_thread(seal, data, self.keys_for(recipients))
         return await self.r1fs.add_bytes(blob)
 
+    async def release(self, cid: str | None) -> None:
+        """Drop this node's pin of a blob a finished round no longer needs (GC reclaims it later)."""
+        if not cid:
+            return
+        try:
+            await self.r1fs.unpin(cid, pinner=self.me)
+        except R1osError as exc:
+            log.debug("edil: unpinning %s: %s", cid, exc)
+
     async def get_sealed(self, cid: str) -> bytes:
         blob = await self.r1fs.cat(cid, max_size=MAX_BLOB)
         return await asyncio.to_thread(open_sealed, blob, self.key)
@@ -234,6 +243,7 @@ class Owner:
                 result.samples,
                 result.test_accuracy,
             )
+            previous = self.state.model_cid
             self.state.model_cid = result.model_cid or self.state.model_cid
             if self.empty_rounds >= MAX_EMPTY_ROUNDS:
                 self.state.phase, self.state.error = (
@@ -248,6 +258,8 @@ class Owner:
                 self.state.round_started_ms = _now_ms()
                 self.state.deadline_ms = self.state.round_started_ms + int(self.spec.deadline_s * 1000)
             await self.publish()
+            if previous != self.state.model_cid:
+                await self.io.release(previous)  # nobody fetches a past round's model
 
     def _readers(self) -> list[str]:
         return sorted({*self.state.participants, self.io.me})
@@ -459,6 +471,13 @@ class Participant:
             else recovery_key(self.io.me, state.job_id)
         )
         await self.io.cstore.hset(where, str(r), pointer.model_dump(mode="json"))
+        await self._release_round(where, r - 1)
+
+    async def _release_round(self, key: str, r: int) -> None:
+        """The blob this node sent for round `r` was summed long ago: drop its pin."""
+        raw = await self.io.cstore.hget(key, str(r)) if r >= 1 else None
+        if isinstance(raw, dict):
+            await self.io.release(raw.get("blob_cid"))
 
     async def _recovery(self, state: JobState) -> None:
         """If the aggregator names dropped participants this round, send this node's mask terms with them."""
@@ -739,6 +758,9 @@ class Aggregator:
         await self.io.cstore.hset(
             aggregate_key(self.io.me, state.job_id), str(rnd.number), pointer.model_dump(mode="json")
         )
+        previous = await self.io.cstore.hget(aggregate_key(self.io.me, state.job_id), str(rnd.number - 1))
+        if isinstance(previous, dict):  # the owner decrypted that sum a round ago
+            await self.io.release(previous.get("blob_cid"))
         rnd.done = True
         rnd.total = None  # nothing of the round is kept once it is passed on
         self.summed += 1
