@@ -29,10 +29,9 @@ from r1os.cli._common import (
     run,
 )
 from r1os.errors import ChainError
-from r1os.paths import default_devnet_dir
 
 if TYPE_CHECKING:  # web3 loads only when a command talks to a chain
-    from r1os.chain.client import ChainClient
+    from r1os.sdk import ChainAccess
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -43,24 +42,25 @@ DirOpt = typer.Option(
 
 
 def load_deployment(deployment: Path | None, dir: Path | None) -> Deployment:
-    if deployment is not None:
-        return Deployment.load(deployment)
-    return Deployment.load((dir or default_devnet_dir()) / "chain" / "deployment.json")
+    return access(deployment, dir).deployment
 
 
-def client(
+def access(
     deployment: Path | None, dir: Path | None, key_file: Path | None = None, *, signer: bool = False
-) -> ChainClient:
-    """A client for the chosen deployment; `signer=True` insists on a key."""
+) -> ChainAccess:
+    """The SDK's view of the chosen deployment, signing with the key of `--key-file` / $R1OS_PRIVATE_KEY;
+    `signer=True` insists on a key. The `licence`, `rewards`, `job` and `token` commands call the SDK's
+    chain groups (`r1os.sdk.AsyncLicences`, ...) over it."""
+    from r1os.sdk import ChainAccess
+    from r1os.sdk._chain import deployment_path
+
     key = load_key(key_file)
     if signer and key is None:
         raise ChainError(
             "this command sends a transaction and needs a key",
             hint=f"pass --key-file (password in R1OS_PASSWORD) or set {PRIVATE_KEY_ENV}",
         )
-    from r1os.chain.client import ChainClient
-
-    return ChainClient(load_deployment(deployment, dir), key)
+    return ChainAccess(key, deployment if deployment is not None else deployment_path(dir))
 
 
 def r1(wei: int) -> str:
@@ -131,18 +131,16 @@ def info(
     deployment: Path | None = DeploymentOpt, dir: Path | None = DirOpt, json_out: bool = JsonOpt
 ) -> None:
     """Show a deployment: endpoint, contracts, current epoch, oracles and threshold."""
-    c = client(deployment, dir)
+    from r1os.sdk import AsyncChain
 
-    async def gather() -> dict[str, Any]:
-        return {
-            **c.deployment.model_dump(),
-            "current_epoch": await c.current_epoch(),
-            "oracles": await c.oracles(),
-            "min_signatures": await c.min_signatures(),
-            "nd_price_r1": r1(await c.nd_price()),
-        }
-
-    data = run(gather())
+    got = run(AsyncChain(access(deployment, dir)).info())
+    data: dict[str, Any] = {
+        **got.deployment.model_dump(),
+        "current_epoch": got.current_epoch,
+        "oracles": got.oracles,
+        "min_signatures": got.min_signatures,
+        "nd_price_r1": r1(got.nd_price),
+    }
     if json_out:
         print_json(data)
         return

@@ -8,19 +8,31 @@ serving nodes' operators; the owner can end it early and take back what was not 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from r1os.chain.units import USDC_DECIMALS, format_units, parse_units
 from r1os.cli._common import JsonOpt, KeyFileOpt, console, handle_errors, print_json, run
-from r1os.cli.chain import DeploymentOpt, DirOpt, client
+from r1os.cli.chain import DeploymentOpt, DirOpt, access
+
+if TYPE_CHECKING:
+    from r1os.sdk import AsyncJobs
 
 app = typer.Typer(no_args_is_help=True)
 
 
 def usdc(units: int) -> str:
     return format_units(units, USDC_DECIMALS)
+
+
+def jobs(
+    deployment: Path | None, dir: Path | None, key_file: Path | None = None, *, signer: bool = False
+) -> AsyncJobs:
+    """The SDK's PoAI job group for the chosen deployment and key."""
+    from r1os.sdk import AsyncJobs
+
+    return AsyncJobs(access(deployment, dir, key_file, signer=signer))
 
 
 @app.command("fund")
@@ -34,9 +46,8 @@ def fund(
 ) -> None:
     """Get stablecoin to pay for jobs: mints mock USDC (devnet faucet; on a public chain buy USDC)."""
     units = parse_units(amount, USDC_DECIMALS)
-    c = client(deployment, dir, key_file, signer=True)
-    run(c.usdc_faucet(units, to))
-    console.print(f"minted {usdc(units)} USDC to {to or c.sender}", highlight=False)
+    who = run(jobs(deployment, dir, key_file, signer=True).fund(units, to))
+    console.print(f"minted {usdc(units)} USDC to {who}", highlight=False)
 
 
 @app.command("create")
@@ -52,8 +63,7 @@ def create(
 ) -> None:
     """Create a job and pay nodes x epochs x price into the escrow."""
     units = parse_units(price, USDC_DECIMALS)
-    c = client(deployment, dir, key_file, signer=True)
-    job_id = run(c.create_job(nodes, epochs, units))
+    job_id = run(jobs(deployment, dir, key_file, signer=True).create(nodes, epochs, units))
     if json_out:
         print_json({"job_id": job_id, "paid_in": nodes * epochs * units})
     else:
@@ -73,12 +83,7 @@ def status(
     json_out: bool = JsonOpt,
 ) -> None:
     """Show a job: epochs, what is left in escrow, paid out and burned."""
-    c = client(deployment, dir)
-
-    async def go() -> dict[str, Any]:
-        return {**(await c.job(job_id)).model_dump(), "current_epoch": await c.current_epoch()}
-
-    data = run(go())
+    data = run(jobs(deployment, dir).status(job_id)).json()
     if json_out:
         print_json(data)
         return
@@ -107,8 +112,7 @@ def extend(
     json_out: bool = JsonOpt,
 ) -> None:
     """Top up a running job: pay nodes x epochs x its price into the escrow for more epochs."""
-    c = client(deployment, dir, key_file, signer=True)
-    end_epoch = run(c.extend_job(job_id, epochs))
+    end_epoch = run(jobs(deployment, dir, key_file, signer=True).extend(job_id, epochs))
     if json_out:
         print_json({"job_id": job_id, "end_epoch": end_epoch})
     else:
@@ -127,8 +131,7 @@ def end(
     key_file: Path | None = KeyFileOpt,
 ) -> None:
     """Stop a job after the current epoch (which is still paid)."""
-    c = client(deployment, dir, key_file, signer=True)
-    end_epoch = run(c.end_job(job_id))
+    end_epoch = run(jobs(deployment, dir, key_file, signer=True).end(job_id))
     console.print(f"job {job_id} ends before epoch {end_epoch}; refund after it", highlight=False)
 
 
@@ -142,8 +145,7 @@ def refund(
     json_out: bool = JsonOpt,
 ) -> None:
     """Take back what an ended job did not pay out, and close it."""
-    c = client(deployment, dir, key_file, signer=True)
-    amount = run(c.refund(job_id))
+    amount = run(jobs(deployment, dir, key_file, signer=True).refund(job_id))
     if json_out:
         print_json({"job_id": job_id, "refunded": amount})
     else:

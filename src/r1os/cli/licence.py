@@ -10,14 +10,24 @@ from rich.table import Table
 
 from r1os.chain.units import R1_DECIMALS, parse_units
 from r1os.cli._common import JsonOpt, KeyFileOpt, console, handle_errors, print_json, run
-from r1os.cli.chain import DeploymentOpt, DirOpt, client, r1
+from r1os.cli.chain import DeploymentOpt, DirOpt, access, r1
 
 if TYPE_CHECKING:
-    from r1os.chain.client import ChainClient, Licence
+    from r1os.chain.client import Licence
+    from r1os.sdk import AsyncLicences
 
 app = typer.Typer(no_args_is_help=True)
 
 TypeOpt = typer.Option("ND", "--type", "-t", help="Licence type: ND, MND or GND.")
+
+
+def licences(
+    deployment: Path | None, dir: Path | None, key_file: Path | None = None, *, signer: bool = False
+) -> AsyncLicences:
+    """The SDK's licence group for the chosen deployment and key."""
+    from r1os.sdk import AsyncLicences
+
+    return AsyncLicences(access(deployment, dir, key_file, signer=signer))
 
 
 @app.command("buy")
@@ -33,21 +43,12 @@ def buy(
     json_out: bool = JsonOpt,
 ) -> None:
     """Buy the next Node Deed (ND) with R1 at the current tier price."""
-    c = client(deployment, dir, key_file, signer=True)
-
-    async def go() -> tuple[int, int]:
-        price = await c.nd_price()
-        limit = parse_units(max_price, R1_DECIMALS) if max_price is not None else None
-        token = await c.buy_nd(limit)
-        if link:
-            await c.link(token, link)
-        return token, price
-
-    token, price = run(go())
+    limit = parse_units(max_price, R1_DECIMALS) if max_price is not None else None
+    got = run(licences(deployment, dir, key_file, signer=True).buy(limit, link=link))
     if json_out:
-        print_json({"type": "ND", "token_id": token, "price": price, "node": link})
+        print_json({"type": got.type, "token_id": got.token_id, "price": got.price, "node": got.node})
         return
-    console.print(f"bought ND [bold]#{token}[/] for {r1(price)} R1")
+    console.print(f"bought ND [bold]#{got.token_id}[/] for {r1(got.price)} R1")
     if link:
         console.print(f"linked to {link}")
 
@@ -63,8 +64,7 @@ def link(
     key_file: Path | None = KeyFileOpt,
 ) -> None:
     """Link a licence you own to a node, so the node may join and mine."""
-    c = client(deployment, dir, key_file, signer=True)
-    run(c.link(token_id, node, type))
+    run(licences(deployment, dir, key_file, signer=True).link(token_id, node, type))
     console.print(f"{type.upper()} #{token_id} linked to {node}", highlight=False)
 
 
@@ -78,8 +78,7 @@ def unlink(
     key_file: Path | None = KeyFileOpt,
 ) -> None:
     """Unlink a licence from its node (claim its rewards first)."""
-    c = client(deployment, dir, key_file, signer=True)
-    run(c.unlink(token_id, type))
+    run(licences(deployment, dir, key_file, signer=True).unlink(token_id, type))
     console.print(f"{type.upper()} #{token_id} unlinked", highlight=False)
 
 
@@ -109,19 +108,19 @@ def ls(
     json_out: bool = JsonOpt,
 ) -> None:
     """List the ND, MND and GND licences an address holds."""
-    c = client(deployment, dir, key_file, signer=owner is None)
-    show_licences(c, owner, json_out, "licences of")
+    show_licences(licences(deployment, dir, key_file, signer=owner is None), owner, json_out, "licences of")
 
 
-def show_licences(c: ChainClient, owner: str | None, json_out: bool, title: str) -> list[Licence]:
+def show_licences(group: AsyncLicences, owner: str | None, json_out: bool, title: str) -> list[Licence]:
     """Print the licences `owner` (default: the signer) holds, as JSON or a table; returns them."""
-    rows = run(c.licences(owner))
+    rows = run(group.list(owner))
+    who = owner or group.access.sender()
     if json_out:
         print_json([lic.model_dump() for lic in rows])
     elif not rows:
-        console.print(f"{owner or c.sender} holds no licence", highlight=False)
+        console.print(f"{who} holds no licence", highlight=False)
     else:
-        console.print(licence_table(rows, f"{title} {owner or c.sender}"))
+        console.print(licence_table(rows, f"{title} {who}"))
     return rows
 
 
@@ -131,12 +130,8 @@ def price(
     deployment: Path | None = DeploymentOpt, dir: Path | None = DirOpt, json_out: bool = JsonOpt
 ) -> None:
     """Show the current ND tier and price."""
-    c = client(deployment, dir)
-
-    async def go() -> tuple[int, int]:
-        return await c.nd_tier(), await c.nd_price()
-
-    tier, wei = run(go())
+    got = run(licences(deployment, dir).price())
+    tier, wei = got.tier, got.price
     if json_out:
         print_json({"tier": tier, "price": wei})
     else:

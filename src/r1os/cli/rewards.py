@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from r1os.chain.digests import SignedAvailability
 from r1os.cli._common import JsonOpt, KeyFileOpt, console, handle_errors, print_json, run
-from r1os.cli.chain import DeploymentOpt, DirOpt, client, r1
+from r1os.cli.chain import DeploymentOpt, DirOpt, access, r1
 from r1os.cli.licence import licence_table, show_licences
 from r1os.errors import ChainError
 
@@ -30,33 +30,22 @@ def show(
     json_out: bool = JsonOpt,
 ) -> None:
     """Show claimed rewards, the next claimable epoch and how many ended epochs wait."""
-    c = client(deployment, dir, key_file, signer=token_id is None and owner is None)
+    from r1os.sdk import AsyncLicences, AsyncRewards
 
-    async def one(tid: int) -> dict[str, Any]:
-        lic = await c.licence(tid, type)
-        name = "NDLicence" if lic.type == "ND" else "MNDLicence"
-        return {
-            **lic.model_dump(),
-            "epoch_release": int(await c.call(name, "epoch_release", tid)),
-            "max_reward": int(await c.call(name, "max_reward", tid)),
-            "current_epoch": await c.current_epoch(),
-        }
-
+    chain = access(deployment, dir, key_file, signer=token_id is None and owner is None)
     if token_id is not None:
-        data = run(one(token_id))
+        got = run(AsyncRewards(chain).show(token_id, type))
         if json_out:
-            print_json(data)
+            print_json(got.json())
             return
-        from r1os.chain.client import Licence
-
-        console.print(licence_table([Licence.model_validate(data)], f"{data['type']} #{token_id}"))
+        console.print(licence_table([got.licence], f"{got.licence.type} #{token_id}"))
         console.print(
-            f"release per epoch {r1(data['epoch_release'])} R1 at full availability;"
-            f" at most {r1(data['max_reward'])} R1 in all; current epoch {data['current_epoch']}",
+            f"release per epoch {r1(got.epoch_release)} R1 at full availability;"
+            f" at most {r1(got.max_reward)} R1 in all; current epoch {got.current_epoch}",
             highlight=False,
         )
         return
-    rows = show_licences(c, owner, json_out, "rewards of")
+    rows = show_licences(AsyncLicences(chain), owner, json_out, "rewards of")
     if rows and not json_out:
         console.print(f"claimed in all: {r1(sum(lic.claimed for lic in rows))} R1")
 
@@ -99,39 +88,18 @@ def claim(
         raise ChainError(
             "nothing to claim with", hint="pass --node ADDRESS (ask an oracle) or --signatures FILE"
         )
+    from r1os.sdk import AsyncRewards
+
     signed = read_signed(signatures) if signatures is not None else None
-    c = client(deployment, dir, key_file, signer=True)
+    rewards = AsyncRewards(access(deployment, dir, key_file, signer=True))
+    address = oracle_at = None
+    if signed is None:
+        from r1os.cli.oracle import node_address, oracle_url
 
-    async def go() -> dict[str, Any]:
-        nonlocal signed
-        if signed is None:
-            from r1os.cli.oracle import node_address, oracle_url
-            from r1os.oracle import fetch_signed
-
-            address = node_address(node or "", dir, oracle is None)
-            signed, _ = await fetch_signed(oracle_url(oracle, dir), c, address)
-        sigs = signed.signature_bytes()
-        tid, kind = token_id or signed.token_id, type or signed.type
-        if tid is None:
-            lic = await c.licence_of(signed.node)
-            if lic is None:
-                raise ChainError(f"no licence is linked to {signed.node}")
-            tid, kind = lic.token_id, lic.type
-        lic = await c.licence(tid, kind or "ND")
-        before = await c.balance(lic.owner)
-        amount = await c.claim_rewards(tid, signed.first_epoch, signed.availabilities, sigs, lic.type)
-        return {
-            "type": lic.type,
-            "token_id": tid,
-            "owner": lic.owner,
-            "first_epoch": signed.first_epoch,
-            "last_epoch": signed.last_epoch,
-            "amount": amount,
-            "balance_before": before,
-            "balance": await c.balance(lic.owner),
-        }
-
-    data = run(go())
+        address = node_address(node or "", dir, oracle is None)
+        oracle_at = oracle_url(oracle, dir)
+    got = run(rewards.claim(signed, node=address, oracle=oracle_at, token_id=token_id, type=type))
+    data: dict[str, Any] = got.json()
     if json_out:
         print_json(data)
         return
@@ -155,8 +123,9 @@ def sign(
     key_file: Path | None = KeyFileOpt,
 ) -> None:
     """Oracle side, by hand: sign a node's availability and add the signature to a claim file."""
-    from r1os.chain.digests import sign_availability
     from r1os.cli._common import load_key
+    from r1os.sdk import AsyncRewards, ChainAccess
+    from r1os.sdk._chain import same_claim
 
     try:
         values = [int(v) for v in availability.split(",") if v.strip()]
@@ -165,20 +134,9 @@ def sign(
     key = load_key(key_file)
     if key is None:
         raise ChainError("signing needs the oracle's key", hint="pass --key-file or set R1OS_PRIVATE_KEY")
-    sig = "0x" + sign_availability(key, node, first_epoch, values).hex()
-    if out.exists():
-        signed = read_signed(out)
-        if (signed.node.lower(), signed.first_epoch, signed.availabilities) != (
-            node.lower(),
-            first_epoch,
-            values,
-        ):
-            raise ChainError(f"{out} holds a claim for another node, range or availability")
-        if sig not in signed.signatures:
-            signed.signatures.append(sig)
-    else:
-        signed = SignedAvailability(
-            node=node, first_epoch=first_epoch, availabilities=values, signatures=[sig]
-        )
+    into = read_signed(out) if out.exists() else None
+    if into is not None and not same_claim(into, node, first_epoch, values):
+        raise ChainError(f"{out} holds a claim for another node, range or availability")
+    signed = AsyncRewards(ChainAccess(key)).sign(node, first_epoch, values, into)
     out.write_text(signed.model_dump_json(indent=2) + "\n")
     console.print(f"{key.address} signed; {out} has {len(signed.signatures)} signature(s)", highlight=False)

@@ -1,5 +1,6 @@
 """`Session` and `AsyncSession`: one node URL, one caller (a key, the node's operator token, or nobody),
-and every service behind them (`.cstore`, `.r1fs`, `.dauth`, `.oracle`, `.apps`, `.edil`).
+and every service behind them (`.cstore`, `.r1fs`, `.dauth`, `.oracle`, `.apps`, `.edil`), and the
+chain side (`.chain`, `.licences`, `.rewards`, `.jobs`, `.token`: see `r1os.sdk._chain`).
 
 Who the caller is, and how each request proves it, is decided in one place: `NodeAuth` (`_auth.py`),
 the httpx `Auth` of the session's client.
@@ -18,10 +19,24 @@ from typing import Any, Self
 
 import httpx
 
+from r1os.chain.deployment import Deployment
 from r1os.identity import NodeKey
 from r1os.r1fs._client import R1fs, R1fsClient
 from r1os.sdk._apps import Apps, AsyncApps
 from r1os.sdk._auth import NodeAuth, find_token
+from r1os.sdk._chain import (
+    AsyncChain,
+    AsyncJobs,
+    AsyncLicences,
+    AsyncRewards,
+    AsyncToken,
+    Chain,
+    ChainAccess,
+    Jobs,
+    Licences,
+    Rewards,
+    Token,
+)
 from r1os.sdk._clients import AsyncDauth, AsyncOracle, Dauth, Oracle
 from r1os.sdk._cstore import AsyncCStore, CStore
 from r1os.sdk._edil import AsyncEdil, Edil
@@ -53,6 +68,12 @@ class AsyncSession:
     - `token` (else the `api-token` file in the node home folder `home`, else `$R1OS_API_TOKEN`): the
       node's local operator; used only without a key (passing a key means acting as that key).
     - neither: anonymous, for reads of public data.
+
+    The chain groups (`.chain`, `.licences`, `.rewards`, `.jobs`, `.token`) use the contracts of
+    `deployment` (a `Deployment` or its JSON file), else of the devnet in `devnet` (its
+    `chain/deployment.json`, default ~/.r1os/devnet); they sign transactions with `key`, and
+    `.rewards` asks this session's node for the oracles' signatures (pass `oracle=` to ask another).
+    Nothing chain-side loads until a chain method is called.
     """
 
     def __init__(
@@ -64,6 +85,8 @@ class AsyncSession:
         home: Path | str | None = None,
         sign_reads: bool = False,
         timeout: float = 30.0,
+        deployment: Deployment | Path | str | None = None,
+        devnet: Path | str | None = None,
     ) -> None:
         self.url = _url(url)
         self.key = key
@@ -75,6 +98,12 @@ class AsyncSession:
         self.oracle = AsyncOracle(AsyncApi(self._http, self.url, "oracle"))
         self.apps = AsyncApps(self._api, key, self.auth)
         self.edil = AsyncEdil(self._api, self.auth)
+        chain = ChainAccess(key, deployment, devnet)
+        self.chain = AsyncChain(chain)
+        self.licences = AsyncLicences(chain)
+        self.rewards = AsyncRewards(chain, oracle=self.url)
+        self.jobs = AsyncJobs(chain)
+        self.token = AsyncToken(chain)
 
     @cached_property
     def r1fs(self) -> R1fsClient:
@@ -120,6 +149,8 @@ class Session:
         home: Path | str | None = None,
         sign_reads: bool = False,
         timeout: float = 30.0,
+        deployment: Deployment | Path | str | None = None,
+        devnet: Path | str | None = None,
     ) -> None:
         self.url = _url(url)
         self.key = key
@@ -131,6 +162,12 @@ class Session:
         self.oracle = Oracle(Api(self._http, self.url, "oracle"))
         self.apps = Apps(self._api, key, self.auth)
         self.edil = Edil(self._api, self.auth)
+        chain = ChainAccess(key, deployment, devnet)
+        self.chain = Chain(chain)
+        self.licences = Licences(chain)
+        self.rewards = Rewards(chain, oracle=self.url)
+        self.jobs = Jobs(chain)
+        self.token = Token(chain)
 
     @cached_property
     def r1fs(self) -> R1fs:
