@@ -1,6 +1,7 @@
 """The CLI is one tool, not a dozen: every command and group answers `--help` and says what it does, every
-command that talks to a node takes `--node` (default $R1OS_API_URL), and every listing takes `--json`, whose
-output parses (run against a real one-node devnet: an oracle, CSTORE, R1FS; no chain).
+command that talks to a node takes `--node` (default $R1OS_API_URL), every command that finds what it needs
+in a devnet's folder takes `--dir`, and every listing takes `--json`, whose output parses (run against a
+real one-node devnet: an oracle, CSTORE, R1FS; no chain).
 
 The rules are read off the typer app itself, so a new command is checked without touching this file; the
 exceptions below say why each one is one. Commands that need an EVM chain (groups `chain`, `licence`,
@@ -75,6 +76,17 @@ NODE_CLIENTS = sorted(
     if ({"--token", "--oracle"} & set(_options(cmd)) or _uses_access(cmd)) and path not in NOT_A_NODE_CLIENT
 )
 
+# -- which commands find a devnet ------------------------------------------------------------------------
+# Rule: the commands of these groups look a devnet up (its state, its oracles, its chain deployment) and
+# take `--dir DEVNET_DIR` to name which one.
+DEVNET_GROUPS = {"devnet", "chain", "licence", "rewards", "token", "job", "oracle"}
+#: Commands of those groups that use no devnet, and why.
+NO_DEVNET = {
+    ("chain", "deploy"): "deploys to the chain --rpc names and writes --out; it reads no devnet",
+    ("rewards", "sign"): "signs an availability with a key, offline: no devnet, no node, no chain",
+}
+DEVNET_AWARE = sorted(p for p in COMMANDS if p[0] in DEVNET_GROUPS and p not in NO_DEVNET)
+
 # -- which commands are listings ------------------------------------------------------------------------
 # Rule: a command whose name says it shows state is a listing; a listing takes `--json`.
 LISTING_NAMES = {
@@ -110,7 +122,7 @@ def test_the_walk_finds_every_group() -> None:
 
 def test_exceptions_name_real_commands() -> None:
     """An exception for a command that was renamed or removed would hide nothing and mislead."""
-    for path in [*NOT_A_NODE_CLIENT, *NODE_IS_AN_ADDRESS, *ALWAYS_JSON]:
+    for path in [*NOT_A_NODE_CLIENT, *NODE_IS_AN_ADDRESS, *ALWAYS_JSON, *NO_DEVNET]:
         assert path in COMMANDS, f"`r1os {' '.join(path)}` is listed as an exception but does not exist"
 
 
@@ -131,6 +143,14 @@ def test_node_clients_take_node(path: CmdPath) -> None:
     assert node.default is None, (
         f"`r1os {' '.join(path)} --node` defaults to {node.default!r}, not $R1OS_API_URL"
     )
+
+
+@pytest.mark.parametrize("path", DEVNET_AWARE, ids=_ids(DEVNET_AWARE))
+def test_devnet_aware_commands_take_dir(path: CmdPath) -> None:
+    """`--dir DIR`, default None: so the default devnet (~/.r1os/devnet) applies."""
+    found = _options(COMMANDS[path]).get("--dir")
+    assert found is not None, f"`r1os {' '.join(path)}` looks a devnet up but takes no --dir"
+    assert found.default is None, f"`r1os {' '.join(path)} --dir` defaults to {found.default!r}"
 
 
 @pytest.mark.parametrize("path", LISTINGS, ids=_ids(LISTINGS))

@@ -38,10 +38,11 @@ JsonOpt = typer.Option(False, "--json", help="Print JSON.")
 
 def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
     """Print one error line (and a hint) to stderr and exit."""
-    # Escaped: messages quote URLs, node answers and OS errors ("[Errno 111]"), not rich markup.
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    # Escaped: messages quote URLs, node answers and OS errors ("[Errno 111]"), not rich markup. Not
+    # folded (soft_wrap): one line each, however long, for a log or a script to read.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
-        err_console.print(f"[dim]hint:[/] {escape(hint)}", highlight=False)
+        err_console.print(f"[dim]hint:[/] {escape(hint)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -35,6 +35,9 @@ def save_keystore(key: NodeKey, path: Path, password: str, *, strength: KdfStren
     return path
 
 
+_NOT_A_KEYSTORE = "pass an encrypted keystore (JSON, keystore v3) such as `r1os keys new` writes"
+
+
 def load_keystore(path: Path, password: str) -> NodeKey:
     """Read and decrypt a keystore v3 file."""
     try:
@@ -42,7 +45,7 @@ def load_keystore(path: Path, password: str) -> NodeKey:
     except FileNotFoundError:
         raise IdentityError(f"no key file at {path}", hint="create one with `r1os keys new`") from None
     except (OSError, ValueError) as exc:
-        raise IdentityError(f"cannot read key file {path}: {exc}") from None
+        raise IdentityError(f"cannot read key file {path}: {exc}", hint=_NOT_A_KEYSTORE) from None
     from eth_keyfile.keyfile import decode_keyfile_json
 
     try:
@@ -50,9 +53,9 @@ def load_keystore(path: Path, password: str) -> NodeKey:
     except ValueError as exc:
         if "MAC mismatch" in str(exc):
             raise WrongPassword(f"wrong password for {path}") from None
-        raise IdentityError(f"malformed key file {path}: {exc}") from None
+        raise IdentityError(f"malformed key file {path}: {exc}", hint=_NOT_A_KEYSTORE) from None
     except (KeyError, TypeError) as exc:
-        raise IdentityError(f"malformed key file {path}: missing {exc}") from None
+        raise IdentityError(f"malformed key file {path}: missing {exc}", hint=_NOT_A_KEYSTORE) from None
     return NodeKey(bytes(secret))
 
 

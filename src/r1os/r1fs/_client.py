@@ -301,7 +301,8 @@ class R1fsClient:
             r = await self._http.send(request)
         except httpx.HTTPError as exc:
             raise R1fsError(
-                f"cannot reach the node at {self.url}: {exc}", hint="is the node running?"
+                f"cannot reach the node at {self.url}: {exc}",
+                hint="is the node running? check the URL (--node)",
             ) from None
         return _answer(r, what)
 
@@ -478,7 +479,8 @@ class R1fs:
             r = self._http.send(request)
         except httpx.HTTPError as exc:
             raise R1fsError(
-                f"cannot reach the node at {self.url}: {exc}", hint="is the node running?"
+                f"cannot reach the node at {self.url}: {exc}",
+                hint="is the node running? check the URL (--node)",
             ) from None
         return _answer(r, what)
 
