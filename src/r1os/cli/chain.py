@@ -46,18 +46,23 @@ def load_deployment(deployment: Path | None, dir: Path | None) -> Deployment:
 
 
 def access(
-    deployment: Path | None, dir: Path | None, key_file: Path | None = None, *, signer: bool = False
+    deployment: Path | None,
+    dir: Path | None,
+    key_file: Path | None = None,
+    *,
+    signer: bool = False,
+    why: str = "this command sends a transaction and needs a key",
 ) -> ChainAccess:
     """The SDK's view of the chosen deployment, signing with the key of `--key-file` / $R1OS_PRIVATE_KEY;
-    `signer=True` insists on a key. The `licence`, `rewards`, `job` and `token` commands call the SDK's
-    chain groups (`r1os.sdk.AsyncLicences`, ...) over it."""
+    `signer=True` insists on a key (`why` says what it is needed for). The `licence`, `rewards`, `job`
+    and `token` commands call the SDK's chain groups (`r1os.sdk.AsyncLicences`, ...) over it."""
     from r1os.sdk import ChainAccess
     from r1os.sdk._chain import deployment_path
 
     key = load_key(key_file)
     if signer and key is None:
         raise ChainError(
-            "this command sends a transaction and needs a key",
+            why,
             hint=f"pass --key-file (password in R1OS_PASSWORD) or set {PRIVATE_KEY_ENV}",
         )
     return ChainAccess(key, deployment if deployment is not None else deployment_path(dir))

@@ -22,12 +22,19 @@ TypeOpt = typer.Option("ND", "--type", "-t", help="Licence type: ND, MND or GND.
 
 
 def licences(
-    deployment: Path | None, dir: Path | None, key_file: Path | None = None, *, signer: bool = False
+    deployment: Path | None,
+    dir: Path | None,
+    key_file: Path | None = None,
+    *,
+    signer: bool = False,
+    why: str | None = None,
 ) -> AsyncLicences:
     """The SDK's licence group for the chosen deployment and key."""
     from r1os.sdk import AsyncLicences
 
-    return AsyncLicences(access(deployment, dir, key_file, signer=signer))
+    if why is None:
+        return AsyncLicences(access(deployment, dir, key_file, signer=signer))
+    return AsyncLicences(access(deployment, dir, key_file, signer=signer, why=why))
 
 
 @app.command("buy")
@@ -108,7 +115,9 @@ def ls(
     json_out: bool = JsonOpt,
 ) -> None:
     """List the ND, MND and GND licences an address holds."""
-    show_licences(licences(deployment, dir, key_file, signer=owner is None), owner, json_out, "licences of")
+    why = "whose licences? Without --owner this lists your key's, and no key was given"
+    chosen = licences(deployment, dir, key_file, signer=owner is None, why=why)
+    show_licences(chosen, owner, json_out, "licences of")
 
 
 def show_licences(group: AsyncLicences, owner: str | None, json_out: bool, title: str) -> list[Licence]:

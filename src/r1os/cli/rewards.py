@@ -32,7 +32,8 @@ def show(
     """Show claimed rewards, the next claimable epoch and how many ended epochs wait."""
     from r1os.sdk import AsyncLicences, AsyncRewards
 
-    chain = access(deployment, dir, key_file, signer=token_id is None and owner is None)
+    why = "whose rewards? Without a licence id or --owner this shows your key's, and no key was given"
+    chain = access(deployment, dir, key_file, signer=token_id is None and owner is None, why=why)
     if token_id is not None:
         got = run(AsyncRewards(chain).show(token_id, type))
         if json_out:
