@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import os
 import shutil
 import signal
@@ -82,6 +83,9 @@ class Dockerd:
     def __init__(self, start_timeout: float = 60.0) -> None:
         self.start_timeout = start_timeout
         self.root = Path(tempfile.mkdtemp(prefix="r1dk-", dir="/tmp"))
+        # containerd namespaces are letters and digits joined by single '.', '_' or '-': a temporary
+        # folder's random name may end in '_' (seen: "r1dk-nm_w9eg_"), so the namespace uses a hash of it.
+        self.namespace = "r1os-" + hashlib.sha256(self.root.name.encode()).hexdigest()[:12]
         self.socket = self.root / "docker.sock"
         self.url = f"unix://{self.socket}"
         self.log_path = self.root / "dockerd.log"
@@ -104,8 +108,8 @@ class Dockerd:
             f"--exec-root={self.root / 'exec'}",
             f"--pidfile={self.root / 'dockerd.pid'}",
             f"--config-file={self.root / 'daemon.json'}",
-            f"--containerd-namespace=r1os-{self.root.name}",
-            f"--containerd-plugins-namespace=r1os-{self.root.name}-plugins",
+            f"--containerd-namespace={self.namespace}",
+            f"--containerd-plugins-namespace={self.namespace}-plugins",
             "--shutdown-timeout=2",
             f"--host={self.url}",
         ]

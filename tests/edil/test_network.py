@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import async_wait_for
 from tests.edil.network import EXAMPLE, EdilNet, example, finished
 
 pytestmark = pytest.mark.timeout(240)
@@ -81,21 +82,24 @@ async def test_past_rounds_blobs_are_released(net: EdilNet) -> None:
     v = await finished(net, job["job_id"])
     assert v["phase"] == "done"
     models = [h["model_cid"] for h in v["history"]]
-    owner_pins = set(net.nodes[0].services[1].pins)  # type: ignore[attr-defined]
-    assert models[-1] in owner_pins and not owner_pins & set(models[:-1])
     from r1os.edil._state import aggregate_key, update_key
 
     io = net.edil(0).io
     assert io is not None
+    addresses = [n.address.lower() for n in net.nodes]
+    expected: list[tuple[int, list[str]]] = [(0, models)]  # node index, its blobs by round
     for p in job["participants"]:
-        i = [n.address.lower() for n in net.nodes].index(p)
-        pins = set(net.nodes[i].services[1].pins)  # type: ignore[attr-defined]
         sent = [(await io.cstore.hget(update_key(p, job["job_id"]), str(k)))["blob_cid"] for k in (1, 2, 3)]
-        assert sent[-1] in pins and not pins & set(sent[:-1])
-    a = [n.address.lower() for n in net.nodes].index(job["aggregator"])
-    pins = set(net.nodes[a].services[1].pins)  # type: ignore[attr-defined]
-    sums = [
-        (await io.cstore.hget(aggregate_key(job["aggregator"], job["job_id"]), str(k)))["blob_cid"]
-        for k in (1, 2, 3)
-    ]
-    assert sums[-1] in pins and not pins & set(sums[:-1])
+        expected.append((addresses.index(p), sent))
+    agg = job["aggregator"]
+    sums = [(await io.cstore.hget(aggregate_key(agg, job["job_id"]), str(k)))["blob_cid"] for k in (1, 2, 3)]
+    expected.append((addresses.index(agg), sums))
+
+    async def released() -> bool:  # each release follows its node's last write, so wait for it
+        for i, blobs in expected:
+            pins = set(net.nodes[i].services[1].pins)  # type: ignore[attr-defined]
+            if blobs[-1] not in pins or pins & set(blobs[:-1]):
+                return False
+        return True
+
+    await async_wait_for(released, 20, "past rounds' pins dropped, the last round's kept, on every node")
