@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -34,7 +34,6 @@ from r1os.deeploy._models import (
     Plan,
     ReplicaReport,
     Slot,
-    app_id_of,
     app_key,
     plan_key,
     read_all,
@@ -175,7 +174,7 @@ class ControlPlane:
             spec = current.app_spec().model_copy(update={"replicas": req.replicas})
             self._check_fits(spec)
             record = current.model_copy(
-                update={"spec": _public(current.spec, replicas=req.replicas), "updated_ms": now}
+                update={"spec": {**current.spec, "replicas": req.replicas}, "updated_ms": now}
             )
             await self.cstore.set(app_key(app_id), record.model_dump(mode="json"))
             return record
@@ -393,8 +392,4 @@ def _move_usage(used: dict[str, Usage], before: list[Slot], after: list[Slot], s
         used.setdefault(s.node, Usage()).add(r)
 
 
-def _public(spec: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    return {**spec, **changes}
-
-
-__all__ = ["AppConflict", "ControlPlane", "JobRefused", "NoApp", "NoCapacity", "app_id_of"]
+__all__ = ["AppConflict", "ControlPlane", "JobRefused", "NoApp", "NoCapacity"]

@@ -36,11 +36,6 @@ def plan_key(app_id: str) -> str:
     return f"{PLAN_PREFIX}{owner}:{name}"
 
 
-def app_id_of(key: str, prefix: str) -> str:
-    owner, _, name = key[len(prefix) :].partition(":")
-    return f"{owner}/{name}"
-
-
 async def read_all(cstore: CStoreService, prefix: str, model: type[M], what: str = "") -> list[M]:
     """Every value stored under `prefix` that is a valid `model`; one that is not is skipped (and logged as
     an unreadable `what`, when `what` is given)."""

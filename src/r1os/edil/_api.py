@@ -49,7 +49,7 @@ class JobList(BaseModel):
 
 
 def view(job: JobState) -> JobView:
-    done = [h for h in job.history]
+    done = job.history
     accuracy = next((h.test_accuracy for h in reversed(done) if h.test_accuracy is not None), None)
     return JobView(
         job_id=job.job_id,

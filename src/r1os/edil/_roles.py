@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ from r1os.edil._state import (
     UpdatePointer,
     aggregate_key,
     dropped_key,
+    encoder_key,
     job_key,
     recovery_key,
     update_key,
@@ -64,10 +65,6 @@ ENCRYPTED = frozenset({"ckks", "ckks+masked"})
 MAX_BLOB = 64 * 1024 * 1024
 #: Rounds in a row with no update before a job fails.
 MAX_EMPTY_ROUNDS = 3
-
-
-def encoder_key(participant: str, job_id: str) -> str:
-    return f"node:{participant.lower()}:edil:enc:{job_id}"
 
 
 def _now_ms() -> int:
@@ -112,6 +109,25 @@ class Io:
             await self.r1fs.unpin(cid, pinner=self.me)
         except R1osError as exc:
             log.debug("edil: unpinning %s: %s", cid, exc)
+
+    async def wait_encoder(self, first: str, job_id: str, wake: asyncio.Event | None = None) -> Any:
+        """The job's Domain Auto-Encoder, once its first participant has shared it (sealed to the job's
+        nodes); waits on `wake` (set when EDIL records change), or polls, until then."""
+        from r1os.edil._dae import DAE
+
+        while True:
+            if wake is not None:
+                wake.clear()  # before the read: a record written after it wakes the wait below
+            raw = await self.cstore.get(encoder_key(first, job_id))
+            if isinstance(raw, dict) and isinstance(raw.get("cid"), str):
+                return DAE.from_bytes(await self.get_sealed(raw["cid"]))
+            if wake is None:
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                await asyncio.wait_for(wake.wait(), 1.0)
+            except TimeoutError:
+                pass
 
     async def get_sealed(self, cid: str) -> bytes:
         blob = await self.r1fs.cat(cid, max_size=MAX_BLOB)
@@ -298,18 +314,7 @@ class Owner:
         return out
 
     async def _encoder(self) -> Any:
-        from r1os.edil._dae import DAE
-
-        first = self.state.participants[0]
-        while True:
-            raw = await self.io.cstore.get(encoder_key(first, self.state.job_id))
-            if isinstance(raw, dict) and isinstance(raw.get("cid"), str):
-                return DAE.from_bytes(await self.io.get_sealed(raw["cid"]))
-            self.wake.clear()
-            try:
-                await asyncio.wait_for(self.wake.wait(), 1.0)
-            except TimeoutError:
-                pass
+        return await self.io.wait_encoder(self.state.participants[0], self.state.job_id, self.wake)
 
 
 # -- a participant -----------------------------------------------------------------------------
@@ -357,7 +362,7 @@ class Participant:
         return data
 
     async def _encoded(self, state: JobState, spec: JobSpec, data: Dataset) -> Dataset:
-        from r1os.edil._dae import DAE, train_dae
+        from r1os.edil._dae import train_dae
         from r1os.edil._data import Dataset as Ds
 
         enc = spec.encoder
@@ -382,12 +387,7 @@ class Participant:
             cid = await self.io.put_sealed(dae.to_bytes(), readers)
             await self.io.cstore.set(encoder_key(self.io.me, state.job_id), {"cid": cid})
         else:
-            while True:
-                raw = await self.io.cstore.get(encoder_key(first, state.job_id))
-                if isinstance(raw, dict) and isinstance(raw.get("cid"), str):
-                    dae = DAE.from_bytes(await self.io.get_sealed(raw["cid"]))
-                    break
-                await asyncio.sleep(0.2)
+            dae = await self.io.wait_encoder(first, state.job_id)
         out = Ds(dae.encode(data.X), data.y)
         self._data[key] = out
         return out
@@ -775,4 +775,4 @@ class Aggregator:
         )
 
 
-__all__ = ["Aggregator", "Io", "Owner", "Participant", "Awaitable"]
+__all__ = ["Aggregator", "Io", "Owner", "Participant"]

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from r1os.cstore import CStoreService
 from r1os.edil._errors import EdilError
 from r1os.edil._roles import ENCRYPTED, Aggregator, Io, Owner, Participant, model_layout, pack_params
-from r1os.edil._spec import JobSpec, resolve_participants, spec_from_data
+from r1os.edil._spec import JobSpec, resolve_participants
 from r1os.edil._state import JobState
 from r1os.errors import R1osError
 from r1os.identity import public_key_from_ai_address
@@ -261,7 +261,3 @@ class EdilService(Service):
                 hint="ask the node the job was submitted to",
             )
         return owner.state, owner.params
-
-
-def spec_of(data: Any) -> JobSpec:
-    return spec_from_data(data)

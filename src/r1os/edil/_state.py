@@ -31,6 +31,11 @@ def dropped_key(aggregator: str, job_id: str) -> str:
     return f"node:{aggregator.lower()}:edil:drop:{job_id}"
 
 
+def encoder_key(participant: str, job_id: str) -> str:
+    """Where the first participant of a job on encodings names its shared encoder's CID."""
+    return f"node:{participant.lower()}:edil:enc:{job_id}"
+
+
 def recovery_key(participant: str, job_id: str) -> str:
     """Hash of a survivor's mask-recovery terms for a job; field: the round."""
     return f"node:{participant.lower()}:edil:rec:{job_id}"
