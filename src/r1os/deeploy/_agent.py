@@ -361,15 +361,15 @@ class Agent:
         if changed == rep.reported:
             return
         rep.reported = changed
-        try:
-            await self.cstore.hset(replicas_key(self.me), rep.app, report)
-        except R1osError as exc:
-            log.warning("deeploy agent: cannot report %s: %s", rep.app, exc)
+        await self._publish(rep.app, report)
 
     async def _report_raw(self, app: str, version: int, state: ReplicaPhase, detail: str) -> None:
         report = ReplicaReport(app=app, version=version, state=state, detail=detail[:300], since_ms=_now_ms())
+        await self._publish(app, report.model_dump(mode="json"))
+
+    async def _publish(self, app: str, report: dict[str, Any]) -> None:
         try:
-            await self.cstore.hset(replicas_key(self.me), app, report.model_dump(mode="json"))
+            await self.cstore.hset(replicas_key(self.me), app, report)
         except R1osError as exc:
             log.warning("deeploy agent: cannot report %s: %s", app, exc)
 

@@ -150,19 +150,14 @@ def install_routes(router: APIRouter, svc: DeeployService) -> None:
     async def hosts() -> HostList:
         """Nodes that run apps: runtimes, tags, capacity and what is free (declared by planned replicas)."""
         assert svc.cstore is not None
-        from r1os.deeploy._models import PLAN_PREFIX
+        from r1os.deeploy._models import APP_PREFIX, PLAN_PREFIX, read_all
 
         nodes = svc.hosts()
-        plans = []
-        for key in await svc.cstore.keys(PLAN_PREFIX):
-            try:
-                plan = Plan.model_validate(await svc.cstore.get(key))
-                record = await read_record(svc, plan.app)
-                if record is not None:
-                    plans.append((plan.replicas, record.app_spec().resources))
-            except (ValidationError, R1osError):
-                continue
-        used = usage_by_node(plans)
+        records = {r.app_id: r for r in await read_all(svc.cstore, APP_PREFIX, AppRecord)}
+        plans = await read_all(svc.cstore, PLAN_PREFIX, Plan)
+        used = usage_by_node(
+            (p.replicas, records[p.app].app_spec().resources) for p in plans if p.app in records
+        )
         for h in nodes:
             u = used.get(h.address, Usage())
             h.free_cpu = round(h.cpu - u.cpu, 3)
