@@ -264,3 +264,16 @@ def test_extend_job_tops_up_a_running_job(s: System) -> None:
     assert s.usdc.balanceOf(s.escrow.address) == 0 and net > 0
     with boa.env.prank(owner), boa.reverts("escrow: job closed"):
         s.escrow.extend_job(job_id, 1)
+
+
+def test_total_volume_counts_creates_and_top_ups(s: System) -> None:
+    assert s.escrow.total_volume() == 0
+    owner, job_id = _job(s, nodes=2, epochs=3)
+    assert s.escrow.total_volume() == 2 * 3 * PRICE
+    s.usdc.mint(owner, 2 * 4 * PRICE)
+    with boa.env.prank(owner):
+        s.usdc.approve(s.escrow.address, 2 * 4 * PRICE)
+        s.escrow.extend_job(job_id, 4)
+    assert s.escrow.total_volume() == 2 * 7 * PRICE
+    _job(s, nodes=1, epochs=1)
+    assert s.escrow.total_volume() == 2 * 7 * PRICE + PRICE

@@ -48,6 +48,8 @@ _GENESIS: immutable(uint256)
 _EPOCH_SECONDS: immutable(uint256)
 
 job_count: public(uint256)
+# stablecoin (its units: 6 decimals for USDC) deposited by job owners, creates and top-ups together
+total_volume: public(uint256)
 _jobs: HashMap[uint256, Job]
 is_attested: public(HashMap[uint256, HashMap[uint256, bool]])
 
@@ -146,6 +148,7 @@ def create_job(nodes: uint256, epochs: uint256, price_per_node_epoch: uint256) -
         burned=0,
         closed=False,
     )
+    self.total_volume += budget
     assert extcall stablecoin.transferFrom(msg.sender, self, budget)
     log JobCreated(
         job_id=job_id,
@@ -243,6 +246,7 @@ def extend_job(job_id: uint256, epochs: uint256) -> uint256:
     end: uint256 = job.end_epoch + epochs
     self._jobs[job_id].end_epoch = end
     self._jobs[job_id].balance = job.balance + amount
+    self.total_volume += amount
     assert extcall stablecoin.transferFrom(msg.sender, self, amount)
     log JobExtended(job_id=job_id, epochs=epochs, end_epoch=end, amount=amount)
     return end
