@@ -139,3 +139,84 @@ def attestation_inner(escrow: str, job_id: int, epoch: int, nodes: Sequence[str]
     return keccak(
         to_canonical_address(escrow) + job_id.to_bytes(32, "big") + epoch.to_bytes(32, "big") + words
     )
+
+
+# --- MND release: logistic curve scaled by adoption ---------------------------------------------
+# From docs/economy.md ("Master Node Deeds"): after the cliff an MND earns, for the epoch x epochs
+# after its mining start, assigned * w(min(x, 899)) // sum(w) at full availability, where
+# w(x) = floor(2^32 * logistic(5 * ((x + 1/2) / 900 - 0.7))); each epoch's release is weighted by
+# availability / 255 (rounded per epoch); the earned total stops at the assignment; what is paid
+# in all is earned * adoption // 10^18, adoption = min(1, (sold / 7,500 + volume / 5e12) / 2) in
+# 18-decimal fixed point (each ratio rounded down, then the mean).
+
+ADOPTION_ONE = 10**18
+ADOPTION_ND_TARGET = 7_500
+ADOPTION_VOLUME_TARGET = 5_000_000 * 10**6
+MND_CURVE_K = 5
+MND_CURVE_MIDPOINT = "0.7"
+
+
+def _mnd_curve() -> tuple[int, ...]:
+    from decimal import Decimal, localcontext
+
+    with localcontext() as ctx:
+        ctx.prec = 80
+        n = Decimal(MND_MINING_EPOCHS)
+        weights = []
+        for x in range(MND_MINING_EPOCHS):
+            z = MND_CURVE_K * ((Decimal(x) + Decimal("0.5")) / n - Decimal(MND_CURVE_MIDPOINT))
+            logistic = 1 / (1 + (-z).exp())
+            weights.append(int((logistic * 2**32).to_integral_value(rounding="ROUND_FLOOR")))
+    return tuple(weights)
+
+
+MND_CURVE = _mnd_curve()
+MND_CURVE_SUM = sum(MND_CURVE)
+
+
+def mnd_curve_release(assigned: int, offset: int) -> int:
+    """R1 an MND earns at full availability in the epoch `offset` epochs after its mining start."""
+    return assigned * MND_CURVE[min(offset, MND_MINING_EPOCHS - 1)] // MND_CURVE_SUM
+
+
+def adoption(nd_sold: int, volume: int) -> int:
+    nd_score = nd_sold * ADOPTION_ONE // ADOPTION_ND_TARGET
+    volume_score = volume * ADOPTION_ONE // ADOPTION_VOLUME_TARGET
+    return min((nd_score + volume_score) // 2, ADOPTION_ONE)
+
+
+def mnd_earned(assigned: int, first_offset: int, availabilities: Sequence[int]) -> int:
+    """Curve release x availability / 255 over consecutive epochs from `first_offset`, uncapped."""
+    total = 0
+    for i, a in enumerate(availabilities):
+        if not 0 <= a <= MAX_AVAILABILITY:
+            raise ValueError("availability out of range")
+        total += mnd_curve_release(assigned, first_offset + i) * a // MAX_AVAILABILITY
+    return total
+
+
+@dataclass
+class MndAccount:
+    """One MND's state in the model: what it has earned (capped) and been paid."""
+
+    assigned: int
+    earned: int = 0
+    paid: int = 0
+    offset: int = 0  # next epoch to claim, counted from the mining start
+
+    def owed(self, adoption_now: int) -> int:
+        return self.earned * adoption_now // ADOPTION_ONE
+
+    def claim(self, availabilities: Sequence[int], adoption_now: int) -> int:
+        self.earned = min(self.earned + mnd_earned(self.assigned, self.offset, availabilities), self.assigned)
+        self.offset += len(availabilities)
+        return self.release(adoption_now)
+
+    def release(self, adoption_now: int) -> int:
+        pay = max(0, self.owed(adoption_now) - self.paid)
+        self.paid += pay
+        return pay
+
+    @property
+    def withheld(self) -> int:
+        return self.earned - self.paid

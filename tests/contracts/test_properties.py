@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from . import model
-from .conftest import CLIFF, N_ORACLES, THRESHOLD, System, sign
+from .conftest import N_ORACLES, THRESHOLD, System, sign
 
 SETTINGS = settings(
     max_examples=40,
@@ -44,55 +44,6 @@ def test_nd_claims_match_model(s: System, avails: list[int], cuts: list[int]) ->
         expected = model.reward(avails, model.ND_RELEASE, 0, model.ND_MAX_MINING)
         assert total == expected == s.r1.balanceOf(owner) == s.nd.claimed_amount(token)
         assert s.nd.claimable_epochs(token) == (first + len(avails), 0)
-
-
-@SETTINGS
-@given(
-    amount=st.integers(1, model.MND_MAX_PER_HOLDER),
-    assign_at=st.integers(0, 2 * CLIFF),
-    avails=st.lists(st.integers(0, 255), min_size=1, max_size=40),
-    cuts=st.lists(st.integers(0, 10_000), max_size=3),
-)
-def test_mnd_vesting_matches_model(
-    s: System, amount: int, assign_at: int, avails: list[int], cuts: list[int]
-) -> None:
-    with boa.env.anchor():
-        s.advance_epochs(assign_at)
-        holder = s.user()
-        token = s.mnd.mint_mnd(holder, amount)
-        start = model.mnd_first_mining_epoch(assign_at, CLIFF)
-        assert s.mnd.mining_start_epoch(token) == start
-        node = s.node()
-        with boa.env.prank(holder):
-            s.mnd.link(token, node)
-        s.advance_epochs(start - s.epoch() + len(avails))
-        release = model.mnd_release(amount)
-        total, epoch = 0, start
-        for chunk in _chunks(avails, cuts):
-            sigs = s.sign_availability(node, epoch, chunk)
-            total += s.mnd.claim(token, epoch, bytes(chunk), sigs)
-            epoch += len(chunk)
-        assert total == model.reward(avails, release, 0, amount) == s.r1.balanceOf(holder)
-        # never more than the straight-line vesting of a always-available node
-        assert total <= model.vested(amount, release, start, start + len(avails))
-
-
-@SETTINGS
-@given(amount=st.integers(1, 10**9), extra=st.integers(0, 300))
-def test_mnd_never_pays_past_assignment(s: System, amount: int, extra: int) -> None:
-    """Small assignments (a few wei per epoch) and claims past the 900 epochs stop at the cap."""
-    with boa.env.anchor():
-        holder = s.user()
-        token = s.mnd.mint_mnd(holder, amount)
-        node = s.node()
-        with boa.env.prank(holder):
-            s.mnd.link(token, node)
-        n = min(900 + extra, 1080)
-        s.advance_epochs(CLIFF + n)
-        sigs = s.sign_availability(node, CLIFF, [255] * n)
-        paid = s.mnd.claim(token, CLIFF, bytes([255] * n), sigs)
-        assert paid == model.reward([255] * n, model.mnd_release(amount), 0, amount)
-        assert paid <= amount
 
 
 @SETTINGS
