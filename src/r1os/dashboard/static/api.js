@@ -1,5 +1,5 @@
 // Requests to this node only (the page's Content-Security-Policy allows nothing else): every route the
-// page reads is public and read-only; an error answer has the node's one shape {error, cause, hint}.
+// page reads is public; what it writes is signed by the user's wallet (wallet.js); an error answer has the node's one shape {error, cause, hint}.
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -21,6 +21,33 @@ export async function getJSON(path, params = {}, timeoutMs = 10000) {
   const timer = setTimeout(() => abort.abort(), timeoutMs);
   try {
     const r = await fetch(url, { headers: { Accept: "application/json" }, signal: abort.signal });
+    let body = null;
+    try {
+      body = await r.json();
+    } catch {
+      body = null;
+    }
+    if (!r.ok) throw new ApiError(r.status, body);
+    return body;
+  } catch (err) {
+    if (err instanceof ApiError) throw err;
+    throw new ApiError(0, { error: err.name === "AbortError" ? "the node did not answer in time" : String(err), cause: "unreachable" });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** POST a JSON body (already encoded: the signed bytes are sent as they are) to a route of this node. */
+export async function postJSON(path, text, timeoutMs = 30000) {
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  try {
+    const r = await fetch(new URL(path, window.location.origin), {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: text,
+      signal: abort.signal,
+    });
     let body = null;
     try {
       body = await r.json();

@@ -1,6 +1,7 @@
 // The dashboard: one page, panels fed by this node's public routes and by its event stream
 // (/v1/dashboard/events: a snapshot of the node and its network map every ~2 s and on changes).
 
+import { accountPanel, walletHeader } from "./account.js";
 import { describe, getJSON } from "./api.js";
 import { fill, h, note, shortAddress } from "./dom.js";
 import {
@@ -12,6 +13,7 @@ import {
 const PANELS = [
   { id: "network", title: "Network map", create: networkPanel, wide: true },
   { id: "node", title: "This node", create: nodePanel },
+  { id: "account", title: "Your account (wallet)", create: accountPanel },
   { id: "dauth", title: "Admission (dAuth) and licences", service: "dauth", create: dauthPanel },
   { id: "availability", title: "Availability per epoch", create: availabilityPanel, wide: true },
   { id: "cstore", title: "CSTORE browser", service: "cstore", create: cstorePanel, wide: true },
@@ -147,6 +149,7 @@ async function start() {
       await new Promise((r) => setTimeout(r, 3000));
     }
   }
+  walletHeader(document.getElementById("wallet"));
   mount();
   connect();
 }
