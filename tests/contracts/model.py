@@ -220,3 +220,86 @@ class MndAccount:
     @property
     def withheld(self) -> int:
         return self.earned - self.paid
+
+
+# --- the R1/USDC pool (Uniswap V2's constant-product rules, from its whitepaper) --------------
+
+UNI_FEE_PER_MILLE = 3  # 0.3% of every swap's input stays in the pool
+
+
+def uni_amount_out(amount_in: int, reserve_in: int, reserve_out: int) -> int:
+    """Output of a swap: x * y = k on the input after the fee, rounded down (the pair's check)."""
+    kept = amount_in * (1000 - UNI_FEE_PER_MILLE)
+    return kept * reserve_out // (reserve_in * 1000 + kept)
+
+
+@dataclass(frozen=True)
+class Pool:
+    r1: int
+    usdc: int
+    lp_supply: int
+
+    def usd_per_r1(self) -> int:
+        """Spot price, USD per R1 with 18 decimals (USDC has 6)."""
+        return self.usdc * 10**30 // self.r1
+
+    def sell_r1(self, amount: int) -> tuple[Pool, int]:
+        out = uni_amount_out(amount, self.r1, self.usdc)
+        return Pool(self.r1 + amount, self.usdc - out, self.lp_supply), out
+
+    def buy_r1(self, usdc_in: int) -> tuple[Pool, int]:
+        out = uni_amount_out(usdc_in, self.usdc, self.r1)
+        return Pool(self.r1 - out, self.usdc + usdc_in, self.lp_supply), out
+
+    def add(self, r1_max: int, usdc_max: int) -> tuple[Pool, int, int, int]:
+        """The router's addLiquidity: (pool, R1 used, USDC used, LP tokens minted)."""
+        usdc_for_all_r1 = r1_max * self.usdc // self.r1
+        if usdc_for_all_r1 <= usdc_max:
+            r1_used, usdc_used = r1_max, usdc_for_all_r1
+        else:
+            r1_used, usdc_used = usdc_max * self.r1 // self.usdc, usdc_max
+        minted = min(r1_used * self.lp_supply // self.r1, usdc_used * self.lp_supply // self.usdc)
+        return (
+            Pool(self.r1 + r1_used, self.usdc + usdc_used, self.lp_supply + minted),
+            r1_used,
+            usdc_used,
+            minted,
+        )
+
+
+@dataclass(frozen=True)
+class PoolSale:
+    burned: int
+    r1_to_pool: int
+    usdc_to_pool: int
+    liquidity: int
+    lp_r1_left: int  # unused by addLiquidity: sent to the liquidity wallet
+    lp_usdc_left: int
+    company_r1: int
+    company_usdc: int
+    pool: Pool
+
+
+def nd_sale_on_pool(price: int, pool: Pool) -> PoolSale:
+    """A deed sold for `price` R1 with a pool: 20% burned; of the 50% liquidity share, half sold
+    for USDC and both halves added to the pool; then the 30% company share sold for USDC."""
+    split = nd_split(price)
+    half = split.lp // 2
+    pool, usdc_in = pool.sell_r1(half)
+    pool, r1_used, usdc_used, minted = pool.add(split.lp - half, usdc_in)
+    pool, company_usdc = pool.sell_r1(split.company)
+    return PoolSale(
+        burned=split.burned,
+        r1_to_pool=r1_used,
+        usdc_to_pool=usdc_used,
+        liquidity=minted,
+        lp_r1_left=split.lp - half - r1_used,
+        lp_usdc_left=usdc_in - usdc_used,
+        company_r1=split.company,
+        company_usdc=company_usdc,
+        pool=pool,
+    )
+
+
+def nd_price_on_pool(tier: int, pool: Pool) -> int:
+    return nd_price(tier, pool.usd_per_r1())

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import boa
+import pytest
 
 from . import model
 from .conftest import THRESHOLD, USDC, System, deploy, events
+from .uniswap import Market, Uniswap, deploy_uniswap, seed_pool
 
 ZERO = "0x" + "00" * 20
 PRICE = 3 * USDC + 7  # per node per epoch; odd on purpose, to exercise rounding
@@ -277,3 +279,60 @@ def test_total_volume_counts_creates_and_top_ups(s: System) -> None:
     assert s.escrow.total_volume() == 2 * 7 * PRICE
     _job(s, nodes=1, epochs=1)
     assert s.escrow.total_volume() == 2 * 7 * PRICE + PRICE
+
+
+# --- the burn share buys R1 on the pool, and that R1 is burned ---------------------------------
+
+R1 = 10**18
+
+
+@pytest.fixture(scope="module")
+def uni() -> Uniswap:
+    return deploy_uniswap()
+
+
+def test_attest_buys_r1_on_the_pool_and_burns_it(s: System, uni: Uniswap) -> None:
+    market: Market = seed_pool(s, uni, 2_000_000 * R1, 500_000 * USDC)
+    assert s.escrow.router() == uni.router.address and s.escrow.r1() == s.r1.address
+    op1, _, node1 = s.linked_nd()
+    op2, _, node2 = s.linked_nd()
+    _, job_id = _job(s, nodes=2, epochs=2)
+    s.advance_epochs(1)
+    pool = market.pool()
+    r1_supply, usdc_supply = s.r1.totalSupply(), s.usdc.totalSupply()
+    paid = _attest(s, job_id, 0, [node1, node2])
+    net, burn = model.poai_split(PRICE)
+    after, bought = pool.buy_r1(2 * burn)
+    (ev,) = events(s.escrow, "R1BoughtAndBurned")
+    assert paid == 2 * net and s.usdc.balanceOf(op1) == net
+    assert bought > 0 and (ev.job_id, ev.epoch, ev.stablecoin_in, ev.r1_burned) == (
+        job_id,
+        0,
+        2 * burn,
+        bought,
+    )
+    assert s.r1.totalSupply() == r1_supply - bought
+    assert s.usdc.totalSupply() == usdc_supply  # the stablecoin went into the pool, not burned
+    assert market.pool() == after
+    assert s.escrow.total_r1_burned() == bought
+    assert s.r1.balanceOf(s.escrow.address) == 0
+    job = s.escrow.get_job(job_id)
+    assert (job.paid, job.burned, job.balance) == (2 * net, 2 * burn, 4 * PRICE - 2 * PRICE)
+    # a second epoch buys at the moved price
+    s.advance_epochs(1)
+    _attest(s, job_id, 1, [node2])
+    after2, bought2 = after.buy_r1(burn)
+    assert market.pool() == after2 and s.escrow.total_r1_burned() == bought + bought2
+
+
+def test_set_dex_once_by_the_deployer(s: System, uni: Uniswap) -> None:
+    with boa.reverts("escrow: no R1 pool"):
+        s.escrow.set_dex(uni.router.address, s.r1.address)
+    seed_pool(s, uni, 1_000 * R1, 1_000 * USDC, wire=False)
+    with boa.env.prank(s.user()), boa.reverts("escrow: not the deployer"):
+        s.escrow.set_dex(uni.router.address, s.r1.address)
+    with boa.reverts("escrow: zero address"):
+        s.escrow.set_dex(uni.router.address, ZERO)
+    s.escrow.set_dex(uni.router.address, s.r1.address)
+    with boa.reverts("escrow: dex already set"):
+        s.escrow.set_dex(uni.router.address, s.r1.address)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import boa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from . import model
 from .conftest import COOLDOWN, EPOCH, R1, THRESHOLD, System, events, poke
+from .uniswap import Market, Uniswap, at, deploy_uniswap, seed_pool, swap
 
 ZERO = "0x" + "00" * 20
 
@@ -383,3 +386,151 @@ def test_claim_with_forged_signatures(s: System) -> None:
     with boa.reverts("controller: signer is not an oracle"):
         s.nd.claim(token, first, bytes([255]), honest + forged[:1])
     assert s.nd.claimed_amount(token) == 0
+
+
+# --- the R1/USDC pool: price, guard, and the sale's swaps --------------------------------------
+
+
+USDC_UNIT = 10**6
+POOL_R1, POOL_USDC = 1_000_000 * R1, 400_000 * USDC_UNIT  # 1 R1 = $0.40
+
+
+@pytest.fixture(scope="module")
+def uni() -> Uniswap:
+    return deploy_uniswap()
+
+
+@pytest.fixture
+def market(s: System, uni: Uniswap) -> Market:
+    return seed_pool(s, uni, POOL_R1, POOL_USDC)
+
+
+def _buy_on_pool(s: System, market: Market, slack: int = 0) -> tuple[int, model.PoolSale, str]:
+    """Buy a deed at the model's price; checks the R1 supply fell by exactly the burned share."""
+    pool = market.pool()
+    tier = s.nd.current_tier()
+    price = model.nd_price_on_pool(tier, pool)
+    assert s.nd.current_price() == price
+    buyer = s.user(r1=price + slack)
+    supply = s.r1.totalSupply()
+    with boa.env.prank(buyer):
+        s.r1.approve(s.nd.address, price + slack)
+        s.nd.buy(price + slack)
+    sale = model.nd_sale_on_pool(price, pool)
+    assert s.r1.totalSupply() == supply - sale.burned
+    return price, sale, buyer
+
+
+def test_pool_sale_matches_model(s: System, market: Market) -> None:
+    lp_token = market.pair
+    assert s.nd.pair() == lp_token.address and s.nd.router() == market.uni.router.address
+    assert s.nd.r1_price() == market.pool().usd_per_r1() == 4 * 10**17
+    assert s.nd.current_price() == 500 * R1 * 10 // 4  # $500 at $0.40
+    price, sale, buyer = _buy_on_pool(s, market, slack=3)
+    (ev,) = events(s.nd, "SaleSwapped")
+    assert s.r1.balanceOf(buyer) == 3
+    assert market.pool() == sale.pool
+    assert lp_token.balanceOf(s.lp) == sale.liquidity > 0
+    assert s.r1.balanceOf(s.lp) == sale.lp_r1_left and s.usdc.balanceOf(s.lp) == sale.lp_usdc_left
+    assert s.usdc.balanceOf(s.company) == sale.company_usdc > 0 and s.r1.balanceOf(s.company) == 0
+    assert s.r1.balanceOf(s.nd.address) == 0 and s.usdc.balanceOf(s.nd.address) == 0
+    assert (ev.r1_to_pool, ev.usdc_to_pool, ev.liquidity) == (
+        sale.r1_to_pool,
+        sale.usdc_to_pool,
+        sale.liquidity,
+    )
+    assert (ev.r1_sold_for_company, ev.usdc_to_company) == (sale.company_r1, sale.company_usdc)
+    # every R1 of the price is accounted for: burned, in the pool (swapped or added), or left to the LP wallet
+    half = model.nd_split(price).lp // 2
+    assert sale.burned + half + sale.r1_to_pool + sale.lp_r1_left + sale.company_r1 == price
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    r1_pool=st.integers(10**21, 10**26),
+    usdc_per_r1=st.integers(10**4, 10**8),  # $0.01 .. $100
+    buys=st.integers(1, 3),
+    gap=st.integers(0, 200),
+)
+def test_pool_sales_match_model_property(
+    s: System, uni: Uniswap, r1_pool: int, usdc_per_r1: int, buys: int, gap: int
+) -> None:
+    with boa.env.anchor():
+        market = seed_pool(s, uni, r1_pool, max(r1_pool * usdc_per_r1 // R1, 10**6))
+        s.nd.set_max_price_diff(10_000)  # the property is the arithmetic, not the guard
+        lp_before = 0
+        for _ in range(buys):
+            company = s.usdc.balanceOf(s.company)
+            _, sale, _ = _buy_on_pool(s, market)
+            assert market.pool() == sale.pool
+            assert s.usdc.balanceOf(s.company) == company + sale.company_usdc
+            assert market.pair.balanceOf(s.lp) == lp_before + sale.liquidity
+            lp_before += sale.liquidity
+            assert s.r1.balanceOf(s.nd.address) == 0 and s.usdc.balanceOf(s.nd.address) == 0
+            s.advance(gap)
+
+
+def test_guard_refuses_a_same_block_pump(s: System, market: Market) -> None:
+    s.advance(600)  # an observation window with the seeded price
+    swap(s, market.uni, usdc_in=60_000 * USDC_UNIT)  # R1 up ~32% in this block: deeds look cheap in R1
+    spot, reference, ok = s.nd.price_check()
+    assert not ok and spot > reference * 13 // 10
+    buyer = s.user(r1=2_000 * R1)
+    with boa.env.prank(buyer):
+        s.r1.approve(s.nd.address, 2_000 * R1)
+        with boa.reverts("nd: pool price moved"):
+            s.nd.buy(2_000 * R1)
+    with boa.reverts("nd: pool price moved"):
+        s.nd.observe()
+    # a dump in the same block is refused too
+    swap(s, market.uni, r1_in=400_000 * R1)
+    with boa.env.prank(buyer), boa.reverts("nd: pool price moved"):
+        s.nd.buy(2_000 * R1)
+
+
+def test_guard_follows_a_price_that_holds(s: System, market: Market) -> None:
+    s.advance(600)
+    swap(s, market.uni, usdc_in=60_000 * USDC_UNIT)
+    s.advance(600)  # the new price held as long as the old one: still more than 10% off the average
+    assert not s.nd.price_check()[2]
+    s.advance(6_000)  # the average catches up
+    assert s.nd.price_check()[2]
+    s.nd.observe()
+    assert s.nd.observed_at() == boa.env.timestamp
+    _buy_on_pool(s, market)
+
+
+def test_guard_allows_a_small_move_and_is_a_parameter(s: System, market: Market) -> None:
+    assert s.nd.max_price_diff_bps() == s.nd.DEFAULT_MAX_PRICE_DIFF_BPS() == 1_000
+    s.advance(600)
+    swap(s, market.uni, usdc_in=10_000 * USDC_UNIT)  # ~5%
+    assert s.nd.price_check()[2]
+    s.nd.set_max_price_diff(200)
+    assert not s.nd.price_check()[2]
+    for bad in (0, 10_001):
+        with boa.reverts("nd: bad price difference"):
+            s.nd.set_max_price_diff(bad)
+    with boa.env.prank(s.user()), boa.reverts("ownable: caller is not the owner"):
+        s.nd.set_max_price_diff(500)
+    s.nd.set_max_price_diff(600)
+    _buy_on_pool(s, market)
+
+
+def test_set_dex_rules_and_fallback(s: System, uni: Uniswap) -> None:
+    with boa.reverts("nd: no R1/USDC pool"):
+        s.nd.set_dex(uni.router.address, s.usdc.address)
+    with boa.reverts("nd: no pool"):
+        s.nd.observe()
+    market = seed_pool(s, uni, POOL_R1, POOL_USDC, wire=False)
+    with boa.env.prank(s.user()), boa.reverts("ownable: caller is not the owner"):
+        s.nd.set_dex(uni.router.address, s.usdc.address)
+    s.nd.set_dex(uni.router.address, s.usdc.address)
+    assert s.nd.current_price() == model.nd_price_on_pool(1, market.pool())
+    s.nd.set_dex(ZERO, ZERO)  # back to the owner-set price
+    assert s.nd.pair() == ZERO and s.nd.current_price() == model.nd_price(1) == 500 * R1
+    assert s.nd.price_check() == (10**18, 10**18, True)
+    at("UniswapV2Pair", market.pair.address)  # the pair's ABI loads from the artifact

@@ -2,8 +2,11 @@
 """
 @title NDLicence: Ratio1 Node Deeds (ERC-721)
 @notice A Node Deed lets one node address mine R1. Deeds are bought with R1 at the price of the
-        current tier (12 tiers, 46,224 deeds); the payment is split 20% burned, 50% to the liquidity
-        wallet, 30% to the company wallet. A deed links to exactly one node; the owner may relink
+        current tier (12 tiers, 46,224 deeds), converted from USD at the R1/USDC Uniswap V2 pool's
+        price (guarded against a price moved within the block); the payment is split 20% burned,
+        50% added to the pool's liquidity (half swapped to USDC; the LP tokens to the liquidity
+        wallet), 30% swapped to USDC for the company wallet. Without a pool (`set_dex` not called)
+        the price comes from the owner-set `r1_usd_price` and the shares are paid in R1. A deed links to exactly one node; the owner may relink
         only after the cooldown and only once the ended epochs are claimed. Claims pay, per epoch,
         the deed's release times the oracle-signed availability / 255, up to the per-deed cap.
 """
@@ -41,6 +44,43 @@ interface IR1:
     def transferFrom(owner: address, to: address, amount: uint256) -> bool: nonpayable
 
 
+interface IERC20:
+    def approve(spender: address, amount: uint256) -> bool: nonpayable
+    def transfer(to: address, amount: uint256) -> bool: nonpayable
+
+
+interface IUniswapV2Factory:
+    def getPair(token_a: address, token_b: address) -> address: view
+
+
+interface IUniswapV2Pair:
+    def getReserves() -> (uint112, uint112, uint32): view
+    def token0() -> address: view
+    def price0CumulativeLast() -> uint256: view
+    def price1CumulativeLast() -> uint256: view
+
+
+interface IUniswapV2Router:
+    def factory() -> address: view
+    def swapExactTokensForTokens(
+        amount_in: uint256,
+        amount_out_min: uint256,
+        path: DynArray[address, 2],
+        to: address,
+        deadline: uint256,
+    ) -> DynArray[uint256, 2]: nonpayable
+    def addLiquidity(
+        token_a: address,
+        token_b: address,
+        amount_a_desired: uint256,
+        amount_b_desired: uint256,
+        amount_a_min: uint256,
+        amount_b_min: uint256,
+        to: address,
+        deadline: uint256,
+    ) -> (uint256, uint256, uint256): nonpayable
+
+
 interface IController:
     def genesis_time() -> uint256: view
     def epoch_seconds() -> uint256: view
@@ -70,6 +110,9 @@ TIER_UNITS: constant(uint256[N_TIERS]) = [
 ]
 BURN_PERCENT: public(constant(uint256)) = 20
 LP_PERCENT: public(constant(uint256)) = 50
+DEFAULT_MAX_PRICE_DIFF_BPS: public(constant(uint256)) = 1_000
+# USD per R1 with 18 decimals from USDC units (6 decimals) per R1 wei (18): x 10**(18 - 6 + 18)
+_USD18_PER_USDC_PER_WEI: constant(uint256) = 10**30
 
 struct Licence:
     node: address
@@ -92,6 +135,18 @@ _sold: HashMap[uint256, uint256]
 _licences: HashMap[uint256, Licence]
 licence_of: public(HashMap[address, uint256])
 
+# The R1/USDC pool (all zero: no pool, the owner-set price applies)
+router: public(address)
+pair: public(address)
+usdc: public(address)
+_r1_is_token0: bool
+max_price_diff_bps: public(uint256)
+# Price observation: the pool's cumulative R1 price (UQ112x112 seconds) at `observed_at`, and the
+# reference price (USD per R1, 18 decimals) the guard compares with while no time has passed since.
+_observed_cumulative: uint256
+observed_at: public(uint256)
+reference_price: public(uint256)
+
 
 event LicenceBought:
     buyer: indexed(address)
@@ -99,6 +154,19 @@ event LicenceBought:
     tier: uint256
     price: uint256
     burned: uint256
+
+event SaleSwapped:
+    token_id: indexed(uint256)
+    r1_to_pool: uint256
+    usdc_to_pool: uint256
+    liquidity: uint256
+    r1_sold_for_company: uint256
+    usdc_to_company: uint256
+
+event DexSet:
+    router: address
+    pair: address
+    usdc: address
 
 event Linked:
     token_id: indexed(uint256)
@@ -134,6 +202,7 @@ def __init__(r1: address, controller: address, lp_wallet_: address, company_wall
     self.company_wallet = company_wallet_
     self.r1_usd_price = 10**18
     self.current_tier = 1
+    self.max_price_diff_bps = DEFAULT_MAX_PRICE_DIFF_BPS
 
 
 # --- buying -------------------------------------------------------------------------------------
@@ -141,19 +210,140 @@ def __init__(r1: address, controller: address, lp_wallet_: address, company_wall
 
 @internal
 @view
-def _price(tier: uint256) -> uint256:
+def _reserves() -> (uint256, uint256, uint256):
+    """
+    @dev (R1 reserve, USDC reserve, the pair's last update time mod 2**32).
+    """
+    r0: uint112 = 0
+    r1: uint112 = 0
+    last: uint32 = 0
+    r0, r1, last = staticcall IUniswapV2Pair(self.pair).getReserves()
+    if self._r1_is_token0:
+        return convert(r0, uint256), convert(r1, uint256), convert(last, uint256)
+    return convert(r1, uint256), convert(r0, uint256), convert(last, uint256)
+
+
+@internal
+@view
+def _pool_prices() -> (uint256, uint256, uint256):
+    """
+    @dev (spot, reference, cumulative): the spot price from the reserves now, the time-weighted
+         average since the last observation (the stored reference if no time has passed), both in
+         USD per R1 with 18 decimals, and the pool's cumulative R1 price now. The cumulative
+         price only moves with reserves as they stood at the end of earlier blocks, so a swap in
+         this block moves the spot price but not the reference.
+    """
+    r1_reserve: uint256 = 0
+    usdc_reserve: uint256 = 0
+    last: uint256 = 0
+    r1_reserve, usdc_reserve, last = self._reserves()
+    assert r1_reserve > 0 and usdc_reserve > 0, "nd: pool is empty"
+    spot: uint256 = usdc_reserve * _USD18_PER_USDC_PER_WEI // r1_reserve
+    cumulative: uint256 = 0
+    if self._r1_is_token0:
+        cumulative = staticcall IUniswapV2Pair(self.pair).price0CumulativeLast()
+    else:
+        cumulative = staticcall IUniswapV2Pair(self.pair).price1CumulativeLast()
+    now32: uint256 = block.timestamp % 2**32
+    if now32 != last:
+        # the pair was not touched in this block: accrue its current (end of last block) price
+        elapsed: uint256 = unsafe_sub(now32 + 2**32, last) % 2**32
+        cumulative = unsafe_add(cumulative, unsafe_mul((usdc_reserve << 112) // r1_reserve, elapsed))
+    reference: uint256 = self.reference_price
+    if block.timestamp > self.observed_at:
+        average: uint256 = unsafe_sub(cumulative, self._observed_cumulative) // (
+            block.timestamp - self.observed_at
+        )
+        reference = average * _USD18_PER_USDC_PER_WEI >> 112
+    return spot, reference, cumulative
+
+
+@internal
+def _observe() -> uint256:
+    """
+    @dev Check the spot price against the reference (`nd: pool price moved` beyond
+         `max_price_diff_bps`), start a new observation window, and return the spot price.
+    """
+    spot: uint256 = 0
+    reference: uint256 = 0
+    cumulative: uint256 = 0
+    spot, reference, cumulative = self._pool_prices()
+    diff: uint256 = spot - reference if spot > reference else reference - spot
+    assert diff * 10_000 <= reference * self.max_price_diff_bps, "nd: pool price moved"
+    if block.timestamp > self.observed_at:
+        self._observed_cumulative = cumulative
+        self.observed_at = block.timestamp
+        self.reference_price = reference
+    return spot
+
+
+@internal
+@view
+def _usd_per_r1() -> uint256:
+    if self.pair == empty(address):
+        return self.r1_usd_price
+    spot: uint256 = 0
+    reference: uint256 = 0
+    cumulative: uint256 = 0
+    spot, reference, cumulative = self._pool_prices()
+    return spot
+
+
+@internal
+@pure
+def _price_at(tier: uint256, usd_per_r1: uint256) -> uint256:
     if tier > N_TIERS:
         return 0
-    return TIER_USD[tier - 1] * 10**36 // self.r1_usd_price
+    return TIER_USD[tier - 1] * 10**36 // usd_per_r1
 
 
 @external
 @view
 def current_price() -> uint256:
     """
-    @notice R1 (wei) asked for one deed now: the tier's USD price at the configured R1/USD rate.
+    @notice R1 (wei) asked for one deed now: the tier's USD price at the pool's spot R1/USDC price
+            (or the owner-set `r1_usd_price` without a pool); 0 when sold out.
     """
-    return self._price(self.current_tier)
+    if self.current_tier > N_TIERS:
+        return 0
+    return self._price_at(self.current_tier, self._usd_per_r1())
+
+
+@external
+@view
+def r1_price() -> uint256:
+    """
+    @notice USD per R1 (18 decimals) the sale uses now: the pool's spot price, or `r1_usd_price`.
+    """
+    return self._usd_per_r1()
+
+
+@external
+@view
+def price_check() -> (uint256, uint256, bool):
+    """
+    @notice (spot, reference, within the guard) of the pool now; a buy refuses when the last is
+            false. Without a pool: (r1_usd_price, r1_usd_price, True).
+    """
+    if self.pair == empty(address):
+        return self.r1_usd_price, self.r1_usd_price, True
+    spot: uint256 = 0
+    reference: uint256 = 0
+    cumulative: uint256 = 0
+    spot, reference, cumulative = self._pool_prices()
+    diff: uint256 = spot - reference if spot > reference else reference - spot
+    return spot, reference, diff * 10_000 <= reference * self.max_price_diff_bps
+
+
+@external
+def observe():
+    """
+    @notice Anyone: start a new price observation window now (what each buy does), so that the
+            reference follows a price that moved slowly over a long time without sales. Refused
+            like a buy when the spot price is off the reference by more than the guard.
+    """
+    assert self.pair != empty(address), "nd: no pool"
+    self._observe()
 
 
 @external
@@ -177,6 +367,52 @@ def set_r1_usd_price(price: uint256):
 
 
 @external
+def set_dex(router_: address, usdc_: address):
+    """
+    @notice Owner: price deeds from the R1/USDC pair of Uniswap V2 router `router_` (the pair must
+            exist and hold liquidity) and move the sale's shares through it; zero addresses go back
+            to the owner-set price. Starts a fresh observation at the pool's spot price.
+    """
+    ownable._check_owner()
+    if router_ == empty(address):
+        self.router = empty(address)
+        self.pair = empty(address)
+        self.usdc = empty(address)
+        log DexSet(router=empty(address), pair=empty(address), usdc=empty(address))
+        return
+    assert usdc_ != empty(address), "nd: zero address"
+    pair_: address = staticcall IUniswapV2Factory(staticcall IUniswapV2Router(router_).factory()).getPair(
+        R1.address, usdc_
+    )
+    assert pair_ != empty(address), "nd: no R1/USDC pool"
+    self.router = router_
+    self.pair = pair_
+    self.usdc = usdc_
+    self._r1_is_token0 = staticcall IUniswapV2Pair(pair_).token0() == R1.address
+    spot: uint256 = 0
+    reference: uint256 = 0
+    cumulative: uint256 = 0
+    spot, reference, cumulative = self._pool_prices()
+    self._observed_cumulative = cumulative
+    self.observed_at = block.timestamp
+    self.reference_price = spot
+    assert extcall IERC20(R1.address).approve(router_, max_value(uint256))
+    assert extcall IERC20(usdc_).approve(router_, max_value(uint256))
+    log DexSet(router=router_, pair=pair_, usdc=usdc_)
+
+
+@external
+def set_max_price_diff(bps: uint256):
+    """
+    @notice Owner: how far (basis points of the reference) the pool's spot price may be from its
+            time-weighted reference for a sale to go through.
+    """
+    ownable._check_owner()
+    assert bps > 0 and bps <= 10_000, "nd: bad price difference"
+    self.max_price_diff_bps = bps
+
+
+@external
 def set_wallets(lp: address, company: address):
     ownable._check_owner()
     assert lp != empty(address) and company != empty(address), "nd: zero address"
@@ -194,7 +430,11 @@ def buy(max_price: uint256) -> uint256:
     """
     t: uint256 = self.current_tier
     assert t <= N_TIERS, "nd: sold out"
-    price: uint256 = self._price(t)
+    pooled: bool = self.pair != empty(address)
+    usd_per_r1: uint256 = self.r1_usd_price
+    if pooled:
+        usd_per_r1 = self._observe()
+    price: uint256 = self._price_at(t, usd_per_r1)
     assert price <= max_price, "nd: price above max"
     sold: uint256 = self._sold[t] + 1
     self._sold[t] = sold
@@ -207,12 +447,53 @@ def buy(max_price: uint256) -> uint256:
     to_lp: uint256 = price * LP_PERCENT // 100
     assert extcall R1.transferFrom(msg.sender, self, price)
     extcall R1.burn(burned)
-    assert extcall R1.transfer(self.lp_wallet, to_lp)
-    assert extcall R1.transfer(self.company_wallet, price - burned - to_lp)
+    if pooled:
+        self._swap_shares(token_id, to_lp, price - burned - to_lp)
+    else:
+        assert extcall R1.transfer(self.lp_wallet, to_lp)
+        assert extcall R1.transfer(self.company_wallet, price - burned - to_lp)
 
     log LicenceBought(buyer=msg.sender, token_id=token_id, tier=t, price=price, burned=burned)
     erc721._safe_mint(msg.sender, token_id, b"")
     return token_id
+
+
+@internal
+def _swap_shares(token_id: uint256, to_lp: uint256, to_company: uint256):
+    """
+    @dev The liquidity share: half swapped to USDC, both halves added to the pool (LP tokens and
+         any unused remainder to the liquidity wallet). Then the company share swapped to USDC,
+         straight to the company wallet.
+    """
+    usdc_: address = self.usdc
+    router_: IUniswapV2Router = IUniswapV2Router(self.router)
+    half: uint256 = to_lp // 2
+    r1_in: uint256 = to_lp - half
+    got: DynArray[uint256, 2] = extcall router_.swapExactTokensForTokens(
+        half, 0, [R1.address, usdc_], self, block.timestamp
+    )
+    usdc_in: uint256 = got[1]
+    used_r1: uint256 = 0
+    used_usdc: uint256 = 0
+    liquidity: uint256 = 0
+    used_r1, used_usdc, liquidity = extcall router_.addLiquidity(
+        R1.address, usdc_, r1_in, usdc_in, 0, 0, self.lp_wallet, block.timestamp
+    )
+    if r1_in > used_r1:
+        assert extcall R1.transfer(self.lp_wallet, r1_in - used_r1)
+    if usdc_in > used_usdc:
+        assert extcall IERC20(usdc_).transfer(self.lp_wallet, usdc_in - used_usdc)
+    sold: DynArray[uint256, 2] = extcall router_.swapExactTokensForTokens(
+        to_company, 0, [R1.address, usdc_], self.company_wallet, block.timestamp
+    )
+    log SaleSwapped(
+        token_id=token_id,
+        r1_to_pool=used_r1,
+        usdc_to_pool=used_usdc,
+        liquidity=liquidity,
+        r1_sold_for_company=to_company,
+        usdc_to_company=sold[1],
+    )
 
 
 # --- epochs and linking -------------------------------------------------------------------------

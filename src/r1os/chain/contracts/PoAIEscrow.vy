@@ -3,8 +3,9 @@
 @title PoAIEscrow: pay-per-epoch escrow for Proof-of-AI jobs
 @notice A job owner deposits `nodes x epochs x price` of a stablecoin. After each epoch, oracles
         sign the list of nodes that served the job; `attest` then pays each node's licence owner the
-        price minus the 15% burn share, which is burned (or, in production, sent to a buy-back-and-burn
-        receiver). A job can be ended early; whatever was not paid out is refunded once the last
+        price minus the 15% burn share. With an R1/USDC pool set (`set_dex`) the burn share buys R1 on
+        the pool and that R1 is burned; without one it is burned as stablecoin (MockUSDC) or sent
+        to a buy-back-and-burn receiver. A job can be ended early; whatever was not paid out is refunded once the last
         payable epoch has had a full epoch to be attested.
 """
 
@@ -12,6 +13,29 @@ interface IStablecoin:
     def transfer(to: address, amount: uint256) -> bool: nonpayable
     def transferFrom(owner: address, to: address, amount: uint256) -> bool: nonpayable
     def burn(amount: uint256): nonpayable
+
+
+interface IR1:
+    def burn(amount: uint256): nonpayable
+
+
+interface IUniswapV2Router:
+    def factory() -> address: view
+    def swapExactTokensForTokens(
+        amount_in: uint256,
+        amount_out_min: uint256,
+        path: DynArray[address, 2],
+        to: address,
+        deadline: uint256,
+    ) -> DynArray[uint256, 2]: nonpayable
+
+
+interface IUniswapV2Factory:
+    def getPair(token_a: address, token_b: address) -> address: view
+
+
+interface IApprove:
+    def approve(spender: address, amount: uint256) -> bool: nonpayable
 
 
 interface IController:
@@ -46,6 +70,13 @@ controller: public(immutable(IController))
 burn_receiver: public(immutable(address))
 _GENESIS: immutable(uint256)
 _EPOCH_SECONDS: immutable(uint256)
+_DEPLOYER: immutable(address)
+
+# the R1/USDC pool the burn share buys R1 on (zero: no pool); set once by the deployer
+router: public(address)
+r1: public(address)
+# R1 bought on the pool with burn shares and burned, in all
+total_r1_burned: public(uint256)
 
 job_count: public(uint256)
 # stablecoin (its units: 6 decimals for USDC) deposited by job owners, creates and top-ups together
@@ -76,6 +107,16 @@ event EpochAttested:
     paid: uint256
     burned: uint256
 
+event R1BoughtAndBurned:
+    job_id: indexed(uint256)
+    epoch: uint256
+    stablecoin_in: uint256
+    r1_burned: uint256
+
+event DexSet:
+    router: address
+    r1: address
+
 event JobEnded:
     job_id: indexed(uint256)
     end_epoch: uint256
@@ -104,6 +145,26 @@ def __init__(stablecoin_: address, controller_: address, burn_receiver_: address
     burn_receiver = burn_receiver_
     _GENESIS = staticcall controller.genesis_time()
     _EPOCH_SECONDS = staticcall controller.epoch_seconds()
+    _DEPLOYER = msg.sender
+
+
+@external
+def set_dex(router_: address, r1_: address):
+    """
+    @notice Deployer, once: from now on the burn share buys R1 on the R1/stablecoin pair of
+            Uniswap V2 router `router_` and burns it. The pair must exist.
+    """
+    assert msg.sender == _DEPLOYER, "escrow: not the deployer"
+    assert self.router == empty(address), "escrow: dex already set"
+    assert router_ != empty(address) and r1_ != empty(address), "escrow: zero address"
+    pair: address = staticcall IUniswapV2Factory(staticcall IUniswapV2Router(router_).factory()).getPair(
+        r1_, stablecoin.address
+    )
+    assert pair != empty(address), "escrow: no R1 pool"
+    self.router = router_
+    self.r1 = r1_
+    assert extcall IApprove(stablecoin.address).approve(router_, max_value(uint256))
+    log DexSet(router=router_, r1=r1_)
 
 
 @internal
@@ -210,7 +271,16 @@ def attest(
         assert extcall stablecoin.transfer(operators[i], net)
         log NodePaid(job_id=job_id, node=served[i], operator=operators[i], epoch=epoch, amount=net)
     if burned > 0:
-        if burn_receiver == empty(address):
+        router_: address = self.router
+        if router_ != empty(address):
+            r1_: address = self.r1
+            got: DynArray[uint256, 2] = extcall IUniswapV2Router(router_).swapExactTokensForTokens(
+                burned, 0, [stablecoin.address, r1_], self, block.timestamp
+            )
+            extcall IR1(r1_).burn(got[1])
+            self.total_r1_burned += got[1]
+            log R1BoughtAndBurned(job_id=job_id, epoch=epoch, stablecoin_in=burned, r1_burned=got[1])
+        elif burn_receiver == empty(address):
             extcall stablecoin.burn(burned)
         else:
             assert extcall stablecoin.transfer(burn_receiver, burned)
