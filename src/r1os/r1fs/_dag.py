@@ -38,9 +38,11 @@ UNIXFS_FILE = 2
 #: What a block holds besides a chunk: a dag-pb leaf wraps its 256 KiB in ~20 bytes of protobuf, a node
 #: of 174 links is ~9 KiB. Nothing a valid file is made of is bigger than a chunk and this.
 BLOCK_OVERHEAD = 1024
-#: Largest block accepted from a peer, an import or the store (cause `corrupt_block`): a whole leaf
-#: plus its wrapping; a peer's body is never read past it.
-MAX_BLOCK_SIZE = CHUNK_SIZE + BLOCK_OVERHEAD
+#: Largest block accepted from a peer, an import or the store (cause `corrupt_block`); a peer's body is
+#: never read past it. R1FS's own leaves are 256 KiB, but a folder just under kubo's sharding threshold
+#: is a single block of up to ~390 KB (256 KiB of names and CIDs plus ~18 bytes of protobuf per link),
+#: and other IPFS importers write 1 MiB leaves (kubo's unixfs-v1-2025 profile): 1 MiB and its wrapping.
+MAX_BLOCK_SIZE = 1024 * 1024 + BLOCK_OVERHEAD
 #: Deepest a file's tree may be (cause `dag_limit`): 174 links per level give 4 levels for 1.3 TiB of
 #: 256 KiB leaves; the bound keeps every walk (and the exporter's recursion) short.
 MAX_DEPTH = 16
