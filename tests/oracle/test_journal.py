@@ -29,7 +29,7 @@ def test_round_trip_and_rewrite(tmp_path: Path) -> None:
     j.flush()
     back = HeartbeatLog()
     assert j.load(back, since=now - 25) == 15
-    assert back.times[NODE] == times[5:]
+    assert list(back.times[NODE]) == times[5:]
     back.prune(now - 12)
     j.rewrite(back)
     again = HeartbeatLog()
@@ -46,7 +46,7 @@ def test_damaged_records_are_ignored(tmp_path: Path, caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.WARNING):
         into = HeartbeatLog()
         assert HeartbeatJournal(path).load(into, since=0) == 1
-    assert into.times[NODE] == [now - 5]
+    assert list(into.times[NODE]) == [now - 5]
     assert "2 bad records, 11 torn bytes" in caplog.text
 
 

@@ -14,6 +14,7 @@ messages reach the same table; it is tested with synthetic inputs and timed in `
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from statistics import median_low
@@ -85,18 +86,60 @@ def table_signer(
         return None
 
 
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
 def check_table(values: object) -> Table:
     """A table as sent on the wire: node address -> 0..255; raises ValueError otherwise."""
     if not isinstance(values, dict):
         raise ValueError("a table is an object of node -> 0..255")
     out: Table = {}
     for node, v in values.items():
-        if not isinstance(node, str) or not node.startswith("0x") or len(node) != 42:
+        # hex checked here: a node key that is no address would make every oracle's signing fail
+        if not isinstance(node, str) or _ADDRESS.fullmatch(node) is None:
             raise ValueError(f"bad node address {str(node)[:50]!r}")
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 255:
             raise ValueError(f"availability of {node} must be 0..255, got {v!r}")
         out[node] = v
     return out
+
+
+_EIP191_32 = b"\x19Ethereum Signed Message:\n32"
+
+
+def claim_digests(epoch: int, values: Mapping[str, int]) -> dict[str, bytes]:
+    """Per node, the digest of its one-epoch claim: byte for byte
+    `r1os.chain.digests.availability_digest(node, epoch, [value])`, which the licence contracts
+    check, without checksumming each address again (the table's addresses are checked on arrival).
+    Computed once per agreed table, shared by signing it and by checking every other oracle's
+    signatures over it. Raises ValueError for a node that is not an address or a value not 0..255."""
+    epochs = epoch.to_bytes(32, "big") * 2
+    out: dict[str, bytes] = {}
+    for node, v in values.items():
+        if len(node) != 42:
+            raise ValueError(f"bad node address {node[:50]!r}")
+        inner = keccak256(bytes.fromhex(node[2:]) + epochs + bytes((v,)))
+        out[node] = keccak256(_EIP191_32 + inner)
+    return out
+
+
+def sign_claims(key: NodeKey, digests: Mapping[str, bytes]) -> dict[str, str]:
+    """One oracle's per-node claim signatures over `claim_digests`."""
+    return {n: "0x" + key.sign_digest(d).hex() for n, d in digests.items()}
+
+
+def claims_signed_by(oracle: str, digests: Mapping[str, bytes], sigs: Mapping[str, str]) -> bool:
+    """Whether `sigs` covers exactly the nodes of `digests`, each signature `oracle`'s over its digest."""
+    if len(sigs) != len(digests) or sigs.keys() != digests.keys():
+        return False
+    want = oracle.lower()
+    for node, sig in sigs.items():
+        try:
+            if recover_address(digests[node], bytes.fromhex(sig.removeprefix("0x"))).lower() != want:
+                return False
+        except Exception:  # a malformed signature is a bad one
+            return False
+    return True
 
 
 MAX_SERVED_JOBS = 1024

@@ -17,11 +17,11 @@ import logging
 import time
 from typing import Any
 
-from r1os.chain.digests import MAX_EPOCHS_PER_CLAIM, availability_digest, sign_availability
+from r1os.chain.digests import MAX_EPOCHS_PER_CLAIM, sign_availability
 from r1os.cstore import CStoreService
 from r1os.dauth import DauthService
 from r1os.errors import IdentityError, NodeError
-from r1os.identity import normalize_address, recover_address
+from r1os.identity import normalize_address
 from r1os.node import Service, ServiceContext
 from r1os.oracle._api import install_routes
 from r1os.oracle._availability import HeartbeatLog, max_gap
@@ -33,10 +33,13 @@ from r1os.oracle._consensus import (
     SignedTable,
     Table,
     agree,
+    claim_digests,
+    claims_signed_by,
     disagreements,
     majority_served,
     propose,
     quorum,
+    sign_claims,
     sign_table,
     table_hash,
     table_signer,
@@ -385,12 +388,12 @@ class OracleSyncService(Service):
         return sorted(backers())
 
     def _sign_nodes(self, epoch: int, agreed: Table) -> dict[str, str]:
-        key = self.ctx.key
-        return {n: "0x" + sign_availability(key, n, epoch, [v]).hex() for n, v in agreed.items()}
+        return sign_claims(self.ctx.key, claim_digests(epoch, agreed))
 
     async def _merge_sigs(self, record: EpochRecord, box: Inbox) -> None:
         """Keep the signatures that are over this very table (checked), from oracles of the set."""
         accepted: dict[str, SigsEntry] = {}
+        digests: dict[str, bytes] | None = None  # computed once, for every oracle's check
         for oracle, entry in box.sigs.items():
             if oracle in record.signatures or oracle not in record.oracles:
                 continue
@@ -399,8 +402,10 @@ class OracleSyncService(Service):
             who = table_signer(entry.sigs.table_sig, "agreed", record.network, record.epoch, record.values)
             if who != oracle:
                 continue
+            if digests is None:
+                digests = await asyncio.to_thread(claim_digests, record.epoch, record.values)
             if oracle != self.me and not await asyncio.to_thread(
-                self._node_sigs_ok, record, oracle, entry.sigs
+                self._node_sigs_ok, record, oracle, entry.sigs, digests
             ):
                 self._report(record.epoch, oracle, "bad node signatures", {})
                 continue
@@ -432,18 +437,17 @@ class OracleSyncService(Service):
             record.attestations[job] = Attestation(nodes=list(nodes), signatures=sigs)
 
     @staticmethod
-    def _node_sigs_ok(record: EpochRecord, oracle: str, sigs: OracleSignatures) -> bool:
-        """Whether `oracle`'s per-node signatures cover exactly the agreed nodes, each over its value."""
-        if set(sigs.nodes) != set(record.values):
+    def _node_sigs_ok(
+        record: EpochRecord, oracle: str, sigs: OracleSignatures, digests: dict[str, bytes] | None = None
+    ) -> bool:
+        """Whether `oracle`'s per-node signatures cover exactly the agreed nodes, each over its value
+        (`digests`: the record's `claim_digests`, when the caller has them already)."""
+        try:
+            if digests is None:
+                digests = claim_digests(record.epoch, record.values)
+        except ValueError:
             return False
-        for node, sig in sigs.nodes.items():
-            try:
-                digest = availability_digest(node, record.epoch, [record.values[node]])
-                if recover_address(digest, bytes.fromhex(sig.removeprefix("0x"))) != oracle:
-                    return False
-            except Exception:  # a malformed signature is a bad one
-                return False
-        return True
+        return claims_signed_by(oracle, digests, sigs.nodes)
 
     # -- messages from the other oracles -------------------------------------------------------
 
