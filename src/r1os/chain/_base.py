@@ -43,7 +43,11 @@ _ABI_NAME = {"USDC": "MockUSDC"}
 
 @cache
 def abi_of(name: str) -> list[dict[str, Any]]:
-    """ABI of a contract (or deployment name), from the (cached) compiler."""
+    """ABI of a contract (or deployment name), from the (cached) compiler; Uniswap's from its artifacts."""
+    from r1os.chain import dex
+
+    if name in dex.ABI_NAMES:
+        return dex.abi(name)
     return compile_contract(_ABI_NAME.get(name, name)).abi
 
 

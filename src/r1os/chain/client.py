@@ -207,7 +207,7 @@ class ChainClient(Web3Base):
                 f"ND price is {format_units(price, R1_DECIMALS)} R1,"
                 f" above the limit {format_units(limit, R1_DECIMALS)} R1"
             )
-        await self._ensure_allowance("R1", "NDLicence", price)
+        await self._ensure_allowance("R1", "NDLicence", limit)
         receipt = await self.transact("NDLicence", "buy", limit)
         return int(_event(receipt, self.contract("NDLicence"), "LicenceBought")["token_id"])
 
@@ -338,6 +338,54 @@ class ChainClient(Web3Base):
         """Take back what the job did not pay out (after its settlement window); returns it."""
         receipt = await self.transact("PoAIEscrow", "refund", job_id)
         return int(_event(receipt, self.contract("PoAIEscrow"), "JobRefunded")["amount"])
+
+    async def total_volume(self) -> int:
+        """Stablecoin job owners have deposited in all (creates and top-ups)."""
+        return int(await self.call("PoAIEscrow", "total_volume"))
+
+    # -- the R1/USDC pool ----------------------------------------------------------------------
+
+    async def r1_supply(self) -> int:
+        """R1 in existence (wei): minted by mining, less everything burned."""
+        return int(await self.call("R1", "totalSupply"))
+
+    async def has_pool(self) -> bool:
+        """True if the ND sale is priced by (and pays into) an R1/USDC pool."""
+        if "R1USDCPair" not in self.deployment.contracts:
+            return False
+        return int(str(await self.call("NDLicence", "pair")), 16) != 0
+
+    async def pool_reserves(self) -> tuple[int, int]:
+        """(R1 wei, USDC units) in the R1/USDC pool."""
+        from r1os.chain import dex
+
+        return await dex.reserves(self)
+
+    async def r1_price(self) -> int:
+        """USD per R1 with 18 decimals the ND sale uses now (the pool's, or the owner-set fallback)."""
+        return int(await self.call("NDLicence", "r1_price"))
+
+    async def price_check(self) -> tuple[int, int, bool]:
+        """(spot, reference, within the guard): whether an ND purchase would be refused now."""
+        spot, reference, ok = await self.call("NDLicence", "price_check")
+        return int(spot), int(reference), bool(ok)
+
+    async def total_r1_burned_by_poai(self) -> int:
+        """R1 the escrow bought on the pool with PoAI burn shares and burned."""
+        return int(await self.call("PoAIEscrow", "total_r1_burned"))
+
+    async def swap(self, token_in: Literal["R1", "USDC"], amount: int, min_out: int = 0) -> int:
+        """Swap `amount` of R1 for USDC or USDC for R1 on the pool (approved first); returns what came out."""
+        if token_in not in ("R1", "USDC"):
+            raise ChainError(f"swap R1 or USDC, not {token_in!r}")
+        token_out = "USDC" if token_in == "R1" else "R1"
+        await self._ensure_allowance(token_in, "UniswapV2Router02", amount)
+        before = int(await self.call(token_out, "balanceOf", self.sender))
+        path = [self.deployment.address(token_in), self.deployment.address(token_out)]
+        await self.transact(
+            "UniswapV2Router02", "swapExactTokensForTokens", amount, min_out, path, self.sender, 2**63
+        )
+        return int(await self.call(token_out, "balanceOf", self.sender)) - before
 
 
 def _signature(sig: bytes | str) -> bytes:

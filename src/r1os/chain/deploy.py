@@ -2,7 +2,9 @@
 
 Order and wiring follow docs/chain-interface.md: R1, Controller, NDLicence, MNDLicence, the
 stablecoin (MockUSDC unless a real one is given), PoAIEscrow; then R1 minters, the licence contracts
-in the controller, the oracles and the signature threshold. The result is a `Deployment`.
+in the controller, the oracles and the signature threshold. Then, optionally, the DEX (`r1os.chain.dex`):
+Uniswap V2 deployed from its npm artifacts or an existing router, the R1/USDC pair, its first
+liquidity and the sale/escrow wired to it. The result is a `Deployment`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 
+from r1os.chain import dex
 from r1os.chain._base import Web3Base
 from r1os.chain.deployment import Deployment
 from r1os.errors import ChainError
@@ -24,6 +27,33 @@ RATIO1_GENESIS = 1748016000
 """Ratio1 mainnet epoch 0: 2025-05-23 16:00 UTC."""
 RATIO1_MND_CLIFF_EPOCHS = 223
 ZERO = "0x0000000000000000000000000000000000000000"
+
+
+async def _deploy_dex(
+    chain: Web3Base, uniswap: str, seed: tuple[int, int] | None, mint_seed: bool, mock_usdc: bool
+) -> None:
+    if uniswap == "deploy":
+        await dex.deploy_uniswap(chain)
+    else:
+        await dex.use_router(chain, normalize_address(uniswap))
+    await dex.create_pair(chain)
+    if seed is None:
+        return
+    r1_amount, usdc_amount = seed
+    if r1_amount <= 0 or usdc_amount <= 0:
+        raise ChainError("the pool seed needs both R1 and USDC amounts above zero")
+    me = chain.sender
+    if mint_seed:
+        await chain.transact("R1", "set_minter", me, True)
+        await chain.transact("R1", "mint", me, r1_amount)
+        await chain.transact("R1", "set_minter", me, False)
+        if mock_usdc:
+            await chain.transact("USDC", "mint", me, usdc_amount)
+    minted = await dex.add_liquidity(chain, r1_amount, usdc_amount)
+    log.info(
+        "seeded the R1/USDC pool with %d R1 wei and %d USDC units (%d LP)", r1_amount, usdc_amount, minted
+    )
+    await dex.wire(chain)
 
 
 def majority(n: int) -> int:
@@ -45,6 +75,9 @@ async def deploy(
     company_wallet: str | None = None,
     stablecoin: str | None = None,
     burn_receiver: str | None = None,
+    uniswap: str | None = None,
+    seed_pool: tuple[int, int] | None = None,
+    mint_seed: bool = False,
     out: Path | None = None,
 ) -> Deployment:
     """Deploy every contract from `key`'s account, wire them, and return (and optionally save) the result.
@@ -52,6 +85,13 @@ async def deploy(
     `genesis_time` defaults to the latest block time (epoch 0 starts now); `link_cooldown` to one epoch;
     `min_signatures` to a majority of `oracles`; the sale wallets to the deployer; `stablecoin` to a fresh
     MockUSDC (whose `burn` the escrow then calls, so `burn_receiver` stays 0x0).
+
+    `uniswap`: None (no DEX: the ND price is the owner-set one), `"deploy"` (Uniswap V2 from the npm
+    artifacts) or an existing Router02 address (on Base: `dex.BASE_UNISWAP_V2_ROUTER`); either way the
+    R1/USDC pair is created. `seed_pool=(r1, usdc)` adds that first liquidity from the deployer and
+    points the ND sale and the escrow's burn at the pool; R1 can only be minted, so the seed needs
+    `mint_seed=True` (test networks: the deployer is made an R1 minter for the seed and the minter
+    right is revoked after; a MockUSDC is minted too) or R1 the deployer already holds.
     """
     if epoch_seconds <= 0:
         raise ChainError("epoch_seconds must be positive")
@@ -105,6 +145,11 @@ async def deploy(
         await chain.transact("Controller", "add_oracle", oracle)
     if oracle_addrs or min_signatures is not None:
         await chain.transact("Controller", "set_min_signatures", threshold)
+    if uniswap is not None:
+        await _deploy_dex(chain, uniswap, seed_pool, mint_seed, stablecoin is None)
+        addresses.update({k: chain.addresses[k] for k in dex.DEX_KEYS})
+    elif seed_pool is not None:
+        raise ChainError("seeding a pool needs a DEX", hint="pass uniswap='deploy' or a router address")
 
     deployment = Deployment(
         rpc=rpc_url,

@@ -9,7 +9,8 @@ API (signatures are stable):
 
 - `setup_devnet_chain(dir, edge_keys, oracle_addresses, epoch_seconds=60) -> ChainInfo`
   (blocking; `await setup_devnet_chain_async(...)` inside an event loop) starts anvil (or restarts it
-  on its saved state), deploys the contracts unless they are already there, registers the oracles
+  on its saved state), deploys the contracts unless they are already there (with Uniswap V2 and an
+  R1/USDC pool seeded at $1 per R1, which prices the Node Deeds), registers the oracles
   (threshold = majority: 2 of 3), gives every node and oracle ETH for gas, and for each edge key
   (private key hex; the node key is also the operator key on a devnet) mints R1, buys one ND and
   links it to the node. Each oracle address gets the GND or an MND linked, so oracles are licensed
@@ -37,7 +38,7 @@ from r1os.chain.client import ChainClient
 from r1os.chain.deploy import deploy
 from r1os.chain.deployment import Deployment
 from r1os.chain.provider import RpcProvider
-from r1os.chain.units import R1_DECIMALS
+from r1os.chain.units import R1_DECIMALS, USDC_DECIMALS
 from r1os.errors import ChainError, DevnetError
 from r1os.identity import NodeKey, normalize_address
 
@@ -49,6 +50,12 @@ NODE_ETH = 10 * 10**18
 SPARE_R1 = 1_000 * 10**R1_DECIMALS
 """R1 each edge operator keeps after buying its ND (for transfers and demos)."""
 ORACLE_MND_AMOUNT = 100_000 * 10**R1_DECIMALS
+POOL_R1 = 1_000_000 * 10**R1_DECIMALS
+POOL_USDC = 1_000_000 * 10**USDC_DECIMALS
+"""The devnet pool's first liquidity: $1 per R1. Its R1 is minted by the deployer, which a devnet
+(only) makes an R1 minter, as it does to fund the operators' purchases."""
+PRICE_SLACK_PERCENT = 2
+"""How far above the quoted ND price an edge operator accepts to pay: the pool moves with each sale."""
 
 
 class LicenceRef(BaseModel):
@@ -119,10 +126,10 @@ async def _license_edge(admin: ChainClient, key: NodeKey) -> LicenceRef:
     have = await node.licence_of(key.address)
     if have is not None:
         return LicenceRef(type=have.type, token_id=have.token_id)
-    price = await node.nd_price()
+    limit = await node.nd_price() * (100 + PRICE_SLACK_PERCENT) // 100
     await admin.send_eth(key.address, NODE_ETH)
-    await admin.mint_r1(key.address, price + SPARE_R1)
-    token_id = await node.buy_nd(price)
+    await admin.mint_r1(key.address, limit + SPARE_R1)
+    token_id = await node.buy_nd(limit)
     await node.link(token_id, key.address)
     return LicenceRef(type="ND", token_id=token_id)
 
@@ -188,6 +195,9 @@ async def setup_devnet_chain_async(
                 link_cooldown=epoch_seconds,
                 mnd_cliff_epochs=2,
                 oracles=oracles,
+                uniswap="deploy",
+                seed_pool=(POOL_R1, POOL_USDC),
+                mint_seed=True,
                 out=cdir / "deployment.json",
             )
         admin = ChainClient(dep, deployer_key, provider=RpcProvider(rpc, devnet=True))

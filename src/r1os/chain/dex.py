@@ -13,13 +13,19 @@ Deployment keys (`Deployment.contracts`): `UniswapV2Factory`, `UniswapV2Router02
 from __future__ import annotations
 
 import json
+import logging
 import os
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from r1os.chain.compile import CompiledContract
 from r1os.errors import ChainError
+
+if TYPE_CHECKING:
+    from r1os.chain._base import Web3Base
+
+log = logging.getLogger(__name__)
 
 ARTIFACTS: dict[str, tuple[str, str]] = {
     "UniswapV2Factory": ("@uniswap/v2-core", "UniswapV2Factory"),
@@ -104,7 +110,7 @@ def available() -> bool:
 
 def check_pair_code() -> None:
     """Refuse artifacts whose pair code is not the one Router02 computes pair addresses for."""
-    from eth_utils import keccak
+    from eth_hash.auto import keccak
 
     got = keccak(artifact("UniswapV2Pair").bytecode).hex()
     if got != PAIR_INIT_CODE_HASH:
@@ -127,3 +133,99 @@ def amount_out(amount_in: int, reserve_in: int, reserve_out: int) -> int:
 def spot_usd_per_r1(r1_reserve: int, usdc_reserve: int) -> int:
     """USD per R1 with 18 decimals, from reserves (USDC has 6 decimals): what NDLicence prices with."""
     return usdc_reserve * 10**30 // r1_reserve
+
+
+# --- on a chain -------------------------------------------------------------------------------
+
+BASE_UNISWAP_V2_FACTORY = "0x8909Dc15e40173Ff4699343b6eB8132c65e18eC6"
+BASE_UNISWAP_V2_ROUTER = "0x4752ba5DBc23f44D87826276BF6Fd6b1C372aD24"
+"""Uniswap V2 on Base mainnet (chain 8453), as Uniswap's and Base's documentation list them."""
+
+MAX_UINT = 2**256 - 1
+
+
+async def deploy_artifact(chain: Web3Base, name: str, *args: Any) -> str:
+    """Deploy a Uniswap artifact from `chain`'s account; returns its address."""
+    compiled = artifact(name)
+    factory = chain.w3.eth.contract(abi=compiled.abi, bytecode=compiled.bytecode)
+    ctor: Any = factory.constructor(*args)
+    receipt = await chain._run(f"deploy {name}", lambda: chain._send(ctor, 0))
+    address = str(receipt["contractAddress"])
+    log.info("deployed %s at %s (gas %d)", name, address, receipt["gasUsed"])
+    return address
+
+
+async def deploy_uniswap(chain: Web3Base) -> dict[str, str]:
+    """Deploy WETH9, UniswapV2Factory (fee switch held by the deployer, off) and UniswapV2Router02."""
+    check_pair_code()
+    weth = await deploy_artifact(chain, "WETH9")
+    factory = await deploy_artifact(chain, "UniswapV2Factory", chain.sender)
+    router = await deploy_artifact(chain, "UniswapV2Router02", factory, weth)
+    out = {"UniswapV2Factory": factory, "WETH9": weth, "UniswapV2Router02": router}
+    chain.addresses.update(out)
+    return out
+
+
+async def use_router(chain: Web3Base, router: str) -> dict[str, str]:
+    """An existing Uniswap V2 router (Base: `BASE_UNISWAP_V2_ROUTER`): its factory and WETH."""
+    chain.addresses["UniswapV2Router02"] = router
+    code = await chain._run("eth_getCode", lambda: chain.w3.eth.get_code(router))  # type: ignore[arg-type]
+    if not code:
+        raise ChainError(f"no contract at the Uniswap router address {router}")
+    factory = str(await chain.call("UniswapV2Router02", "factory"))
+    weth = str(await chain.call("UniswapV2Router02", "WETH"))
+    out = {"UniswapV2Factory": factory, "WETH9": weth, "UniswapV2Router02": router}
+    chain.addresses.update(out)
+    return out
+
+
+async def create_pair(chain: Web3Base) -> str:
+    """The R1/USDC pair of the chain's factory, created if it does not exist yet."""
+    r1, usdc = chain.addresses["R1"], chain.addresses["USDC"]
+    pair = str(await chain.call("UniswapV2Factory", "getPair", r1, usdc))
+    if int(pair, 16) == 0:
+        await chain.transact("UniswapV2Factory", "createPair", r1, usdc)
+        pair = str(await chain.call("UniswapV2Factory", "getPair", r1, usdc))
+    chain.addresses["R1USDCPair"] = pair
+    return pair
+
+
+async def add_liquidity(chain: Web3Base, r1_amount: int, usdc_amount: int) -> int:
+    """Add R1 and USDC from the sender's balances to the pool; returns the LP tokens minted."""
+    router = chain.addresses["UniswapV2Router02"]
+    for token, amount in (("R1", r1_amount), ("USDC", usdc_amount)):
+        if int(await chain.call(token, "allowance", chain.sender, router)) < amount:
+            await chain.transact(token, "approve", router, amount)
+    before = int(await chain.call("R1USDCPair", "balanceOf", chain.sender))
+    deadline = 2**63
+    await chain.transact(
+        "UniswapV2Router02",
+        "addLiquidity",
+        chain.addresses["R1"],
+        chain.addresses["USDC"],
+        r1_amount,
+        usdc_amount,
+        0,
+        0,
+        chain.sender,
+        deadline,
+    )
+    return int(await chain.call("R1USDCPair", "balanceOf", chain.sender)) - before
+
+
+async def wire(chain: Web3Base) -> None:
+    """Point NDLicence's sale and PoAIEscrow's burn at the pool (owner / deployer of both)."""
+    router = chain.addresses["UniswapV2Router02"]
+    if str(await chain.call("NDLicence", "router")) != router:
+        await chain.transact("NDLicence", "set_dex", router, chain.addresses["USDC"])
+    if int(str(await chain.call("PoAIEscrow", "router")), 16) == 0:
+        await chain.transact("PoAIEscrow", "set_dex", router, chain.addresses["R1"])
+
+
+async def reserves(chain: Web3Base) -> tuple[int, int]:
+    """(R1, USDC) in the pool."""
+    r0, r1, _ = await chain.call("R1USDCPair", "getReserves")
+    token0 = str(await chain.call("R1USDCPair", "token0"))
+    if token0.lower() == chain.addresses["R1"].lower():
+        return int(r0), int(r1)
+    return int(r1), int(r0)
