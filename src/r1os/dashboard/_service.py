@@ -1,13 +1,16 @@
 """`DashboardService`: the page at `/`, its files, the live event stream and the availability relay.
 
-Routes (all anonymous, all read-only):
+Routes (all anonymous, all read-only; what a signed-in user changes from the page goes to the other
+services' routes, signed by the user's wallet):
 - `GET /`: the page (`static/index.html`);
 - `GET /dashboard/static/<name>`: its scripts, styles and icon, by plain file name (see `_static`);
 - `GET /v1/dashboard/events`: server-sent events, one `snapshot` event (JSON, see `_snapshot`) at once,
   then every `interval` seconds and as soon as a peer appears, goes offline or changes; at most
   `max_clients` streams at a time (503 `busy` past it); every stream ends when the node stops;
 - `GET /v1/dashboard/availability?epochs=N`: the last N closed epochs' agreed availability, asked of an
-  oracle by this node (see `_relay`).
+  oracle by this node (see `_relay`);
+- `GET /v1/dashboard/licences`: each node's licence and rewards, read from the chain by this node (see
+  `_licences`).
 
 Nothing runs while nobody watches: a stream builds snapshots only while it is open, and streams share
 one snapshot built at most every `min_gap` seconds, so 32 open tabs cost about what one does.
@@ -30,6 +33,7 @@ from prometheus_client.registry import Collector
 from starlette.types import Receive, Scope, Send
 
 from r1os.dashboard._errors import Busy, DashboardError
+from r1os.dashboard._licences import LicenceReader
 from r1os.dashboard._relay import DEFAULT_EPOCHS, MAX_EPOCHS, AvailabilityRelay
 from r1os.dashboard._snapshot import build_snapshot, peer_fingerprint
 from r1os.dashboard._static import INDEX, SECURITY_HEADERS, StaticFile, StaticFiles
@@ -95,7 +99,7 @@ class _Metrics(Collector):
 
 
 class DashboardService(Service):
-    """The node's web dashboard (read-only)."""
+    """The node's web dashboard (its own routes are read-only)."""
 
     name = "dashboard"
 
@@ -111,6 +115,7 @@ class DashboardService(Service):
         self.refused: Counter[str] = Counter()
         self._ctx: ServiceContext | None = None
         self.relay: AvailabilityRelay | None = None
+        self.licence_reader: LicenceReader | None = None
         self._seq = 0
         self._snapshot: tuple[float, bytes] | None = None  # (monotonic time built, event bytes)
         self._wake = asyncio.Event()
@@ -125,6 +130,7 @@ class DashboardService(Service):
     async def start(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
         self.relay = AvailabilityRelay(ctx)
+        self.licence_reader = LicenceReader(ctx, self.relay)
         ctx.on(HEARTBEAT, self._on_heartbeat)
         ctx.metrics.register(_Metrics(self))
         self._routes(ctx)
@@ -258,6 +264,18 @@ class DashboardService(Service):
             assert self.relay is not None
             try:
                 return await self.relay.availability(epochs)
+            except DashboardError as exc:
+                self.refused[exc.cause] += 1
+                raise
+
+        @router.get("/v1/dashboard/licences", responses=ERROR_RESPONSES)
+        async def licences() -> dict[str, Any]:
+            """Each node's licence (type, token id, owner) and rewards (claimed, claimable now, earned),
+            read from the chain by this node, at most every 10 s; `{"chain": false}` without a chain;
+            502 `unreachable` when the chain does not answer."""
+            assert self.licence_reader is not None
+            try:
+                return await self.licence_reader.licences()
             except DashboardError as exc:
                 self.refused[exc.cause] += 1
                 raise

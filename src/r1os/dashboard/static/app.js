@@ -3,6 +3,7 @@
 
 import { accountPanel, walletHeader } from "./account.js";
 import { describe, getJSON } from "./api.js";
+import { licencesPanel } from "./rewards.js";
 import { fill, h, note, shortAddress } from "./dom.js";
 import {
   appsPanel, availabilityPanel, cstorePanel, dauthPanel, networkPanel, nodePanel, r1fsPanel, trainingPanel,
@@ -16,6 +17,7 @@ const PANELS = [
   { id: "account", title: "Your account (wallet)", create: accountPanel },
   { id: "dauth", title: "Admission (dAuth) and licences", service: "dauth", create: dauthPanel },
   { id: "availability", title: "Availability per epoch", create: availabilityPanel, wide: true },
+  { id: "licences", title: "Licences and rewards per node", create: licencesPanel, wide: true },
   { id: "cstore", title: "CSTORE browser", service: "cstore", create: cstorePanel, wide: true },
   { id: "r1fs", title: "R1FS pins", service: "r1fs", create: r1fsPanel, wide: true },
   { id: "apps", title: "Apps (Deeploy)", service: "deeploy", create: appsPanel, wide: true },
