@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -172,3 +173,34 @@ async def test_guard_refuses_a_purchase_in_the_block_of_a_large_swap(dex: Dex) -
     assert (await buyer.price_check())[2]
     await buyer.buy_nd(10_000 * R1)
     assert Web3.is_address(dex.deployment.address("R1USDCPair"))
+
+
+def test_chain_deploy_cli_with_a_pool_and_with_an_existing_router(dex: Dex, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from r1os.cli.main import app
+
+    runner, env = CliRunner(), {"R1OS_PRIVATE_KEY": dev_private_key(2)}
+    base = ["chain", "deploy", "--rpc", dex.anvil.rpc_url, "--epoch-seconds", "120"]
+    seeded = tmp_path / "seeded.json"
+    args = [*base, "--uniswap", "deploy", "--pool-r1", "1000", "--pool-usdc", "2000", "--mint-seed"]
+    r = runner.invoke(app, [*args, "--out", str(seeded)], env=env)
+    assert r.exit_code == 0, r.output
+    dep = Deployment.load(seeded)
+    assert set(dep.contracts) >= {"UniswapV2Factory", "WETH9", "UniswapV2Router02", "R1USDCPair"}
+    c = ChainClient(dep, provider=RpcProvider(dex.anvil.rpc_url, devnet=True))
+    assert asyncio.run(c.pool_reserves()) == (1000 * R1, 2000 * USDC)
+    assert asyncio.run(c.nd_price()) == 250 * R1  # $500 at $2
+    # another deployment on the same Uniswap: its router is taken as is, the pair created, no pool seeded
+    router = dep.address("UniswapV2Router02")
+    plain = tmp_path / "plain.json"
+    r = runner.invoke(app, [*base, "--uniswap", router, "--out", str(plain)], env=env)
+    assert r.exit_code == 0, r.output
+    dep2 = Deployment.load(plain)
+    assert dep2.contracts["UniswapV2Factory"] == dep.address("UniswapV2Factory")
+    assert dep2.contracts["R1USDCPair"] != dep.address("R1USDCPair")
+    c2 = ChainClient(dep2, provider=RpcProvider(dex.anvil.rpc_url, devnet=True))
+    assert not asyncio.run(c2.has_pool())  # no liquidity yet: the owner-set price applies
+    assert asyncio.run(c2.nd_price()) == 500 * R1
+    r = runner.invoke(app, [*base, "--uniswap", "0x" + "11" * 20, "--out", str(plain)], env=env)
+    assert r.exit_code == 1 and "no contract at the Uniswap router address" in r.stderr

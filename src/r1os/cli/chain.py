@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from r1os.chain.deployment import Deployment
-from r1os.chain.units import R1_DECIMALS, format_units
+from r1os.chain.units import R1_DECIMALS, USDC_DECIMALS, format_units, parse_units
 from r1os.cli._common import (
     PRIVATE_KEY_ENV,
     JsonOpt,
@@ -92,6 +92,19 @@ def deploy(
     burn_receiver: str | None = typer.Option(
         None, "--burn-receiver", help="Where the PoAI burn share goes (default: burned)."
     ),
+    uniswap: str | None = typer.Option(
+        None,
+        "--uniswap",
+        help="R1/USDC pool: 'deploy' (Uniswap V2 from the npm artifacts) or an existing Router02 address"
+        " (Base: 0x4752ba5DBc23f44D87826276BF6Fd6b1C372aD24). Default: none, the owner-set ND price.",
+    ),
+    pool_r1: str | None = typer.Option(
+        None, "--pool-r1", help="R1 of the pool's first liquidity (with --pool-usdc)."
+    ),
+    pool_usdc: str | None = typer.Option(None, "--pool-usdc", help="USDC of the pool's first liquidity."),
+    mint_seed: bool = typer.Option(
+        False, "--mint-seed", help="Test networks: mint the seed's R1 (and mock USDC) to the deployer."
+    ),
     out: Path = typer.Option(Path("deployment.json"), "--out", help="Where to write the deployment."),
     json_out: bool = JsonOpt,
 ) -> None:
@@ -115,6 +128,13 @@ def deploy(
             mnd_cliff_epochs=mnd_cliff_epochs,
             stablecoin=stablecoin,
             burn_receiver=burn_receiver,
+            uniswap=uniswap,
+            seed_pool=(
+                (parse_units(pool_r1 or 0, R1_DECIMALS), parse_units(pool_usdc or 0, USDC_DECIMALS))
+                if pool_r1 or pool_usdc
+                else None
+            ),
+            mint_seed=mint_seed,
             out=out,
         )
     )
