@@ -1,5 +1,9 @@
 """Gas used by the r1os contracts' hot paths (claim, link, buy), against a plain ERC-20 transfer.
 
+Buy and attest are measured twice: without a pool (owner-set price, shares paid in R1 / stablecoin
+burned) and with the R1/USDC Uniswap V2 pool (deployed from its npm artifacts): the sale's swaps and
+liquidity, and the burn share bought back as R1.
+
 Runs the bytecode from `r1os.chain.compile` in titanoboa. Each figure is what a transaction receipt
 would show: execution gas with fresh (cold) storage and account access, plus the 21,000 base cost and
 the calldata cost, minus the capped refund. The baseline, measured in the same run, is an R1
@@ -164,6 +168,42 @@ def main() -> None:
     ep = ctrl.current_epoch() - 1
     sigs = sign_attestation(oracles[:3], escrow.address, 1, ep, served)
     rows.append(("PoAIEscrow.attest, 4 nodes", measure(escrow, "attest", 1, ep, served, sigs)))
+
+    # the same with the R1/USDC pool
+    from r1os.chain import dex
+
+    def deploy_artifact(name: str, *args: Any) -> Any:
+        art = dex.artifact(name)
+        ctor = next((e for e in art.abi if e["type"] == "constructor"), {"inputs": []})
+        types = [i["type"] for i in ctor["inputs"]]
+        address, _ = boa.env.deploy(bytecode=art.bytecode + (encode(types, list(args)) if types else b""))
+        return boa.loads_abi(json.dumps(art.abi), name=name).at(address)
+
+    factory = deploy_artifact("UniswapV2Factory", deployer)
+    router = deploy_artifact("UniswapV2Router02", factory.address, deploy_artifact("WETH9").address)
+    r1.mint(deployer, 1_000_000 * R1)
+    usdc.mint(deployer, 1_000_000 * 10**6)
+    r1.approve(router.address, 2**256 - 1)
+    usdc.approve(router.address, 2**256 - 1)
+    router.addLiquidity(
+        r1.address, usdc.address, 1_000_000 * R1, 1_000_000 * 10**6, 0, 0, deployer, boa.env.timestamp
+    )
+    nd.set_dex(router.address, usdc.address)
+    escrow.set_dex(router.address, r1.address)
+    boa.env.time_travel(seconds=EPOCH)
+    pool_buyer = str(boa.env.generate_address())
+    r1.mint(pool_buyer, 100_000 * R1)
+    with boa.env.prank(pool_buyer):
+        r1.approve(nd.address, 2**256 - 1)
+    rows.append(("ND.buy with the pool (buyer's first deed)", measure(nd, "buy", 10**30, sender=pool_buyer)))
+    boa.env.time_travel(seconds=10)
+    rows.append(("ND.buy with the pool (second deed)", measure(nd, "buy", 10**30, sender=pool_buyer)))
+    boa.env.time_travel(seconds=EPOCH)
+    ep = ctrl.current_epoch() - 1
+    sigs = sign_attestation(oracles[:3], escrow.address, 1, ep, served)
+    rows.append(
+        ("PoAIEscrow.attest, 4 nodes, R1 bought and burned", measure(escrow, "attest", 1, ep, served, sigs))
+    )
 
     width = max(len(name) for name, _ in rows)
     print(f"{'call':<{width}}  {'gas':>9}  {'x transfer':>10}")

@@ -655,6 +655,12 @@ def step_poai(story: Story, step: Step) -> str:
     )
     addresses = [n.address for n in state.nodes]
 
+    async def r1_burned() -> int | None:
+        c = story.chain()
+        return await c.total_r1_burned_by_poai() if await c.has_pool() else None
+
+    r1_burned_before = asyncio.run(r1_burned())
+
     async def create() -> tuple[int, Any, dict[str, str], dict[str, int]]:
         admin = story.chain(dev_private_key(0))
         await admin.send_eth(user.address, R1)  # 1 ETH of gas
@@ -743,6 +749,11 @@ def step_poai(story: Story, step: Step) -> str:
         f"job {job_id}: paid {_usdc(job.paid)}, burned {_usdc(job.burned)} (15%),"
         f" {_usdc(job.balance)} USDC still in escrow (the owner's after the job ends: `r1os job end/refund`)"
     )
+    r1_burned_now = asyncio.run(r1_burned())
+    if r1_burned_before is not None and r1_burned_now is not None:
+        bought = r1_burned_now - r1_burned_before
+        story.say(f"the 15% bought {_r1(bought)} R1 on the R1/USDC pool, and that R1 was burned")
+        step.details.update(r1_bought_and_burned=bought)
     story.facts.update(poai_job=job_id)
     step.details.update(
         job_id=job_id,
