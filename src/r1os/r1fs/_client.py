@@ -222,6 +222,32 @@ def _download(base_url: str, cid: str, fd: int, timeout: float, progress: Progre
     return total
 
 
+def _dir_target(dest: Path, rel: str) -> Path:
+    """Where entry `rel` of a folder goes under `dest`: every name checked (no '/', '.', '..', NUL: a
+    hostile folder cannot make a client write outside `dest`), and no symbolic link on the way."""
+    from r1os.r1fs._unixfs_dir import BadDirectory, check_name
+
+    names = rel.split("/")
+    for n in names:
+        try:
+            check_name(n)
+        except BadDirectory:
+            raise BadDirectory(f"the folder holds an entry {rel[:120]!r} that would escape {dest}") from None
+    target = dest.joinpath(*names)
+    here = dest
+    for n in names:
+        here = here / n
+        if here.is_symlink():
+            raise BadDirectory(f"{here} is a symbolic link: not writing through it")
+    if not target.resolve().is_relative_to(dest.resolve()):
+        raise BadDirectory(f"{rel[:120]!r} resolves outside {dest}")
+    return target
+
+
+def _tar_headers() -> dict[str, str]:
+    return {"content-type": "application/x-tar"}
+
+
 class R1fsClient:
     """Talks to one node (`url`, default `$R1OS_API_URL`); files stream both ways.
 
@@ -387,6 +413,64 @@ class R1fsClient:
                     progress(len(piece))
             return part.keep(part.written)
 
+    async def add_tree(
+        self,
+        folder: Path,
+        *,
+        pin: bool = True,
+        replicas: int = 1,
+        hidden: bool = False,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Upload a local folder (as a tar stream made while it is read); returns {cid, size, files,
+        dirs, ...}: the CID `ipfs add -r --cid-version=1` gives. Hidden names are left out unless
+        `hidden`; symbolic links are refused."""
+        from r1os.r1fs._tar import tar_folder
+
+        async def body() -> AsyncIterator[bytes]:
+            for piece in tar_folder(folder, hidden=hidden, progress=progress):
+                yield piece
+
+        return await self._request(
+            "POST", "/v1/r1fs/add-tree", "add-tree", params={"pin": pin, "replicas": replicas},
+            content=body(), headers=_tar_headers(), signed=True, streamed=True,
+        )  # fmt: skip
+
+    async def list_dir(self, cid: str, path: str = "") -> list[dict[str, Any]]:
+        """A folder's entries ({name, cid, type, size, tsize}) by name, every page."""
+        out: list[dict[str, Any]] = []
+        after = ""
+        while True:
+            params = {"cid": cid, "path": path, **({"after": after} if after else {})}
+            page = await self._request("GET", "/v1/r1fs/dir", "dir", params=params)
+            out.extend(page["entries"])
+            if not page.get("next"):
+                return out
+            after = page["next"]
+
+    async def get_tree(self, cid: str, dest: Path, *, progress: Progress | None = None) -> dict[str, int]:
+        """Write the folder `cid` under `dest` (created): its folders, and each file fetched as by
+        `get_to`. Names that would escape `dest` are refused; symlinks in the folder are skipped.
+        Returns {files, dirs, bytes, skipped}."""
+        dest.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (local folder calls, beside the downloads)
+        counts = {"files": 0, "dirs": 1, "bytes": 0, "skipped": 0}
+        todo = [("", cid)]
+        while todo:
+            rel, folder = todo.pop()
+            for e in await self.list_dir(folder):
+                sub = f"{rel}/{e['name']}" if rel else e["name"]
+                target = _dir_target(dest, sub)
+                if e["type"] == "directory":
+                    target.mkdir(exist_ok=True)
+                    counts["dirs"] += 1
+                    todo.append((sub, e["cid"]))
+                elif e["type"] == "file":
+                    counts["bytes"] += await self.get_to(e["cid"], target, progress=progress)
+                    counts["files"] += 1
+                else:
+                    counts["skipped"] += 1
+        return counts
+
     async def pin(self, cid: str, replicas: int = 1) -> dict[str, Any]:
         """Pin `cid` on the node as this client's address (fetching it there if needed)."""
         body = {"cid": cid, "replicas": replicas}
@@ -549,6 +633,49 @@ class R1fs:
             for piece in self.stream(cid, key=key):
                 part.write(piece)
             return part.keep(part.written)
+
+    def add_tree(
+        self, folder: Path, *, pin: bool = True, replicas: int = 1, hidden: bool = False
+    ) -> dict[str, Any]:
+        """Upload a local folder (see `R1fsClient.add_tree`)."""
+        from r1os.r1fs._tar import tar_folder
+
+        return self._request(
+            "POST", "/v1/r1fs/add-tree", "add-tree", params={"pin": pin, "replicas": replicas},
+            content=tar_folder(folder, hidden=hidden), headers=_tar_headers(), signed=True, streamed=True,
+        )  # fmt: skip
+
+    def list_dir(self, cid: str, path: str = "") -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        after = ""
+        while True:
+            params = {"cid": cid, "path": path, **({"after": after} if after else {})}
+            page = self._request("GET", "/v1/r1fs/dir", "dir", params=params)
+            out.extend(page["entries"])
+            if not page.get("next"):
+                return out
+            after = page["next"]
+
+    def get_tree(self, cid: str, dest: Path) -> dict[str, int]:
+        """Write the folder `cid` under `dest` (see `R1fsClient.get_tree`)."""
+        dest.mkdir(parents=True, exist_ok=True)
+        counts = {"files": 0, "dirs": 1, "bytes": 0, "skipped": 0}
+        todo = [("", cid)]
+        while todo:
+            rel, folder = todo.pop()
+            for e in self.list_dir(folder):
+                sub = f"{rel}/{e['name']}" if rel else e["name"]
+                target = _dir_target(dest, sub)
+                if e["type"] == "directory":
+                    target.mkdir(exist_ok=True)
+                    counts["dirs"] += 1
+                    todo.append((sub, e["cid"]))
+                elif e["type"] == "file":
+                    counts["bytes"] += self.get_to(e["cid"], target)
+                    counts["files"] += 1
+                else:
+                    counts["skipped"] += 1
+        return counts
 
     def pin(self, cid: str, replicas: int = 1) -> dict[str, Any]:
         body = {"cid": cid, "replicas": replicas}

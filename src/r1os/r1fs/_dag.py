@@ -34,6 +34,8 @@ SHA2_256 = 0x12
 UNIXFS_RAW = 0
 UNIXFS_DIRECTORY = 1
 UNIXFS_FILE = 2
+UNIXFS_SYMLINK = 4
+UNIXFS_HAMT_SHARD = 5
 
 #: What a block holds besides a chunk: a dag-pb leaf wraps its 256 KiB in ~20 bytes of protobuf, a node
 #: of 174 links is ~9 KiB. Nothing a valid file is made of is bigger than a chunk and this.
@@ -43,14 +45,17 @@ BLOCK_OVERHEAD = 1024
 #: is a single block of up to ~390 KB (256 KiB of names and CIDs plus ~18 bytes of protobuf per link),
 #: and other IPFS importers write 1 MiB leaves (kubo's unixfs-v1-2025 profile): 1 MiB and its wrapping.
 MAX_BLOCK_SIZE = 1024 * 1024 + BLOCK_OVERHEAD
-#: Deepest a file's tree may be (cause `dag_limit`): 174 links per level give 4 levels for 1.3 TiB of
-#: 256 KiB leaves; the bound keeps every walk (and the exporter's recursion) short.
-MAX_DEPTH = 16
+#: Deepest a DAG may be (cause `dag_limit`): a file's tree is 4 levels for 1.3 TiB of 256 KiB leaves
+#: (174 links per level); a folder tree adds its nested folders (at most 64, `TreeLimits`) and their
+#: HAMT levels. The bound keeps every walk (and the exporter's recursion) short.
+MAX_DEPTH = 128
 #: Block references a file may make per byte it holds (cause `dag_limit`): at most one per this many
 #: bytes, plus REF_SLACK. A valid file has one per 256 KiB; a tree whose links point at one tiny leaf
 #: over and over (a 25 KB DAG "holding" 174^3 copies of a byte) is refused before it is expanded.
 MIN_MEAN_LEAF = 1024
 REF_SLACK = 64
+#: Entries (files and folders) a folder tree may hold (cause `dag_limit`).
+MAX_TREE_ENTRIES = 100_000
 #: The largest file a DAG may declare unless told otherwise (a node passes its max_upload).
 DEFAULT_MAX_FILE = 64 * 1024**3
 
@@ -314,6 +319,7 @@ class FileNode:
     data: bytes
     children: list[tuple[Cid, int]]  # (cid, file bytes under it)
     filesize: int
+    folder: bool = False  # a folder's node (`read_dag_node`): children are entries, sizes their Tsizes
 
 
 def read_file_node(cid: Cid, block: bytes) -> FileNode:
@@ -355,12 +361,20 @@ class DagLimits:
     """Largest file size a root may declare (a node: its max_upload)."""
     max_depth: int = MAX_DEPTH
     min_mean_leaf: int = MIN_MEAN_LEAF
+    max_entries: int = MAX_TREE_ENTRIES
+    """Entries a folder tree may hold (each adds at most its root block and a folder or shard block)."""
 
     @property
     def max_blocks(self) -> int:
         """Distinct blocks a file of max_file bytes has in 256 KiB leaves and 174-link nodes."""
         leaves = -(-self.max_file // CHUNK_SIZE)
         return leaves + leaves // (MAX_LINKS - 1) + REF_SLACK
+
+    @property
+    def max_tree_blocks(self) -> int:
+        """Distinct blocks a folder tree may have: a max_file's worth of file blocks, plus two per
+        entry (its root, its share of folder and shard blocks)."""
+        return self.max_blocks + 2 * self.max_entries
 
     def max_refs(self, filesize: int) -> int:
         """Block references (each link followed, repeats included) a file of `filesize` may make."""
@@ -374,9 +388,11 @@ class DagLimits:
         if depth > self.max_depth:
             raise DagRefused(f"the tree under {cid} is deeper than {self.max_depth} levels")
 
-    def check_blocks(self, cid: Cid, blocks: int) -> None:
-        if blocks > self.max_blocks:
-            raise DagRefused(f"the file under {cid} has more than {self.max_blocks} distinct blocks")
+    def check_blocks(self, cid: Cid, blocks: int, *, tree: bool = False) -> None:
+        bound = self.max_tree_blocks if tree else self.max_blocks
+        if blocks > bound:
+            what = "folder tree" if tree else "file"
+            raise DagRefused(f"the {what} under {cid} has more than {bound} distinct blocks")
 
 
 def too_many_refs(root: Cid) -> DagRefused:
@@ -399,3 +415,26 @@ class RefBudget:
         self.left -= n
         if self.left < 0:
             raise too_many_refs(self.root)
+
+
+def read_dag_node(cid: Cid, block: bytes) -> FileNode:
+    """A block of a file *or* of a folder, as what a walk of the whole DAG needs (GC, completeness,
+    pins): its children. A file's node is `read_file_node`'s; a folder's (plain or HAMT shard) lists
+    every link with its Tsize as the size under it, and `filesize` the sum of those (what it declares
+    it holds, checked against the node's bounds like a file's size). A symlink has no children."""
+    if cid.codec == RAW:
+        return read_file_node(cid, block)
+    if len(block) > MAX_BLOCK_SIZE:
+        raise CorruptBlock(f"block {cid} is {len(block)} bytes, more than any valid block ({MAX_BLOCK_SIZE})")
+    node = decode_pbnode(block)
+    if node.data is None:
+        raise CorruptBlock(f"dag-pb node {cid} has no UnixFS data")
+    kind = decode_unixfs(node.data).type
+    if kind in (UNIXFS_FILE, UNIXFS_RAW):
+        return read_file_node(cid, block)
+    if kind in (UNIXFS_DIRECTORY, UNIXFS_HAMT_SHARD):
+        children = [(c, t) for c, _n, t in node.links]
+        return FileNode(b"", children, sum(t for _c, t in children), folder=True)
+    if kind == UNIXFS_SYMLINK:
+        return FileNode(b"", [], 0)
+    raise CorruptBlock(f"{cid} is UnixFS type {kind}, neither a file nor a folder")

@@ -25,7 +25,7 @@ from r1os.cstore import CStoreService
 from r1os.dauth._service import DauthService
 from r1os.node import Caller, Forbidden, R1fsSettings, Service, ServiceContext, Unauthenticated
 from r1os.r1fs._api import mount
-from r1os.r1fs._dag import RAW, Cid, DagLimits, parse_cid, read_file_node
+from r1os.r1fs._dag import RAW, Cid, DagLimits, parse_cid, read_dag_node, read_file_node
 from r1os.r1fs._errors import BadUpload, BlockNotFound, CorruptBlock, R1fsError, TooLarge
 from r1os.r1fs._exporter import file_parts, read_range
 from r1os.r1fs._fetcher import Fetcher
@@ -46,6 +46,18 @@ from r1os.r1fs._pins import PinBook
 from r1os.r1fs._providers import PIN, Directory, KeyValue
 from r1os.r1fs._replication import Replication
 from r1os.r1fs._store import BlockStore, GcResult, Hold
+from r1os.r1fs._tar import import_tar
+from r1os.r1fs._unixfs_dir import (
+    DirEntry,
+    Kind,
+    TreeItem,
+    TreeLimits,
+    TreeResult,
+    kind_of,
+    list_dir,
+    resolve,
+    walk_tree,
+)
 
 log = logging.getLogger("r1os.r1fs")
 
@@ -76,6 +88,7 @@ class R1fsService(Service):
         The settings carry the limits too (quotas, replicas, free disk, fetches)."""
         self.settings = settings or R1fsSettings()
         self.dag = DagLimits(max_file=self.settings.max_upload)
+        self.tree = TreeLimits(max_size=self.settings.max_upload)
         self._kv = kv
         self.me = ""
         self.counters: dict[str, int] = {
@@ -148,6 +161,7 @@ class R1fsService(Service):
         self._fetcher = Fetcher(ctx, store, self.settings, self.dir, self.counters)
         mount(ctx.router, self)
         ctx.allow_body("/v1/r1fs/add", None)  # streams, with its own limit (max_upload)
+        ctx.allow_body("/v1/r1fs/add-tree", None)  # the same, a tar stream
         ctx.metrics.register(R1fsCollector(self))
         if self.replication is not None:
             ctx.spawn(self.replication.run(), "reconcile")
@@ -443,6 +457,120 @@ class R1fsService(Service):
         async for piece in read_range(cid, get_block, offset, length, limits=self.dag):
             yield piece
 
+    # -- folders -------------------------------------------------------------------------
+
+    def declared_size(self, cid: Cid, root: bytes) -> int:
+        """What a root declares it holds: a file's size, a folder's sum of its links' Tsizes (the
+        bytes of its whole DAG); refused past the node's largest upload (`DagRefused`)."""
+        node = read_dag_node(cid, root)
+        self.dag.check_root(cid, node)
+        return node.filesize
+
+    async def fetch_block(self, cid: Cid) -> bytes:
+        """One block, from the store or else from the network (checked against its CID): the
+        `get_block` the folder readers walk with on a node."""
+        return await self.fetcher.fetch_root(cid)
+
+    async def kind(self, cid: Cid) -> Kind:
+        """file, directory or symlink (the root block fetched if need be)."""
+        return kind_of(cid, await self.fetch_block(cid))
+
+    async def resolve_path(self, cid_text: str, path: str) -> tuple[Cid, Kind]:
+        """The CID and kind that `path` under `cid_text` leads to, fetching the folders on the way."""
+        r = await resolve(parse_cid(cid_text), path, self.fetch_block)
+        return r.cid, r.kind
+
+    async def list_folder(self, cid: Cid, *, after: str = "", limit: int = 1000) -> list[DirEntry]:
+        """A folder's entries by name after `after`, `limit` of them (`NotADirectory` for a file)."""
+        entries = [e async for e in list_dir(cid, self.fetch_block, limits=self.tree)]
+        entries.sort(key=lambda e: e.name.encode("utf-8", "surrogatepass"))
+        start = 0
+        if after:
+            key = after.encode("utf-8", "surrogatepass")
+            while start < len(entries) and entries[start].name.encode("utf-8", "surrogatepass") <= key:
+                start += 1
+        return entries[start : start + limit]
+
+    async def walk(self, cid: Cid) -> AsyncIterator[TreeItem]:
+        """Every entry of the tree under `cid` (see `walk_tree`), fetching folder blocks as needed."""
+        async for item in walk_tree(cid, self.fetch_block, limits=self.tree):
+            yield item
+
+    async def _fetch_tree(self, root: Cid) -> None:
+        """Make a whole folder tree local: its folder blocks one by one as the walk meets them, then
+        every file (a fetch each, `parallel` at once); the files' holders are any online node when no
+        one announces them (a pinned folder announces its root only)."""
+        files: list[Cid] = []
+        async for item in self.walk(root):
+            if item.kind == "file":
+                files.append(item.cid)
+        gate = asyncio.Semaphore(max(1, self.settings.parallel))
+
+        async def one(c: Cid) -> None:
+            async with gate:
+                await self.fetcher.fetch(c)
+
+        await asyncio.gather(*(one(c) for c in dict.fromkeys(files)))
+
+    async def add_tar(
+        self,
+        source: AsyncIterator[bytes],
+        *,
+        pin: bool = True,
+        replicas: int = 1,
+        expect_size: int | None = None,
+        caller: Caller | None = None,
+    ) -> TreeResult:
+        """Import a folder sent as a tar stream (`_tar.py`); pinned, announced and replicated as one
+        root like a file: the same quota, disk and size checks as `add_stream`, on the stream's bytes."""
+        who = self._who(caller)
+        address = who.address or self.me
+        self._replicas(replicas)
+        factor = replicas if pin else 1
+        book, root = self.book, self.store.root
+        book.check(address, more_bytes=(expect_size or 0) * factor, new_pin=pin, unpinned=not pin)
+        if expect_size is not None:
+            check_space(root, expect_size, self.settings)
+        counted = 0
+
+        async def metered() -> AsyncIterator[bytes]:
+            nonlocal counted
+            unchecked = 0
+            async for piece in source:
+                counted += len(piece)
+                book.stream(address, len(piece), factor=factor)
+                unchecked += len(piece)
+                if unchecked >= DISK_CHECK_EVERY:
+                    check_space(root, 0, self.settings)
+                    unchecked = 0
+                yield piece
+
+        try:
+            with self.store.holding() as hold:
+                result = await import_tar(
+                    metered(), hold.put_replace, limits=self.tree, max_size=self.settings.max_upload
+                )
+                if expect_size is not None and counted != expect_size:
+                    raise BadUpload(f"upload had {counted} bytes where Content-Length said {expect_size}")
+                book.stream_done(address, counted * factor)
+                counted = 0
+                text = str(result.cid)
+                asked_before = self._asked(text)
+                if pin:
+                    book.pin(text, result.dag_size, address, replicas)
+                else:
+                    book.added_unpinned(address, result.dag_size)
+        finally:
+            if counted:
+                book.stream_done(address, counted * factor)
+        if pin:
+            await self._publish(text, result.dag_size, asked_before)
+        log.info(
+            "r1fs: added folder %s (%d files, %d folders, %d bytes, pin=%s)",
+            result.cid, result.files, result.dirs, result.size, pin,
+        )  # fmt: skip
+        return result
+
     # -- pin / unpin / gc ------------------------------------------------------------------
 
     async def pin(self, cid_text: str, replicas: int = 1, *, caller: Caller | None = None) -> PinAnswer:
@@ -456,7 +584,7 @@ class R1fsService(Service):
         text = str(cid)
         mine = self.book.pinners(text).get(address)
         self.book.check(address, more_bytes=0, new_pin=mine is None)
-        size = self.size_of(cid, await self.fetcher.fetch_root(cid))
+        size = self.declared_size(cid, await self.fetcher.fetch_root(cid))
         held = size * int(mine["replicas"]) if mine is not None else 0
         self.book.check(address, more_bytes=size * replicas - held, new_pin=mine is None)
         with self.store.holding() as hold:
@@ -469,8 +597,12 @@ class R1fsService(Service):
     async def _fetch_held(self, cid: Cid, hold: Hold) -> None:
         """Make the DAG under `cid` local and hold every block of it (a pin is about to count on them:
         GC, which does not wait for anyone, must not take one between the fetch and the pin)."""
+        folder = kind_of(cid, await self.fetcher.fetch_root(cid)) == "directory"
         for _ in range(3):
-            await self.fetcher.fetch(cid)
+            if folder:
+                await self._fetch_tree(cid)
+            else:
+                await self.fetcher.fetch(cid)
             if not await asyncio.to_thread(self.store.missing, cid, verify=False, hold=hold):
                 return
         raise BlockNotFound(f"{cid}: blocks went missing as soon as they were fetched (the disk?)")
@@ -479,7 +611,7 @@ class R1fsService(Service):
         """Fetch `cid` and keep it as a replica for the network (the node itself holds it); its size."""
         text = str(cid)
         with self.store.holding() as hold:
-            size = self.size_of(cid, await self.fetcher.fetch_root(cid))
+            size = self.declared_size(cid, await self.fetcher.fetch_root(cid))
             await self._fetch_held(cid, hold)
             self.book.keep_replica(text, size)
         return size
@@ -556,7 +688,7 @@ class R1fsService(Service):
             pinned=pin.get("kind") if pin else None,
         )
         try:
-            node = read_file_node(cid, self.store.get(cid))
+            node = read_dag_node(cid, self.store.get(cid))
             out.size, out.links, out.local = node.filesize, len(node.children), True
             out.complete = await asyncio.to_thread(self.store.is_complete, cid)
         except BlockNotFound:

@@ -44,6 +44,7 @@ from r1os.r1fs._dag import (
     DagLimits,
     FileNode,
     parse_cid,
+    read_dag_node,
     read_file_node,
     too_many_refs,
     verify_block,
@@ -426,6 +427,7 @@ class BlockStore:
         size too): a DAG that links one block many times costs one visit of it, not one per link."""
         seen = {root}
         stack = [(root, 0)]
+        tree = False  # a folder's root: the bound on blocks is a tree's
         while stack:
             cid, depth = stack.pop()
             here = hold.keep(cid) if hold is not None else cid in self._index
@@ -440,7 +442,8 @@ class BlockStore:
             yield cid, True
             if cid.codec == RAW:
                 continue
-            node = read_file_node(cid, data)
+            node = read_dag_node(cid, data)  # a file's node or a folder's: a pin keeps the whole tree
+            tree = tree or (depth == 0 and node.folder)
             if depth == 0 and declared:
                 self.limits.check_root(cid, node)
             if node.children:
@@ -449,7 +452,7 @@ class BlockStore:
                 if child not in seen:
                     seen.add(child)
                     stack.append((child, depth + 1))
-            self.limits.check_blocks(root, len(seen))
+            self.limits.check_blocks(root, len(seen), tree=tree)
 
     def dag_blocks(self, root: Cid) -> Iterator[Cid]:
         """Every distinct block of the file under `root` that the store can reach (raw leaves are not

@@ -29,6 +29,7 @@ from typing import Literal
 
 from r1os.r1fs._dag import (
     DAG_PB,
+    MAX_TREE_ENTRIES,
     RAW,
     UNIXFS_DIRECTORY,
     UNIXFS_FILE,
@@ -104,8 +105,8 @@ class TreeLimits:
     """Folders inside folders (the root is depth 0); a HAMT's own levels do not count here."""
     max_dir_entries: int = 100_000
     """Entries in one folder (its fan-out), whether plain or sharded."""
-    max_entries: int = 1_000_000
-    """Entries (files and folders) in the whole tree."""
+    max_entries: int = MAX_TREE_ENTRIES
+    """Entries (files and folders) in the whole tree (the store's walks allow as many blocks)."""
     max_size: int = 64 * 1024**3
     """File bytes in the whole tree (a node: its max_upload)."""
 
@@ -822,3 +823,43 @@ __all__ = [
     "split_path",
     "walk_tree",
 ]
+
+
+async def hamt_lookup(
+    cid: Cid, block: bytes, name: str, get_block: GetBlock, seen: list[tuple[Cid, bytes]] | None = None
+) -> Cid | None:
+    """The CID `name` links to in the HAMT shard `cid` (its `block` in hand), following the name's
+    hash through child shards; each child shard read is appended to `seen` (a CAR of the path needs
+    them). None when the name is not there. The shards are checked as `read_dir_block` checks them."""
+    check_name(name, cid)
+    b = read_dir_block(cid, block)
+    if not b.sharded:
+        raise NotADirectory(f"{cid} is a plain folder, not a HAMT shard")
+    h = hamt_hash(name.encode("utf-8", "surrogatepass"))
+    depth = 0
+    while True:
+        slot = h[depth]
+        for s, e in zip(b.slots, b.entries, strict=True):
+            if s == slot:
+                return e.cid if e.name == name else None
+        shard = next((c for s, c, _t in b.shards if s == slot), None)
+        if shard is None:
+            return None
+        depth += 1
+        data = await get_block(shard)
+        if seen is not None:
+            seen.append((shard, data))
+        b = read_dir_block(shard, data, depth=depth, prefix=h[:depth], fanout=b.fanout)
+
+
+async def hamt_entries(
+    cid: Cid, block: bytes, get_block: GetBlock, *, limits: TreeLimits | None = None
+) -> AsyncIterator[tuple[str, Cid, int]]:
+    """The entries of the HAMT shard `cid` (its `block` in hand) as (name, CID, Tsize), in slot order
+    through its child shards (see `list_dir`)."""
+
+    async def first(c: Cid) -> bytes:
+        return block if c == cid else await get_block(c)
+
+    async for e in list_dir(cid, first, limits=limits):
+        yield e.name, e.cid, e.tsize

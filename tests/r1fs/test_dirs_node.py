@@ -1,0 +1,125 @@
+"""Folders on a node: the tar upload route, listing, whole-tree pins and GC, and hostile uploads."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+from r1os.r1fs import parse_cid
+from r1os.r1fs._tar import tar_folder
+from r1os.r1fs._unixfs_dir import TreeLimits
+from tests.r1fs._trees import HERE, write
+from tests.r1fs.conftest import Served
+
+JS = {v["name"]: v["cid"] for v in json.loads((HERE / "js_dirs.json").read_text())["vectors"]}
+
+
+def tar_of(folder: Path) -> bytes:
+    return b"".join(tar_folder(folder))
+
+
+def tar_with(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for info, data in members:
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def entry(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    if kind == tarfile.SYMTYPE:
+        info.linkname = "/etc/passwd"
+    return info, data
+
+
+async def test_add_tree_list_pin_and_gc_whole_tree(served: Served, tmp_path: Path) -> None:
+    folder = write("nested", tmp_path / "nested")
+    r = await served.client.post(
+        "/v1/r1fs/add-tree", content=tar_of(folder), headers={"content-type": "application/x-tar"}
+    )
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["cid"] == JS["nested"] and out["files"] == 4 and out["dirs"] == 7 and out["pinned"]
+    root = out["cid"]
+    listing = (await served.client.get("/v1/r1fs/dir", params={"cid": root})).json()
+    assert [(e["name"], e["type"]) for e in listing["entries"]] == [
+        ("top.txt", "file"), ("w", "directory"), ("x", "directory"),
+    ]  # fmt: skip
+    assert listing["entries"][0]["size"] == 11 and listing["next"] is None
+    sub = (await served.client.get("/v1/r1fs/dir", params={"cid": root, "path": "x/y"})).json()
+    assert [e["name"] for e in sub["entries"]] == ["also-empty", "z"]
+    page = (await served.client.get("/v1/r1fs/dir", params={"cid": root, "limit": 1, "after": "top.txt"})).json()
+    assert [e["name"] for e in page["entries"]] == ["w"] and page["next"] == "w"
+    deep = next(e for e in (await served.client.get("/v1/r1fs/dir", params={"cid": root, "path": "x/y/z"})).json()["entries"])
+    assert (await served.client.get(f"/v1/r1fs/get?cid={deep['cid']}")).content == write_bytes(42, 8)
+    stat = (await served.client.get("/v1/r1fs/stat", params={"cid": root})).json()
+    assert stat["pinned"] == "user" and stat["complete"]
+
+    # GC keeps every block of the pinned tree, and frees them all once it is unpinned
+    store = served.svc.store
+    blocks = set(store.dag_blocks(parse_cid(root)))
+    assert len(blocks) >= 10
+    await served.client.post("/v1/r1fs/gc")
+    assert all(store.has(c) for c in blocks)
+    assert (await served.client.post("/v1/r1fs/unpin", json={"cid": root})).json()["unpinned"]
+    await served.client.post("/v1/r1fs/gc")
+    assert not any(store.has(c) for c in blocks)
+
+
+def write_bytes(size: int, seed: int) -> bytes:
+    from tests.r1fs._trees import content
+
+    return content(size, seed)
+
+
+async def test_dir_route_refusals(served: Served, tmp_path: Path) -> None:
+    folder = write("small_files", tmp_path / "s")
+    root = (await served.client.post("/v1/r1fs/add-tree", content=tar_of(folder))).json()["cid"]
+    assert root == JS["small_files"]
+    for params, status, cause in [
+        ({"cid": root, "path": "a.txt"}, 400, "not_a_directory"),
+        ({"cid": root, "path": "../x"}, 400, "bad_path"),
+        ({"cid": root, "path": "nope"}, 404, "not_found"),
+        ({"cid": "bafy-not-a-cid"}, 400, "bad_cid"),
+        ({"cid": root, "limit": 0}, 422, "invalid_request"),
+        ({"cid": root, "path": "a" * 5000}, 422, "invalid_request"),
+    ]:
+        r = await served.client.get("/v1/r1fs/dir", params=params)
+        assert (r.status_code, r.json()["cause"]) == (status, cause), (params, r.text)
+
+
+async def test_hostile_tar_uploads_are_refused(served: Served) -> None:
+    cases = [
+        (tar_with(entry("../escape")), 400, "bad_path"),
+        (tar_with(entry("/etc/passwd")), 400, "bad_path"),
+        (tar_with(entry("a/../../b")), 400, "bad_path"),
+        (tar_with(entry("link", b"", tarfile.SYMTYPE)), 400, "bad_path"),
+        (tar_with(entry("same"), entry("same")), 400, "bad_path"),
+        (tar_with(entry("f"), entry("f/g")), 400, "bad_path"),
+        (b"\x01" * 512, 400, "bad_upload"),  # not a tar header (checksum)
+        (tar_with(entry("cut", b"y" * 5000))[:1500], 400, "bad_upload"),  # ends inside a file
+    ]
+    for body, status, cause in cases:
+        r = await served.client.post("/v1/r1fs/add-tree", content=body)
+        assert (r.status_code, r.json()["cause"]) == (status, cause), r.text
+    # bounds: fan-out, entries, depth, size
+    served.svc.tree = TreeLimits(max_dir_entries=5, max_entries=50, max_depth=4, max_size=1000)
+    for body in (
+        tar_with(*(entry(f"f{i}") for i in range(6))),
+        tar_with(*(entry(f"d{i // 5}/f{i}") for i in range(60))),
+        tar_with(entry("a/b/c/d/e/f")),
+        tar_with(entry("big", b"z" * 1001)),
+    ):
+        r = await served.client.post("/v1/r1fs/add-tree", content=body)
+        assert (r.status_code, r.json()["cause"]) == (422, "dag_limit"), r.text
+    big = b"\0" * (4 * 1024 * 1024 + 1)
+    r = await served.client.post("/v1/r1fs/add-tree", content=big)
+    assert (r.status_code, r.json()["cause"]) == (413, "too_large")
+    r = await served.call(None, "POST", "/v1/r1fs/add-tree", content=tar_with(entry("a")))
+    assert r.status_code == 401
+    assert served.svc.pins == {}
