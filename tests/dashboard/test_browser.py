@@ -203,6 +203,15 @@ def test_a_devnet_node_dashboard_in_chromium(devnet: DevnetState, browser: Any, 
         "the Training panel",
     )
     assert "0 jobs" in browser.find_element("id", "training").text
+    # licences and rewards live on the chain, which this devnet has not
+    wait(
+        browser,
+        js(
+            "return (document.querySelector('#licences .summary')?.textContent || '').includes('no chain configured')"
+        ),
+        10,
+        "the Licences panel to say there is no chain",
+    )
     screens.shoot("dashboard-full.png", full=True)
 
     # the page ran without a script error

@@ -1,7 +1,8 @@
 """In the browser, as a signed-in user: a devnet node's dashboard in headless Chromium with a test wallet
 injected into the page (an EIP-1193 provider, as a wallet extension injects `window.ethereum`). The user
 signs in, deploys the echo example from the page, watches it become healthy, scales it, writes a CSTORE
-key in their own namespace (read back through another node's API), deletes the app and signs out. Before
+key in their own namespace (read back through another node's API), sees each node's licence and rewards
+(the devnet has a chain), deletes the app and signs out. Before
 the wallet is there, the page says there is none. Screenshots go to test-output/dashboard/.
 
 The test wallet: the provider answers `eth_requestAccounts` with the test key's address and queues each
@@ -88,7 +89,8 @@ class InjectedWallet:
 def devnet(tmp_path: Path) -> Iterator[DevnetState]:
     dn = Devnet(tmp_path / "devnet")
     try:
-        yield dn.up(nodes=2, oracles=1, chain=False, heartbeat=1.0, timeout=60)
+        # with a chain (anvil, the contracts, a licence per node) and 5 s epochs, so rewards show
+        yield dn.up(nodes=2, oracles=1, chain=True, epoch_seconds=5, heartbeat=1.0, timeout=90)
     finally:
         dn.down()
 
@@ -168,8 +170,31 @@ def test_sign_in_with_a_wallet_deploy_and_write_as_yourself(
     assert "wrote " + key in status()
     screens.shoot("wallet-cstore.png", section="account")
 
+    # licences and rewards per node, read from the chain through the node: each node licensed, and
+    # once an epoch has ended and the oracle agreed on it, what a claim would pay
+    licence = js(
+        "return [...document.querySelectorAll('#licences tr[data-node]')]"
+        ".map(r => [r.dataset.node.toLowerCase(), r.querySelector('.licence').textContent,"
+        " r.querySelector('.claimable').textContent])"
+    )
+    everyone = {n.address.lower() for n in devnet.nodes}
+
+    def rewarded(d: Any) -> bool:
+        rows = {node: (lic, amount) for node, lic, amount in licence(d)}
+        return (
+            set(rows) == everyone
+            and all(lic != "no licence" for lic, _ in rows.values())
+            and any(amount.endswith(" R1") and amount != "0 R1" for _, amount in rows.values())
+        )
+
+    wait(browser, rewarded, 40, "every node's licence and a claimable reward in the Licences panel")
+    assert {lic.split(" #")[0] for _, lic, _ in licence(browser)} == {"ND", "GND"}
+    screens.shoot("licences.png", section="licences")
+
     # delete the app, sign out
-    browser.find_element("css selector", f'#account-apps tr[data-app="{app_id}"] button.delete').click()
+    delete = browser.find_element("css selector", f'#account-apps tr[data-app="{app_id}"] button.delete')
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", delete)  # off the sticky header
+    delete.click()
     until(lambda d: healthy(d) is None, 30, "the app gone from the user's list")
     assert not httpx.get(f"{oracle.url}/v1/apps", params={"owner": wallet.key.address}, timeout=10).json()[
         "apps"

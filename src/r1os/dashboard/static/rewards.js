@@ -44,7 +44,7 @@ export function licencesPanel(body, app) {
       table.hidden = false;
       const nodes = answer.nodes || [];
       const licensed = nodes.filter((n) => n.licence);
-      fill(stats, `chain ${num(answer.chain_id)} · epoch ${num(answer.current_epoch)} · ${count(licensed.length, "licensed node")} of ${num(nodes.length)}`,
+      fill(stats, `chain ${answer.chain_id} · epoch ${num(answer.current_epoch)} · ${count(licensed.length, "licensed node")} of ${num(nodes.length)}`,
         answer.availability === "ok" ? "" : ` · availability: ${answer.availability}`);
       const me = app.snapshot?.node?.address;
       fill(rows, nodes.map((n) => {
