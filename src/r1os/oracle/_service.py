@@ -67,6 +67,7 @@ from r1os.oracle._models import (
     OracleStatus,
     RangeSignature,
 )
+from r1os.oracle._parts import MSG_PART, Assembler, PartRefused, split
 from r1os.oracle._poai import PoaiAttester
 from r1os.oracle._records import EpochArchive
 from r1os.oracle._replica_health import ReplicaHealth
@@ -106,6 +107,7 @@ class OracleSyncService(Service):
         self._archive: EpochArchive | None = None
         self._poai: PoaiAttester | None = None
         self._dauth: DauthService | None = None
+        self._parts = Assembler((MSG_TABLE, MSG_MEDIAN, MSG_SIGS))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -133,6 +135,7 @@ class OracleSyncService(Service):
         ctx.on(MSG_TABLE, self._on_table)
         ctx.on(MSG_MEDIAN, self._on_median)
         ctx.on(MSG_SIGS, self._on_sigs)
+        ctx.on(MSG_PART, self._on_part)
         install_routes(ctx.router, self)
         ctx.spawn(self._tick_loop(), "tick")
         ctx.spawn(self._epoch_loop(), "epochs")
@@ -366,11 +369,16 @@ class OracleSyncService(Service):
         return record
 
     async def _to_oracles(self, type: str, payload: dict[str, Any]) -> None:
-        """Phase messages go to the other oracles' inboxes only (edge nodes have no use for them)."""
+        """Phase messages go to the other oracles' inboxes only (edge nodes have no use for them);
+        one larger than an envelope goes as signed parts (`_parts`)."""
         others = [o for o in self.oracles if o != self.me]
-        results = await asyncio.gather(
-            *(self.ctx.send(o, type, payload) for o in others), return_exceptions=True
-        )
+        messages = [(MSG_PART, p) for p in split(type, payload)] or [(type, payload)]
+
+        async def send(oracle: str) -> None:
+            for kind, body in messages:
+                await self.ctx.send(oracle, kind, body)
+
+        results = await asyncio.gather(*(send(o) for o in others), return_exceptions=True)
         for o, r in zip(others, results, strict=True):
             if isinstance(r, Exception):
                 log.warning("could not send %s to oracle %s: %s", type, o, r)
@@ -485,6 +493,21 @@ class OracleSyncService(Service):
         if (got := self._table_message(env, "median")) is not None:
             epoch, table = got
             self._put(self.inbox(epoch).medians, epoch, table, "median")
+
+    async def _on_part(self, env: Envelope) -> None:
+        """A part of a phase message too large for one envelope; the whole one, once every part is
+        in and checks out, goes to the handler of its kind like any other."""
+        if not self._from_oracle(env):
+            return
+        try:
+            whole = self._parts.add(env.sender, env.payload, time.time())
+        except PartRefused as exc:
+            log.warning("%s from %s refused: %s", env.type, env.sender, exc)
+            return
+        if whole is not None:
+            kind, payload = whole
+            handler = {MSG_TABLE: self._on_table, MSG_MEDIAN: self._on_median, MSG_SIGS: self._on_sigs}[kind]
+            await handler(env.model_copy(update={"type": kind, "payload": payload}))
 
     async def _on_sigs(self, env: Envelope) -> None:
         if not self._from_oracle(env):
