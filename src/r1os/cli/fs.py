@@ -81,7 +81,16 @@ def _parse_key(text: str) -> bytes:
 @app.command("add")
 @handle_errors
 def add(
-    file: Path = typer.Argument(..., help="The file to add.", exists=True, dir_okay=False, readable=True),
+    file: Path = typer.Argument(
+        ..., help="The file (or, with -r, the folder) to add.", exists=True, readable=True
+    ),
+    recursive: bool = typer.Option(
+        False,
+        "-r",
+        "--recursive",
+        help="Add a folder and all in it (as `ipfs add -r --cid-version=1`).",
+    ),
+    hidden: bool = typer.Option(False, "-H", "--hidden", help="With -r: include names starting with '.'."),
     pin: int = typer.Option(1, "--pin", min=0, max=64, help="Copies to keep on distinct nodes (0: no pin)."),
     encrypt: bool = typer.Option(
         False, "--encrypt", help="Encrypt (AES-256-GCM) before upload; prints the key."
@@ -97,7 +106,14 @@ def add(
     key_file: Path | None = FsCallerKeyOpt,
     token: str | None = TokenOpt,
 ) -> None:
-    """Add a file; prints its CID (the same as `ipfs add --cid-version=1` gives)."""
+    """Add a file, or a folder with -r; prints its CID (the same as `ipfs add [-r] --cid-version=1`)."""
+    if file.is_dir():
+        if not recursive:
+            fail(f"{file} is a folder: add it with -r")
+        if encrypt:
+            fail("--encrypt takes a file, not a folder (pack it first: tar)")
+        _add_tree(file, hidden, pin, only_hash, json_out, node, key_file, token)
+        return
     size = file.stat().st_size
     if only_hash:
         if encrypt:
@@ -140,12 +156,48 @@ def add(
         err_console.print("[dim]keep the key: `r1os fs get CID --key KEY` needs it; the node never saw it[/]")
 
 
+def _add_tree(
+    folder: Path, hidden: bool, pin: int, only_hash: bool, json_out: bool,
+    node: str | None, key_file: Path | None, token: str | None,
+) -> None:  # fmt: skip
+    from r1os.r1fs._unixfs_dir import import_tree
+
+    total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+    if only_hash:
+        with _progress(f"hashing {folder.name}", total) as advance:
+            result = import_tree(folder, hidden=hidden, progress=advance)
+        sys.stdout.write(f"{result.cid}\n")
+        return
+    caller = access(node, key_file, token, writes=True)
+
+    async def go() -> dict[str, Any]:
+        async with _client(caller) as client:
+            with _progress(f"adding {folder.name}", total) as advance:
+                out: dict[str, Any] = await client.add_tree(
+                    folder, pin=pin > 0, replicas=max(pin, 1), hidden=hidden, progress=advance
+                )
+                return out
+
+    out = _run(caller, go())
+    if json_out:
+        print_json(out)
+        return
+    console.print(
+        f"added [bold]{out['cid']}[/] {folder.name}/ ({out['files']} files, {out['dirs']} folders, "
+        f"{out['size']} bytes)",
+        highlight=False,
+    )
+
+
 @app.command("get")
 @handle_errors
 def get(
-    cid: str = typer.Argument(..., help="The file's CID."),
+    cid: str = typer.Argument(..., help="The file's or folder's CID."),
     output: str | None = typer.Option(
-        None, "-o", "--output", help="Where to write it ('-' = stdout); default: ./CID."
+        None,
+        "-o",
+        "--output",
+        help="Where to write it ('-' = stdout; a folder: its folder); default: ./CID.",
     ),
     key: str | None = typer.Option(
         None, "--key", help="Decrypt with this key (hex) from `fs add --encrypt`."
@@ -180,6 +232,16 @@ def get(
 
     async def go() -> int:
         async with _client(caller) as client:
+            if output != "-" and file_key is None and await _is_folder(client, cid):
+                dest = Path(output) if output else Path(cid)
+                with _progress(f"getting {cid[-12:]}/", None) as advance:
+                    counts = await client.get_tree(cid, dest, progress=advance)
+                if counts["skipped"]:
+                    err_console.print(f"[yellow]skipped {counts['skipped']} symbolic link(s)[/]")
+                err_console.print(
+                    f"wrote {counts['files']} files in {counts['dirs']} folders to {dest}", highlight=False
+                )
+                return -1
             if output == "-":
                 total = 0
                 async for piece in client.stream(cid, key=file_key):
@@ -194,8 +256,20 @@ def get(
                 return n
 
     total = _run(caller, go())
-    if output != "-":
+    if output != "-" and total >= 0:
         err_console.print(f"wrote {total} bytes to {output or cid}", highlight=False)
+
+
+async def _is_folder(client: R1fsClient, cid: str) -> bool:
+    from r1os.r1fs import R1fsError
+
+    try:
+        await client.list_dir(cid)
+    except R1fsError as exc:
+        if exc.cause == "not_a_directory":
+            return False
+        raise
+    return True
 
 
 @app.command("pin")
@@ -249,12 +323,29 @@ def unpin(
 @app.command("ls")
 @handle_errors
 def ls(
+    cid: str | None = typer.Argument(None, help="A folder's CID (or CID/path) to list; none: the pins."),
     node: str | None = NodeOpt,
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     token: str | None = TokenOpt,
 ) -> None:
-    """Files pinned on the node (by a user, or as a replica for the network)."""
+    """A folder's entries, or without a CID the files pinned on the node (by a user, or as a replica)."""
     caller = access(node, None, token)
+    if cid is not None:
+        root, _, path = cid.removeprefix("/ipfs/").partition("/")
+
+        async def listing() -> list[dict[str, Any]]:
+            async with _client(caller) as client:
+                return await client.list_dir(root, path)
+
+        entries = _run(caller, listing())
+        if json_out:
+            print_json(entries)
+            return
+        for e in entries:
+            size = e["size"] if e["size"] is not None else "-"
+            name = e["name"] + ("/" if e["type"] == "directory" else "")
+            console.print(f"{e['cid']}  {size:>12}  {name}", highlight=False)
+        return
 
     async def go() -> list[dict[str, Any]]:
         async with _client(caller) as client:
