@@ -45,7 +45,7 @@ export function buildBatch(writer, wallMs, counter, ops) {
 
 /** Write `ops` ([kind, key, field, value, expires_ms] each) as the signed-in user, stamped after the
  * node's clock so the write wins over what the node has seen. */
-export async function cstoreWrite(ops) {
+export async function cstoreWrite(ops, show = () => {}) {
   const clock = await getJSON("/v1/cstore/hlc");
   let wall = Date.now();
   let counter = 0;
@@ -54,7 +54,10 @@ export async function cstoreWrite(ops) {
     counter = clock.counter + 1;
   }
   const batch = buildBatch(wallet.address, wall, counter, ops);
-  const signature = await wallet.signBytes(sha256(utf8(batch)));
+  const digest = sha256(utf8(batch));
+  // a wallet shows these 32 bytes as hex, not what they stand for: say it here, beside the prompt
+  show(`your wallet shows 0x${hex(digest)}: the SHA-256 of this batch, which is all it signs: ${batch.slice(0, 400)}`);
+  const signature = await wallet.signBytes(digest);
   return postJSON("/v1/cstore/batch", `${batch.slice(0, -1)},"sig":"${signature}"}`);
 }
 
@@ -187,7 +190,7 @@ export function accountPanel(body, app) {
           v = value.value;
         }
         const full = namespace + suffix;
-        const done = await cstoreWrite([["set", full, null, v, null]]);
+        const done = await cstoreWrite([["set", full, null, v, null]], (text) => report(text));
         const got = await getJSON("/v1/cstore/get", { key: full });
         fill(readBack, `${full} = ${JSON.stringify(got.value, null, 2)}`);
         return `wrote ${full} (batch ${String(done.id).slice(0, 12)}…), read back from the node`;
