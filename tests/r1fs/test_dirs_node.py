@@ -53,9 +53,11 @@ async def test_add_tree_list_pin_and_gc_whole_tree(served: Served, tmp_path: Pat
     assert listing["entries"][0]["size"] == 11 and listing["next"] is None
     sub = (await served.client.get("/v1/r1fs/dir", params={"cid": root, "path": "x/y"})).json()
     assert [e["name"] for e in sub["entries"]] == ["also-empty", "z"]
-    page = (await served.client.get("/v1/r1fs/dir", params={"cid": root, "limit": 1, "after": "top.txt"})).json()
+    params = {"cid": root, "limit": 1, "after": "top.txt"}
+    page = (await served.client.get("/v1/r1fs/dir", params=params)).json()
     assert [e["name"] for e in page["entries"]] == ["w"] and page["next"] == "w"
-    deep = next(e for e in (await served.client.get("/v1/r1fs/dir", params={"cid": root, "path": "x/y/z"})).json()["entries"])
+    z = (await served.client.get("/v1/r1fs/dir", params={"cid": root, "path": "x/y/z"})).json()
+    deep = z["entries"][0]
     assert (await served.client.get(f"/v1/r1fs/get?cid={deep['cid']}")).content == write_bytes(42, 8)
     stat = (await served.client.get("/v1/r1fs/stat", params={"cid": root})).json()
     assert stat["pinned"] == "user" and stat["complete"]
