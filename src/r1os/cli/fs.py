@@ -417,3 +417,65 @@ def gc(
         + (" [yellow](busy: a write was in progress, run it again later)[/]" if out.get("busy") else ""),
         highlight=False,
     )
+
+
+@app.command("import")
+@handle_errors
+def import_car(
+    file: Path = typer.Argument(..., help="A CARv1 file.", exists=True, dir_okay=False, readable=True),
+    pin: int = typer.Option(1, "--pin", min=0, max=64, help="Copies to keep on distinct nodes (0: no pin)."),
+    node: str | None = NodeOpt,
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    key_file: Path | None = FsCallerKeyOpt,
+    token: str | None = TokenOpt,
+) -> None:
+    """Import a CAR (as `ipfs dag import`): the node checks every block against its CID, then pins the
+    CAR's roots; prints the root CIDs."""
+    caller = access(node, key_file, token, writes=True)
+    size = file.stat().st_size
+
+    async def go() -> dict[str, Any]:
+        async with _client(caller) as client:
+            with _progress(f"importing {file.name}", size) as advance:
+                out: dict[str, Any] = await client.import_car(
+                    file, pin=pin > 0, replicas=max(pin, 1), progress=advance
+                )
+                return out
+
+    out = _run(caller, go())
+    if json_out:
+        print_json(out)
+        return
+    for root in out["roots"]:
+        sys.stdout.write(f"{root}\n")
+    err_console.print(
+        f"imported {out['blocks']} block(s) from {file.name}" + (", roots pinned" if out["pinned"] else ""),
+        highlight=False,
+    )
+
+
+@app.command("export")
+@handle_errors
+def export_car(
+    cid: str = typer.Argument(..., help="The root CID (a file or a folder)."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Where to write the CAR; default: ./CID.car."
+    ),
+    node: str | None = NodeOpt,
+    token: str | None = TokenOpt,
+) -> None:
+    """Write the whole DAG under CID as a CARv1 (as `ipfs dag export`), from any node that has it; every
+    block is checked against its CID on the way."""
+    from r1os.r1fs import parse_cid
+
+    cid = str(parse_cid(cid))
+    dest = output or Path(f"{cid}.car")
+    caller = access(node, None, token)
+
+    async def go() -> int:
+        async with _client(caller) as client:
+            with _progress(f"exporting {cid[-12:]}", None) as advance:
+                return await client.export_car(cid, dest, progress=advance)
+
+    total = _run(caller, go())
+    err_console.print(f"wrote {total} bytes to {dest}", highlight=False)
