@@ -206,9 +206,7 @@ def test_a_devnet_node_dashboard_in_chromium(devnet: DevnetState, browser: Any, 
     # licences and rewards live on the chain, which this devnet has not
     wait(
         browser,
-        js(
-            "return (document.querySelector('#licences .summary')?.textContent || '').includes('no chain configured')"
-        ),
+        js("return document.querySelector('#licences .summary')?.textContent.includes('no chain') || null"),
         10,
         "the Licences panel to say there is no chain",
     )
