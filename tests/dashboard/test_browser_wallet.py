@@ -57,6 +57,10 @@ PROVIDER = """
   Object.defineProperty(window, "__testWallet", { value: Object.freeze({
     take: () => pending.splice(0),
     answer: (id, signature) => { waiting.get(id).resolve(signature); waiting.delete(id); },
+    refuse: (id) => {
+      waiting.get(id).reject({ code: 4001, message: "User rejected the request." });
+      waiting.delete(id);
+    },
   }) });
 })();
 """
@@ -68,6 +72,7 @@ class InjectedWallet:
     def __init__(self) -> None:
         self.key = NodeKey.generate()
         self.signed: list[bytes] = []
+        self.refuse_next = False  # the user says no to the next request
 
     def inject(self, driver: Any) -> None:
         source = PROVIDER % json.dumps(self.key.address.lower())
@@ -77,6 +82,10 @@ class InjectedWallet:
         for req in driver.execute_script("return window.__testWallet ? window.__testWallet.take() : []"):
             message_hex, address = req["params"]
             assert address.lower() == self.key.address.lower(), address
+            if self.refuse_next:
+                self.refuse_next = False
+                driver.execute_script("window.__testWallet.refuse(arguments[0])", req["id"])
+                continue
             message = bytes.fromhex(message_hex.removeprefix("0x"))
             self.signed.append(message)
             signature = "0x" + self.key.sign_message(message).hex()
@@ -154,11 +163,16 @@ def test_sign_in_with_a_wallet_deploy_and_write_as_yourself(
     until(lambda d: healthy(d) == "1/1", 60, "the app scaled to 1/1")
 
     # a CSTORE key in the user's namespace, written from the page, read back through the other node
+    key = f"app:{wallet.key.address.lower()}:greeting"
     browser.find_element("id", "account-key").send_keys("greeting")
     value = {"hello": "<b>world</b>", "n": 7}
     browser.execute_script("document.getElementById('account-value').value = arguments[0]", json.dumps(value))
+    # the user declines in the wallet first: the page says so, and nothing is written
+    wallet.refuse_next = True
     browser.find_element("id", "account-write").click()
-    key = f"app:{wallet.key.address.lower()}:greeting"
+    until(lambda d: "you declined the request in your wallet" in status(), 10, "the declined message")
+    assert not httpx.get(f"{edge.url}/v1/cstore/get", params={"key": key}, timeout=10).json()["found"]
+    browser.find_element("id", "account-write").click()
     until(js("return document.getElementById('account-readback').textContent"), 20, "the value read back")
     assert key in browser.find_element("id", "account-readback").text
 
@@ -168,7 +182,7 @@ def test_sign_in_with_a_wallet_deploy_and_write_as_yourself(
 
     wait(browser, lambda d: replicated(), 20, f"{key} on the other node")
     assert "wrote " + key in status()
-    screens.shoot("wallet-cstore.png", section="account")
+    screens.shoot("wallet-cstore.png", section="account-key")
 
     # licences and rewards per node, read from the chain through the node: each node licensed, and
     # once an epoch has ended and the oracle agreed on it, what a claim would pay
