@@ -121,9 +121,13 @@ def test_sign_in_with_a_wallet_deploy_and_write_as_yourself(
     # no wallet in this browser: signing in says so, and how to do without
     browser.get(f"{edge.url}/#account")
     wait(browser, js("return !!document.getElementById('account-signin')"), 20, "the account panel")
+    wait(browser, js("return document.getElementById('live').textContent === 'live'"), 20, "the live stream")
+    assert "no wallet in this browser" in browser.find_element("id", "account-nowallet").text
     browser.find_element("id", "account-signin").click()
     wait(browser, lambda d: "no wallet in this browser" in status(), 10, "the no-wallet message")
-    assert "r1os app deploy" in status()
+    assert (
+        "r1os app deploy" in status() and browser.find_element("id", "account").text.count("no wallet") == 1
+    )
     screens.shoot("wallet-none.png", section="account")
 
     # a wallet in the page: sign in, the header shows who

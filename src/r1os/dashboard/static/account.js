@@ -120,6 +120,7 @@ async function signIn() {
     const address = await wallet.signIn();
     report(`signed in as ${address}`, "ok");
   } catch (err) {
+    document.getElementById("account-nowallet")?.remove(); // said once, in the status line
     report(problem(err), "bad");
     document.getElementById("account")?.scrollIntoView();
   }
@@ -154,7 +155,7 @@ export function accountPanel(body, app) {
         + "then every change you make here (deploy, scale or delete your apps, write keys in your CSTORE namespace) "
         + "is signed by your wallet and checked by the node. Your key never leaves the wallet."),
       h("button", { type: "button", class: "primary", id: "account-signin", onclick: () => signIn() }, "Sign in with wallet"),
-      wallet.present ? null : note(NO_WALLET, "warn"));
+      wallet.present ? null : h("p", { class: "note warn", id: "account-nowallet" }, NO_WALLET));
   }
 
   function signedIn(address) {
