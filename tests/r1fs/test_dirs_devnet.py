@@ -98,3 +98,19 @@ async def test_a_folder_pinned_with_two_replicas_is_copied_whole(
         return bool(st["complete"] and st["pinned"])
 
     await async_wait_for(replicated, 30, "node B to hold the whole folder as a replica")
+
+
+def test_blocking_sdk_round_trip(devnet: tuple[Devnet, DevnetState], tmp_path: Path) -> None:
+    """The SDK's blocking client (`Session(...).r1fs`): add_tree on A, list_dir and get_tree from B."""
+    from r1os.sdk import R1fs
+
+    _, state = devnet
+    folder = write("big_file_in_folder", tmp_path / "big")
+    with R1fs(state.nodes[0].url, key=USER) as fa:
+        out = fa.add_tree(folder)
+    assert out["cid"] == JS["big_file_in_folder"]  # a 175-chunk file inside a folder
+    with R1fs(state.nodes[1].url) as fb:
+        model = fb.list_dir(out["cid"], "model")
+        assert [(e["name"], e["size"]) for e in model] == [("weights.bin", 174 * 262144 + 1)]
+        counts = fb.get_tree(out["cid"], tmp_path / "copy")
+    assert counts["files"] == 2 and files_of(tmp_path / "copy") == files_of(folder)

@@ -6,6 +6,9 @@ import io
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from r1os.r1fs import parse_cid
 from r1os.r1fs._tar import tar_folder
@@ -125,3 +128,75 @@ async def test_hostile_tar_uploads_are_refused(served: Served) -> None:
     r = await served.call(None, "POST", "/v1/r1fs/add-tree", content=tar_with(entry("a")))
     assert r.status_code == 401
     assert served.svc.pins == {}
+
+
+async def test_a_hamt_folder_on_a_node_lists_in_pages_and_stays_whole_through_gc(tmp_path: Path) -> None:
+    from r1os.r1fs import R1fsSettings
+    from tests.r1fs.conftest import serve
+
+    folder = write("hamt_in_subfolder", tmp_path / "h")
+    async with serve(tmp_path / "node", R1fsSettings(max_upload=64 * 1024 * 1024)) as s:
+        out = (await s.client.post("/v1/r1fs/add-tree", content=tar_of(folder))).json()
+        assert out["cid"] == JS["hamt_in_subfolder"] and out["files"] == 4601
+        names: list[str] = []
+        after = ""
+        while True:
+            params = {"cid": out["cid"], "path": "big", "limit": 2000, **({"after": after} if after else {})}
+            page = (await s.client.get("/v1/r1fs/dir", params=params)).json()
+            names += [e["name"] for e in page["entries"]]
+            if not page["next"]:
+                break
+            after = page["next"]
+        assert len(names) == 4600 and names == sorted(names)
+        await s.client.post("/v1/r1fs/gc")
+        assert s.svc.store.is_complete(parse_cid(out["cid"]))
+
+
+def _plant(s: Served, blocks: dict[Any, bytes]) -> None:
+    for cid, data in blocks.items():
+        s.svc.store.put(cid, data)
+
+
+async def test_hostile_folders_in_the_store_are_refused(served: Served) -> None:
+    from r1os.r1fs import Cid
+    from r1os.r1fs._dag import DAG_PB, _field_bytes, _field_varint
+    from r1os.r1fs._unixfs_dir import import_entries
+    from tests.r1fs._trees import MemBlocks
+
+    leaf = import_bytes_put(served, b"hi")
+    # a folder whose entry is named '..'
+    link = _field_bytes(2, _field_bytes(1, leaf.raw) + _field_bytes(2, b"..") + _field_varint(3, 2))
+    bad = link + _field_bytes(1, b"\x08\x01")
+    bad_cid = Cid.for_block(DAG_PB, bad)
+    served.svc.store.put(bad_cid, bad)
+    # folders nested deeper than the node allows (built with a looser bound)
+    mem = MemBlocks()
+    deep = import_entries([("/".join(["d"] * 70), None)], mem.put, limits=TreeLimits(max_depth=100)).cid
+    _plant(served, mem.blocks)
+    for cid, status, cause in [(bad_cid, 422, "bad_directory"), (deep, 422, "dag_limit")]:
+        r = await served.client.post("/v1/r1fs/pin", json={"cid": str(cid)})
+        assert (r.status_code, r.json()["cause"]) == (status, cause), r.text
+    r = await served.client.get("/v1/r1fs/dir", params={"cid": str(bad_cid)})
+    assert (r.status_code, r.json()["cause"]) == (422, "bad_directory")
+    assert served.svc.pins == {}
+
+
+def import_bytes_put(served: Served, data: bytes) -> Any:
+    from r1os.r1fs import import_bytes
+
+    return import_bytes(data, served.svc.store.put).cid
+
+
+def test_a_client_never_writes_outside_its_folder(tmp_path: Path) -> None:
+    from r1os.r1fs._client import _dir_target
+    from r1os.r1fs._unixfs_dir import BadDirectory
+
+    dest = tmp_path / "out"
+    dest.mkdir()
+    assert _dir_target(dest, "a/b.txt") == dest / "a" / "b.txt"
+    for hostile in ("../x", "a/../../x", "/etc/passwd", "a//b", ".", "a/./b"):
+        with pytest.raises(BadDirectory):
+            _dir_target(dest, hostile)
+    (dest / "link").symlink_to(tmp_path)
+    with pytest.raises(BadDirectory):
+        _dir_target(dest, "link/x")

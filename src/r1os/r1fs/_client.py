@@ -250,6 +250,10 @@ def _dir_target(dest: Path, rel: str) -> Path:
     return target
 
 
+#: Files of a folder `get_tree` downloads at once.
+GET_TREE_PARALLEL = 8
+
+
 def _tar_headers() -> dict[str, str]:
     return {"content-type": "application/x-tar"}
 
@@ -502,21 +506,29 @@ class R1fsClient:
         Returns {files, dirs, bytes, skipped}."""
         dest.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (local folder calls, beside the downloads)
         counts = {"files": 0, "dirs": 1, "bytes": 0, "skipped": 0}
+        gate = asyncio.Semaphore(GET_TREE_PARALLEL)
+
+        async def one(file_cid: str, target: Path) -> None:
+            async with gate:
+                counts["bytes"] += await self.get_to(file_cid, target, progress=progress)
+                counts["files"] += 1
+
         todo = [("", cid)]
         while todo:
             rel, folder = todo.pop()
+            files = []
             for e in await self.list_dir(folder):
                 sub = f"{rel}/{e['name']}" if rel else e["name"]
                 target = _dir_target(dest, sub)
                 if e["type"] == "directory":
-                    target.mkdir(exist_ok=True)
+                    target.mkdir(exist_ok=True)  # noqa: ASYNC240
                     counts["dirs"] += 1
                     todo.append((sub, e["cid"]))
                 elif e["type"] == "file":
-                    counts["bytes"] += await self.get_to(e["cid"], target, progress=progress)
-                    counts["files"] += 1
+                    files.append(one(e["cid"], target))
                 else:
                     counts["skipped"] += 1
+            await asyncio.gather(*files)
         return counts
 
     async def pin(self, cid: str, replicas: int = 1) -> dict[str, Any]:

@@ -45,10 +45,12 @@ BLOCK_OVERHEAD = 1024
 #: is a single block of up to ~390 KB (256 KiB of names and CIDs plus ~18 bytes of protobuf per link),
 #: and other IPFS importers write 1 MiB leaves (kubo's unixfs-v1-2025 profile): 1 MiB and its wrapping.
 MAX_BLOCK_SIZE = 1024 * 1024 + BLOCK_OVERHEAD
-#: Deepest a DAG may be (cause `dag_limit`): a file's tree is 4 levels for 1.3 TiB of 256 KiB leaves
-#: (174 links per level); a folder tree adds its nested folders (at most 64, `TreeLimits`) and their
-#: HAMT levels. The bound keeps every walk (and the exporter's recursion) short.
-MAX_DEPTH = 128
+#: Deepest a file's tree may be (cause `dag_limit`): 174 links per level give 4 levels for 1.3 TiB of
+#: 256 KiB leaves; the bound keeps every walk (and the exporter's recursion) short.
+MAX_DEPTH = 16
+#: Deepest a folder's whole DAG may be (cause `dag_limit`): its nested folders (at most 64,
+#: `TreeLimits`), their HAMT levels and a file's tree at the bottom.
+MAX_TREE_DEPTH = 128
 #: Block references a file may make per byte it holds (cause `dag_limit`): at most one per this many
 #: bytes, plus REF_SLACK. A valid file has one per 256 KiB; a tree whose links point at one tiny leaf
 #: over and over (a 25 KB DAG "holding" 174^3 copies of a byte) is refused before it is expanded.
@@ -384,9 +386,10 @@ class DagLimits:
         if node.filesize > self.max_file:
             raise DagRefused(f"{cid} says it holds {node.filesize} bytes, more than this node's limit")
 
-    def check_depth(self, cid: Cid, depth: int) -> None:
-        if depth > self.max_depth:
-            raise DagRefused(f"the tree under {cid} is deeper than {self.max_depth} levels")
+    def check_depth(self, cid: Cid, depth: int, *, tree: bool = False) -> None:
+        bound = MAX_TREE_DEPTH if tree else self.max_depth
+        if depth > bound:
+            raise DagRefused(f"the tree under {cid} is deeper than {bound} levels")
 
     def check_blocks(self, cid: Cid, blocks: int, *, tree: bool = False) -> None:
         bound = self.max_tree_blocks if tree else self.max_blocks

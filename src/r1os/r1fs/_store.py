@@ -447,7 +447,7 @@ class BlockStore:
             if depth == 0 and declared:
                 self.limits.check_root(cid, node)
             if node.children:
-                self.limits.check_depth(root, depth + 1)
+                self.limits.check_depth(root, depth + 1, tree=tree)
             for child, _ in reversed(node.children):
                 if child not in seen:
                     seen.add(child)
