@@ -9,9 +9,9 @@ claimed + claimable.
 
 A node without a chain (`chain_deployment` not set) answers `{"chain": false}` and the page says so.
 Cost bound for anonymous callers: the route takes no input; one refresh at a time (concurrent callers
-wait for it and share its result), at most one per `TTL` seconds, and a failure is answered again for
-`TTL` seconds rather than asked of the chain at once. Amounts are decimal strings of wei (R1 has 18
-decimals; JSON numbers in browsers stop being exact at 2^53).
+wait for it and share its result), at most one per `TTL` seconds and `READ_TIMEOUT` long, and a failure
+is answered again for `TTL` seconds rather than asked of the chain at once. Amounts are decimal strings
+of wei (R1 has 18 decimals; JSON numbers in browsers stop being exact at 2^53).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ log = logging.getLogger("r1os.dashboard")
 
 MAX_NODES = 64
 TTL = 5.0
-CHAIN_TIMEOUT = 10.0
+CHAIN_TIMEOUT = 10.0  # each call (sequential: one worker thread at a time)
+READ_TIMEOUT = 30.0  # a whole read
 
 
 class ChainUnreachable(DashboardError):
@@ -91,7 +92,12 @@ class LicenceReader:
                 return self._answer
             self.refreshes += 1
             try:
-                self._answer, self._failure = await self._read(), None
+                async with asyncio.timeout(READ_TIMEOUT):
+                    self._answer, self._failure = await self._read(), None
+            except TimeoutError:
+                exc = ChainUnreachable(f"the chain did not answer within {READ_TIMEOUT:g} s")
+                log.info("dashboard: licences: %s", exc)
+                self._answer, self._failure = None, exc
             except ChainUnreachable as exc:
                 log.info("dashboard: licences: %s", exc)
                 self._answer, self._failure = None, exc
