@@ -8,10 +8,13 @@ import hashlib
 
 import pytest
 
+import r1os.r1fs._gateway as gateway_module
 from r1os.identity import NodeKey
 from r1os.r1fs import CHUNK_SIZE, import_bytes
 from r1os.r1fs._car import encode_header, encode_section, read_car
 from r1os.r1fs._dag import DAG_PB, Cid, _field_bytes, _field_varint, read_file_node
+from r1os.r1fs._errors import DagRefused
+from r1os.r1fs._unixfs_dir import DirEntry, build_dir
 from tests.r1fs._content import mod251
 from tests.r1fs.conftest import Served
 
@@ -199,9 +202,9 @@ async def test_paths_index_html_and_listings(served: Served) -> None:
     assert r.status_code == 404 and r.json()["cause"] == "not_found"
     r = await served.client.get(f"/ipfs/{top}/a.txt/deeper")
     assert r.status_code == 404
-    for bad in ("site//big.bin", "site/%2E%2E/a.txt", "site/%2E/big.bin", "x/" * 70):
+    for bad in ("site//big.bin", "site/%2E%2E/a.txt", "site/%2E/big.bin", "x/" * 70, "y" * 5000):
         r = await served.client.get(f"/ipfs/{top}/{bad}")
-        assert r.status_code == 400 and r.json()["cause"] == "bad_request", bad
+        assert r.status_code == 400 and r.json()["cause"] == "bad_path", bad
     # a CAR of a path: the folders on the way, then the entity; its header names the entity
     r = await served.client.get(f"/ipfs/{top}/site/big.bin?format=car")
     roots, got = read_car(r.content)
@@ -265,3 +268,43 @@ async def test_import_refuses_bad_cars_and_pins_nothing(
     key = NodeKey.generate()
     signed = await served.call(key, "POST", "/v1/r1fs/import?replicas=1", content=good, streamed=True)
     assert signed.status_code == 200, signed.text
+
+
+async def test_hamt_sharded_folders(served: Served) -> None:
+    # 600 entries in a HAMT (built as kubo shards a big folder): two levels of shards, 256 slots each
+    files = {f"file-{i:04d}.txt": store_bytes(served, f"content {i}\n".encode())[0] for i in range(600)}
+    blocks: dict[Cid, bytes] = {}
+
+    def put(cid: Cid, block: bytes) -> None:
+        blocks[cid] = bytes(block)
+        served.svc.store.put(cid, block)
+
+    built = build_dir([DirEntry(n, c, 12) for n, c in files.items()], put, threshold=0)
+    assert built.sharded and built.blocks > 1
+    r = await served.client.get(f"/ipfs/{built.cid}/file-0421.txt")
+    assert r.status_code == 200 and r.content == b"content 421\n"
+    assert (await served.client.get(f"/ipfs/{built.cid}/file-9999.txt")).status_code == 404
+    page = (await served.client.get(f"/ipfs/{built.cid}/")).text
+    assert all(f">{n}<" in page for n in files)
+    # the CAR of a path through the shards: the root shard, the shards on the name's way, the file
+    r = await served.client.get(f"/ipfs/{built.cid}/file-0421.txt?format=car")
+    cids = [b.cid for b in read_car(r.content)[1]]
+    assert cids[0] == built.cid and cids[-1] == files["file-0421.txt"] and set(cids[:-1]) <= set(blocks)
+    # entity: every shard (enough to list the folder), none of the files
+    r = await served.client.get(f"/ipfs/{built.cid}?format=car&dag-scope=entity")
+    assert {b.cid for b in read_car(r.content)[1]} == set(blocks)
+
+
+async def test_a_car_past_the_block_bound_is_cut_short(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # max_upload 4 MiB bounds a walk to the blocks of a 4 MiB file (~80) plus TREE_BLOCKS (a tree's
+    # folders and other files; 0 here): a folder linking one 17-block file 20 times, with dups=y, is
+    # 341 blocks; the status went out before, so the stream is cut (a real client sees a short CAR)
+    monkeypatch.setattr(gateway_module, "TREE_BLOCKS", 0)
+    root, _ = store_bytes(served, bytes(4 * CHUNK_SIZE * 4))
+    many = folder(served, {f"copy{i}": root for i in range(20)})
+    r = await served.client.get(f"/ipfs/{many}?format=car")  # each block once: 3 blocks
+    assert len(read_car(r.content)[1]) == 3
+    with pytest.raises((DagRefused, RuntimeError)):  # RuntimeError: the test transport's report of it
+        await served.client.get(f"/ipfs/{many}?format=car&car-dups=y")

@@ -64,7 +64,7 @@ from r1os.r1fs._errors import (
 )
 from r1os.r1fs._fetcher import LOCAL_ONLY
 from r1os.r1fs._limits import REPLICAS_CEILING, check_space
-from r1os.r1fs._unixfs_dir import read_dir_block
+from r1os.r1fs._unixfs_dir import BadPath, read_dir_block
 
 if TYPE_CHECKING:
     from r1os.node import Caller
@@ -94,6 +94,9 @@ MAX_ACCEPT = 1024
 MAX_ENTITY_BYTES = 48
 #: Deepest a CAR walk goes, folders and file trees together (cause `dag_limit`).
 MAX_WALK_DEPTH = 128
+#: Blocks a CAR may hold besides those of one `max_upload` file (`DagLimits.max_blocks`): folder blocks,
+#: HAMT shards and the other files of a tree (a tree holds at most 100,000 entries, `TreeLimits`).
+TREE_BLOCKS = 200_000
 #: Most entries a folder's HTML listing shows (the rest are counted; `?format=car` has them all).
 MAX_LISTING = 10_000
 
@@ -268,17 +271,18 @@ def wanted(request: Request) -> Want:
 
 
 def split_path(path: str) -> list[str]:
-    """The segments of a path under a CID (an empty last one dropped); refuses `.`, `..` and `//`."""
+    """The segments of a path under a CID (an empty last one dropped, as in a folder's URL); refuses
+    `.`, `..` and empty segments, and paths past the bounds (cause `bad_path`)."""
     if len(path) > MAX_PATH:
-        raise BadRequest(f"path of {len(path)} characters, more than {MAX_PATH}")
+        raise BadPath(f"path of {len(path)} characters, more than {MAX_PATH}")
     if not path:
         return []
     segments = path[:-1].split("/") if path.endswith("/") else path.split("/")
     if len(segments) > MAX_SEGMENTS:
-        raise BadRequest(f"path of {len(segments)} segments, more than {MAX_SEGMENTS}")
+        raise BadPath(f"path of {len(segments)} segments, more than {MAX_SEGMENTS}")
     for s in segments:
         if s in ("", ".", ".."):
-            raise BadRequest(f"path {path[:200]!r} has an empty, '.' or '..' segment")
+            raise BadPath(f"path {path[:200]!r} has an empty, '.' or '..' segment")
     return segments
 
 
@@ -421,7 +425,8 @@ async def car_blocks(
 ) -> AsyncIterator[tuple[Cid, bytes]]:
     """The blocks of a CAR answer in depth-first order: those read to resolve the path, then the entity
     at its end as `want.scope` says (`span`: the file bytes `entity-bytes` asked for, or None). Each
-    distinct block once unless `want.dups`; at most `limits.max_blocks` blocks, `MAX_WALK_DEPTH` deep."""
+    distinct block once unless `want.dups`; at most `limits.max_blocks + TREE_BLOCKS` blocks (cause
+    `dag_limit`), `MAX_WALK_DEPTH` deep."""
     seen: set[Cid] = set()
     emitted = 0
 
@@ -432,8 +437,8 @@ async def car_blocks(
                 return False
             seen.add(cid)
         emitted += 1
-        if emitted > limits.max_blocks:
-            raise DagRefused(f"a CAR of more than {limits.max_blocks} blocks")
+        if emitted > limits.max_blocks + TREE_BLOCKS:
+            raise DagRefused(f"a CAR of more than {limits.max_blocks + TREE_BLOCKS} blocks")
         return True
 
     for cid, block in resolved.path_blocks:
