@@ -232,7 +232,9 @@ def get(
 
     async def go() -> int:
         async with _client(caller) as client:
-            if output != "-" and file_key is None and await _is_folder(client, cid):
+            if file_key is None and await _is_folder(client, cid):
+                if output == "-":
+                    fail(f"{cid} is a folder: write it to a folder with -o DIR (or list it: r1os fs ls)")
                 dest = Path(output) if output else Path(cid)
                 with _progress(f"getting {cid[-12:]}/", None) as advance:
                     counts = await client.get_tree(cid, dest, progress=advance)
