@@ -135,4 +135,5 @@ def test_verified_fetch_and_ipfs_car_against_a_node(
         assert http.get(f"/ipfs/{roots['big.bin'][0]}").content == big.read_bytes()
         packed_site = roots["site"][0]
         listing = http.get(f"/ipfs/{packed_site}/").text
-        assert http.get(f"/ipfs/{packed_site}/model/config.json").content == files["model/config.json"], listing
+        got = http.get(f"/ipfs/{packed_site}/model/config.json").content
+        assert got == files["model/config.json"], listing
