@@ -7,7 +7,7 @@ import pytest
 
 from . import model
 from .conftest import THRESHOLD, USDC, System, deploy, events
-from .uniswap import Market, Uniswap, deploy_uniswap, seed_pool
+from .uniswap import Market, Uniswap, deploy_uniswap, seed_pool, swap
 
 ZERO = "0x" + "00" * 20
 PRICE = 3 * USDC + 7  # per node per epoch; odd on purpose, to exercise rounding
@@ -336,3 +336,32 @@ def test_set_dex_once_by_the_deployer(s: System, uni: Uniswap) -> None:
     s.escrow.set_dex(uni.router.address, s.r1.address)
     with boa.reverts("escrow: dex already set"):
         s.escrow.set_dex(uni.router.address, s.r1.address)
+
+
+def test_burn_waits_while_the_pool_price_is_off(s: System, uni: Uniswap) -> None:
+    market: Market = seed_pool(s, uni, 2_000_000 * R1, 500_000 * USDC)
+    _, _, node = s.linked_nd()
+    _, job_id = _job(s, nodes=1, epochs=3)
+    s.advance_epochs(1)
+    with boa.reverts("escrow: nothing to burn"):
+        s.escrow.burn_pending()
+    # someone pumps R1 in the attestation's block: the 15% would buy few R1, so it waits
+    swap(s, uni, usdc_in=150_000 * USDC)
+    assert not s.nd.price_check()[2]
+    r1_supply = s.r1.totalSupply()
+    net, burn = model.poai_split(PRICE)
+    assert _attest(s, job_id, 0, [node]) == net
+    (ev,) = events(s.escrow, "BurnDeferred")
+    assert (ev.job_id, ev.epoch, ev.pending) == (job_id, 0, burn)
+    assert s.escrow.pending_burn() == burn and s.r1.totalSupply() == r1_supply
+    assert s.escrow.get_job(job_id).burned == burn  # the job's books are the same either way
+    with boa.reverts("escrow: pool price moved"):
+        s.escrow.burn_pending()
+    # arbitrage brings the price back: anyone may burn what waited (or the next attestation does)
+    swap(s, uni, r1_in=2_000_000 * R1 - market.pool().r1)
+    assert s.nd.price_check()[2]
+    pool, r1_supply = market.pool(), s.r1.totalSupply()
+    s.escrow.burn_pending()
+    after, bought = pool.buy_r1(burn)
+    assert s.r1.totalSupply() == r1_supply - bought and market.pool() == after
+    assert s.escrow.pending_burn() == 0 and s.escrow.total_r1_burned() == bought

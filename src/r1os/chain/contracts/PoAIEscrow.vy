@@ -34,6 +34,10 @@ interface IUniswapV2Factory:
     def getPair(token_a: address, token_b: address) -> address: view
 
 
+interface INDPrice:
+    def price_check() -> (uint256, uint256, bool): view
+
+
 interface IApprove:
     def approve(spender: address, amount: uint256) -> bool: nonpayable
 
@@ -42,6 +46,7 @@ interface IController:
     def genesis_time() -> uint256: view
     def epoch_seconds() -> uint256: view
     def node_owner(node: address) -> address: view
+    def nd_licence() -> address: view
     def verify_attestation(
         escrow: address,
         job_id: uint256,
@@ -77,6 +82,8 @@ router: public(address)
 r1: public(address)
 # R1 bought on the pool with burn shares and burned, in all
 total_r1_burned: public(uint256)
+# burn shares (stablecoin) waiting for the pool's price to be within the ND sale's guard
+pending_burn: public(uint256)
 
 job_count: public(uint256)
 # stablecoin (its units: 6 decimals for USDC) deposited by job owners, creates and top-ups together
@@ -112,6 +119,11 @@ event R1BoughtAndBurned:
     epoch: uint256
     stablecoin_in: uint256
     r1_burned: uint256
+
+event BurnDeferred:
+    job_id: indexed(uint256)
+    epoch: uint256
+    pending: uint256
 
 event DexSet:
     router: address
@@ -271,21 +283,59 @@ def attest(
         assert extcall stablecoin.transfer(operators[i], net)
         log NodePaid(job_id=job_id, node=served[i], operator=operators[i], epoch=epoch, amount=net)
     if burned > 0:
-        router_: address = self.router
-        if router_ != empty(address):
-            r1_: address = self.r1
-            got: DynArray[uint256, 2] = extcall IUniswapV2Router(router_).swapExactTokensForTokens(
-                burned, 0, [stablecoin.address, r1_], self, block.timestamp
-            )
-            extcall IR1(r1_).burn(got[1])
-            self.total_r1_burned += got[1]
-            log R1BoughtAndBurned(job_id=job_id, epoch=epoch, stablecoin_in=burned, r1_burned=got[1])
+        if self.router != empty(address):
+            self.pending_burn += burned
+            if self._pool_price_ok():
+                self._buy_and_burn(job_id, epoch)
+            else:
+                log BurnDeferred(job_id=job_id, epoch=epoch, pending=self.pending_burn)
         elif burn_receiver == empty(address):
             extcall stablecoin.burn(burned)
         else:
             assert extcall stablecoin.transfer(burn_receiver, burned)
     log EpochAttested(job_id=job_id, epoch=epoch, nodes_paid=count, paid=paid, burned=burned)
     return paid
+
+
+@internal
+@view
+def _pool_price_ok() -> bool:
+    """
+    @dev The ND sale's guard: the pool's spot price is within its limit of the time-weighted
+         reference (so a swap in this block did not move the price the burn buys at).
+    """
+    nd: address = staticcall controller.nd_licence()
+    if nd == empty(address):
+        return True
+    spot: uint256 = 0
+    reference: uint256 = 0
+    ok: bool = False
+    spot, reference, ok = staticcall INDPrice(nd).price_check()
+    return ok
+
+
+@internal
+def _buy_and_burn(job_id: uint256, epoch: uint256):
+    amount: uint256 = self.pending_burn
+    self.pending_burn = 0
+    r1_: address = self.r1
+    got: DynArray[uint256, 2] = extcall IUniswapV2Router(self.router).swapExactTokensForTokens(
+        amount, 0, [stablecoin.address, r1_], self, block.timestamp
+    )
+    extcall IR1(r1_).burn(got[1])
+    self.total_r1_burned += got[1]
+    log R1BoughtAndBurned(job_id=job_id, epoch=epoch, stablecoin_in=amount, r1_burned=got[1])
+
+
+@external
+def burn_pending():
+    """
+    @notice Anyone: buy R1 with the burn shares deferred while the pool's price was off its
+            reference, and burn it (what the next attestation would do).
+    """
+    assert self.pending_burn > 0, "escrow: nothing to burn"
+    assert self._pool_price_ok(), "escrow: pool price moved"
+    self._buy_and_burn(0, 0)
 
 
 @external
