@@ -36,6 +36,7 @@ from r1os.r1fs._models import (
     StatsAnswer,
     UnpinAnswer,
 )
+from r1os.r1fs._unixfs_dir import NotADirectory
 from r1os.wire import UNSIGNED_BODY, parse_authorization
 
 if TYPE_CHECKING:
@@ -47,8 +48,43 @@ log = logging.getLogger("r1os.r1fs.api")
 #: 100,000 pins of signed callers, which an anonymous reader must not get in one answer.
 LS_PAGE = 1000
 MAX_LS_PAGE = 10_000
+#: Longest path under a CID that `dir` resolves (cause `invalid_request`): 64 folders of long names.
+MAX_DIR_PATH = 4096
 #: Longest Content-Length taken as a number (20 digits pass any max_upload); longer is a bad request.
 MAX_LENGTH_DIGITS = 20
+
+
+class AddTreeAnswer(BaseModel):
+    """A folder added from a tar upload: its root CID (as `ipfs add -r --cid-version=1`), file bytes,
+    blocks written, files and folders (the root included), whether it is pinned and how many copies."""
+
+    cid: str
+    size: int
+    dag_size: int
+    blocks: int
+    files: int
+    dirs: int
+    pinned: bool
+    replicas: int
+
+
+class DirEntryAnswer(BaseModel):
+    name: str
+    cid: str
+    type: str
+    """file, directory or symlink"""
+    size: int | None
+    """a file's size (from its root block); None for a folder or a symlink"""
+    tsize: int
+    """the link's Tsize: bytes of the entry's whole DAG, as its folder declares"""
+
+
+class DirListing(BaseModel):
+    cid: str
+    """the folder listed (the path's end, when a path was given)"""
+    entries: list[DirEntryAnswer]
+    next: str | None
+    """the `after` of the next page; null at the end"""
 
 
 class PinBody(BaseModel):
@@ -141,6 +177,54 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
         return AddAnswer(
             cid=str(result.cid), size=result.size, blocks=result.blocks, pinned=pin, replicas=replicas
         )
+
+    @router.post("/v1/r1fs/add-tree", responses=ERROR_RESPONSES)
+    async def add_tree(
+        request: Request,
+        pin: bool = True,
+        replicas: Annotated[int, Query(ge=1, le=REPLICAS_CEILING)] = 1,
+    ) -> AddTreeAnswer:
+        """Store a folder sent as a tar stream (`application/x-tar`: regular files and folders; pax
+        and GNU long names) as a UnixFS tree, pinned as the signer (quota); streamed, never held whole.
+        Signed (body=UNSIGNED) or the operator's token."""
+        limit = svc.settings.max_upload
+        with _refusals("add-tree"):
+            _streamed_signature(request)
+            caller = await svc.ctx.auth.require(request, signed_body=False)
+            size = _content_length(request)
+            if size is not None and size > limit:
+                raise TooLarge(f"upload of {size} bytes exceeds the limit of {limit}")
+            try:
+                result = await svc.add_tar(
+                    request.stream(), pin=pin, replicas=replicas, expect_size=size, caller=caller
+                )
+            except ClientDisconnect:
+                raise BadUpload("upload ended early (client disconnected)") from None
+        return AddTreeAnswer(
+            cid=str(result.cid), size=result.size, dag_size=result.dag_size, blocks=result.blocks,
+            files=result.files, dirs=result.dirs, pinned=pin, replicas=replicas,
+        )  # fmt: skip
+
+    @router.get("/v1/r1fs/dir", responses=ERROR_RESPONSES)
+    async def dir_list(
+        cid: Annotated[str, Query(max_length=MAX_CID_LENGTH)],
+        path: Annotated[str, Query(max_length=MAX_DIR_PATH)] = "",
+        after: Annotated[str, Query(max_length=255 * 4)] = "",
+        limit: Annotated[int, Query(ge=1, le=MAX_LS_PAGE)] = LS_PAGE,
+    ) -> DirListing:
+        """A folder's entries by name, a page at a time (`path`: a folder under `cid`), each with its
+        type and a file's size (the entries' root blocks are fetched if need be)."""
+        with _refusals("dir"):
+            target, kind = await svc.resolve_path(cid, path)
+            if kind != "directory":
+                raise NotADirectory(f"{path or cid} is a {kind}, not a folder", hint="r1os fs get it instead")
+            page = await svc.list_folder(target, after=after, limit=limit + 1)
+            out = [
+                DirEntryAnswer(name=e.name, cid=str(e.cid), type=k, size=size, tsize=e.tsize)
+                for e, k, size in await svc.describe(page[:limit])
+            ]
+        more = len(page) > limit
+        return DirListing(cid=str(target), entries=out, next=page[limit - 1].name if more else None)
 
     @router.get("/v1/r1fs/local", responses=ERROR_RESPONSES)
     async def local() -> LocalAnswer:

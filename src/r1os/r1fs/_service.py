@@ -63,6 +63,8 @@ log = logging.getLogger("r1os.r1fs")
 
 #: Provider records a stat lists (cause: none, the rest are left out): anyone with a key may write one.
 MAX_LISTED_PROVIDERS = 64
+#: Entries' root blocks a folder listing reads (or fetches) at once.
+DESCRIBE_PARALLEL = 16
 #: An upload looks at the disk's free space again after this many bytes (statvfs is cheap, not free).
 DISK_CHECK_EVERY = 64 * 1024 * 1024
 
@@ -490,6 +492,19 @@ class R1fsService(Service):
             while start < len(entries) and entries[start].name.encode("utf-8", "surrogatepass") <= key:
                 start += 1
         return entries[start : start + limit]
+
+    async def describe(self, entries: list[DirEntry]) -> list[tuple[DirEntry, Kind, int | None]]:
+        """Each entry with its kind and, for a file, its size, from the entries' root blocks (fetched
+        if need be, DESCRIBE_PARALLEL at once)."""
+        gate = asyncio.Semaphore(DESCRIBE_PARALLEL)
+
+        async def one(e: DirEntry) -> tuple[DirEntry, Kind, int | None]:
+            async with gate:
+                block = await self.fetch_block(e.cid)
+            k = kind_of(e.cid, block)
+            return e, k, (read_file_node(e.cid, block).filesize if k == "file" else None)
+
+        return list(await asyncio.gather(*(one(e) for e in entries)))
 
     async def walk(self, cid: Cid) -> AsyncIterator[TreeItem]:
         """Every entry of the tree under `cid` (see `walk_tree`), fetching folder blocks as needed."""
