@@ -2,7 +2,9 @@
 
 `Transport` is the seam; `MqttTransport` the implementation for any MQTT 3.1.1 broker;
 `EmbeddedBroker` runs amqtt inside the process; `MosquittoBroker` runs a real mosquitto;
-`MemoryTransport` carries messages inside one process (tests; no broker).
+`MemoryTransport` carries messages inside one process (tests; no broker); `BridgeSpec` and
+`mosquitto_config` configure bridged mosquitto brokers; `MqttGate` checks each client's CONNECT in
+front of an external broker.
 Topic names come from `r1os.transport.topics`.
 """
 
@@ -15,8 +17,15 @@ from r1os.transport.base import (
     Transport,
     TransportStats,
 )
+from r1os.transport.gate import MqttGate
 from r1os.transport.memory import MemoryHub, MemoryTransport
-from r1os.transport.mosquitto import MosquittoBroker, find_mosquitto
+from r1os.transport.mosquitto import (
+    BridgeSpec,
+    MosquittoBroker,
+    find_mosquitto,
+    mosquitto_config,
+    write_password_file,
+)
 from r1os.transport.mqtt import MqttTransport, parse_broker_url
 from r1os.transport.topics import (
     HEARTBEAT_CHANNEL,
@@ -46,11 +55,13 @@ __all__ = [
     "DEFAULT_QUEUE_LIMIT",
     "HEARTBEAT_CHANNEL",
     "Authorize",
+    "BridgeSpec",
     "EmbeddedBroker",
     "Handler",
     "MemoryHub",
     "MemoryTransport",
     "MosquittoBroker",
+    "MqttGate",
     "MqttTransport",
     "Subscription",
     "TopicError",
@@ -60,7 +71,9 @@ __all__ = [
     "find_mosquitto",
     "heartbeat_topic",
     "inbox_topic",
+    "mosquitto_config",
     "parse_broker_url",
     "parse_topic",
     "topic_matches",
+    "write_password_file",
 ]

@@ -13,8 +13,11 @@ import os
 import pwd
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -61,6 +64,97 @@ async def wait_for_port(host: str, port: int, timeout: float) -> None:  # noqa: 
         return
 
 
+@dataclass(frozen=True)
+class BridgeSpec:
+    """One mosquitto bridge: this broker connects to `address` (host:port) as a client with the
+    credentials and forwards `topic` both ways at `qos` (mosquitto's `topic r1/# both 1`)."""
+
+    name: str
+    address: str
+    username: str
+    password: str
+    topic: str = "r1/#"
+    qos: int = 1
+
+    def config_lines(self) -> list[str]:
+        for text in (self.name, self.address, self.username, self.password, self.topic):
+            if not text or any(c.isspace() for c in text):
+                raise TransportError(f"bridge setting {text!r} is empty or has spaces")
+        return [
+            f"connection {self.name}",
+            f"address {self.address}",
+            f"topic {self.topic} both {self.qos}",
+            f"remote_username {self.username}",
+            f"remote_password {self.password}",
+            f"remote_clientid {self.name}",
+            "cleansession true",
+            # tells the remote broker this client is a bridge, so it does not send our own
+            # messages back to us (no loops)
+            "try_private true",
+            "bridge_protocol_version mqttv311",
+            "start_type automatic",
+            "restart_timeout 1 10",
+            "keepalive_interval 15",
+            "notifications false",
+        ]
+
+
+def write_password_file(path: Path, users: Mapping[str, str]) -> None:
+    """A mosquitto password file (hashed by `mosquitto_passwd`) for `users` (name -> password)."""
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    path.unlink(missing_ok=True)
+    for i, (user, password) in enumerate(users.items()):
+        args = [tool, *(["-c"] if i == 0 else []), "-b", str(path), user, password]
+        try:
+            subprocess.run(args, check=True, capture_output=True, timeout=10)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise TransportError(
+                f"mosquitto_passwd failed: {exc}", hint="install it: apt-get install mosquitto"
+            ) from None
+    path.chmod(0o600)
+
+
+def mosquitto_config(
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    log_path: Path,
+    bridge_port: int | None = None,
+    password_file: Path | None = None,
+    bridges: Sequence[BridgeSpec] = (),
+    sys_interval: int | None = None,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+) -> str:
+    """The text of a mosquitto.conf: an anonymous client listener on host:port (put a gate in front
+    of it, or keep it on 127.0.0.1, where clients must be checked), optionally a bridge listener
+    that needs a user of `password_file`, and bridges to other brokers."""
+    lines = [
+        "per_listener_settings true",
+        # Started as root, mosquitto would switch to the `mosquitto` user and could
+        # then read neither this folder nor our key files: stay who we are.
+        f"user {pwd.getpwuid(os.getuid()).pw_name}",
+        "persistence false",
+        f"log_dest file {log_path}",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+        "max_queued_messages 100000",
+        "set_tcp_nodelay true",  # without it Nagle adds ~20 ms to small messages
+        *([f"sys_interval {sys_interval}"] if sys_interval else []),
+        f"listener {port} {host}",
+        "allow_anonymous true",
+        *([f"certfile {certfile}", f"keyfile {keyfile}"] if certfile and keyfile else []),
+    ]
+    if bridge_port is not None:
+        if password_file is None:
+            raise TransportError("a bridge listener needs a password file")
+        lines += [f"listener {bridge_port} {host}", "allow_anonymous false", f"password_file {password_file}"]
+    for bridge in bridges:
+        lines += bridge.config_lines()
+    return "\n".join([*lines, ""])
+
+
 class MosquittoBroker(StartStop):
     """A mosquitto child process on 127.0.0.1 with anonymous access and no persistence.
 
@@ -76,6 +170,10 @@ class MosquittoBroker(StartStop):
         start_timeout: float = 10.0,
         certfile: str | Path | None = None,
         keyfile: str | Path | None = None,
+        bridge_port: int | None = None,
+        bridge_users: Mapping[str, str] | None = None,
+        bridges: Sequence[BridgeSpec] = (),
+        sys_interval: int | None = None,
     ) -> None:
         found = find_mosquitto(binary)
         if found is None:
@@ -91,6 +189,12 @@ class MosquittoBroker(StartStop):
             raise TransportError("TLS needs both certfile and keyfile")
         self.certfile = Path(certfile) if certfile else None
         self.keyfile = Path(keyfile) if keyfile else None
+        self.bridge_port = bridge_port
+        self.bridge_users = dict(bridge_users or {})
+        if (bridge_port is None) != (not self.bridge_users):
+            raise TransportError("a bridge listener needs bridge_port and bridge_users together")
+        self.bridges = list(bridges)
+        self.sys_interval = sys_interval
         self._dir = tempfile.TemporaryDirectory(prefix="r1os-mosquitto-")
         self._proc: asyncio.subprocess.Process | None = None
 
@@ -108,24 +212,21 @@ class MosquittoBroker(StartStop):
 
     def _write_config(self) -> Path:
         conf = Path(self._dir.name) / "mosquitto.conf"
+        passwords = None
+        if self.bridge_users:
+            passwords = Path(self._dir.name) / "passwd"
+            write_password_file(passwords, self.bridge_users)
         conf.write_text(
-            "\n".join(
-                [
-                    f"listener {self.port} {self.host}",
-                    # Started as root, mosquitto would switch to the `mosquitto` user and could
-                    # then read neither this folder nor our key files: stay who we are.
-                    f"user {pwd.getpwuid(os.getuid()).pw_name}",
-                    "allow_anonymous true",
-                    "persistence false",
-                    f"log_dest file {self.log_path}",
-                    "log_type error",
-                    "log_type warning",
-                    "log_type notice",
-                    "max_queued_messages 100000",
-                    "set_tcp_nodelay true",  # without it Nagle adds ~20 ms to small messages
-                    *([f"certfile {self.certfile}", f"keyfile {self.keyfile}"] if self.certfile else []),
-                    "",
-                ]
+            mosquitto_config(
+                port=self.port,
+                host=self.host,
+                log_path=self.log_path,
+                bridge_port=self.bridge_port,
+                password_file=passwords,
+                bridges=self.bridges,
+                sys_interval=self.sys_interval,
+                certfile=self.certfile,
+                keyfile=self.keyfile,
             )
         )
         return conf
