@@ -308,3 +308,22 @@ async def test_a_car_past_the_block_bound_is_cut_short(
     assert len(read_car(r.content)[1]) == 3
     with pytest.raises((DagRefused, RuntimeError)):  # RuntimeError: the test transport's report of it
         await served.client.get(f"/ipfs/{many}?format=car&car-dups=y")
+
+
+async def test_import_a_folder_car_pins_the_whole_tree(served: Served) -> None:
+    blocks: dict[Cid, bytes] = {}
+
+    def put(cid: Cid, block: bytes) -> None:
+        blocks[cid] = bytes(block)
+
+    a = import_bytes(b"alpha\n", put).cid
+    big = import_bytes(DATA, put).cid
+    sub = build_dir([DirEntry("big.bin", big, len(DATA) + 200)], put)
+    top = build_dir([DirEntry("a.txt", a, 6), DirEntry("sub", sub.cid, sub.tsize)], put)
+    r = await served.client.post("/v1/r1fs/import", content=car_of(top.cid, blocks))
+    assert r.status_code == 200 and r.json()["roots"] == [str(top.cid)], r.text
+    assert served.svc.pins[str(top.cid)]["size"] == sum(len(b) for b in blocks.values())
+    gc = await served.client.post("/v1/r1fs/gc")
+    assert gc.json()["removed"] == 0 and gc.json()["kept"] == len(blocks)
+    r = await served.client.get(f"/ipfs/{top.cid}/sub/big.bin")
+    assert r.content == DATA

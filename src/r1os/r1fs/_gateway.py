@@ -796,46 +796,20 @@ class CarImport:
     sizes: dict[Cid, int]
 
 
-def _tree_missing(svc: R1fsService, root: Cid, hold: Hold) -> tuple[list[Cid], int, bool]:
-    """Walk the DAG under `root` in the store: (missing blocks, the root's size, whether it is a file).
-    A file's size is its bytes; another DAG's, the bytes of its distinct blocks. Bounded by the node's
-    DagLimits (distinct blocks, depth)."""
-    store, limits = svc.store, svc.dag
-    missing: list[Cid] = []
-    seen = {root}
-    stack = [(root, 0)]
-    total = 0
-    is_file = False
-    size = 0
-    while stack:
-        cid, depth = stack.pop()
-        if not hold.keep(cid):
-            missing.append(cid)
-            continue
-        block = store.get(cid)
-        total += len(block)
-        if cid.codec == RAW:
-            if cid == root:
-                is_file, size = True, len(block)
-            continue
-        node = classify(cid, block)
-        if cid == root and node.kind == "file":
-            fnode = read_file_node(cid, block)
-            limits.check_root(cid, fnode)
-            is_file, size = True, fnode.filesize
-        if depth > MAX_WALK_DEPTH:
-            raise DagRefused(f"the DAG under {root} is deeper than {MAX_WALK_DEPTH} levels")
-        children = (
-            [c for c, _ in read_file_node(cid, block).children]
-            if node.kind == "file"
-            else [c for c, _n, _t in node.links]
-        )
-        for child in children:
-            if child not in seen:
-                seen.add(child)
-                stack.append((child, depth + 1))
-        limits.check_blocks(root, len(seen))
-    return missing, size if is_file else total, is_file
+def _root_state(svc: R1fsService, root: Cid, hold: Hold) -> tuple[list[Cid], int]:
+    """The blocks of the DAG under `root` not in the store (the store's own walk: what a pin, GC and
+    replication will follow, within the node's bounds; each block held), and the root's size: a file's
+    bytes, or for a folder its DAG's distinct block bytes (what a pin of it counts against a quota)."""
+    store = svc.store
+    missing = store.missing(root, verify=False, hold=hold)
+    if missing:
+        return missing, 0
+    kind = classify(root, store.get(root)).kind
+    if kind == "raw":
+        return [], store.size_of(root) or 0
+    if kind == "file":
+        return [], read_file_node(root, store.get(root)).filesize
+    return [], sum(store.size_of(c) or 0 for c in store.dag_blocks(root))
 
 
 async def import_car(
@@ -882,16 +856,11 @@ async def import_car(
                 raise BadCar("the CAR names no root: nothing to pin")
             sizes: dict[Cid, int] = {}
             for root in roots:
-                missing, size, is_file = await asyncio.to_thread(_tree_missing, svc, root, hold)
+                missing, size = await asyncio.to_thread(_root_state, svc, root, hold)
                 if missing:
                     raise BadCar(
                         f"the CAR lacks {len(missing)} block(s) of its root {root} (first: {missing[0]})",
                         hint="export the whole DAG (dag-scope=all)",
-                    )
-                if pin and not is_file and not _store_walks_trees(svc, root):
-                    raise BadCar(
-                        f"root {root} is not a file; this node pins files only",
-                        hint="import a CAR of a file (ipfs-car pack --no-wrap FILE)",
                     )
                 sizes[root] = size
             book.stream_done(address, counted * factor)
@@ -912,16 +881,6 @@ async def import_car(
         "r1fs: imported a CAR of %d blocks, roots %s (pin=%s)", reader.blocks, [str(r) for r in roots], pin
     )
     return CarImport(roots, reader.blocks, reader.offset, sizes)
-
-
-def _store_walks_trees(svc: R1fsService, root: Cid) -> bool:
-    """Whether the store's own walks (GC, completeness) read the DAG under `root`: a pin is only safe
-    where GC can follow it."""
-    try:
-        svc.store.missing(root, verify=False)
-    except CorruptBlock:
-        return False
-    return True
 
 
 # -- routes --------------------------------------------------------------------------------------------
