@@ -13,7 +13,6 @@ header within 64 KiB, and the tree within `TreeLimits`.
 from __future__ import annotations
 
 import os
-import tarfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -174,6 +173,31 @@ async def import_tar(
     return tree.finish()
 
 
+def _header(name: str, size: int, kind: bytes, mode: int) -> bytes:
+    """One ustar header (a pax `path` record before it when the name does not fit in 100 bytes)."""
+    raw = name.encode("utf-8", "surrogateescape")
+    out = b""
+    if len(raw) > 100:
+        record = b" path=" + raw + b"\n"
+        n = len(record)
+        n += len(str(n + len(str(n))))  # the length field counts its own digits
+        body = str(n).encode() + record
+        out = _header("PaxHeader", len(body), b"x", 0o644) + body + bytes(_pad(len(body)))
+        raw = raw[:100]
+    h = bytearray(BLOCK)
+    h[0 : len(raw)] = raw
+    h[100:108] = b"%07o\0" % mode
+    h[108:116] = b"0000000\0"
+    h[116:124] = b"0000000\0"
+    h[124:136] = b"%011o\0" % size
+    h[136:148] = b"00000000000\0"
+    h[148:156] = b" " * 8
+    h[156:157] = kind
+    h[257:265] = b"ustar\x0000"
+    h[148:156] = b"%06o\0 " % sum(h)
+    return out + bytes(h)
+
+
 def tar_folder(
     folder: Path, *, hidden: bool = False, progress: Callable[[int], None] | None = None
 ) -> Iterator[bytes]:
@@ -190,20 +214,14 @@ def tar_folder(
         for d in dirnames:
             if (here / d).is_symlink():
                 raise BadPath(f"{here / d} is a symbolic link: R1FS stores files and folders only")
-            info = tarfile.TarInfo(d if rel == "." else f"{rel}/{d}")
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o755
-            yield info.tobuf(format=tarfile.PAX_FORMAT)
+            yield _header(d if rel == "." else f"{rel}/{d}", 0, b"5", 0o755)
         for f in sorted(filenames):
             p = here / f
             if p.is_symlink() or not p.is_file():
                 raise BadPath(f"{p} is not a regular file (a symbolic link, a device, a pipe?)")
             with open(p, "rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
-                info = tarfile.TarInfo(f if rel == "." else f"{rel}/{f}")
-                info.size = size
-                info.mode = 0o644
-                yield info.tobuf(format=tarfile.PAX_FORMAT)
+                yield _header(f if rel == "." else f"{rel}/{f}", size, b"0", 0o644)
                 sent = 0
                 while sent < size and (piece := fh.read(min(PIECE, size - sent))):
                     sent += len(piece)

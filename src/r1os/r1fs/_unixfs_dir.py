@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from r1os.r1fs._dag import (
+    CHUNK_SIZE,
     DAG_PB,
     MAX_TREE_ENTRIES,
     RAW,
@@ -766,7 +767,9 @@ def import_tree(
             p = here / f
             if p.is_symlink() or not p.is_file():
                 raise BadPath(f"{p} is not a regular file (a symbolic link, a device, a pipe?)")
-            result = import_file(p, put, workers=workers)
+            # a file of a chunk or two is hashed here: a pool per small file costs more than it saves
+            small = p.stat().st_size <= 2 * CHUNK_SIZE
+            result = import_file(p, put, workers=0 if small else workers)
             tree.add_file(f"{rel}/{f}" if rel else f, result)
             if progress is not None:
                 progress(result.size)
