@@ -197,7 +197,10 @@ class DirEntry:
 
 def check_name(name: str, where: object = "") -> None:
     """Refuse a name that is not one plain path component (`BadDirectory`)."""
-    raw = name.encode("utf-8", "surrogatepass")
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError:  # a file system name that is not UTF-8 (os.fsdecode's surrogates)
+        raise BadDirectory(f"folder {where} has an entry named {name[:80]!r}, which is not UTF-8") from None
     if not raw or name in (".", "..") or "/" in name or "\x00" in name or len(raw) > MAX_NAME:
         raise BadDirectory(f"folder {where} has an entry named {name[:80]!r}, which no folder may hold")
 
