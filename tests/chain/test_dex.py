@@ -188,6 +188,9 @@ def test_chain_deploy_cli_with_a_pool_and_with_an_existing_router(dex: Dex, tmp_
     assert r.exit_code == 0, r.output
     dep = Deployment.load(seeded)
     assert set(dep.contracts) >= {"UniswapV2Factory", "WETH9", "UniswapV2Router02", "R1USDCPair"}
+    assert (
+        dep.has_dex and not dex.deployment.model_copy(update={"contracts": {"R1": "0x" + "00" * 20}}).has_dex
+    )
     c = ChainClient(dep, provider=RpcProvider(dex.anvil.rpc_url, devnet=True))
     assert asyncio.run(c.pool_reserves()) == (1000 * R1, 2000 * USDC)
     assert asyncio.run(c.nd_price()) == 250 * R1  # $500 at $2

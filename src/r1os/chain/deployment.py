@@ -16,7 +16,10 @@ class Deployment(BaseModel):
 
     rpc: str
     chain_id: int
-    contracts: dict[str, str] = Field(description="contract name -> EIP-55 address")
+    contracts: dict[str, str] = Field(
+        description="contract name -> EIP-55 address: R1, Controller, NDLicence, MNDLicence, USDC,"
+        " PoAIEscrow; with a DEX also UniswapV2Factory, WETH9, UniswapV2Router02, R1USDCPair (the pair)"
+    )
     genesis_time: int = Field(description="unix time at which epoch 0 starts")
     epoch_seconds: int
     deployer: str
@@ -30,6 +33,11 @@ class Deployment(BaseModel):
                 f"the deployment has no {name} contract",
                 hint=f"it has: {', '.join(sorted(self.contracts))}",
             ) from None
+
+    @property
+    def has_dex(self) -> bool:
+        """True if the deployment records a Uniswap V2 router and the R1/USDC pair."""
+        return "UniswapV2Router02" in self.contracts and "R1USDCPair" in self.contracts
 
     def epoch_at(self, unix_time: float) -> int:
         """Epoch number at a wall-clock time (what the Controller computes from block time)."""
