@@ -68,6 +68,9 @@ def up(
     ),
     timeout: float = typer.Option(90.0, "--timeout", help="Seconds to wait for the network to form."),
     foreground: bool = typer.Option(False, "--foreground", help="Stay attached; Ctrl-C stops the devnet."),
+    brokers: int = typer.Option(
+        1, "--brokers", help="Start this many mosquitto brokers, bridged, with the nodes spread over them."
+    ),
 ) -> None:
     """Start a devnet and return once every node sees every other node."""
     devnet = _devnet(dir)
@@ -80,6 +83,7 @@ def up(
             chain=chain,
             epoch_seconds=epoch_seconds,
             timeout=timeout,
+            brokers=brokers,
             progress=_progress,
         )
     except BaseException:

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from r1os.devnet._state import DevnetNode, DevnetState, load_state, pid_alive, save_state
+from r1os.devnet._state import DevnetBroker, DevnetNode, DevnetState, load_state, pid_alive, save_state
 from r1os.errors import DevnetError
 from r1os.identity import NodeKey, load_or_create
 from r1os.node import read_node_state
@@ -32,6 +32,7 @@ log = logging.getLogger("r1os.devnet")
 
 PASSWORD_FILE = "password"
 ORACLE_URLS_FILE = "oracle-urls"  # read by the dAuth broker: oracles bind free ports, known once started
+BRIDGE_USER = "r1os-bridge"
 Progress = Callable[[str], None]
 
 
@@ -145,15 +146,25 @@ class Devnet:
         chain: bool = True,
         epoch_seconds: int = 60,
         timeout: float = 60.0,
+        brokers: int = 1,
         progress: Progress = lambda _msg: None,
     ) -> DevnetState:
-        """Start everything and wait until every node sees every other one."""
+        """Start everything and wait until every node sees every other one.
+
+        `brokers` > 1 starts that many mosquitto brokers bridged to the first (mosquitto's own
+        bridge configuration), each behind a dAuth gate when there is a chain, and spreads the
+        nodes over them in turn."""
         if nodes < 1 or not 0 <= oracles <= nodes:
             raise DevnetError(f"need nodes >= 1 and 0 <= oracles <= nodes (got {nodes}, {oracles})")
+        if not 1 <= brokers <= 16 or (brokers > 1 and broker is not None):
+            raise DevnetError(
+                f"--brokers must be 1..16 (got {brokers}) and cannot be combined with --broker",
+                hint="several brokers are started by the devnet itself",
+            )
         self.dir.mkdir(parents=True, exist_ok=True)
         if (self.dir / "devnet.json").exists():
             old = load_state(self.dir)
-            if any(pid_alive(n.pid) for n in old.nodes) or pid_alive(old.broker_pid):
+            if any(pid_alive(n.pid) for n in old.nodes) or any(pid_alive(p) for p in old.pids()):
                 raise DevnetError(
                     f"a devnet is already running in {self.dir}",
                     hint=f"stop it with `r1os devnet down --dir {self.dir}` or use another --dir",
@@ -174,9 +185,18 @@ class Devnet:
             )
             planned.append((node, key))
 
-        # 2. Broker.
+        # 2. Broker(s).
         broker_pid: int | None = None
-        if broker is None:
+        bridged: list[DevnetBroker] = []
+        if chain:
+            (self.dir / ORACLE_URLS_FILE).write_text("")
+        if brokers > 1:
+            oracle_addrs = [n.address for n, _ in planned if n.oracle]
+            bridged = self._start_brokers(brokers, network, oracle_addrs if chain else None, progress)
+            broker = bridged[0].url
+            for j, (node, _) in enumerate(planned):
+                node.broker_url = bridged[j % brokers].url
+        elif broker is None:
             port = free_port()
             progress(f"starting the embedded MQTT broker on port {port}")
             args = [sys.executable, "-m", "r1os.transport.broker", "--port", str(port)]
@@ -186,7 +206,6 @@ class Devnet:
                         "--network", network,
                         "--oracles", ",".join(n.address for n in oracle_nodes),
                         "--oracle-urls", f"@{self.dir / ORACLE_URLS_FILE}"]  # fmt: skip
-                (self.dir / ORACLE_URLS_FILE).write_text("")
             broker_pid = _spawn(args, self.dir / "broker.log")
             broker = f"mqtt://127.0.0.1:{port}"
             _wait_port("127.0.0.1", port, 20, "the broker", broker_pid)
@@ -201,6 +220,7 @@ class Devnet:
             fsync=fsync,
             nodes=[n for n, _ in planned],
             started_at=time.time(),
+            brokers=bridged,
         )
         save_state(state)
 
@@ -231,6 +251,64 @@ class Devnet:
         progress(f"devnet ready in {time.monotonic() - started:.1f} s")
         return state
 
+    def _start_brokers(
+        self, n: int, network: str, oracles: list[str] | None, progress: Progress
+    ) -> list[DevnetBroker]:
+        """`n` mosquitto processes, brokers 2..n bridged to broker 1 (`topic r1/# both 1`, a bridge
+        user in a password file); with `oracles` (a chain devnet) each behind its own dAuth gate."""
+        from r1os.transport import BridgeSpec, find_mosquitto, mosquitto_config, write_password_file
+
+        binary = find_mosquitto()
+        if binary is None:
+            raise DevnetError("--brokers needs mosquitto", hint="install it: apt-get install mosquitto")
+        root = self.dir / "brokers"
+        root.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(18)
+        passwd = root / "passwd"
+        write_password_file(passwd, {BRIDGE_USER: secret})
+        hub_bridge_port = free_port()
+        out: list[DevnetBroker] = []
+        for i in range(n):
+            name = f"broker-{i + 1}"
+            d = root / name
+            d.mkdir(exist_ok=True)
+            port, bridge_port = free_port(), hub_bridge_port if i == 0 else free_port()
+            bridges = (
+                [BridgeSpec(f"r1os-bridge-{i + 1}", f"127.0.0.1:{hub_bridge_port}", BRIDGE_USER, secret)]
+                if i
+                else []
+            )
+            conf = d / "mosquitto.conf"
+            conf.write_text(
+                mosquitto_config(
+                    port=port,
+                    log_path=d / "mosquitto.log",
+                    bridge_port=bridge_port,
+                    password_file=passwd,
+                    bridges=bridges,
+                    sys_interval=1,
+                )  # fmt: skip
+            )
+            conf.chmod(0o600)  # it holds the bridge password
+            progress(
+                f"starting mosquitto {name} on port {port}" + (f", bridged to {out[0].name}" if i else "")
+            )
+            pid = _spawn([binary, "-c", str(conf)], d / "stderr.log")
+            _wait_port("127.0.0.1", port, 20, f"mosquitto {name}", pid)
+            entry = DevnetBroker(name=name, url=f"mqtt://127.0.0.1:{port}", mosquitto_url=f"mqtt://127.0.0.1:{port}",
+                                 bridge_port=bridge_port, pid=pid, dir=str(d))  # fmt: skip
+            out.append(entry)
+            if oracles is not None:
+                gate_port = free_port()
+                args = [sys.executable, "-m", "r1os", "broker", "gate", "--port", str(gate_port),
+                        "--upstream", entry.mosquitto_url, "--network", network,
+                        "--oracles", ",".join(oracles),
+                        "--oracle-urls", f"@{self.dir / ORACLE_URLS_FILE}"]  # fmt: skip
+                entry.gate_pid = _spawn(args, d / "gate.log")
+                _wait_port("127.0.0.1", gate_port, 30, f"the dAuth gate of {name}", entry.gate_pid)
+                entry.url = f"mqtt://127.0.0.1:{gate_port}"
+        return out
+
     def _setup_chain(
         self, planned: list[tuple[DevnetNode, NodeKey]], epoch_seconds: int, progress: Progress
     ) -> dict[str, Any] | None:
@@ -252,7 +330,7 @@ class Devnet:
             "PYTHONUNBUFFERED": "1",
             "R1OS_HOME": str(node.home),
             "R1OS_NETWORK": state.network,
-            "R1OS_BROKER": state.broker_url,
+            "R1OS_BROKER": node.broker_url or state.broker_url,
             "R1OS_HTTP": f"127.0.0.1:{node.http_port}",
             "R1OS_HEARTBEAT_INTERVAL": str(state.heartbeat_interval),
             "R1OS_CSTORE__SYNC_INTERVAL": str(state.sync_interval),
@@ -350,6 +428,7 @@ class Devnet:
                     "status": "stopped",
                     "peers_online": None,
                     "licence": None,
+                    "broker": node.broker_url or state.broker_url,
                 }
                 if pid_alive(node.pid):
                     entry["status"] = "unreachable"
@@ -377,6 +456,9 @@ class Devnet:
             "network": state.network,
             "broker": {"url": state.broker_url, "pid": state.broker_pid,
                        "running": state.broker_pid is None or pid_alive(state.broker_pid)},
+            "brokers": [{"name": b.name, "url": b.url, "bridge_port": b.bridge_port,
+                         "running": pid_alive(b.pid) and (b.gate_pid is None or pid_alive(b.gate_pid))}
+                        for b in state.brokers],
             "heartbeat_interval": state.heartbeat_interval,
             "nodes": list(nodes),
             "chain": chain,
@@ -422,6 +504,8 @@ class Devnet:
         home = self.dir / "nodes" / name
         key, _ = load_or_create(home / "keys" / "node.json", _password(self.dir), strength="light")
         node = DevnetNode(name=name, address=key.address, home=str(home), http_port=0, url="")
+        if state.brokers:  # spread like the others
+            node.broker_url = state.brokers[len(state.nodes) % len(state.brokers)].url
         if licence and state.chain is not None:
             from r1os.chain.devnet import setup_devnet_chain
 
@@ -450,10 +534,12 @@ class Devnet:
                 stop_devnet_chain(self.dir)
             except ImportError:
                 pass
-        if state.broker_pid:
-            progress("stopping the broker")
-            _terminate([state.broker_pid])
+        if state.pids():
+            progress("stopping the broker" + ("s" if state.brokers else ""))
+            _terminate(state.pids())
         for n in state.nodes:
             n.pid = None
         state.broker_pid = None
+        for b in state.brokers:
+            b.pid = b.gate_pid = None
         save_state(state)

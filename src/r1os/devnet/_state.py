@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from r1os.errors import DevnetError
 
@@ -22,10 +22,23 @@ class DevnetNode(BaseModel):
     url: str
     oracle: bool = False
     pid: int | None = None
+    broker_url: str | None = None  # its broker when the devnet runs several (else the devnet's one)
 
     @property
     def log_path(self) -> Path:
         return Path(self.home) / "node.log"
+
+
+class DevnetBroker(BaseModel):
+    """One of several bridged mosquitto brokers (`devnet up --brokers N`)."""
+
+    name: str
+    url: str = Field(description="where nodes connect: the dAuth gate, or mosquitto without a chain")
+    mosquitto_url: str = Field(description="mosquitto's own client listener (127.0.0.1)")
+    bridge_port: int = Field(description="mosquitto's listener for bridges (password file)")
+    pid: int | None = None
+    gate_pid: int | None = None
+    dir: str = ""
 
 
 class DevnetState(BaseModel):
@@ -39,6 +52,14 @@ class DevnetState(BaseModel):
     nodes: list[DevnetNode]
     chain: dict[str, Any] | None = None
     started_at: float = 0.0
+    brokers: list[DevnetBroker] = Field(default_factory=list)  # empty: one broker (broker_url)
+
+    def pids(self) -> list[int]:
+        """Every process of the devnet's brokers (not the nodes, not the chain)."""
+        out = [self.broker_pid] if self.broker_pid else []
+        for b in self.brokers:
+            out += [p for p in (b.gate_pid, b.pid) if p]
+        return out
 
     def node(self, ref: str) -> DevnetNode:
         """Find a node by name (`node-03`), number (`3`) or address prefix."""
