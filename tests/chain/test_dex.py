@@ -207,3 +207,26 @@ def test_chain_deploy_cli_with_a_pool_and_with_an_existing_router(dex: Dex, tmp_
     assert asyncio.run(c2.nd_price()) == 500 * R1
     r = runner.invoke(app, [*base, "--uniswap", "0x" + "11" * 20, "--out", str(plain)], env=env)
     assert r.exit_code == 1 and "no contract at the Uniswap router address" in r.stderr
+
+
+def test_missing_artifacts_say_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from r1os.chain import dex as dexmod
+
+    monkeypatch.setenv("R1OS_NODE_MODULES", str(tmp_path))
+    assert not dexmod.available()
+    with pytest.raises(
+        ChainError, match="@uniswap/v2-periphery/build/UniswapV2Router02.json is not installed"
+    ) as e:
+        dexmod.artifact_path("UniswapV2Router02")
+    assert e.value.hint is not None and "npm install" in e.value.hint
+    with pytest.raises(ChainError, match="no Uniswap artifact named"):
+        dexmod.artifact_path("UniswapV3Pool")
+    broken = tmp_path / "@uniswap" / "v2-core" / "build"
+    broken.mkdir(parents=True)
+    (broken / "UniswapV2Factory.json").write_text("{not json")
+    dexmod.artifact.cache_clear()
+    try:
+        with pytest.raises(ChainError, match="cannot read the Uniswap artifact"):
+            dexmod.artifact("UniswapV2Factory")
+    finally:
+        dexmod.artifact.cache_clear()
