@@ -145,6 +145,13 @@ async def test_formats_and_variants_not_made_here(served: Served) -> None:
     assert r.status_code == 406 and r.json()["cause"] == "not_acceptable"
     r = await served.client.get(f"/ipfs/{root}", params={"format": "car", "car-order": "weird"})
     assert r.status_code == 406
+    # hostile headers and parameters: an endless Accept is not parsed (the file), a long range refused
+    r = await served.client.get(f"/ipfs/{root}", headers={"Accept": f"{CAR}, " + "x/y, " * 500})
+    assert r.status_code == 200 and r.content == DATA
+    r = await served.client.get(f"/ipfs/{root}", params={"format": "car", "entity-bytes": "1" * 60 + ":*"})
+    assert r.status_code == 400 and r.json()["cause"] == "bad_request"
+    r = await served.client.get(f"/ipfs/{root}", headers={"Accept": f"{CAR}; q=oops, text/html"})
+    assert r.status_code == 200 and r.content == DATA  # a q that is not a number: not accepted
     # a browser's Accept gets the file itself
     r = await served.client.get(f"/ipfs/{root}", headers={"Accept": "text/html,*/*;q=0.8"})
     assert r.status_code == 200 and r.content == DATA
