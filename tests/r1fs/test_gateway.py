@@ -94,7 +94,8 @@ async def test_car_of_a_file_in_dfs_order_each_block_once(served: Served) -> Non
     assert roots == [root] and [b.cid for b in got] == dfs(root, blocks)
     # Accept alone, with the params the spec lists; HEAD has the headers and no body
     r2 = await served.client.get(f"/ipfs/{root}", headers={"Accept": f"{CAR}; version=1; order=dfs; dups=n"})
-    assert r2.content == r.content
+    assert r2.content == r.content and r2.headers["content-location"] == f"/ipfs/{root}?format=car"
+    assert "content-location" not in r.headers  # asked with format= already
     r3 = await served.client.head(f"/ipfs/{root}?format=car")
     assert r3.status_code == 200 and not r3.content and r3.headers["etag"] == r.headers["etag"]
     r4 = await served.client.get(f"/ipfs/{root}?format=car", headers={"If-None-Match": r.headers["etag"]})

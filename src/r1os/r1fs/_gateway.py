@@ -30,7 +30,7 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
@@ -158,8 +158,9 @@ def refusals(what: str, *, quiet: bool = False) -> Iterator[None]:
     try:
         yield
     except R1osError as exc:
-        if exc.status < 500 and not (quiet and exc.status == 404):
+        if exc.status < 500 and not (quiet and exc.status == 404) and not getattr(exc, "_logged", False):
             log.warning("r1fs %s refused (%d): %s", what, exc.status, exc)
+            exc._logged = True  # type: ignore[attr-defined]  # nested refusals log it once
         raise
     except OSError as exc:
         raise R1fsError(f"{what}: {exc}", cause="io", hint="see the node's log") from exc
@@ -495,6 +496,15 @@ async def car_blocks(
 # -- the answers ------------------------------------------------------------------------------------
 
 
+def content_location(request: Request, want: Want) -> dict[str, str]:
+    """`Content-Location` for a raw or CAR answer chosen by `Accept` alone: the same URL with `format`
+    (Path Gateway spec), so caches that ignore `Vary` keep the kinds apart."""
+    if want.kind not in ("raw", "car") or "format" in request.query_params:
+        return {}
+    query = urlencode([*request.query_params.multi_items(), ("format", want.kind)])
+    return {"Content-Location": f"{request.url.path}?{query}"}
+
+
 def _base_headers(path: str, roots: list[Cid]) -> dict[str, str]:
     return {
         "Cache-Control": IMMUTABLE,
@@ -698,6 +708,7 @@ async def serve_car(
         "Content-Disposition": f'attachment; filename="{resolved.node.cid}.car"',
         "X-Content-Type-Options": "nosniff",
         "Accept-Ranges": "none",
+        **content_location(request, want),
     })  # fmt: skip
     media = f"{CAR_TYPE}; version=1; order=dfs; dups={dups}"
     if request.method == "HEAD":
@@ -729,6 +740,7 @@ async def serve_raw(svc: R1fsService, request: Request, cid: Cid, ipfs_path: str
         "Content-Disposition": f'attachment; filename="{cid}.bin"',
         "X-Content-Type-Options": "nosniff",
         "Content-Length": str(len(block)),
+        **content_location(request, Want("raw")),
     })  # fmt: skip
     return Response(b"" if request.method == "HEAD" else block, headers=headers, media_type=RAW_TYPE)
 
