@@ -85,6 +85,18 @@ async def test_hamt_lookup_list_and_walk(sharded: tuple[MemBlocks, Cid]) -> None
         [i async for i in walk_tree(root, mem.get, limits=TreeLimits(max_entries=100))]
 
 
+async def test_the_reader_takes_the_deepest_tree_the_importer_makes() -> None:
+    mem = MemBlocks()
+    limits = TreeLimits(max_depth=6)
+    deepest = import_entries([("/".join(["d"] * 6), None)], mem.put, limits=limits).cid
+    assert len([i async for i in walk_tree(deepest, mem.get, limits=limits)]) == 7
+    with pytest.raises(DagRefused):
+        import_entries([("/".join(["d"] * 7), None)], limits=limits)
+    deeper = import_entries([("/".join(["d"] * 7), None)], mem.put).cid
+    with pytest.raises(DagRefused):
+        [i async for i in walk_tree(deeper, mem.get, limits=limits)]
+
+
 async def test_walk_bounds_depth() -> None:
     mem = MemBlocks()
     root = import_entries([("/".join(["d"] * 10) + "/f", b"x")], mem.put).cid

@@ -529,7 +529,7 @@ async def walk_tree(
                 async for item in walk(e.cid, sub, depth + 1):
                     yield item
 
-    async for item in walk(root, "", 1):
+    async for item in walk(root, "", 0):
         yield item
 
 
