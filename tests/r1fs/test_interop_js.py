@@ -1,8 +1,9 @@
-"""R1FS with real IPFS clients from npm (installed by `./dev setup` in tests/r1fs/interop/): a devnet
-node is the only gateway of `@helia/verified-fetch`, which fetches a file and a file inside a folder by
-`ipfs://` URL and checks every block against its CID itself; `ipfs-car` unpacks CARs exported by
-`r1os fs export` into identical bytes, and CARs it packed import into r1os (`r1os fs import`) with
-the same root CIDs."""
+"""R1FS with real IPFS clients from npm (installed by `./dev setup` in tests/r1fs/interop/): on a
+two-node devnet, the node that holds none of the content is the only gateway of `@helia/verified-fetch`,
+which fetches a file and files inside a folder by `ipfs://` URL and checks every block against its CID
+itself (the gateway fetches the blocks from the other node); `ipfs-car` unpacks CARs exported by
+`r1os fs export` from that node into identical bytes, and CARs it packed import into r1os
+(`r1os fs import`) with the same root CIDs."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devnet, D
     assert (MODULES / "@helia" / "verified-fetch").is_dir() and (MODULES / "ipfs-car").is_dir(), (
         "the npm clients are missing: ./dev setup installs them (npm ci in tests/r1fs/interop)"
     )
-    with devnet_with(tmp_path_factory, "r1fs-interop", {}, nodes=1) as net:
+    with devnet_with(tmp_path_factory, "r1fs-interop", {}, nodes=2) as net:
         yield net
 
 
@@ -83,7 +84,8 @@ def test_verified_fetch_and_ipfs_car_against_a_node(
     devnet: tuple[Devnet, DevnetState], tmp_path: Path
 ) -> None:
     _, state = devnet
-    url = state.nodes[0].url
+    url = state.nodes[0].url  # where the content is added
+    gateway = state.nodes[1].url  # the clients' gateway: it has nothing, and fetches from node 0
     data = mod251(5 * CHUNK_SIZE // 2)  # three leaves under a dag-pb root
     folder = tmp_path / "site"
     files = make_folder(folder)
@@ -103,7 +105,7 @@ def test_verified_fetch_and_ipfs_car_against_a_node(
     out = tmp_path / "fetched"
     out.mkdir()
     urls = [f"ipfs://{file_cid}", f"ipfs://{tree.cid}/model/weights.bin", f"ipfs://{tree.cid}/docs/a%20b.md"]
-    r = node_js("fetch.mjs", url, out, *urls)
+    r = node_js("fetch.mjs", gateway, out, *urls)
     assert r.returncode == 0, r.stdout + r.stderr
     answers = [json.loads(line) for line in r.stdout.splitlines()]
     assert [a["status"] for a in answers] == [200, 200, 200], answers
@@ -113,11 +115,11 @@ def test_verified_fetch_and_ipfs_car_against_a_node(
 
     # 2. ipfs-car unpacks what `r1os fs export` wrote: the file, and the folder
     exported = tmp_path / "file.car"
-    r1os(url, "fs", "export", file_cid, "-o", exported)
+    r1os(gateway, "fs", "export", file_cid, "-o", exported)
     assert ipfs_car("roots", exported).split() == [file_cid]
     ipfs_car("unpack", exported, "--output", tmp_path / "file.out")
     assert (tmp_path / "file.out").read_bytes() == data
-    r1os(url, "fs", "export", str(tree.cid), "-o", tmp_path / "tree.car")
+    r1os(gateway, "fs", "export", str(tree.cid), "-o", tmp_path / "tree.car")
     ipfs_car("unpack", tmp_path / "tree.car", "--output", tmp_path / "tree.out")
     for name, content in files.items():
         assert (tmp_path / "tree.out" / name).read_bytes() == content, name
