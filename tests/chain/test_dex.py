@@ -230,3 +230,28 @@ def test_missing_artifacts_say_how_to_install(tmp_path: Path, monkeypatch: pytes
             dexmod.artifact("UniswapV2Factory")
     finally:
         dexmod.artifact.cache_clear()
+
+
+async def test_devnet_chain_has_a_dollar_pool_and_sells_deeds_on_it(tmp_path: Path) -> None:
+    from r1os.chain.devnet import (
+        POOL_R1,
+        POOL_USDC,
+        devnet_client,
+        setup_devnet_chain_async,
+        stop_devnet_chain,
+    )
+
+    edges = [NodeKey.generate() for _ in range(2)]
+    try:
+        info = await setup_devnet_chain_async(tmp_path, [k.private_key_hex for k in edges], [])
+        client = devnet_client(tmp_path)
+        assert client.deployment.has_dex and set(info.contracts) >= {"UniswapV2Router02", "R1USDCPair"}
+        assert await client.has_pool()
+        r1, usdc = await client.pool_reserves()
+        # two $500 deeds sold on a $1 pool: R1 went in (liquidity and the company's sale), little USDC moved
+        assert POOL_R1 < r1 < POOL_R1 + 1_000 * R1 and abs(usdc - POOL_USDC) < 1_000 * USDC
+        assert abs(await client.r1_price() - 10**18) < 10**16  # within 1% of $1
+        assert int(await client.call("R1USDCPair", "balanceOf", info.deployer)) > 0
+        assert all(info.licences[k.address].type == "ND" for k in edges)
+    finally:
+        stop_devnet_chain(tmp_path)
