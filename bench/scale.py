@@ -1,0 +1,163 @@
+"""Traffic model benchmark: bytes through the broker, and per node, as the network grows.
+
+Measures (changes nothing) what a devnet of N real node processes sends through one mosquitto:
+
+- per node: the bytes the broker delivers to it and the bytes it sends, counted per client by an
+  `MqttGate` in front of mosquitto (a counting proxy; it admits everyone);
+- at the broker: mosquitto's own `$SYS/broker/bytes/received` and `.../sent` counters (which also
+  count the gate's connections and this script's observer), as a cross-check;
+- by kind: an observer subscribed to `r1/#` sums the payload bytes of heartbeats, other broadcasts
+  and inbox messages (each message once, as published).
+
+Time is shortened by `--speedup` K (default 10): heartbeats every 10/K s instead of the production
+10 s, CSTORE anti-entropy every 5/K s instead of 5 s, so one measured second stands for K
+production seconds, and bytes per production hour = bytes per measured second x 3600 / K.
+No chain (dAuth off), 3 oracles, the rest edge nodes.
+
+Run: `.venv/bin/python bench/scale.py [--nodes 10,20] [--seconds 30] [--speedup 10]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from r1os.devnet import Devnet
+from r1os.transport import MosquittoBroker, MqttGate, MqttTransport
+
+PROD_HB = 10.0
+PROD_SYNC = 5.0
+
+
+@dataclass
+class Result:
+    n: int
+    seconds: float
+    recv_per_node: float  # bytes delivered to a node per measured second (mean)
+    recv_edge: float
+    recv_oracle: float
+    sent_per_node: float
+    sys_received: float  # mosquitto's counters, bytes per measured second
+    sys_sent: float
+    kinds: dict[str, float]  # payload bytes per measured second by kind
+    msgs: dict[str, float]  # messages per measured second by kind
+
+
+class SysCounters:
+    """Latest values of mosquitto's `$SYS` byte counters."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        with contextlib.suppress(ValueError):
+            self.values[topic.rsplit("/", 1)[-1]] = int(payload)
+
+
+class KindCounter:
+    def __init__(self) -> None:
+        self.bytes: dict[str, int] = {}
+        self.count: dict[str, int] = {}
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")
+        kind = "inbox" if parts[2] == "n" else ("heartbeat" if parts[3] == "hb" else f"b/{parts[3]}")
+        self.bytes[kind] = self.bytes.get(kind, 0) + len(payload)
+        self.count[kind] = self.count.get(kind, 0) + 1
+
+
+async def measure(n: int, seconds: float, speedup: float, tmp: Path) -> Result:
+    async with MosquittoBroker(sys_interval=1) as broker:
+        gate = MqttGate(("127.0.0.1", broker.port), lambda *_: True)
+        await gate.start()
+        sys_counters, kinds = SysCounters(), KindCounter()
+        observer = MqttTransport(broker.url, "scale-observer")
+        observer.subscribe("$SYS/broker/bytes/+", sys_counters)
+        observer.subscribe("r1/#", kinds)
+        await observer.start()
+        dn = Devnet(tmp / f"devnet-{n}")
+        try:
+            state = await asyncio.to_thread(
+                dn.up, nodes=n, oracles=min(3, n), broker=gate.url, heartbeat=PROD_HB / speedup,
+                sync_interval=PROD_SYNC / speedup, fsync=False, chain=False, timeout=120,
+            )  # fmt: skip
+            await asyncio.sleep(3 * PROD_HB / speedup)  # past the start-up burst
+            t0 = time.monotonic()
+            before_to, before_from = dict(gate.stats.bytes_to_clients), dict(gate.stats.bytes_from_clients)
+            before_sys = dict(sys_counters.values)
+            before_kb, before_kc = dict(kinds.bytes), dict(kinds.count)
+            await asyncio.sleep(seconds)
+            dt = time.monotonic() - t0
+            after_sys = dict(sys_counters.values)
+            oracles = {x.address.lower() for x in state.nodes if x.oracle}
+            recv = {a.lower(): v - before_to.get(a, 0) for a, v in gate.stats.bytes_to_clients.items()}
+            sent = {a.lower(): v - before_from.get(a, 0) for a, v in gate.stats.bytes_from_clients.items()}
+            nodes = {x.address.lower() for x in state.nodes}
+            recv = {a: v for a, v in recv.items() if a in nodes}
+            sent = {a: v for a, v in sent.items() if a in nodes}
+            edges = [v for a, v in recv.items() if a not in oracles] or [0]
+            orcs = [v for a, v in recv.items() if a in oracles] or [0]
+
+            def rate(key: str) -> float:
+                return (after_sys.get(key, 0) - before_sys.get(key, 0)) / dt
+
+            return Result(
+                n=n, seconds=dt,
+                recv_per_node=sum(recv.values()) / max(1, len(recv)) / dt,
+                recv_edge=sum(edges) / len(edges) / dt, recv_oracle=sum(orcs) / len(orcs) / dt,
+                sent_per_node=sum(sent.values()) / max(1, len(sent)) / dt,
+                sys_received=rate("received"), sys_sent=rate("sent"),
+                kinds={k: (v - before_kb.get(k, 0)) / dt for k, v in kinds.bytes.items()},
+                msgs={k: (v - before_kc.get(k, 0)) / dt for k, v in kinds.count.items()},
+            )  # fmt: skip
+        finally:
+            await asyncio.to_thread(dn.down)
+            await observer.stop()
+            await gate.stop()
+
+
+def mb_per_hour(per_measured_second: float, speedup: float) -> float:
+    return per_measured_second * 3600 / speedup / 1e6
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nodes", default="10,20", help="comma-separated network sizes")
+    ap.add_argument("--seconds", type=float, default=30.0, help="measured seconds per size")
+    ap.add_argument("--speedup", type=float, default=10.0, help="production time / measured time")
+    args = ap.parse_args()
+    sizes = [int(x) for x in args.nodes.split(",")]
+    k = args.speedup
+    results = []
+    with tempfile.TemporaryDirectory(prefix="r1os-scale-") as tmp:
+        for n in sizes:
+            print(f"{n} nodes: heartbeat {PROD_HB / k:g} s, measuring {args.seconds:g} s ...", flush=True)
+            results.append(await measure(n, args.seconds, k, Path(tmp)))
+    print(f"\nper production hour (10 s heartbeats; measured at {k:g}x speed), MB:")
+    print(f"{'N':>4} {'recv/node':>10} {'edge':>8} {'oracle':>8} {'sent/node':>10} {'broker in':>10}"
+          f" {'broker out':>10}  payload by kind (MB/h; msgs/h)")  # fmt: skip
+    for r in results:
+        kinds = ", ".join(
+            f"{kind} {mb_per_hour(v, k):.2f} ({r.msgs.get(kind, 0) * 3600 / k:,.0f})"
+            for kind, v in sorted(r.kinds.items(), key=lambda kv: -kv[1])
+        )
+        cols = (r.recv_per_node, r.recv_edge, r.recv_oracle, r.sent_per_node, r.sys_received, r.sys_sent)
+        widths = (10, 8, 8, 10, 10, 10)
+        row = " ".join(f"{mb_per_hour(v, k):>{w}.2f}" for v, w in zip(cols, widths, strict=True))
+        print(f"{r.n:>4} {row}  {kinds}")
+    if len(results) > 1:
+        a, b = results[0], results[-1]
+        f = b.n / a.n
+        per_node = b.recv_per_node / a.recv_per_node
+        print(f"\nfrom {a.n} to {b.n} nodes ({f:g}x): per node received x{per_node:.2f}"
+              f" (O(N) would be x{f:g}), broker out x{b.sys_sent / a.sys_sent:.2f}"
+              f" (O(N^2) would be x{f * f:g})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
