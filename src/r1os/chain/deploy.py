@@ -141,6 +141,7 @@ async def deploy(
     await chain.transact("R1", "set_minter", nd, True)
     await chain.transact("R1", "set_minter", mnd, True)
     await chain.transact("Controller", "set_licence_contracts", nd, mnd)
+    await chain.transact("MNDLicence", "set_adoption_sources", nd, addresses["PoAIEscrow"])
     for oracle in oracle_addrs:
         await chain.transact("Controller", "add_oracle", oracle)
     if oracle_addrs or min_signatures is not None:

@@ -61,6 +61,9 @@ def _register() -> None:
     from r1os.cli import edil
 
     app.add_typer(edil.app, name="edil", help="Train models over the network, privately (EDIL).")
+    from r1os.cli import economy
+
+    app.add_typer(economy.app, name="economy", help="Simulate the token economy on the real contracts.")
 
 
 _register()
