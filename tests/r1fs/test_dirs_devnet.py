@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,3 +115,25 @@ def test_blocking_sdk_round_trip(devnet: tuple[Devnet, DevnetState], tmp_path: P
         assert [(e["name"], e["size"]) for e in model] == [("weights.bin", 174 * 262144 + 1)]
         counts = fb.get_tree(out["cid"], tmp_path / "copy")
     assert counts["files"] == 2 and files_of(tmp_path / "copy") == files_of(folder)
+
+
+def test_get_writes_links_that_stay_inside_and_skips_the_others(
+    devnet: tuple[Devnet, DevnetState], tmp_path: Path
+) -> None:
+    _, state = devnet
+    folder = tmp_path / "links"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "f.txt").write_text("inside")
+    (folder / "inside").symlink_to("sub/f.txt")
+    (folder / "sub" / "up").symlink_to("../sub/f.txt")
+    (folder / "abs").symlink_to("/etc/passwd")
+    (folder / "sub" / "out").symlink_to("../../escape")
+    added = cli("add", "-r", str(folder), "--node", state.nodes[0].url, "--json")
+    assert added.exit_code == 0, added.output
+    dest = tmp_path / "copy"
+    got = cli("get", json.loads(added.output)["cid"], "-o", str(dest), "--node", state.nodes[1].url)
+    assert got.exit_code == 0, got.output
+    assert "skipped 2 symbolic link(s)" in got.output
+    assert os.readlink(dest / "inside") == "sub/f.txt" and (dest / "inside").read_text() == "inside"
+    assert os.readlink(dest / "sub" / "up") == "../sub/f.txt"
+    assert not (dest / "abs").is_symlink() and not (dest / "sub" / "out").is_symlink()

@@ -35,7 +35,7 @@ def entry(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE) -> tuple
     info = tarfile.TarInfo(name)
     info.type = kind
     info.size = len(data) if kind == tarfile.REGTYPE else 0
-    if kind == tarfile.SYMTYPE:
+    if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
         info.linkname = "/etc/passwd"
     return info, data
 
@@ -82,6 +82,17 @@ def write_bytes(size: int, seed: int) -> bytes:
     return content(size, seed)
 
 
+async def test_symbolic_links_are_stored_as_links_and_listed_with_their_target(served: Served) -> None:
+    body = tar_with(entry("f", b"data"), entry("to-f", b"", tarfile.SYMTYPE))
+    out = (await served.client.post("/v1/r1fs/add-tree", content=body)).json()
+    listing = (await served.client.get("/v1/r1fs/dir", params={"cid": out["cid"]})).json()["entries"]
+    assert [(e["name"], e["type"], e["target"]) for e in listing] == [
+        ("f", "file", None), ("to-f", "symlink", "/etc/passwd"),
+    ]  # fmt: skip
+    r = await served.client.get("/v1/r1fs/dir", params={"cid": out["cid"], "path": "to-f/x"})
+    assert (r.status_code, r.json()["cause"]) == (400, "not_a_directory")  # a link is never followed
+
+
 async def test_dir_route_refusals(served: Served, tmp_path: Path) -> None:
     folder = write("small_files", tmp_path / "s")
     root = (await served.client.post("/v1/r1fs/add-tree", content=tar_of(folder))).json()["cid"]
@@ -103,7 +114,8 @@ async def test_hostile_tar_uploads_are_refused(served: Served) -> None:
         (tar_with(entry("../escape")), 400, "bad_path"),
         (tar_with(entry("/etc/passwd")), 400, "bad_path"),
         (tar_with(entry("a/../../b")), 400, "bad_path"),
-        (tar_with(entry("link", b"", tarfile.SYMTYPE)), 400, "bad_path"),
+        (tar_with(entry("hard", b"", tarfile.LNKTYPE)), 400, "bad_path"),
+        (tar_with(entry("fifo", b"", tarfile.FIFOTYPE)), 400, "bad_path"),
         (tar_with(entry("same"), entry("same")), 400, "bad_path"),
         (tar_with(entry("f"), entry("f/g")), 400, "bad_path"),
         (b"\x01" * 512, 400, "bad_upload"),  # not a tar header (checksum)

@@ -9,7 +9,8 @@ Where each vector comes from (never from r1os itself):
   (tests/r1fs/vectors/npm, or R1FS_NPM_DIR).
 - `vectors/kubo_dirs.json`: CIDs written in kubo's own tests: test/sharness/t0260-sharding.sh's
   SHARDEDV1 (2000 files `file<i>` holding "<i>\n", `ipfs add -r --cid-version=1` with sharding forced
-  on by a 1-byte threshold) and test/cli/files_test.go's empty folder (CIDv0 of the same block).
+  on by a 1-byte threshold), t0044-add-symlink.sh's folder with symbolic links (CIDv1), and
+  test/cli/files_test.go's empty folder (CIDv0 of the same block).
 """
 
 from __future__ import annotations
@@ -65,6 +66,29 @@ def test_kubo_sharness_sharded_folder() -> None:
     v = KUBO["sharness_t0260_sharded_v1"]
     files = [(f"file{i}", f"{i}\n".encode()) for i in range(1, 2001)]
     assert str(import_entries(files, threshold=v["threshold"]).cid) == v["cid"]
+
+
+def test_kubo_sharness_symlinks(tmp_path: Path) -> None:
+    """kubo test/sharness/t0044-add-symlink.sh: symbolic links are stored as links (UnixFS Symlink),
+    a dangling one too; from disk, and from the tar stream `r1os fs add -r` sends."""
+    import asyncio
+
+    from r1os.r1fs._tar import import_tar, tar_folder
+
+    v = KUBO["sharness_t0044_symlinks_v1"]
+    files = tmp_path / "files"
+    (files / "foo").mkdir(parents=True)
+    (files / "bar").mkdir()
+    (files / "foo" / "baz").write_text("some text\n")
+    (files / "bar" / "baz").symlink_to("files/foo/baz")
+    (files / "bad").symlink_to("files/does/not/exist")
+    assert str(import_tree(files).cid) == v["cid"]
+
+    async def stream():  # type: ignore[no-untyped-def]
+        for piece in tar_folder(files):
+            yield piece
+
+    assert str(asyncio.run(import_tar(stream())).cid) == v["cid"]
 
 
 def test_kubo_empty_folder() -> None:

@@ -239,7 +239,9 @@ def get(
                 with _progress(f"getting {cid[-12:]}/", None) as advance:
                     counts = await client.get_tree(cid, dest, progress=advance)
                 if counts["skipped"]:
-                    err_console.print(f"[yellow]skipped {counts['skipped']} symbolic link(s)[/]")
+                    err_console.print(
+                        f"[yellow]skipped {counts['skipped']} symbolic link(s) pointing outside the folder[/]"
+                    )
                 err_console.print(
                     f"wrote {counts['files']} files in {counts['dirs']} folders to {dest}", highlight=False
                 )

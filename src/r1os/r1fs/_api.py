@@ -77,6 +77,8 @@ class DirEntryAnswer(BaseModel):
     """a file's size (from its root block); None for a folder or a symlink"""
     tsize: int
     """the link's Tsize: bytes of the entry's whole DAG, as its folder declares"""
+    target: str | None = None
+    """a symbolic link's target (as stored: never followed by the node)"""
 
 
 class DirListing(BaseModel):
@@ -220,8 +222,8 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
                 raise NotADirectory(f"{path or cid} is a {kind}, not a folder", hint="r1os fs get it instead")
             page = await svc.list_folder(target, after=after, limit=limit + 1)
             out = [
-                DirEntryAnswer(name=e.name, cid=str(e.cid), type=k, size=size, tsize=e.tsize)
-                for e, k, size in await svc.describe(page[:limit])
+                DirEntryAnswer(name=e.name, cid=str(e.cid), type=k, size=size, tsize=e.tsize, target=target)
+                for e, k, size, target in await svc.describe(page[:limit])
             ]
         more = len(page) > limit
         return DirListing(cid=str(target), entries=out, next=page[limit - 1].name if more else None)

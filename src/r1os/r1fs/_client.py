@@ -14,6 +14,7 @@ import contextlib
 import http.client
 import json
 import os
+import posixpath
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,15 @@ def _dir_target(dest: Path, rel: str) -> Path:
 
 #: Files of a folder `get_tree` downloads at once.
 GET_TREE_PARALLEL = 8
+
+
+def _link_within(rel: str, target: str | None) -> bool:
+    """Whether a symbolic link at `rel` (a path under the folder written) pointing at `target` stays in
+    that folder: a relative target that does not climb above it. Others are not written."""
+    if not target or target.startswith("/") or "\x00" in target:
+        return False
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
+    return joined != ".." and not joined.startswith("../") and not joined.startswith("/")
 
 
 def _tar_headers() -> dict[str, str]:
@@ -502,10 +512,11 @@ class R1fsClient:
 
     async def get_tree(self, cid: str, dest: Path, *, progress: Progress | None = None) -> dict[str, int]:
         """Write the folder `cid` under `dest` (created): its folders, and each file fetched as by
-        `get_to`. Names that would escape `dest` are refused; symlinks in the folder are skipped.
-        Returns {files, dirs, bytes, skipped}."""
+        `get_to`. Names that would escape `dest` are refused; a symbolic link is written when its
+        target is relative and stays inside `dest`, skipped otherwise. Returns {files, dirs, bytes,
+        links, skipped}."""
         dest.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (local folder calls, beside the downloads)
-        counts = {"files": 0, "dirs": 1, "bytes": 0, "skipped": 0}
+        counts = {"files": 0, "dirs": 1, "bytes": 0, "links": 0, "skipped": 0}
         gate = asyncio.Semaphore(GET_TREE_PARALLEL)
 
         async def one(file_cid: str, target: Path) -> None:
@@ -526,6 +537,9 @@ class R1fsClient:
                     todo.append((sub, e["cid"]))
                 elif e["type"] == "file":
                     files.append(one(e["cid"], target))
+                elif e["type"] == "symlink" and _link_within(sub, e.get("target")):
+                    os.symlink(e["target"], target)
+                    counts["links"] += 1
                 else:
                     counts["skipped"] += 1
             await asyncio.gather(*files)
@@ -752,7 +766,7 @@ class R1fs:
     def get_tree(self, cid: str, dest: Path) -> dict[str, int]:
         """Write the folder `cid` under `dest` (see `R1fsClient.get_tree`)."""
         dest.mkdir(parents=True, exist_ok=True)
-        counts = {"files": 0, "dirs": 1, "bytes": 0, "skipped": 0}
+        counts = {"files": 0, "dirs": 1, "bytes": 0, "links": 0, "skipped": 0}
         todo = [("", cid)]
         while todo:
             rel, folder = todo.pop()
@@ -766,6 +780,9 @@ class R1fs:
                 elif e["type"] == "file":
                     counts["bytes"] += self.get_to(e["cid"], target)
                     counts["files"] += 1
+                elif e["type"] == "symlink" and _link_within(sub, e.get("target")):
+                    os.symlink(e["target"], target)
+                    counts["links"] += 1
                 else:
                     counts["skipped"] += 1
         return counts

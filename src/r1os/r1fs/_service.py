@@ -56,6 +56,7 @@ from r1os.r1fs._unixfs_dir import (
     kind_of,
     list_dir,
     resolve,
+    symlink_target,
     walk_tree,
 )
 
@@ -493,16 +494,17 @@ class R1fsService(Service):
                 start += 1
         return entries[start : start + limit]
 
-    async def describe(self, entries: list[DirEntry]) -> list[tuple[DirEntry, Kind, int | None]]:
-        """Each entry with its kind and, for a file, its size, from the entries' root blocks (fetched
-        if need be, DESCRIBE_PARALLEL at once)."""
+    async def describe(self, entries: list[DirEntry]) -> list[tuple[DirEntry, Kind, int | None, str | None]]:
+        """Each entry with its kind, a file's size and a symbolic link's target, from the entries' root
+        blocks (fetched if need be, DESCRIBE_PARALLEL at once)."""
         gate = asyncio.Semaphore(DESCRIBE_PARALLEL)
 
-        async def one(e: DirEntry) -> tuple[DirEntry, Kind, int | None]:
+        async def one(e: DirEntry) -> tuple[DirEntry, Kind, int | None, str | None]:
             async with gate:
                 block = await self.fetch_block(e.cid)
             k = kind_of(e.cid, block)
-            return e, k, (read_file_node(e.cid, block).filesize if k == "file" else None)
+            size = read_file_node(e.cid, block).filesize if k == "file" else None
+            return e, k, size, (symlink_target(e.cid, block) if k == "symlink" else None)
 
         return list(await asyncio.gather(*(one(e) for e in entries)))
 

@@ -3,11 +3,12 @@
 CIDs as `ipfs add -r --cid-version=1` of that folder. Nothing holds the whole upload: each file's bytes
 go straight into the importer.
 
-The reader takes POSIX ustar with pax extended headers (`path`) and GNU long names, i.e. what Python's
-`tarfile`, GNU tar and bsdtar write. It takes regular files and folders; anything else (symbolic and
-hard links, devices, FIFOs) is refused (`BadPath`), as are names that climb out ('..'), absolute names,
-and a header whose checksum is wrong (`BadUpload`). Bounds: the whole stream within `max_size`, a pax
-header within 64 KiB, and the tree within `TreeLimits`.
+The reader takes POSIX ustar with pax extended headers (`path`, `linkpath`) and GNU long names, i.e.
+what Python's `tarfile`, GNU tar and bsdtar write. It takes regular files, folders and symbolic links
+(stored as links, never followed); anything else (hard links, devices, FIFOs) is refused (`BadPath`),
+as are names that climb out ('..'), absolute names, and a header whose checksum is wrong
+(`BadUpload`). Bounds: the whole stream within `max_size`, a pax header within 64 KiB, and the tree
+within `TreeLimits`.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ async def import_tar(
     reader = _Reader(source, max_size)
     tree = TreeBuilder(put, limits=limits)
     long_name: str | None = None
+    long_link: str | None = None
     while True:
         if await reader.at_end():
             break  # tolerated: an archive cut right after an entry (no end marker) has no half entry
@@ -129,16 +131,18 @@ async def import_tar(
             raise BadUpload("tar header checksum does not match (not a tar stream?)")
         size = _octal(header[124:136], "size")
         kind = header[156:157]
-        if kind in (b"x", b"g", b"L"):
+        if kind in (b"x", b"g", b"L", b"K"):
             if size > MAX_META:
                 raise BadUpload(f"tar metadata entry of {size} bytes (more than {MAX_META})")
             meta = await reader.exact(size + _pad(size))
             if kind == b"x":
-                path = _parse_pax(meta[:size]).get("path")
-                if path is not None:
-                    long_name = path
+                pax = _parse_pax(meta[:size])
+                long_name = pax.get("path", long_name)
+                long_link = pax.get("linkpath", long_link)
             elif kind == b"L":
                 long_name = meta[:size].rstrip(b"\0").decode("utf-8", "surrogateescape")
+            elif kind == b"K":
+                long_link = meta[:size].rstrip(b"\0").decode("utf-8", "surrogateescape")
             continue
         name = header[:100].rstrip(b"\0").decode("utf-8", "surrogateescape")
         if header[257:262] == b"ustar" and header[345:500].strip(b"\0"):
@@ -166,26 +170,41 @@ async def import_tar(
                 await reader.exact(size + _pad(size))
             if name.rstrip("/") not in ("", "."):
                 tree.add_dir(name)
+        elif kind == b"2":  # a symbolic link: stored as a link, never followed
+            target = long_link or header[157:257].rstrip(b"\0").decode("utf-8", "surrogateescape")
+            long_link = None
+            if size:
+                await reader.exact(size + _pad(size))
+            tree.add_symlink(name, target)
         else:
-            what = {b"1": "a hard link", b"2": "a symbolic link", b"3": "a device", b"4": "a device",
+            what = {b"1": "a hard link", b"3": "a device", b"4": "a device",
                     b"6": "a FIFO"}.get(kind, f"an entry of type {kind!r}")  # fmt: skip
-            raise BadPath(f"tar entry {name[:80]!r} is {what}: R1FS stores files and folders only")
+            raise BadPath(f"tar entry {name[:80]!r} is {what}: R1FS stores files, folders and symbolic links")
     return tree.finish()
 
 
-def _header(name: str, size: int, kind: bytes, mode: int) -> bytes:
-    """One ustar header (a pax `path` record before it when the name does not fit in 100 bytes)."""
+def _pax_record(key: bytes, value: bytes) -> bytes:
+    record = b" " + key + b"=" + value + b"\n"
+    n = len(record)
+    n += len(str(n + len(str(n))))  # the length field counts its own digits
+    return str(n).encode() + record
+
+
+def _header(name: str, size: int, kind: bytes, mode: int, link: str = "") -> bytes:
+    """One ustar header (a pax record of `path`, `linkpath` before it when one does not fit)."""
     raw = name.encode("utf-8", "surrogateescape")
-    out = b""
+    target = link.encode("utf-8", "surrogateescape")
+    body = b""
     if len(raw) > 100:
-        record = b" path=" + raw + b"\n"
-        n = len(record)
-        n += len(str(n + len(str(n))))  # the length field counts its own digits
-        body = str(n).encode() + record
-        out = _header("PaxHeader", len(body), b"x", 0o644) + body + bytes(_pad(len(body)))
+        body += _pax_record(b"path", raw)
         raw = raw[:100]
+    if len(target) > 100:
+        body += _pax_record(b"linkpath", target)
+        target = target[:100]
+    out = _header("PaxHeader", len(body), b"x", 0o644) + body + bytes(_pad(len(body))) if body else b""
     h = bytearray(BLOCK)
     h[0 : len(raw)] = raw
+    h[157 : 157 + len(target)] = target
     h[100:108] = b"%07o\0" % mode
     h[108:116] = b"0000000\0"
     h[116:124] = b"0000000\0"
@@ -201,24 +220,27 @@ def _header(name: str, size: int, kind: bytes, mode: int) -> bytes:
 def tar_folder(
     folder: Path, *, hidden: bool = False, progress: Callable[[int], None] | None = None
 ) -> Iterator[bytes]:
-    """A tar stream (pax format) of `folder`'s files and folders, made as it is read: headers, then
-    each file in 1 MiB pieces. Hidden names are left out unless `hidden` (as `ipfs add -r`);
-    symbolic links and other special files are refused (`BadPath`), before anything is sent for them."""
+    """A tar stream (pax format) of `folder`'s files, folders and symbolic links (sent as links, never
+    followed), made as it is read: headers, then each file in 1 MiB pieces. Hidden names are left out
+    unless `hidden` (as `ipfs add -r`); devices, sockets and pipes are refused (`BadPath`), before
+    anything is sent for them."""
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         here = Path(dirpath)
         rel = here.relative_to(folder).as_posix()
         if not hidden:
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             filenames = [f for f in filenames if not f.startswith(".")]
-        dirnames.sort()
+        links = sorted(d for d in dirnames if (here / d).is_symlink())
+        dirnames[:] = sorted(d for d in dirnames if d not in links)
         for d in dirnames:
-            if (here / d).is_symlink():
-                raise BadPath(f"{here / d} is a symbolic link: R1FS stores files and folders only")
             yield _header(d if rel == "." else f"{rel}/{d}", 0, b"5", 0o755)
-        for f in sorted(filenames):
+        for f in sorted([*filenames, *links]):
             p = here / f
-            if p.is_symlink() or not p.is_file():
-                raise BadPath(f"{p} is not a regular file (a symbolic link, a device, a pipe?)")
+            if p.is_symlink():
+                yield _header(f if rel == "." else f"{rel}/{f}", 0, b"2", 0o777, os.readlink(p))
+                continue
+            if not p.is_file():
+                raise BadPath(f"{p} is not a regular file, a folder or a symbolic link (a device, a pipe?)")
             with open(p, "rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
                 yield _header(f if rel == "." else f"{rel}/{f}", size, b"0", 0o644)

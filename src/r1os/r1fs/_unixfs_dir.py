@@ -266,11 +266,12 @@ def kind_of(cid: Cid, block: bytes) -> Kind:
 
 
 def symlink_target(cid: Cid, block: bytes) -> str:
+    """A symbolic link's target, as stored (its bytes as UTF-8, bad bytes replaced)."""
     node = decode_pbnode(block)
     fs = _unixfs_header(node.data or b"")
     if fs.type != UNIXFS_SYMLINK:
         raise CorruptBlock(f"{cid} is not a symlink")
-    return fs.data.decode("utf-8", "replace")
+    return fs.data[:MAX_LINK_TARGET].decode("utf-8", "replace")
 
 
 @dataclass
@@ -637,6 +638,32 @@ def _build_hamt(entries: list[DirEntry], put: PutBlock | None) -> BuiltDir:
     return BuiltDir(cid, tsize, blocks, True)
 
 
+#: Longest symbolic link target stored (bytes; Linux's PATH_MAX), cause `bad_path`.
+MAX_LINK_TARGET = 4096
+
+
+@dataclass(frozen=True)
+class Symlink:
+    """A symbolic link as a folder entry: a dag-pb node of UnixFS {Type: Symlink, Data: target}, as
+    kubo's `ipfs add -r` stores one (the link itself, never what it points to)."""
+
+    cid: Cid
+    block: bytes
+    target: str
+
+
+def make_symlink(target: str) -> Symlink:
+    raw = target.encode("utf-8", "surrogateescape")
+    if not raw or b"\x00" in raw or len(raw) > MAX_LINK_TARGET:
+        raise BadPath(f"symbolic link target {target[:80]!r} is empty, holds NUL or is too long")
+    try:
+        target.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadPath(f"symbolic link target {target[:80]!r} is not UTF-8") from None
+    block = _field_bytes(1, _field_varint(1, UNIXFS_SYMLINK) + _field_bytes(2, raw))
+    return Symlink(Cid.for_block(DAG_PB, block), block, target)
+
+
 @dataclass(frozen=True)
 class TreeResult:
     cid: Cid
@@ -719,6 +746,21 @@ class TreeBuilder:
         self.files += 1
         parent[names[-1]] = result
 
+    def add_symlink(self, path: str, target: str) -> None:
+        """A symbolic link named `path` pointing at `target` (stored as it is, not followed)."""
+        names = self._names(path)
+        if not names:
+            raise BadPath("a symbolic link needs a name inside the folder")
+        link = make_symlink(target)
+        parent = self._folder(names[:-1], path)
+        if names[-1] in parent:
+            raise BadPath(f"{path[:120]!r} is in the tree twice")
+        self._count(parent, path)
+        if self._put is not None:
+            self._put(link.cid, link.block)
+        self.blocks += 1
+        parent[names[-1]] = link
+
     def finish(self) -> TreeResult:
         def build(node: dict[str, object]) -> BuiltDir:
             entries = []
@@ -726,6 +768,8 @@ class TreeBuilder:
                 if isinstance(child, dict):
                     d = build(child)
                     entries.append(DirEntry(name, d.cid, d.tsize))
+                elif isinstance(child, Symlink):
+                    entries.append(DirEntry(name, child.cid, len(child.block)))
                 else:
                     assert isinstance(child, ImportResult)
                     entries.append(DirEntry(name, child.cid, child.dag_size))
@@ -748,7 +792,8 @@ def import_tree(
 ) -> TreeResult:
     """Import a local folder as `ipfs add -r --cid-version=1` does (blocking); with `put=None` only the
     CID is computed. Hidden names (starting with '.') are left out unless `hidden`, as kubo does
-    without `--hidden`. Symbolic links are refused (`BadPath`): R1FS stores files and folders.
+    without `--hidden`. A symbolic link is stored as a link (its target as it is, never followed), as
+    kubo stores it; devices, sockets and pipes are refused (`BadPath`).
     `progress(n)` is called with the bytes of each file once imported."""
     top = Path(path)
     if not top.is_dir():
@@ -761,15 +806,17 @@ def import_tree(
         if not hidden:
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             filenames = [f for f in filenames if not f.startswith(".")]
-        dirnames.sort()
+        links = sorted(d for d in dirnames if (here / d).is_symlink())
+        dirnames[:] = sorted(d for d in dirnames if d not in links)
         for d in dirnames:
-            if (here / d).is_symlink():
-                raise BadPath(f"{here / d} is a symbolic link: R1FS stores files and folders only")
             tree.add_dir(f"{rel}/{d}" if rel else d)
-        for f in sorted(filenames):
+        for f in sorted([*filenames, *links]):
             p = here / f
-            if p.is_symlink() or not p.is_file():
-                raise BadPath(f"{p} is not a regular file (a symbolic link, a device, a pipe?)")
+            if p.is_symlink():
+                tree.add_symlink(f"{rel}/{f}" if rel else f, os.readlink(p))
+                continue
+            if not p.is_file():
+                raise BadPath(f"{p} is not a regular file, a folder or a symbolic link (a device, a pipe?)")
             # a file of a chunk or two is hashed here: a pool per small file costs more than it saves
             small = p.stat().st_size <= 2 * CHUNK_SIZE
             result = import_file(p, put, workers=0 if small else workers)
@@ -816,6 +863,8 @@ __all__ = [
     "TreeItem",
     "TreeLimits",
     "TreeResult",
+    "Symlink",
+    "make_symlink",
     "build_dir",
     "hamt_hash",
     "import_entries",
