@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,10 @@ JS = {v["name"]: v["cid"] for v in json.loads((HERE / "js_dirs.json").read_text(
 
 def tar_of(folder: Path) -> bytes:
     return b"".join(tar_folder(folder))
+
+
+def tar_command(folder: Path) -> bytes:
+    return subprocess.run(["tar", "-C", str(folder), "-cf", "-", "."], capture_output=True, check=True).stdout
 
 
 def tar_with(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
@@ -91,6 +97,18 @@ async def test_symbolic_links_are_stored_as_links_and_listed_with_their_target(s
     ]  # fmt: skip
     r = await served.client.get("/v1/r1fs/dir", params={"cid": out["cid"], "path": "to-f/x"})
     assert (r.status_code, r.json()["cause"]) == (400, "not_a_directory")  # a link is never followed
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="needs the tar command")
+async def test_a_tar_made_by_the_tar_command_uploads_as_is(served: Served, tmp_path: Path) -> None:
+    """GNU tar (or bsdtar) output, padded to its 10 KiB records, with its Content-Length."""
+    folder = write("nested", tmp_path / "n")
+    body = tar_command(folder)
+    assert len(body) % 10240 == 0
+    r = await served.client.post("/v1/r1fs/add-tree", content=body)
+    assert r.status_code == 200 and r.json()["cid"] == JS["nested"], r.text
+    r = await served.client.post("/v1/r1fs/add-tree", content=body + tar_with(entry("more")))
+    assert (r.status_code, r.json()["cause"]) == (400, "bad_upload")  # a second archive is not dropped
 
 
 async def test_dir_route_refusals(served: Served, tmp_path: Path) -> None:

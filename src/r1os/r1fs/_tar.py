@@ -68,6 +68,16 @@ class _Reader:
             left -= take
             yield out
 
+    async def drain_zeros(self) -> None:
+        """Read the stream to its end; anything but zero bytes there is refused (a second archive
+        appended would otherwise be dropped without a word)."""
+        while True:
+            if any(self._buf):
+                raise BadUpload("data after the tar stream's end marker")
+            self._buf.clear()
+            if not await self._more():
+                return
+
     async def at_end(self) -> bool:
         return not self._buf and not await self._more()
 
@@ -125,7 +135,8 @@ async def import_tar(
             break  # tolerated: an archive cut right after an entry (no end marker) has no half entry
         header = await reader.exact(BLOCK)
         if header == bytes(BLOCK):
-            break  # the end marker (its second block, if any, is left unread)
+            await reader.drain_zeros()  # the end marker's second block, GNU tar's padding to 10 KiB
+            break
         stored = _octal(header[148:156], "checksum")
         if stored != sum(header[:148]) + 256 + sum(header[156:]):
             raise BadUpload("tar header checksum does not match (not a tar stream?)")
