@@ -186,9 +186,9 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
         pin: bool = True,
         replicas: Annotated[int, Query(ge=1, le=REPLICAS_CEILING)] = 1,
     ) -> AddTreeAnswer:
-        """Store a folder sent as a tar stream (`application/x-tar`: regular files and folders; pax
-        and GNU long names) as a UnixFS tree, pinned as the signer (quota); streamed, never held whole.
-        Signed (body=UNSIGNED) or the operator's token."""
+        """Store a folder sent as a tar stream (`application/x-tar`: regular files, folders and symbolic
+        links; pax and GNU long names) as a UnixFS tree, pinned as the signer (quota); streamed, never
+        held whole. Signed (body=UNSIGNED) or the operator's token."""
         limit = svc.settings.max_upload
         with _refusals("add-tree"):
             _streamed_signature(request)
