@@ -105,4 +105,12 @@ def test_dauth_gates_logins_on_each_broker(devnet: Any) -> None:
         anon = connect_packet("not-a-bridge")
         assert asyncio.run(connack(f"mqtt://127.0.0.1:{broker.bridge_port}", anon))[:3] == b"\x20\x02\x00"
         assert asyncio.run(connack(f"mqtt://127.0.0.1:{broker.bridge_port}", anon)) != b"\x20\x02\x00\x00"
-    assert (dn.dir / "brokers" / "broker-2" / "mosquitto.conf").stat().st_mode & 0o077 == 0
+    for broker in state.brokers:  # mosquitto's client listener is a socket only the gate uses
+        assert broker.mosquitto_url == f"unix://{Path(broker.dir) / 'mqtt.sock'}"
+        conf = Path(broker.dir) / "mosquitto.conf"
+        listeners = [line for line in conf.read_text().splitlines() if line.startswith("listener ")]
+        assert listeners == [
+            f"listener 0 {Path(broker.dir) / 'mqtt.sock'}",
+            f"listener {broker.bridge_port} 127.0.0.1",
+        ]
+        assert conf.stat().st_mode & 0o077 == 0  # it holds the bridge password

@@ -38,7 +38,9 @@ def start(
 @app.command("gate")
 @handle_errors
 def gate(
-    upstream: str = typer.Option(..., "--upstream", help="The broker behind the gate: mqtt://HOST:PORT."),
+    upstream: str = typer.Option(
+        ..., "--upstream", help="The broker behind the gate: mqtt://HOST:PORT or unix:///PATH (its socket)."
+    ),
     network: str = typer.Option("devnet", "--network", help="Network name (the login text names it)."),
     oracles: str = typer.Option(..., "--oracles", help="Comma-separated oracle addresses."),
     oracle_urls: str = typer.Option(
@@ -52,8 +54,8 @@ def gate(
 
     Reads each client's MQTT CONNECT, checks the login (username = address, password = its
     signature) and the admitted set the oracles serve, then forwards the connection to --upstream,
-    which should listen where only the gate reaches it (127.0.0.1). Clients whose admission is
-    revoked are disconnected within 5 s. Prints its URL on stdout."""
+    which should listen where only the gate reaches it (a Unix socket, or 127.0.0.1). Clients whose
+    admission is revoked are disconnected within 5 s. Prints its URL on stdout."""
     import asyncio
     import contextlib
     import logging
@@ -65,7 +67,12 @@ def gate(
 
     setup_logging(log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    up = parse_broker_url(upstream)
+    target: tuple[str, int] | str
+    if upstream.startswith("unix://"):
+        target = upstream.removeprefix("unix://")
+    else:
+        up = parse_broker_url(upstream)
+        target = (up.host, up.port)
 
     def split(text: str) -> list[str]:
         return [x.strip() for x in text.split(",") if x.strip()]
@@ -83,7 +90,7 @@ def gate(
                 loop.add_signal_handler(sig, stop.set)
         refresher = asyncio.create_task(dauth.refresh_loop())
         try:
-            async with MqttGate((up.host, up.port), dauth.authorize, host=host, port=port,
+            async with MqttGate(target, dauth.authorize, host=host, port=port,
                                 allowed=dauth.allowed) as g:  # fmt: skip
                 print(g.url, flush=True)
                 err_console.print(f"[dim]dAuth gate on {g.url} in front of {upstream}[/]", highlight=False)

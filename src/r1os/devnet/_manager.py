@@ -278,10 +278,16 @@ class Devnet:
                 if i
                 else []
             )
+            # Behind a gate, mosquitto's client listener is a Unix socket in the devnet's folder, so
+            # no one can reach it around the gate (a TCP port on 127.0.0.1 would be open to every
+            # local process); 108 bytes is the longest socket path Linux takes.
+            sock = d / "mqtt.sock"
+            unix = oracles is not None and len(str(sock)) < 100
             conf = d / "mosquitto.conf"
             conf.write_text(
                 mosquitto_config(
-                    port=port,
+                    port=None if unix else port,
+                    socket_path=sock if unix else None,
                     log_path=d / "mosquitto.log",
                     bridge_port=bridge_port,
                     password_file=passwd,
@@ -290,13 +296,14 @@ class Devnet:
                 )  # fmt: skip
             )
             conf.chmod(0o600)  # it holds the bridge password
-            progress(
-                f"starting mosquitto {name} on port {port}" + (f", bridged to {out[0].name}" if i else "")
-            )
+            where = f"socket {sock}" if unix else f"port {port}"
+            bridged = f", bridged to {out[0].name}" if i else ""
+            progress(f"starting mosquitto {name} on {where}{bridged}")
             pid = _spawn([binary, "-c", str(conf)], d / "stderr.log")
-            _wait_port("127.0.0.1", port, 20, f"mosquitto {name}", pid)
-            entry = DevnetBroker(name=name, url=f"mqtt://127.0.0.1:{port}", mosquitto_url=f"mqtt://127.0.0.1:{port}",
-                                 bridge_port=bridge_port, pid=pid, dir=str(d))  # fmt: skip
+            _wait_port("127.0.0.1", bridge_port, 20, f"mosquitto {name}", pid)
+            own = f"unix://{sock}" if unix else f"mqtt://127.0.0.1:{port}"
+            entry = DevnetBroker(name=name, url=own, mosquitto_url=own, bridge_port=bridge_port, pid=pid,
+                                 dir=str(d))  # fmt: skip
             out.append(entry)
             if oracles is not None:
                 gate_port = free_port()

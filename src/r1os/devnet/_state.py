@@ -34,7 +34,7 @@ class DevnetBroker(BaseModel):
 
     name: str
     url: str = Field(description="where nodes connect: the dAuth gate, or mosquitto without a chain")
-    mosquitto_url: str = Field(description="mosquitto's own client listener (127.0.0.1)")
+    mosquitto_url: str = Field(description="mosquitto's own client listener (unix://<socket> behind a gate)")
     bridge_port: int = Field(description="mosquitto's listener for bridges (password file)")
     pid: int | None = None
     gate_pid: int | None = None

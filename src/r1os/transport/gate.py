@@ -136,11 +136,12 @@ class GateStats:
 
 
 class MqttGate:
-    """TCP front of a broker that admits a client only if `authorize` accepts its CONNECT."""
+    """TCP front of a broker that admits a client only if `authorize` accepts its CONNECT;
+    `upstream` is (host, port), or the path of the broker's Unix socket."""
 
     def __init__(
         self,
-        upstream: tuple[str, int],
+        upstream: tuple[str, int] | str,
         authorize: Authorize,
         *,
         host: str = "127.0.0.1",
@@ -174,7 +175,13 @@ class MqttGate:
         self.port = int(self._server.sockets[0].getsockname()[1])
         if self.allowed is not None:
             self._sweeper = asyncio.create_task(self._sweep())
-        log.info("MQTT gate on %s in front of %s:%d", self.url, *self.upstream)
+        log.info("MQTT gate on %s in front of %s", self.url, self._upstream_text)
+
+    @property
+    def _upstream_text(self) -> str:
+        if isinstance(self.upstream, str):
+            return self.upstream
+        return f"{self.upstream[0]}:{self.upstream[1]}"
 
     async def stop(self) -> None:
         if self._sweeper is not None:
@@ -236,9 +243,12 @@ class MqttGate:
             writer.close()
             return
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+            if isinstance(self.upstream, str):
+                up_reader, up_writer = await asyncio.open_unix_connection(self.upstream)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         except OSError as exc:
-            log.warning("MQTT gate: broker %s:%d unreachable: %s", *self.upstream, exc)
+            log.warning("MQTT gate: broker %s unreachable: %s", self._upstream_text, exc)
             writer.close()
             return
         self.stats.accepted += 1

@@ -116,8 +116,9 @@ def write_password_file(path: Path, users: Mapping[str, str]) -> None:
 
 def mosquitto_config(
     *,
-    port: int,
+    port: int | None,
     host: str = "127.0.0.1",
+    socket_path: Path | None = None,
     log_path: Path,
     bridge_port: int | None = None,
     password_file: Path | None = None,
@@ -126,9 +127,12 @@ def mosquitto_config(
     certfile: Path | None = None,
     keyfile: Path | None = None,
 ) -> str:
-    """The text of a mosquitto.conf: an anonymous client listener on host:port (put a gate in front
-    of it, or keep it on 127.0.0.1, where clients must be checked), optionally a bridge listener
-    that needs a user of `password_file`, and bridges to other brokers."""
+    """The text of a mosquitto.conf: an anonymous client listener on host:port, or on the Unix
+    socket `socket_path` instead (only processes that may open the file reach it: put a gate in
+    front of it where clients must be checked), optionally a bridge listener that needs a user of
+    `password_file`, and bridges to other brokers."""
+    if (port is None) == (socket_path is None):
+        raise TransportError("a client listener is a TCP port or a Unix socket, one of the two")
     lines = [
         "per_listener_settings true",
         # Started as root, mosquitto would switch to the `mosquitto` user and could
@@ -142,7 +146,7 @@ def mosquitto_config(
         "max_queued_messages 100000",
         "set_tcp_nodelay true",  # without it Nagle adds ~20 ms to small messages
         *([f"sys_interval {sys_interval}"] if sys_interval else []),
-        f"listener {port} {host}",
+        f"listener 0 {socket_path}" if socket_path is not None else f"listener {port} {host}",
         "allow_anonymous true",
         *([f"certfile {certfile}", f"keyfile {keyfile}"] if certfile and keyfile else []),
     ]
