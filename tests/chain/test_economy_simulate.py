@@ -28,10 +28,11 @@ SHORT = {
 }
 
 
-def test_simulate_short_scenario(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pool", [True, False], ids=["pool", "no-pool"])
+def test_simulate_short_scenario(tmp_path: Path, pool: bool) -> None:
     _anvil_or_skip()
     path = tmp_path / "short.json"
-    path.write_text(json.dumps(SHORT))
+    path.write_text(json.dumps({**SHORT, "pool": pool}))
     out = tmp_path / "out"
     res = CliRunner().invoke(
         app, ["economy", "simulate", "--scenario", str(path), "--out", str(out), "--json"]
@@ -54,6 +55,10 @@ def test_simulate_short_scenario(tmp_path: Path) -> None:
         summary["circulating_r1"]
     )
     assert int(last["nd_sold"]) == summary["nd_sold"] == 120
+    # with a pool: its seed is the only R1 not mined, and the pool's price and reserves are recorded
+    assert summary["pool"] is pool
+    assert summary["minted_other_r1"] == (1_000_000 if pool else 0)
+    assert (last["pool_price_usd"] != "") is pool and (last["pool_usdc"] != "") is pool
     # the adoption the contract reports is the paper's formula over the final counters (~0.056)
     volume = round(summary["poai_volume_usd"] * 10**6)
     assert summary["adoption"] == model.adoption(120, volume) / 10**18

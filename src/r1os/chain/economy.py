@@ -50,6 +50,28 @@ MAX_SUPPLY = 161_803_398 * R1
 MAX_UINT = 2**256 - 1
 DAY = 86_400
 MAX_CLAIM_EPOCHS = 1080
+ND_TIERS: tuple[tuple[int, int], ...] = (
+    (500, 89),
+    (750, 144),
+    (1000, 233),
+    (1500, 377),
+    (2000, 610),
+    (2500, 987),
+    (3000, 1597),
+)
+ND_TIERS += ((3500, 2584), (4000, 4181), (5000, 6765), (7000, 10946), (9500, 17711))
+"""(USD, units) of the Node Deed sale's tiers (docs/economy.md)."""
+
+
+def tier_usd(sold: int) -> int:
+    """USD price of the next deed after `sold` were sold (0 when sold out)."""
+    for usd, units in ND_TIERS:
+        if sold < units:
+            return usd
+        sold -= units
+    return 0
+
+
 SCENARIO_DIRS = (Path(__file__).resolve().parents[3] / "examples" / "economy",)
 """Where bare scenario names are looked up (the repository's examples/economy)."""
 
@@ -72,7 +94,19 @@ class Scenario(BaseModel):
     mnd_percent: list[float] = Field(default=[], description="each MND's assignment, % of the supply")
     claim_every: int = Field(90, ge=1, le=MAX_CLAIM_EPOCHS)
     mnd_cliff_epochs: int = Field(223, ge=0)
-    r1_usd: float = Field(1.0, gt=0, description="R1 price in USD used by the ND sale without a pool")
+    mnd_claim_every: int = Field(10, ge=1, le=MAX_CLAIM_EPOCHS)
+    pool: bool = Field(True, description="deploy Uniswap V2 and an R1/USDC pool (needs its npm artifacts)")
+    pool_r1: float = Field(1_000_000, gt=0, description="R1 seeded into the pool (minted for it)")
+    pool_usdc: float = Field(1_000_000, gt=0, description="USDC seeded into the pool")
+    nd_sell_share: float = Field(
+        0.5, ge=0, le=1, description="with a pool, share of their mined R1 Node Deed owners sell on it"
+    )
+    gnd_sell_share: float = Field(
+        0.05, ge=0, le=1, description="with a pool, share of the GND's R1 the company sells on it"
+    )
+    buy_margin: float = Field(
+        1.05, ge=1, description="with a pool, buyers swap this times the deed's USD price for R1 first"
+    )
 
 
 def load_scenario(name_or_path: str | Path) -> Scenario:
@@ -288,6 +322,8 @@ class _Economy:
         self.av_values = [v for v, _ in scenario.availability]
         self.av_weights = [w for _, w in scenario.availability]
         self.pair = addresses.get("R1USDCPair")
+        self.buyer = NodeKey(keccak(text="r1os economy simulation ND buyer")) if self.pair else self.admin
+        self.sold_marks = (0, 0)  # ND and GND R1 minted when their owners last sold a share
         self.r1_is_token0 = True
 
     # -- chain access --
@@ -392,11 +428,14 @@ class _Economy:
     def _due(self, lic: _Licence, epoch: int, final: bool) -> bool:
         if max(lic.next_epoch, lic.start) >= epoch:
             return False
-        return final or lic.kind == "GND" or (epoch - lic.start) % self.sc.claim_every == 0
+        every = self.sc.mnd_claim_every if lic.kind == "MND" else self.sc.claim_every
+        return final or lic.kind == "GND" or (epoch - lic.start) % every == 0
 
     async def setup(self) -> None:
         count = await self.rpc.call("eth_getTransactionCount", self.admin.address, "latest")
         self.nonces[self.admin.address] = int(count, 16)
+        # R1 minted while deploying (the pool's seed) counts as minted otherwise
+        (self.totals.minted,) = await self._view([("R1", "totalSupply()", ["uint256"])])
         txs = [
             self._tx(self.a["R1"], calldata("approve(address,uint256)", self.a["NDLicence"], MAX_UINT)),
             self._tx(self.a["USDC"], calldata("mint(address,uint256)", self.admin.address, 10**15 * USDC)),
@@ -417,6 +456,27 @@ class _Economy:
         txs.append(self._tx(self.a["MNDLicence"], calldata("link(uint256,address)", 1, gnd_node)))
         self.licences.append(_Licence("GND", 1, gnd_node, 0, 1))
         links: list[str] = []  # sent in a second block, once the holders have gas money
+        # Node Deed buyers: with a pool they buy R1 on it with USDC; without, the GND holder sells
+        # them its R1 (the admin is both)
+        if self.pair:
+            b = self.buyer
+            txs.append(self._tx(b.address, b"", gas=21_000, value=10**20))
+            txs.append(self._tx(self.a["USDC"], calldata("mint(address,uint256)", b.address, 10**15 * USDC)))
+            router = self.a["UniswapV2Router02"]
+            links.append(
+                self._tx(self.a["R1"], calldata("approve(address,uint256)", router, MAX_UINT), sender=b)
+            )
+            txs.append(self._tx(self.a["R1"], calldata("approve(address,uint256)", router, MAX_UINT)))
+            links.append(
+                self._tx(self.a["USDC"], calldata("approve(address,uint256)", router, MAX_UINT), sender=b)
+            )
+            links.append(
+                self._tx(
+                    self.a["R1"],
+                    calldata("approve(address,uint256)", self.a["NDLicence"], MAX_UINT),
+                    sender=b,
+                )
+            )
         # each MND has its own holder (the 2% cap is per holder), who links it; anyone may claim
         for i, pct in enumerate(self.sc.mnd_percent):
             amount = int(MAX_SUPPLY * pct) // 100
@@ -442,8 +502,33 @@ class _Economy:
             (token0,) = await self._calls(self.pair, [calldata("token0()")], ["address"])
             self.r1_is_token0 = token0.lower() == self.a["R1"].lower()
 
+    def _sell(self, seller: NodeKey, amount: int) -> str:
+        path = [self.a["R1"], self.a["USDC"]]
+        swap = calldata(
+            "swapExactTokensForTokens(uint256,uint256,address[],address,uint256)",
+            amount,
+            0,
+            path,
+            seller.address,
+            2**63,
+        )
+        return self._tx(self.a["UniswapV2Router02"], swap, gas=300_000, sender=seller)
+
     async def epoch(self, e: int, final: bool = False) -> None:
         txs: list[str] = []
+        may_fail: set[int] = set()
+        # with a pool: owners sell a share of what they mined last epoch (a sale fails, and is
+        # dropped, when the owner's R1 went into deeds meanwhile)
+        t = self.totals
+        if self.pair and not final:
+            for seller, mined, share in (
+                (self.buyer, t.minted_nd - self.sold_marks[0], self.sc.nd_sell_share),
+                (self.admin, t.minted_gnd - self.sold_marks[1], self.sc.gnd_sell_share),
+            ):
+                if int(mined * share) > 0:
+                    may_fail.add(len(txs))
+                    txs.append(self._sell(seller, int(mined * share)))
+            self.sold_marks = (t.minted_nd, t.minted_gnd)
         # the GND first: its R1 is what the company sells to Node Deed buyers
         for lic in self.licences:
             if lic.kind == "GND" and self._due(lic, e, final):
@@ -470,10 +555,22 @@ class _Economy:
             want = int(schedule(self.sc.nd_sold, e)) - int(sold)
             for k in range(max(0, min(want, 46_224 - int(sold)))):
                 token, node = int(sold) + 1 + k, self._fresh_node()
-                txs.append(self._tx(self.a["NDLicence"], calldata("buy(uint256)", MAX_UINT), gas=1_500_000))
-                txs.append(
-                    self._tx(self.a["NDLicence"], calldata("link(uint256,address)", token, node), gas=400_000)
-                )
+                if self.pair:  # the buyer's R1 comes from the pool
+                    usdc_in = int(tier_usd(token - 1) * self.sc.buy_margin * USDC)
+                    path = [self.a["USDC"], self.a["R1"]]
+                    swap = calldata(
+                        "swapExactTokensForTokens(uint256,uint256,address[],address,uint256)",
+                        usdc_in,
+                        0,
+                        path,
+                        self.buyer.address,
+                        2**63,
+                    )
+                    txs.append(self._tx(self.a["UniswapV2Router02"], swap, gas=400_000, sender=self.buyer))
+                buy = calldata("buy(uint256)", MAX_UINT)
+                txs.append(self._tx(self.a["NDLicence"], buy, gas=1_500_000, sender=self.buyer))
+                link = calldata("link(uint256,address)", token, node)
+                txs.append(self._tx(self.a["NDLicence"], link, gas=400_000, sender=self.buyer))
                 sales.append((len(txs) - 1, token, node))
             spend = int(schedule(self.sc.poai_usd_per_epoch, e) * USDC)
             if spend > 0 and self.service_node:
@@ -490,13 +587,15 @@ class _Economy:
                 if tx:
                     txs.append(tx)
         receipts = await self._send_block(txs, self._epoch_time(e))
-        sale_txs = {i for link, _, _ in sales for i in (link - 1, link)}
+        sale_txs = may_fail | set(
+            range(sales[0][0] - (3 if self.pair else 2) + 1, sales[-1][0] + 1) if sales else ()
+        )
         for i, r in enumerate(receipts):
             if int(r["status"], 16) != 1 and i not in sale_txs:
                 raise ChainError(f"epoch {e}: transaction {i} to {r['to']} reverted")
         # a sale fails when the company has no R1 left to sell: it is tried again next epoch
-        for link, token, node in sales:
-            if int(receipts[link]["status"], 16) == 1:
+        for link_index, token, node in sales:
+            if int(receipts[link_index]["status"], 16) == 1:
                 self.licences.append(_Licence("ND", token, node, e, e))
                 self.service_node = self.service_node or node
             else:
@@ -584,6 +683,17 @@ async def simulate(
     rpc = _Rpc(anvil.rpc_url)
     try:
         oracle = NodeKey(bytes.fromhex(dev_private_key(1)[2:]))
+        pool: dict[str, Any] = {}
+        if scenario.pool:
+            from r1os.chain import dex
+
+            if not dex.available():
+                raise ChainError(
+                    "the scenario wants an R1/USDC pool but Uniswap V2's artifacts are missing",
+                    hint='npm install at the repository root, or set "pool": false in the scenario',
+                )
+            seed = (int(scenario.pool_r1 * R1), int(scenario.pool_usdc * USDC))
+            pool = {"uniswap": "deploy", "seed_pool": seed, "mint_seed": True}
         deployment = await deploy(
             anvil.rpc_url,
             dev_private_key(0),
@@ -591,6 +701,7 @@ async def simulate(
             mnd_cliff_epochs=scenario.mnd_cliff_epochs,
             oracles=[oracle.address],
             min_signatures=1,
+            **pool,
         )
         await rpc.call("evm_setAutomine", False)
         eco = _Economy(scenario, rpc, dict(deployment.contracts), deployment.genesis_time)
@@ -694,21 +805,31 @@ def plot_outputs(result: SimulationResult, out_dir: Path) -> list[Path]:
     fig.savefig(supply_png, dpi=110)
     plt.close(fig)
 
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    fig, (a1, a2, a3) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
     if result.has_pool:
-        a1.plot(x, [r["pool_price_usd"] for r in rows], label="R1 price on the pool (USD)")
-        a2.plot(x, [r["pool_r1"] / mil for r in rows], label="pool R1 (million)")
-        a2b = a2.twinx()
-        a2b.plot(x, [r["pool_usdc"] / mil for r in rows], color="tab:green", label="pool USDC (million)")
-        a2b.set_ylabel("million USDC")
+        a1.plot(x, [r["pool_price_usd"] for r in rows], label="R1 price on the R1/USDC pool")
+        a2.plot(x, [r["pool_r1"] / mil for r in rows], label="R1 in the pool (million R1)")
+        a2.plot(x, [r["pool_usdc"] / mil for r in rows], label="USDC in the pool (million USD)")
+        a2.plot(x, [2 * r["pool_usdc"] / mil for r in rows], label="liquidity, both sides (million USD)")
         a1.legend(loc="upper left", fontsize=8)
+        a2.legend(loc="upper left", fontsize=8)
     else:
         a1.text(0.5, 0.5, "no pool in this deployment", ha="center", transform=a1.transAxes)
     a1.set_ylabel("USD per R1")
-    a2.plot(x, [r["nd_sold"] for r in rows], color="tab:orange", label="Node Deeds sold")
-    a2.set_xlabel("epoch (days)")
-    a2.legend(loc="upper left", fontsize=8)
-    for a in (a1, a2):
+    a2.set_ylabel("million")
+    a3.plot(x, [r["nd_sold"] for r in rows], color="tab:orange", label="Node Deeds sold")
+    a3.set_ylabel("Node Deeds")
+    a3b = a3.twinx()
+    a3b.plot(
+        x, [r["poai_volume_usd"] / mil for r in rows], color="tab:purple", label="PoAI volume (million USD)"
+    )
+    a3b.set_ylabel("million USD")
+    h1, l1 = a3.get_legend_handles_labels()
+    h2, l2 = a3b.get_legend_handles_labels()
+    a3.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=8)
+    a3.set_xlabel("epoch (days)")
+    a1.set_title(f"R1/USDC pool and adoption inputs, scenario {result.scenario!r}")
+    for a in (a1, a2, a3):
         a.grid(alpha=0.3)
     fig.tight_layout()
     market_png = out_dir / "market.png"
