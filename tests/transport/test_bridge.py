@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from r1os.transport import MosquittoBroker, MqttTransport
+from r1os.transport import MosquittoBroker, MqttTransport, find_mosquitto
 from r1os.transport.gate import MAX_CONNECT_BYTES, BadConnect, MqttGate, parse_connect
 from r1os.transport.mosquitto import BridgeSpec, mosquitto_config
 from r1os.transport.mosquitto import free_port as mosquitto_free_port
@@ -152,6 +152,8 @@ async def raw_exchange(gate: MqttGate, data: bytes) -> bytes:
     try:
         async with asyncio.timeout(5):
             return await reader.read(100)
+    except ConnectionResetError:  # closed before reading what we sent
+        return b""
     finally:
         writer.close()
 
@@ -183,3 +185,37 @@ async def test_gate_closes_a_revoked_client(gated: dict[str, Any]) -> None:
         gated["admitted"].clear()
         await wait_until(lambda: not t.connected, 5, "the revoked client dropped")
     assert gate.stats.closed_revoked == 1
+
+
+async def test_gate_bounds_connections_waiting_for_their_login(gated: dict[str, Any]) -> None:
+    broker: MosquittoBroker = gated["broker"]
+    gate = MqttGate(("127.0.0.1", broker.port), lambda *_: True, max_pending=1, connect_timeout=30)
+    await gate.start()
+    try:
+        _, idle = await asyncio.open_connection(gate.host, gate.port)  # says nothing: holds the slot
+        await wait_until(lambda: gate._pending == 1, 5, "the idle connection counted")
+        assert await raw_exchange(gate, connect_packet("c1", "good", b"pw")) == b""
+        assert gate.stats.malformed == 1
+        idle.close()
+        await wait_until(lambda: gate._pending == 0, 5, "the slot freed")
+        assert await raw_exchange(gate, connect_packet("c2", "good", b"pw")) == b"\x20\x02\x00\x00"
+    finally:
+        await gate.stop()
+
+
+async def test_gate_in_front_of_a_unix_socket(tmp_path: Path) -> None:
+    sock = tmp_path / "m.sock"
+    conf = tmp_path / "m.conf"
+    conf.write_text(mosquitto_config(port=None, socket_path=sock, log_path=tmp_path / "m.log"))
+    proc = await asyncio.create_subprocess_exec(find_mosquitto() or "mosquitto", "-c", str(conf))
+    try:
+        await wait_until(sock.exists, 10, "mosquitto's socket")
+        async with MqttGate(str(sock), lambda *_: True) as gate:
+            got = Collector()
+            async with MqttTransport(gate.url, "c1") as t:
+                await t.subscribe("r1/u/#", got, qos=1).ready()
+                await t.publish("r1/u/b/x", b"via the socket", qos=1)
+                await got.wait_for(1)
+    finally:
+        proc.terminate()
+        await proc.wait()

@@ -29,6 +29,8 @@ log = logging.getLogger("r1os.transport.gate")
 
 MAX_CONNECT_BYTES = 64 * 1024
 CONNECT_TIMEOUT_S = 10.0
+MAX_PENDING = 256
+"""Connections still before their CONNECT (or its check); more are closed at once."""
 Authorize = Callable[[str, str | None, bytes | None], bool | Awaitable[bool]]
 
 
@@ -149,6 +151,7 @@ class MqttGate:
         allowed: Callable[[str | None], bool] | None = None,
         sweep_s: float = 5.0,
         connect_timeout: float = CONNECT_TIMEOUT_S,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         self.upstream = upstream
         self.authorize = authorize
@@ -157,6 +160,8 @@ class MqttGate:
         self.allowed = allowed
         self.sweep_s = sweep_s
         self.connect_timeout = connect_timeout
+        self.max_pending = max_pending
+        self._pending = 0
         self.stats = GateStats()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -204,6 +209,29 @@ class MqttGate:
     async def __aexit__(self, *_exc: object) -> None:
         await self.stop()
 
+    async def _login(
+        self, reader: asyncio.StreamReader, peer: object
+    ) -> tuple[bool, ConnectInfo | None, bytes]:
+        """Read and check the CONNECT: (admitted, the CONNECT or None if malformed, its bytes)."""
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                data = await self._read_connect(reader)
+            total = packet_length(data)
+            assert total is not None
+            info = parse_connect(data[:total])
+        except (BadConnect, TimeoutError, OSError) as exc:
+            self.stats.malformed += 1
+            log.warning("MQTT gate: refused %s: %s", peer, exc or "no CONNECT in time")
+            return False, None, b""
+        try:
+            ok = self.authorize(info.client_id, info.username, info.password)
+            if inspect.isawaitable(ok):
+                ok = await ok
+        except Exception as exc:  # an authorizer failing refuses, never admits
+            log.warning("MQTT gate: authorizer failed on %r: %s", info.client_id[:80], exc)
+            ok = False
+        return bool(ok), info, data
+
     async def _read_connect(self, reader: asyncio.StreamReader) -> bytes:
         data = b""
         while True:
@@ -217,24 +245,21 @@ class MqttGate:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        try:
-            async with asyncio.timeout(self.connect_timeout):
-                data = await self._read_connect(reader)
-            total = packet_length(data)
-            assert total is not None
-            info = parse_connect(data[:total])
-        except (BadConnect, TimeoutError, OSError) as exc:
+        if self._pending >= self.max_pending:
             self.stats.malformed += 1
-            log.warning("MQTT gate: refused %s: %s", peer, exc or "no CONNECT in time")
+            log.warning(
+                "MQTT gate: refused %s: %d connections already wait for their login", peer, self._pending
+            )
             writer.close()
             return
+        self._pending += 1
         try:
-            ok = self.authorize(info.client_id, info.username, info.password)
-            if inspect.isawaitable(ok):
-                ok = await ok
-        except Exception as exc:  # an authorizer failing refuses, never admits
-            log.warning("MQTT gate: authorizer failed on %r: %s", info.client_id[:80], exc)
-            ok = False
+            ok, info, data = await self._login(reader, peer)
+        finally:
+            self._pending -= 1
+        if info is None:
+            writer.close()
+            return
         if not ok:
             self.stats.refused += 1
             with contextlib.suppress(OSError):
