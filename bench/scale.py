@@ -14,7 +14,12 @@ Time is shortened by `--speedup` K (default 10): heartbeats every 10/K s instead
 production seconds, and bytes per production hour = bytes per measured second x 3600 / K.
 No chain (dAuth off), 3 oracles, the rest edge nodes.
 
-Run: `.venv/bin/python bench/scale.py [--nodes 10,20] [--seconds 30] [--speedup 10]`
+With `--brokers K` (K > 1) the devnet runs K bridged mosquitto brokers itself (`devnet up
+--brokers K`, nodes spread over them) and the script reads each broker's `$SYS` counters: what every
+broker receives and sends when the network is bridged (per-node counts need the proxy, so they are
+not measured then).
+
+Run: `.venv/bin/python bench/scale.py [--nodes 10,20] [--seconds 30] [--speedup 10] [--brokers 1]`
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class Result:
     sys_sent: float
     kinds: dict[str, float]  # payload bytes per measured second by kind
     msgs: dict[str, float]  # messages per measured second by kind
+    per_broker: list[tuple[float, float]] | None = None  # (received, sent) per broker, bridged runs
 
 
 class SysCounters:
@@ -121,6 +127,47 @@ async def measure(n: int, seconds: float, speedup: float, tmp: Path) -> Result:
             await gate.stop()
 
 
+async def measure_bridged(n: int, brokers: int, seconds: float, speedup: float, tmp: Path) -> Result:
+    """N nodes over `brokers` bridged brokers started by the devnet: each broker's `$SYS` counters."""
+    dn = Devnet(tmp / f"devnet-{n}-{brokers}")
+    counters = [SysCounters() for _ in range(brokers)]
+    kinds = KindCounter()
+    observers: list[MqttTransport] = []
+    try:
+        state = await asyncio.to_thread(
+            dn.up, nodes=n, oracles=min(3, n), heartbeat=PROD_HB / speedup, sync_interval=PROD_SYNC / speedup,
+            fsync=False, chain=False, timeout=120, brokers=brokers,
+        )  # fmt: skip
+        for i, (b, c) in enumerate(zip(state.brokers, counters, strict=True)):
+            o = MqttTransport(b.url, f"scale-observer-{i}")
+            o.subscribe("$SYS/broker/bytes/+", c)
+            if i == 0:
+                o.subscribe("r1/#", kinds)
+            await o.start()
+            observers.append(o)
+        await asyncio.sleep(3 * PROD_HB / speedup)
+        t0 = time.monotonic()
+        before = [dict(c.values) for c in counters]
+        before_kb, before_kc = dict(kinds.bytes), dict(kinds.count)
+        await asyncio.sleep(seconds)
+        dt = time.monotonic() - t0
+        per = [
+            tuple((c.values.get(k, 0) - b.get(k, 0)) / dt for k in ("received", "sent"))
+            for c, b in zip(counters, before, strict=True)
+        ]
+        return Result(
+            n=n, seconds=dt, recv_per_node=0.0, recv_edge=0.0, recv_oracle=0.0, sent_per_node=0.0,
+            sys_received=sum(r for r, _ in per), sys_sent=sum(s for _, s in per),
+            kinds={k: (v - before_kb.get(k, 0)) / dt for k, v in kinds.bytes.items()},
+            msgs={k: (v - before_kc.get(k, 0)) / dt for k, v in kinds.count.items()},
+            per_broker=[(r, s) for r, s in per],
+        )  # fmt: skip
+    finally:
+        for o in observers:
+            await o.stop()
+        await asyncio.to_thread(dn.down)
+
+
 def mb_per_hour(per_measured_second: float, speedup: float) -> float:
     return per_measured_second * 3600 / speedup / 1e6
 
@@ -130,6 +177,7 @@ async def main() -> None:
     ap.add_argument("--nodes", default="10,20", help="comma-separated network sizes")
     ap.add_argument("--seconds", type=float, default=30.0, help="measured seconds per size")
     ap.add_argument("--speedup", type=float, default=10.0, help="production time / measured time")
+    ap.add_argument("--brokers", type=int, default=1, help="bridged brokers (the devnet starts them)")
     args = ap.parse_args()
     sizes = [int(x) for x in args.nodes.split(",")]
     k = args.speedup
@@ -137,7 +185,10 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="r1os-scale-") as tmp:
         for n in sizes:
             print(f"{n} nodes: heartbeat {PROD_HB / k:g} s, measuring {args.seconds:g} s ...", flush=True)
-            results.append(await measure(n, args.seconds, k, Path(tmp)))
+            if args.brokers > 1:
+                results.append(await measure_bridged(n, args.brokers, args.seconds, k, Path(tmp)))
+            else:
+                results.append(await measure(n, args.seconds, k, Path(tmp)))
     print(f"\nper production hour (10 s heartbeats; measured at {k:g}x speed), MB:")
     print(f"{'N':>4} {'recv/node':>10} {'edge':>8} {'oracle':>8} {'sent/node':>10} {'broker in':>10}"
           f" {'broker out':>10}  payload by kind (MB/h; msgs/h)")  # fmt: skip
@@ -148,9 +199,19 @@ async def main() -> None:
         )
         cols = (r.recv_per_node, r.recv_edge, r.recv_oracle, r.sent_per_node, r.sys_received, r.sys_sent)
         widths = (10, 8, 8, 10, 10, 10)
-        row = " ".join(f"{mb_per_hour(v, k):>{w}.2f}" for v, w in zip(cols, widths, strict=True))
+        row = " ".join(
+            f"{mb_per_hour(v, k):>{w}.2f}" if v or i >= 4 else f"{'-':>{w}}"  # bridged: no per-node counts
+            for i, (v, w) in enumerate(zip(cols, widths, strict=True))
+        )
         print(f"{r.n:>4} {row}  {kinds}")
-    if len(results) > 1:
+    for r in results:
+        if r.per_broker:
+            each = ", ".join(
+                f"broker-{i + 1} in {mb_per_hour(rx, k):.2f} out {mb_per_hour(tx, k):.2f}"
+                for i, (rx, tx) in enumerate(r.per_broker)
+            )
+            print(f"{r.n:>4} nodes over {len(r.per_broker)} bridged brokers (MB/h): {each}")
+    if len(results) > 1 and results[0].recv_per_node:
         a, b = results[0], results[-1]
         f = b.n / a.n
         per_node = b.recv_per_node / a.recv_per_node
