@@ -84,8 +84,31 @@ def test_scenarios_load_and_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ChainError, match="epochs"):
         load_scenario(bad)
     bad.write_text("{not json")
-    with pytest.raises(ChainError):
+    with pytest.raises(ChainError, match="bad.json"):
         load_scenario(bad)
+    for change, why in [
+        ({"availability": [[256, 1.0]]}, "availability"),
+        ({"availability": [[255, 0.0]]}, "add up to 0"),
+        ({"mnd_percent": [2.5]}, "mnd_percent"),
+        ({"mnd_percent": [2] * 14}, "26.1%"),
+        ({"nd_sold": [[1, 50_000]]}, "nd_sold"),
+        ({"poai_usd_per_epoch": [[1, -5]]}, "poai_usd_per_epoch"),
+        ({"nd_sell_share": 1.5}, "nd_sell_share"),
+        ({"surprise": 1}, "surprise"),
+    ]:
+        bad.write_text(json.dumps({**SHORT, **change}))
+        with pytest.raises(ChainError, match=why):
+            load_scenario(bad)
+    bad.write_bytes(b"\xff\xfe" * 10)
+    with pytest.raises(ChainError, match="cannot read scenario"):
+        load_scenario(bad)
+    bad.write_text(" " * 1_000_001)
+    with pytest.raises(ChainError, match="larger than"):
+        load_scenario(bad)
+    with pytest.raises(ChainError, match="no scenario"):
+        load_scenario("../economy/paper")  # names are plain words, not paths
+    with pytest.raises(ChainError, match="no scenario"):
+        load_scenario(tmp_path)  # a folder is not a scenario
     res = CliRunner().invoke(app, ["economy", "simulate", "--scenario", "nope"])
     assert res.exit_code != 0 and "no scenario" in res.output
     assert Scenario.model_validate(SHORT).claim_every == 7

@@ -23,18 +23,19 @@ from __future__ import annotations
 import csv
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import rlp
 from eth_abi.abi import decode, encode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from r1os.chain.anvil import Anvil, dev_private_key
 from r1os.chain.deploy import deploy
@@ -72,61 +73,85 @@ def tier_usd(sold: int) -> int:
     return 0
 
 
+MAX_SCENARIO_BYTES = 1_000_000
 SCENARIO_DIRS = (Path(__file__).resolve().parents[3] / "examples" / "economy",)
 """Where bare scenario names are looked up (the repository's examples/economy)."""
+
+
+Epoch = Annotated[int, Field(ge=0, le=5000)]
+Share = Annotated[float, Field(ge=0, le=1)]
 
 
 class Scenario(BaseModel):
     """What happens over the simulated epochs. Schedules are (epoch, value) points, linear between
     points and flat after the last one."""
 
-    name: str
-    description: str = ""
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    description: str = Field("", max_length=2000)
     epochs: int = Field(1080, ge=2, le=5000)
     seed: int = 1
-    nd_sold: list[tuple[int, int]] = Field(description="(epoch, Node Deeds sold so far)", min_length=1)
-    poai_usd_per_epoch: list[tuple[int, float]] = Field(
-        description="(epoch, USD paid into PoAI jobs in that epoch)", min_length=1
+    nd_sold: list[tuple[Epoch, Annotated[int, Field(ge=0, le=46_224)]]] = Field(
+        description="(epoch, Node Deeds sold so far)", min_length=1, max_length=1000
     )
-    availability: list[tuple[int, float]] = Field(
+    poai_usd_per_epoch: list[tuple[Epoch, Annotated[float, Field(ge=0, le=10**9)]]] = Field(
+        description="(epoch, USD paid into PoAI jobs in that epoch)", min_length=1, max_length=1000
+    )
+    availability: list[tuple[Annotated[int, Field(ge=0, le=255)], Annotated[float, Field(ge=0)]]] = Field(
         default=[(255, 1.0)], description="(availability byte 0..255, share of node-epochs)", min_length=1
     )
-    mnd_percent: list[float] = Field(default=[], description="each MND's assignment, % of the supply")
+    mnd_percent: list[Annotated[float, Field(gt=0, le=2)]] = Field(
+        default=[], description="each MND's assignment, % of the supply (at most 2 each)", max_length=500
+    )
     claim_every: int = Field(90, ge=1, le=MAX_CLAIM_EPOCHS)
-    mnd_cliff_epochs: int = Field(223, ge=0)
+    mnd_cliff_epochs: int = Field(223, ge=0, le=5000)
     mnd_claim_every: int = Field(10, ge=1, le=MAX_CLAIM_EPOCHS)
     pool: bool = Field(True, description="deploy Uniswap V2 and an R1/USDC pool (needs its npm artifacts)")
-    pool_r1: float = Field(1_000_000, gt=0, description="R1 seeded into the pool (minted for it)")
-    pool_usdc: float = Field(1_000_000, gt=0, description="USDC seeded into the pool")
-    nd_sell_share: float = Field(
-        0.5, ge=0, le=1, description="with a pool, share of their mined R1 Node Deed owners sell on it"
+    pool_r1: float = Field(1_000_000, gt=0, le=10**8, description="R1 seeded into the pool (minted for it)")
+    pool_usdc: float = Field(1_000_000, gt=0, le=10**12, description="USDC seeded into the pool")
+    nd_sell_share: Share = Field(
+        0.5, description="with a pool, share of their mined R1 Node Deed owners sell on it"
     )
-    gnd_sell_share: float = Field(
-        0.05, ge=0, le=1, description="with a pool, share of the GND's R1 the company sells on it"
+    gnd_sell_share: Share = Field(
+        0.05, description="with a pool, share of the GND's R1 the company sells on it"
     )
     buy_margin: float = Field(
-        1.05, ge=1, description="with a pool, buyers swap this times the deed's USD price for R1 first"
+        1.05, ge=1, le=10, description="with a pool, buyers swap this times the deed's USD price for R1 first"
     )
+
+    @model_validator(mode="after")
+    def _totals(self) -> Scenario:
+        if sum(w for _, w in self.availability) <= 0:
+            raise ValueError("the availability shares add up to 0")
+        if sum(self.mnd_percent) > 26.1:
+            raise ValueError("the MNDs' assignments exceed 26.1% of the supply")
+        return self
 
 
 def load_scenario(name_or_path: str | Path) -> Scenario:
-    """A scenario from a JSON file, or by name from examples/economy."""
+    """A scenario from a JSON file, or by name (letters, digits, - and _) from examples/economy."""
     path = Path(name_or_path)
-    if not path.exists():
-        for d in SCENARIO_DIRS:
-            if (d / f"{name_or_path}.json").exists():
-                path = d / f"{name_or_path}.json"
-                break
-        else:
+    if not path.is_file():
+        name = str(name_or_path)
+        found = [d / f"{name}.json" for d in SCENARIO_DIRS if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name)]
+        found = [f for f in found if f.is_file()]
+        if not found:
             known = sorted(p.stem for d in SCENARIO_DIRS if d.exists() for p in d.glob("*.json"))
-            raise ChainError(
-                f"no scenario {name_or_path!r}", hint=f"a JSON file, or one of {', '.join(known)}"
-            )
+            raise ChainError(f"no scenario {name!r}", hint=f"a JSON file, or one of {', '.join(known)}")
+        path = found[0]
     try:
-        return Scenario.model_validate_json(path.read_text())
+        if path.stat().st_size > MAX_SCENARIO_BYTES:
+            raise ChainError(f"scenario {path} is larger than {MAX_SCENARIO_BYTES} bytes")
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ChainError(f"cannot read scenario {path}: {exc}") from None
+    try:
+        return Scenario.model_validate_json(text)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        where = ".".join(str(p) for p in first["loc"]) or "scenario"
+        log.warning("scenario %s refused: %s: %s", path, where, first["msg"])
         raise ChainError(f"scenario {path}: {where}: {first['msg']}") from None
 
 
