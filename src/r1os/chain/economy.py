@@ -241,6 +241,7 @@ class SimulationResult:
     mnd_withheld: int
     transactions: int
     has_pool: bool
+    contracts: dict[str, str] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
 
@@ -699,12 +700,18 @@ async def simulate(
     epochs: int | None = None,
     plot: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    anvil: SimulationAnvil | None = None,
 ) -> SimulationResult:
-    """Run `scenario` (its first `epochs` epochs if given) on a private anvil; write CSV and plots."""
+    """Run `scenario` (its first `epochs` epochs if given) on a private anvil; write CSV and plots.
+
+    `anvil`: a started `SimulationAnvil` to run on (left running, so a caller can read the chain
+    afterwards); by default one is started and stopped here."""
     n_epochs = min(epochs or scenario.epochs, scenario.epochs)
     started = time.perf_counter()
-    anvil = _SimAnvil()
-    await anvil.start()
+    own = anvil is None
+    if anvil is None:
+        anvil = SimulationAnvil()
+        await anvil.start()
     rpc = _Rpc(anvil.rpc_url)
     try:
         oracle = NodeKey(bytes.fromhex(dev_private_key(1)[2:]))
@@ -742,7 +749,8 @@ async def simulate(
         await eco.check_against_contracts(supply)
     finally:
         await rpc.close()
-        await anvil.stop()
+        if own:
+            await anvil.stop()
     for r in rows:
         r.pop("_wei")
     result = SimulationResult(
@@ -757,6 +765,7 @@ async def simulate(
         mnd_withheld=withheld,
         transactions=eco.txs,
         has_pool=eco.pair is not None,
+        contracts=dict(deployment.contracts),
         rows=rows,
     )
     if out_dir is not None:
@@ -764,7 +773,7 @@ async def simulate(
     return result
 
 
-class _SimAnvil(Anvil):
+class SimulationAnvil(Anvil):
     """anvil for a simulation: no block gas limit (one block per epoch) and a free gas price."""
 
     def _argv(self) -> list[str]:
