@@ -77,3 +77,24 @@ def oracle_node(home: Path, svc: OracleSyncService) -> Node:
     config = NodeConfig(home=home, network="test", http="127.0.0.1:0", oracle=True, heartbeat_interval=1.0,
                         key_strength="light")  # fmt: skip
     return Node(config, password="pw", services=[svc], transport=MemoryTransport(MemoryHub()))
+
+
+def test_interleaved_records_of_lookalike_addresses_load_apart(tmp_path: Path) -> None:
+    # two addresses sharing their first 8 bytes, one ending in zero bytes, records interleaved and
+    # slightly out of order, as ticks append them
+    a = normalize_address("0x" + "11" * 8 + "22" * 10 + "0000")
+    b = normalize_address("0x" + "11" * 8 + "33" * 12)
+    now = time.time()
+    j = HeartbeatJournal(tmp_path / "hb.bin")
+    for i in range(50):
+        j.add(a, now - 100 + i)
+        j.add(b, now - 100 + i + 0.5)
+    j.add(a, now - 100 + 10.5)  # a late arrival
+    j.flush()
+    into = HeartbeatLog()
+    assert j.load(into, since=0) == 101
+    assert list(into.times[a]) == sorted([now - 100 + i for i in range(50)] + [now - 100 + 10.5])
+    assert list(into.times[b]) == [now - 100 + i + 0.5 for i in range(50)]
+    j.rewrite(into)
+    again = HeartbeatLog()
+    assert j.load(again, since=0) == 101 and list(again.times[a]) == list(into.times[a])

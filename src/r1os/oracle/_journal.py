@@ -12,12 +12,12 @@ times that are not finite or lie in the future are dropped (a damaged file must 
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import logging
-import math
 import os
 import struct
 import time
+from array import array
 from pathlib import Path
 
 from r1os.identity import normalize_address
@@ -26,6 +26,9 @@ from r1os.oracle._availability import HeartbeatLog
 log = logging.getLogger("r1os.oracle.journal")
 
 _RECORD = struct.Struct("<20sd")
+_DTYPE = [("a", "S20"), ("t", "<f8")]  # the same 28 bytes, as a numpy record
+_KEYED = [("a0", "<u8"), ("a1", "<u8"), ("a2", "<u4"), ("t", "<f8")]  # the address as numbers
+_ADDRESS = struct.Struct("<QQI")
 
 
 class HeartbeatJournal:
@@ -51,25 +54,34 @@ class HeartbeatJournal:
             fh.write(data)
 
     def load(self, into: HeartbeatLog, since: float) -> int:
-        """Replay the journal's heartbeats from `since` on; returns how many were kept."""
+        """Replay the journal's heartbeats from `since` on; returns how many were kept.
+
+        Read as one numpy record array and grouped by node (a day of 10,000 nodes is 86 M records)."""
+        import numpy as np
+
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return 0
         now = time.time() + 60.0
-        kept = bad = 0
-        names: dict[bytes, str] = {}  # addresses as senders carry them (EIP-55), computed once each
         whole = len(data) - len(data) % _RECORD.size
-        for raw, t in _RECORD.iter_unpack(data[:whole]):
-            if not math.isfinite(t) or t > now:
-                bad += 1
-                continue
-            if t >= since:
-                name = names.get(raw)
-                if name is None:
-                    name = names[raw] = normalize_address("0x" + raw.hex())
-                into.record(name, t)
-                kept += 1
+        recs = np.frombuffer(data, dtype=_KEYED, count=whole // _RECORD.size)
+        t = recs["t"]
+        good = np.isfinite(t) & (t <= now)
+        bad = int(len(recs) - np.count_nonzero(good))
+        keep = good & (t >= since)
+        # Group by node with one stable sort on the address's first 8 bytes (a numeric key: fast);
+        # within a node the records stay in arrival order. A group ends where any part changes.
+        a0 = recs["a0"][keep]
+        order = np.argsort(a0, kind="stable")
+        a0, a1, a2, ts = a0[order], recs["a1"][keep][order], recs["a2"][keep][order], t[keep][order]
+        change = (np.diff(a0) != 0) | (np.diff(a1) != 0) | (np.diff(a2) != 0)
+        bounds = [0, *(np.flatnonzero(change) + 1).tolist(), len(ts)]
+        for lo, hi in itertools.pairwise(bounds):
+            if hi > lo:
+                raw = _ADDRESS.pack(int(a0[lo]), int(a1[lo]), int(a2[lo]))
+                self._put(into, raw, ts[lo:hi])
+        kept = len(ts)
         if bad or whole != len(data):
             log.warning(
                 "heartbeat journal %s: %d bad records, %d torn bytes; ignored",
@@ -79,14 +91,36 @@ class HeartbeatJournal:
             )
         return kept
 
+    @staticmethod
+    def _put(into: HeartbeatLog, raw: bytes, times: object) -> None:
+        import numpy as np
+
+        ts = np.sort(np.asarray(times, dtype=np.float64))  # arrival order: nearly sorted already
+        name = normalize_address("0x" + raw.hex())
+        if name in into.times:
+            into.extend(name, ts.tolist())
+        else:
+            into.times[name] = array("d", ts.tobytes())
+
     def rewrite(self, source: HeartbeatLog) -> None:
         """Replace the file with what `source` still holds (after a prune)."""
+        import numpy as np
+
         self._pending.clear()
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "wb") as fh:
             for node, times in list(source.times.items()):
-                with contextlib.suppress(ValueError):
+                try:
                     raw = bytes.fromhex(node.removeprefix("0x"))
-                    if len(raw) == 20:
-                        fh.write(b"".join(_RECORD.pack(raw, t) for t in times))
+                except ValueError:
+                    continue
+                if len(raw) != 20:
+                    continue
+                # a copy first (made under the GIL): heartbeats may be appended meanwhile, and numpy
+                # must not hold a buffer on the live array (it could then not grow)
+                snap = times[:]
+                recs = np.empty(len(snap), dtype=_DTYPE)
+                recs["a"] = raw
+                recs["t"] = np.frombuffer(snap, dtype=np.float64)
+                fh.write(recs.tobytes())
         os.replace(tmp, self.path)
