@@ -1,7 +1,11 @@
 """Devnet scale benchmark: how long N nodes take to see each other, and their idle memory.
 
-Baselines from the same run: the RSS of a bare Python interpreter, and the time that interpreter
+Baselines from the same run: the memory of a bare Python interpreter, and the time that interpreter
 takes to start N times on this machine (the floor for starting N node processes).
+
+Memory is read from /proc/<pid>/smaps_rollup: RSS (every resident page, shared ones counted in
+full), PSS (shared pages divided among the processes sharing them: the sum over processes is what
+they really occupy) and USS (private pages only: what stopping the process would free).
 
 Run: `.venv/bin/python bench/devnet.py [--nodes 20]`
 """
@@ -9,6 +13,7 @@ Run: `.venv/bin/python bench/devnet.py [--nodes 20]`
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -19,12 +24,26 @@ import psutil
 
 from r1os.devnet import Devnet
 
+MiB = 2**20
 
-def bare_python_rss() -> float:
+
+def memory(pid: int) -> dict[str, float]:
+    """RSS, PSS and USS (private clean + dirty) of `pid` in MiB, from smaps_rollup."""
+    fields: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) >= 3 and parts[0].endswith(":") and parts[2] == "kB":
+                fields[parts[0][:-1]] = int(parts[1])
+    uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+    return {"rss": fields["Rss"] / 1024, "pss": fields["Pss"] / 1024, "uss": uss / 1024}
+
+
+def bare_python() -> dict[str, float]:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         time.sleep(0.5)
-        return psutil.Process(proc.pid).memory_info().rss / 2**20
+        return memory(proc.pid)
     finally:
         proc.kill()
         proc.wait()
@@ -38,10 +57,22 @@ def bare_python_starts(n: int) -> float:
     return time.perf_counter() - t0
 
 
+def summary(role: str, mems: list[dict[str, float]]) -> str:
+    if not mems:
+        return f"  {role}: none"
+    parts = []
+    for k in ("rss", "pss", "uss"):
+        vals = [m[k] for m in mems]
+        parts.append(f"{k.upper()} mean {statistics.fmean(vals):.1f} (max {max(vals):.1f})")
+    return f"  {role} ({len(mems)}): " + ", ".join(parts) + " MiB"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=20)
-    parser.add_argument("--idle", type=float, default=15.0, help="seconds to idle before measuring RSS")
+    parser.add_argument("--oracles", type=int, default=3)
+    parser.add_argument("--idle", type=float, default=15.0, help="seconds to idle before measuring memory")
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the full mesh")
     parser.add_argument(
         "--chain", action="store_true", help="also start anvil, licences and dAuth (the default `devnet up`)"
     )
@@ -50,24 +81,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dn = Devnet(Path(tmp))
         t0 = time.perf_counter()
-        state = dn.up(nodes=args.nodes, oracles=3, chain=args.chain, timeout=120)
-        mesh = time.perf_counter() - t0
         try:
+            state = dn.up(nodes=args.nodes, oracles=args.oracles, chain=args.chain, timeout=args.timeout)
+            mesh = time.perf_counter() - t0
             time.sleep(args.idle)
-            rss = [psutil.Process(n.pid).memory_info().rss / 2**20 for n in state.nodes if n.pid]
-            broker = psutil.Process(state.broker_pid).memory_info().rss / 2**20 if state.broker_pid else 0
+            edge = [memory(n.pid) for n in state.nodes if n.pid and not n.oracle]
+            oracle = [memory(n.pid) for n in state.nodes if n.pid and n.oracle]
+            broker = memory(state.broker_pid)["rss"] if state.broker_pid else 0.0
+            load = psutil.getloadavg()[0]
         finally:
             dn.down()
-    base = bare_python_rss()
+    base = bare_python()
     what = "with chain, licences and dAuth" if args.chain else "no chain"
-    print(f"{args.nodes} nodes ({what}): devnet up to full mesh in {mesh:.1f} s (target <= 30 s)")
+    print(f"{args.nodes} nodes ({what}): devnet up to full mesh in {mesh:.1f} s (target <= 60 s)")
     print(
         f"  floor: starting {args.nodes} Pythons that import the web/MQTT stack took {floor:.1f} s "
-        f"(mesh/floor {mesh / floor:.2f}x)"
+        f"(mesh/floor {mesh / floor:.2f}x); load average after the idle: {load:.1f}"
     )
-    mean = sum(rss) / len(rss)
-    print(f"idle RSS per node: mean {mean:.1f} MiB, max {max(rss):.1f} MiB; broker {broker:.1f} MiB")
-    print(f"  baseline bare python: {base:.1f} MiB (node/bare {mean / base:.2f}x)")
+    print(f"idle memory per node after {args.idle:g} s (target RSS <= 60 MiB):")
+    print(summary("edge", edge))
+    print(summary("oracle", oracle))
+    every = edge + oracle
+    rss = statistics.fmean(m["rss"] for m in every)
+    print(f"  all nodes: PSS total {sum(m['pss'] for m in every):.0f} MiB; broker RSS {broker:.1f} MiB")
+    print(
+        f"  baseline bare python: RSS {base['rss']:.1f}, PSS {base['pss']:.1f}, USS {base['uss']:.1f} MiB "
+        f"(node RSS/bare {rss / base['rss']:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

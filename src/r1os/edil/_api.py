@@ -6,7 +6,6 @@ import io
 import json
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
@@ -122,6 +121,8 @@ def install_routes(router: APIRouter, svc: EdilService) -> None:
         owner's node, for the owner or the operator."""
         await owner_or_operator(request, svc.job(job_id))
         state, params = svc.model_of(job_id)
+        import numpy as np
+
         buf = io.BytesIO()
         spec = spec_from_data(state.spec)
         n_in, classes = spec.model_shape()

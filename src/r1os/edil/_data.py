@@ -29,18 +29,30 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl
-
-import numpy as np
-import numpy.typing as npt
 
 from r1os.edil._errors import EdilError
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.float64]
+    IntArray = npt.NDArray[np.int64]
+
 log = logging.getLogger("r1os.edil")
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
+
+def __getattr__(name: str) -> Any:
+    # numpy is imported when a data set is loaded, not with the module (every node imports it, few train)
+    if name in ("FloatArray", "IntArray"):
+        import numpy as np
+        import numpy.typing as npt
+
+        return npt.NDArray[np.float64 if name == "FloatArray" else np.int64]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: The examples r1os ships a loader for, with (features, classes).
 EXAMPLES: dict[str, tuple[int, int]] = {"digits": (64, 10)}
@@ -195,6 +207,8 @@ def known_shape(ref: str | DataRef) -> tuple[int, int] | None:
 
 @functools.lru_cache(maxsize=4)
 def _example(name: str) -> tuple[FloatArray, IntArray]:
+    import numpy as np
+
     if name != "digits":  # pragma: no cover - parse_ref admits only EXAMPLES
         raise EdilError(f"unknown example {name!r}", cause="bad_data_ref")
     try:
@@ -216,6 +230,8 @@ def _example(name: str) -> tuple[FloatArray, IntArray]:
 
 def held_out_mask(y: IntArray) -> npt.NDArray[np.bool_]:
     """The rows of the held-out test split: round(TEST_FRACTION * count) of each class, by a fixed seed."""
+    import numpy as np
+
     rng = np.random.default_rng(TEST_SEED)
     mask = np.zeros(y.shape[0], dtype=bool)
     for c in np.unique(y):
@@ -228,6 +244,8 @@ def split_parts(
     y: IntArray, of: int, *, skew: Skew = "label", major: float = DEFAULT_MAJOR, seed: int = 0
 ) -> list[IntArray]:
     """Row indices (into `y`, sorted) of each of `of` disjoint parts covering all rows (rule: module doc)."""
+    import numpy as np
+
     if not 1 <= of <= MAX_PARTS:
         raise EdilError(f"{of} parts: use 1..{MAX_PARTS}", cause="bad_data_ref")
     rng = np.random.default_rng(seed)
@@ -250,6 +268,8 @@ def split_parts(
 
 
 def _load_example(ref: DataRef) -> Dataset:
+    import numpy as np
+
     X, y = _example(ref.name)
     held_out = held_out_mask(y)
     if ref.split == "test":
@@ -271,6 +291,8 @@ def _refuse(ref: DataRef, why: str, cause: str, status: int) -> EdilError:
 
 def load_npz(path: Path, *, ref: DataRef | None = None) -> Dataset:
     """Read and check an .npz with `X` (2-D numbers, finite) and `y` (1-D integers in 0..MAX_CLASSES-1)."""
+    import numpy as np
+
     r = ref or DataRef("path", str(path))
     try:
         size = path.stat().st_size

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import ValidationError
 
 from r1os.edil._errors import EdilError
@@ -51,6 +50,8 @@ from r1os.errors import R1osError
 from r1os.identity import NodeKey
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from r1os.cstore import CStoreService
     from r1os.edil._ckks import OwnerContext, PublicContext
     from r1os.edil._data import Dataset
@@ -151,6 +152,8 @@ def pack_params(vec: np.ndarray) -> bytes:
 
 
 def unpack_params(blob: bytes, length: int) -> np.ndarray:
+    import numpy as np
+
     from r1os.edil._updates import unpack_blob
 
     out = unpack_blob(blob)
@@ -281,6 +284,8 @@ class Owner:
         return sorted({*self.state.participants, self.io.me})
 
     async def _sum_of(self, pointer: AggregatePointer, r: int) -> np.ndarray | None:
+        import numpy as np
+
         if pointer.blob_cid is None or not pointer.included:
             return None
         blob = await self.io.get_sealed(pointer.blob_cid)
@@ -304,6 +309,8 @@ class Owner:
 
     async def _unmask(self, summed: np.ndarray, r: int) -> np.ndarray:
         """ckks+masked with dropouts: the aggregator passed the survivors' mask terms (sealed to us)."""
+        import numpy as np
+
         raw = await self.io.cstore.hget(dropped_key(self.state.aggregator, self.state.job_id), f"{r}:terms")
         if not isinstance(raw, dict) or not isinstance(raw.get("cid"), str):
             raise EdilError("the dropped participants' mask terms are missing", cause="no_recovery")
@@ -481,6 +488,8 @@ class Participant:
 
     async def _recovery(self, state: JobState) -> None:
         """If the aggregator names dropped participants this round, send this node's mask terms with them."""
+        import numpy as np
+
         if state.privacy not in MASKED or (state.job_id, state.round) in self.recovered:
             return
         raw = await self.io.cstore.hget(dropped_key(state.aggregator, state.job_id), str(state.round))
@@ -649,6 +658,8 @@ class Aggregator:
         rnd.sizes[participant] = len(blob)
 
     async def _add(self, state: JobState, rnd: _Round, parts: Any, length: int) -> None:
+        import numpy as np
+
         if state.privacy in ENCRYPTED:
             from r1os.edil._ckks import CkksSum
 
@@ -664,6 +675,8 @@ class Aggregator:
 
     async def _recover(self, state: JobState, rnd: _Round, dropped: list[str], length: int) -> bool:
         """Masked modes: the survivors' mask terms with the dropped cancel what they added."""
+        import numpy as np
+
         from r1os.edil._updates import check_update, unpack_blob
 
         key = dropped_key(self.io.me, state.job_id)

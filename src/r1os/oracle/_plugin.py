@@ -7,13 +7,17 @@ from r1os.node import NodeConfig, Service, ServicePlugin
 
 
 def _build(config: NodeConfig) -> list[Service]:
-    from r1os.oracle._autoclaim import AutoClaimService
-    from r1os.oracle._service import OracleSyncService
-    from r1os.oracle._settings import settings_from
+    # each service module is imported only on the nodes that run it (edge nodes run neither)
+    out: list[Service] = []
+    if config.oracle:
+        from r1os.oracle._service import OracleSyncService
+        from r1os.oracle._settings import settings_from
 
-    # dAuth's network config is not known yet: the service applies it when it starts (after dAuth)
-    out: list[Service] = [OracleSyncService(settings_from(config))] if config.oracle else []
+        # dAuth's network config is not known yet: the service applies it when it starts (after dAuth)
+        out.append(OracleSyncService(settings_from(config)))
     if config.auto_claim_epochs:
+        from r1os.oracle._autoclaim import AutoClaimService
+
         out.append(AutoClaimService(config.auto_claim_epochs, config.chain_deployment))
     return out
 

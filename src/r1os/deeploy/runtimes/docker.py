@@ -78,11 +78,14 @@ def _make_client(base_url: str | None, timeout: float = 60.0) -> Any:
 def engine_unavailable(base_url: str | None = None, timeout: float = 3.0) -> str | None:
     """None if a Docker engine answers at `base_url` (None: `DOCKER_HOST` or the default socket),
     else one line saying why not."""
+    where = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if where.startswith("unix://") and not os.path.exists(where[len("unix://") :]):
+        # no engine socket: answered without importing the SDK (megabytes in every node that has no Docker)
+        return f"no Docker engine answers at {where}: the socket does not exist"
     try:
         import docker  # noqa: F401
     except ImportError:
         return "the docker package is not installed (pip install 'docker>=7')"
-    where = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:
         client = _make_client(base_url, timeout)
     except Exception as exc:  # the SDK asks the engine its API version as it is built
