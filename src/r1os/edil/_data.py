@@ -50,7 +50,9 @@ def __getattr__(name: str) -> Any:
         import numpy as np
         import numpy.typing as npt
 
-        return npt.NDArray[np.float64 if name == "FloatArray" else np.int64]
+        if name == "FloatArray":
+            return npt.NDArray[np.float64]
+        return npt.NDArray[np.int64]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
