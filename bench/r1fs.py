@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import http.client
 import os
@@ -31,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -230,8 +231,10 @@ def plain_fetch(url: str, out: Path | None, streams: int = 2) -> int:
     return size
 
 
-def bench_floor(path: Path, repeat: int) -> Callable[[], object]:
-    """The cross-node floors; returns the baseline (a local copy) for the devnet rows."""
+@contextlib.contextmanager
+def bench_floor(path: Path, repeat: int) -> Iterator[tuple[Callable[[], object], Callable[[], object]]]:
+    """The cross-node floors; yields the baselines of the devnet rows: a local copy, and the floor
+    (download from the sendfile server, hash every 256 KiB, write to one file), whose server stays up."""
     size = path.stat().st_size
     print(f"\nCROSS-NODE GET  (base: shutil.copyfile of the same {size >> 20} MiB file to a new file)")
 
@@ -245,18 +248,19 @@ def bench_floor(path: Path, repeat: int) -> Callable[[], object]:
     try:
         assert server.stdout is not None and "ready" in server.stdout.readline()
         url = f"http://127.0.0.1:{port}/f"
+
+        def floor() -> None:
+            plain_fetch(url, fresh(OUT, "plain"))
+
         line(
             "floor: download from another process (sendfile) -> discard",
             size, *paired(lambda: plain_fetch(url, None), copy, repeat),
         )  # fmt: skip
-        line(
-            "floor: the same, each 256 KiB hashed, written to one file",
-            size, *paired(lambda: plain_fetch(url, fresh(OUT, "plain")), copy, repeat),
-        )  # fmt: skip
+        line("floor: the same, each 256 KiB hashed, written to one file", size, *paired(floor, copy, repeat))
+        yield copy, floor
     finally:
         server.terminate()
         server.wait()
-    return copy
 
 
 def token(node: DevnetNode) -> str:
@@ -274,11 +278,50 @@ async def wait_provided(url: str, cid: str) -> None:
     raise RuntimeError(f"{url} never saw a provider of {cid}")
 
 
+async def pull_again(node: DevnetNode, cid: str) -> float:
+    """Seconds of one more pull of `cid` into `node`: its pin released and its blocks collected first."""
+    async with R1fsClient(node.url, token=token(node)) as c:
+        await c.unpin(cid)
+        await c.gc()
+        os.sync()
+        t = time.perf_counter()
+        await c.pin(cid)
+        return time.perf_counter() - t
+
+
+async def bench_pulls(dn: Devnet, path: Path, small: Path, floor: Callable[[], object], repeat: int) -> None:
+    """Only the pull row, each pull right after a run of the floor (`--pulls-only`): for profiling."""
+    a, *pullers = dn.state().nodes
+    size = path.stat().st_size  # noqa: ASYNC240
+    print(f"\nPULL  (base: the floor above; {len(pullers)} nodes, {repeat} pulls each)")
+    async with R1fsClient(a.url, token=token(a)) as ca:
+        warm = (await ca.add_file(small))["cid"]
+        cid = (await ca.add_file(path))["cid"]
+    for n in pullers:
+        await wait_provided(n.url, cid)
+        async with R1fsClient(n.url, token=token(n)) as c:
+            await c.pin(warm)
+    pulls, bases = [], []
+    for _ in range(repeat):
+        for n in pullers:
+            bases.append(await asyncio.to_thread(run_once, floor))
+            pulls.append(await pull_again(n, cid))
+    line("node pulls the file from A into its store", size, pulls, bases, 0.8)
+    print("  pulls, s: " + " ".join(f"{t:.3f}" for t in pulls))
+    print("  floors, s: " + " ".join(f"{t:.3f}" for t in bases))
+
+
 async def bench_nodes(
-    dn: Devnet, paths: tuple[Path, Path], small: Path, work: Path, copy: Callable[[], object], repeat: int
+    dn: Devnet,
+    paths: tuple[Path, Path],
+    small: Path,
+    work: Path,
+    base: tuple[Callable[[], object], Callable[[], object]],
+    repeat: int,
 ) -> None:
     a, *pullers, getter = dn.state().nodes
     path, other = paths
+    copy, floor = base
     size = path.stat().st_size
     print("\nDEVNET  (node A holds the files; each other node fetches one once, from A)")
 
@@ -305,7 +348,7 @@ async def bench_nodes(
         await wait_provided(n.url, cid2)
         async with R1fsClient(n.url, token=token(n)) as c:  # a first fetch loads things: not timed
             await c.pin(warm)
-    pulls, bases = [], []
+    pulls, bases, floors = [], [], []
     for n in pullers:
         bases.append(run_once(copy))
         os.sync()
@@ -313,7 +356,17 @@ async def bench_nodes(
             t = time.perf_counter()
             await c.pin(cid)
             pulls.append(time.perf_counter() - t)
-    line(f"node pulls the file from A into its store ({len(pulls)} nodes)", size, pulls, bases, 0.5)
+    for _ in range(repeat - 1):  # more pulls, each by a node that let its copy go
+        for n in pullers:
+            bases.append(run_once(copy))
+            pulls.append(await pull_again(n, cid))
+    line(f"node pulls the file from A into its store ({len(pulls)} pulls)", size, pulls, bases, 0.5)
+    pulls = []
+    for _ in range(repeat):  # the honest anchor: the floor, a verified download without R1FS
+        for n in pullers:
+            floors.append(await asyncio.to_thread(run_once, floor))
+            pulls.append(await pull_again(n, cid))
+    line("the same pulls, base: the floor (download, hash, write)", size, pulls, floors, 0.8)
     for name, local, c_id in (("handed the open file", True, cid), ("over HTTP", False, cid2)):
         async with R1fsClient(getter.url, local=local) as c:
             base = run_once(copy)
@@ -343,6 +396,7 @@ def main() -> None:
     ap.add_argument("--pullers", type=int, default=2, help="devnet nodes that each pull the file once")
     ap.add_argument("--dir", type=Path, default=None, help="work folder (default: the system temp folder)")
     ap.add_argument("--no-devnet", action="store_true", help="skip the cross-node part")
+    ap.add_argument("--pulls-only", action="store_true", help="only the floors and the pull row")
     args = ap.parse_args()
     size = args.mib * 2**20
     with tempfile.TemporaryDirectory(prefix="r1fs-bench-", dir=args.dir) as tmp:
@@ -361,16 +415,21 @@ def main() -> None:
             f"{args.mib} MiB of random bytes in {work}; best of {args.repeat} (range in brackets); "
             f"{os.cpu_count()} cores; ratios are baseline time / row time"
         )
-        bench_add(data, path, args.repeat)
+        if not args.pulls_only:
+            bench_add(data, path, args.repeat)
         del data
-        copy = bench_floor(path, args.repeat)
-        if not args.no_devnet:
-            dn = Devnet(work / "devnet")
-            dn.up(nodes=2 + args.pullers, oracles=0, heartbeat=1.0, chain=False, timeout=90)
-            try:
-                asyncio.run(bench_nodes(dn, (path, other), small, work, copy, args.repeat))
-            finally:
-                dn.down()
+        with bench_floor(path, args.repeat) as (copy, floor):
+            if not args.no_devnet:
+                dn = Devnet(work / "devnet")
+                extra = 1 if args.pulls_only else 2
+                dn.up(nodes=extra + args.pullers, oracles=0, heartbeat=1.0, chain=False, timeout=90)
+                try:
+                    if args.pulls_only:
+                        asyncio.run(bench_pulls(dn, path, small, floor, args.repeat))
+                    else:
+                        asyncio.run(bench_nodes(dn, (path, other), small, work, (copy, floor), args.repeat))
+                finally:
+                    dn.down()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from r1os.errors import WireError
 from r1os.node import ERROR_RESPONSES, Unauthenticated
 from r1os.r1fs._dag import MAX_CID_LENGTH, parse_cid
 from r1os.r1fs._errors import BadRequest, BadUpload, TooLarge
+from r1os.r1fs._fetcher import RUNS_HEADER
 from r1os.r1fs._gateway import FILE_RESPONSES, mount_gateway, serve_file
 from r1os.r1fs._gateway import refusals as _refusals
 from r1os.r1fs._limits import REPLICAS_CEILING
@@ -153,7 +154,8 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
         with _refusals("block", quiet=True):
             await svc.check_peer(request)
             data = await svc.get_block(parse_cid(cid))
-        return Response(data, media_type="application/vnd.ipld.raw")
+        headers = {RUNS_HEADER: str(svc.runs.port)} if svc.runs is not None else None
+        return Response(data, media_type="application/vnd.ipld.raw", headers=headers)
 
     @router.post("/v1/r1fs/add", responses=ERROR_RESPONSES)
     async def add(

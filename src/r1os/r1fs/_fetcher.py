@@ -44,6 +44,8 @@ log = logging.getLogger("r1os.r1fs")
 
 #: Header of a peer's gateway request: serve only what is local, never fetch on its behalf.
 LOCAL_ONLY = "X-R1fs-Local-Only"
+#: Header of a node's block answers naming the port of its run listener (`_runs.py`).
+RUNS_HEADER = "X-R1fs-Runs"
 
 #: A provider: (node address, base URL of its HTTP API).
 Provider = tuple[str, str]
@@ -119,6 +121,11 @@ class Fetcher:
         self._arrived = asyncio.Event()  # set (and replaced) whenever fetched blocks are stored
         # Interior blocks are small and few: a provider silent for fetch_timeout is given up.
         self._timeout = httpx.Timeout(settings.fetch_timeout, connect=10.0)
+        # Providers' run listeners (`_runs.py`) by address, from the `X-R1fs-Runs` header of their
+        # block answers; one that cannot be reached is dropped, and its runs go through the API.
+        self.run_ports: dict[str, int] = {}
+        self._landing = 0  # leaves stored by the fetch threads that the loop has not counted yet
+        self._landing_lock = threading.Lock()
 
     @property
     def running(self) -> int:
@@ -474,34 +481,25 @@ class Fetcher:
                 loop.call_soon_threadsafe(self._count, "fetch_retries")
             lo, last = run[done].offset, run[-1]
             hi = last.offset + last.size
-            path = f"{urlsplit(url).path}/ipfs/{root}"
-            headers = {
-                "Range": f"bytes={lo}-{hi - 1}",
-                LOCAL_ONLY: "1",
-                "Authorization": self.authorization(addr, "GET", path),
-            }
             problem = None
-            conn = _connect(url, self.settings.fetch_timeout)
             # The deadline of this attempt: past it the timer shuts the socket and the read returns.
             fired = threading.Event()
             deadline = self.settings.fetch_timeout + (hi - lo) / MIN_PEER_RATE
             sockets: list[socket.socket] = []
             watchdog = threading.Timer(deadline, _cut, (sockets, fired))
             watchdog.daemon = True
+            conn: http.client.HTTPConnection | None = None
             try:
                 watchdog.start()
                 try:
-                    conn.connect()
-                    if conn.sock is not None:
-                        sockets.append(conn.sock)
-                    conn.request("GET", path, headers=headers)
-                    r = conn.getresponse()
+                    conn, r = self._open_run(addr, url, root, lo, hi, sockets)
                 except (OSError, http.client.HTTPException) as exc:
                     failures.append(f"{addr[:10]}: {type(exc).__name__}")
                     continue
                 if r.status != 206:
                     failures.append(f"{addr[:10]}: HTTP {r.status}")
                     continue
+                self._learn_port(addr, r.getheader(RUNS_HEADER))
                 while done < len(run) and not stop.is_set():
                     leaf = run[done]
                     data = buf[: leaf.size]
@@ -525,10 +523,11 @@ class Fetcher:
                         problem = "corrupt"
                         break
                     done += 1
-                    loop.call_soon_threadsafe(self._landed)
+                    self._land(loop)
             finally:
                 watchdog.cancel()
-                conn.close()
+                if conn is not None:
+                    conn.close()
             if problem is not None:
                 failures.append(f"{addr[:10]}: {'too slow' if fired.is_set() else problem}")
         if done < len(run) and not stop.is_set():
@@ -536,12 +535,81 @@ class Fetcher:
                 f"block {run[done].cid}: no provider had a valid copy ({'; '.join(failures)})"
             )
 
+    def _open_run(
+        self, addr: str, url: str, root: Cid, lo: int, hi: int, sockets: list[socket.socket]
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Ask `addr` for bytes [lo, hi) of the file under `root`: at its run listener when it named
+        one (`X-R1fs-Runs`: the leaves come by sendfile), else, or when that cannot be reached, through
+        its API as a gateway block run. Each request is signed for the path it asks for."""
+        timeout = self.settings.fetch_timeout
+        port = self.run_ports.get(addr)
+        u = urlsplit(url)
+        if port is not None and u.scheme == "http":
+            path = f"/ipfs/{root}"
+            conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", port, timeout=timeout)
+            try:
+                conn.connect()
+            except OSError as exc:
+                conn.close()
+                self.run_ports.pop(addr, None)
+                log.info(
+                    "r1fs: %s's run listener (port %d): %s; its runs go through its API", addr, port, exc
+                )
+            else:
+                if conn.sock is not None:
+                    sockets.append(conn.sock)
+                headers = {
+                    "Range": f"bytes={lo}-{hi - 1}",
+                    "Authorization": self.authorization(addr, "GET", path),
+                }
+                try:
+                    conn.request("GET", path, headers=headers)
+                    r = conn.getresponse()
+                except BaseException:
+                    conn.close()
+                    raise
+                if r.status != 206:  # learned again from its next block answer, if it was right
+                    self.run_ports.pop(addr, None)
+                return conn, r
+        path = f"{u.path}/ipfs/{root}"
+        headers = {
+            "Range": f"bytes={lo}-{hi - 1}",
+            LOCAL_ONLY: "1",
+            "Authorization": self.authorization(addr, "GET", path),
+        }
+        conn = _connect(url, timeout)
+        try:
+            conn.connect()
+            if conn.sock is not None:
+                sockets.append(conn.sock)
+            conn.request("GET", path, headers=headers)
+            return conn, conn.getresponse()
+        except BaseException:
+            conn.close()
+            raise
+
+    def _learn_port(self, addr: str, value: str | None) -> None:
+        """Note the run listener a provider names (a port number; anything else is ignored)."""
+        if value is not None and value.isdigit() and len(value) <= 5 and 0 < int(value) < 65536:
+            self.run_ports[addr] = int(value)
+
     def _count(self, name: str) -> None:
         self.counters[name] += 1
 
+    def _land(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A fetch thread stored a leaf: the loop counts it and wakes the readers, once for every leaf
+        stored since it last did (one wake-up of the loop per batch, not per leaf)."""
+        with self._landing_lock:
+            first = self._landing == 0
+            self._landing += 1
+        if first:
+            loop.call_soon_threadsafe(self._landed)
+
     def _landed(self) -> None:
-        """A fetched leaf is stored (called in the loop, from the fetch threads)."""
-        self.counters["fetched_blocks"] += 1
+        """Fetched leaves are stored (called in the loop, from the fetch threads)."""
+        with self._landing_lock:
+            n, self._landing = self._landing, 0
+        self.counters["fetched_blocks"] += n
         self._block_arrived()
 
     async def _get_block(self, addr: str, url: str, text: str) -> tuple[int, bytes]:
@@ -556,6 +624,7 @@ class Fetcher:
             ) as r:
                 if r.status_code != 200:
                     return r.status_code, b""
+                self._learn_port(addr, r.headers.get(RUNS_HEADER))
                 declared = r.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > MAX_BLOCK_SIZE:
                     return 413, b""

@@ -62,7 +62,7 @@ from r1os.r1fs._errors import (
     R1fsError,
     TooLarge,
 )
-from r1os.r1fs._fetcher import LOCAL_ONLY
+from r1os.r1fs._fetcher import LOCAL_ONLY, RUNS_HEADER
 from r1os.r1fs._limits import REPLICAS_CEILING, check_space
 from r1os.r1fs._unixfs_dir import BadPath, read_dir_block
 
@@ -551,6 +551,8 @@ async def serve_file(
         headers["Content-Disposition"] = f'attachment; filename="{cid}"'
     elif not local_only:
         headers["Content-Security-Policy"] = SANDBOX
+    if local_only and svc.runs is not None and svc.runs.port is not None:
+        headers[RUNS_HEADER] = str(svc.runs.port)  # where runs go by sendfile (_runs.py)
     try:
         rng = parse_range(request.headers.get("range"), size)
     except Unsatisfiable:

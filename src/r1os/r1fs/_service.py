@@ -45,6 +45,7 @@ from r1os.r1fs._models import (
 from r1os.r1fs._pins import PinBook
 from r1os.r1fs._providers import PIN, Directory, KeyValue
 from r1os.r1fs._replication import Replication
+from r1os.r1fs._runs import RunServer
 from r1os.r1fs._store import BlockStore, GcResult, Hold
 from r1os.r1fs._tar import import_tar
 from r1os.r1fs._unixfs_dir import (
@@ -101,6 +102,7 @@ class R1fsService(Service):
         self.dir: Directory | None = None
         self.replication: Replication | None = None
         self.local: LocalServer | None = None
+        self.runs: RunServer | None = None  # block runs for peers by sendfile (`_runs.py`)
         # Set by `start` (they need the node's folder and peers); reached through the properties below.
         self._ctx: ServiceContext | None = None
         self._store: BlockStore | None = None
@@ -163,6 +165,10 @@ class R1fsService(Service):
             ctx.on_stop(partial(kv.unwatch, self._pin_requests_changed))
         self._fetcher = Fetcher(ctx, store, self.settings, self.dir, self.counters)
         mount(ctx.router, self)
+        runs = RunServer(self)
+        if runs.open(ctx.config.http_host) is not None:
+            self.runs = runs
+            ctx.on_stop(runs.close)  # before the store closes
         ctx.allow_body("/v1/r1fs/add", None)  # streams, with its own limit (max_upload)
         ctx.allow_body("/v1/r1fs/add-tree", None)  # the same, a tar stream
         ctx.metrics.register(R1fsCollector(self))
