@@ -39,6 +39,38 @@ def memory(pid: int) -> dict[str, float]:
     return {"rss": fields["Rss"] / 1024, "pss": fields["Pss"] / 1024, "uss": uss / 1024}
 
 
+def _cpu(pid: int) -> float:
+    """User + system CPU seconds of `pid` and its children (a node's warm plugin worker)."""
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def children_pss(pid: int) -> float:
+    """PSS (MiB) of the processes a node started (its warm plugin worker and sandbox)."""
+    try:
+        kids = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for k in kids:
+        try:
+            total += memory(k.pid)["pss"]
+        except OSError:
+            continue
+    return total
+
+
 def bare_python() -> dict[str, float]:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
@@ -81,12 +113,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dn = Devnet(Path(tmp))
         t0 = time.perf_counter()
+        marks: dict[str, float] = {}
+
+        def progress(msg: str) -> None:
+            if msg.startswith("waiting") or (msg.startswith("starting") and " nodes (" in msg):
+                marks.setdefault(msg.split()[0], time.perf_counter() - t0)
+
         try:
-            state = dn.up(nodes=args.nodes, oracles=args.oracles, chain=args.chain, timeout=args.timeout)
+            state = dn.up(
+                nodes=args.nodes,
+                oracles=args.oracles,
+                chain=args.chain,
+                timeout=args.timeout,
+                progress=progress,
+            )
             mesh = time.perf_counter() - t0
+            # CPU the node processes (and their children) used from their start to the mesh
+            cpu = sum(_cpu(n.pid) for n in state.nodes if n.pid)
             time.sleep(args.idle)
             edge = [memory(n.pid) for n in state.nodes if n.pid and not n.oracle]
             oracle = [memory(n.pid) for n in state.nodes if n.pid and n.oracle]
+            kids = [children_pss(n.pid) for n in state.nodes if n.pid]
             broker = memory(state.broker_pid)["rss"] if state.broker_pid else 0.0
             load = psutil.getloadavg()[0]
         finally:
@@ -94,6 +141,16 @@ def main() -> None:
     base = bare_python()
     what = "with chain, licences and dAuth" if args.chain else "no chain"
     print(f"{args.nodes} nodes ({what}): devnet up to full mesh in {mesh:.1f} s (target <= 60 s)")
+    nodes_at, listening_at = marks.get("starting", 0.0), marks.get("waiting", mesh)
+    cores = psutil.cpu_count() or 1
+    print(
+        f"  keys and broker {nodes_at:.1f} s, node processes started until all listen "
+        f"{listening_at - nodes_at:.1f} s, then until the full mesh {mesh - listening_at:.1f} s"
+    )
+    print(
+        f"  the nodes used {cpu:.0f} CPU-seconds until the mesh ({cpu / args.nodes:.2f} s each): "
+        f"{cpu / cores:.1f} s of this machine's {cores} cores"
+    )
     print(
         f"  floor: starting {args.nodes} Pythons that import the web/MQTT stack took {floor:.1f} s "
         f"(mesh/floor {mesh / floor:.2f}x); load average after the idle: {load:.1f}"
@@ -103,6 +160,10 @@ def main() -> None:
     print(summary("oracle", oracle))
     every = edge + oracle
     rss = statistics.fmean(m["rss"] for m in every)
+    print(
+        f"  beside each node, the processes it started (warm plugin worker): "
+        f"PSS mean {statistics.fmean(kids):.1f} MiB"
+    )
     print(f"  all nodes: PSS total {sum(m['pss'] for m in every):.0f} MiB; broker RSS {broker:.1f} MiB")
     print(
         f"  baseline bare python: RSS {base['rss']:.1f}, PSS {base['pss']:.1f}, USS {base['uss']:.1f} MiB "
