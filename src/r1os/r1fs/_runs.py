@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 
 from r1os.errors import R1osError, error_body
-from r1os.r1fs._dag import RAW, Cid, DagLimits, RefBudget, parse_cid, read_file_node
+from r1os.r1fs._dag import RAW, Cid, DagLimits, RefBudget, parse_cid
 from r1os.r1fs._errors import BlockNotFound, CorruptBlock, R1fsError
 from r1os.r1fs._fetcher import MIN_PEER_RATE
 from r1os.r1fs._gateway import Unsatisfiable, parse_range
@@ -103,7 +103,7 @@ def plan_run(store: BlockStore, limits: DagLimits, root: Cid, range_header: str 
             raise BlockNotFound(f"block {root} is not in the local store")
         top = None
     else:
-        top = read_file_node(root, store.get(root))
+        top = store.file_node(root)
         limits.check_root(root, top)
         size = top.filesize
     try:
@@ -130,7 +130,7 @@ def plan_run(store: BlockStore, limits: DagLimits, root: Cid, range_header: str 
         if cid.codec == RAW:
             leaf(cid, offset, expect)
             return
-        node = top if depth == 0 and top is not None else read_file_node(cid, store.get(cid))
+        node = top if depth == 0 and top is not None else store.file_node(cid)
         if expect is not None and node.filesize != expect:
             raise CorruptBlock(f"{cid} holds {node.filesize} bytes where its parent says {expect}")
         if node.children:
