@@ -16,7 +16,13 @@ verifies and stores what it gets); then R1FS on a devnet: node B pins a file onl
 (every block verified, then stored on B), node D streams it to a local file through its HTTP API
 while it fetches it from A; beside them, A's gateway serving the file to a bare client.
 
-Run: `.venv/bin/python bench/r1fs.py [--mib 200] [--repeat 3] [--dir DIR]`.
+Cross-node pull against the floor (target >= 0.8x): the honest anchor for a verified pull is the
+floor row above (download from a sendfile server, hash every 256 KiB, write to one file), so the
+pulls are run again, each right after a run of the floor (whose server stays up), and printed with
+the floor as their baseline; each puller lets its copy go (unpin, GC) before it pulls again.
+`--pulls-only` runs just the floors and that row (on 1 + `--pullers` nodes): quick, for profiling.
+
+Run: `.venv/bin/python bench/r1fs.py [--mib 200] [--repeat 3] [--dir DIR] [--pulls-only]`.
 """
 
 from __future__ import annotations
