@@ -2,7 +2,7 @@
 pack files; every refusal an HTTP status with the API's error body; slow and greedy clients bounded;
 admitted nodes only under dAuth. Then a real pull between two nodes in this process (A's API on
 uvicorn): B fetches A's file through A's run listener, checks every leaf, and falls back to A's API
-when the listener cannot be reached; a corrupt leaf from A is refused."""
+when the listener cannot be reached or is not one; a corrupt leaf from A is refused."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from r1os.r1fs._runs import MAX_HEAD, RunServer, plan_run
 from r1os.r1fs._store import BlockStore
 from r1os.wire import sign_request
 from tests.r1fs._content import mod251
+from tests.r1fs._hostile import HostilePeer
 from tests.r1fs.conftest import Served, serve
 
 pytestmark = pytest.mark.timeout(120)
@@ -277,6 +278,14 @@ async def test_a_node_pulls_through_the_run_listener_and_checks_every_leaf(tmp_p
         assert complete(b, cid2) and b.svc.counters["fetch_retries"] == 0
         assert fetcher.run_ports.get(a.svc.me) in (None, a.svc.runs.port)
         assert a.svc.runs.served >= served
+        # Something else on the port it named (a server that pours bytes without end): the same.
+        cid4 = await add(a, mod251(6 * CHUNK_SIZE, start=17))
+        await fetcher.fetch_root(parse_cid(cid4))
+        with HostilePeer() as liar:
+            fetcher.run_ports[a.svc.me] = int(liar.url.rsplit(":", 1)[1])
+            await fetcher.fetch(parse_cid(cid4))
+        assert complete(b, cid4) and b.svc.counters["fetch_retries"] == 0 and liar.requests
+        assert fetcher.run_ports.get(a.svc.me) in (None, a.svc.runs.port)
         # A leaf that rotted in A's pack is sent as it is by sendfile: B refuses it, stores nothing.
         data3 = mod251(4 * CHUNK_SIZE, start=13)
         cid3 = await add(a, data3)

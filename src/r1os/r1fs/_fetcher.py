@@ -22,6 +22,7 @@ import http.client
 import logging
 import queue
 import socket
+import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -86,7 +87,7 @@ def _cut(sockets: list[socket.socket], fired: threading.Event) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-def _read_into(r: http.client.HTTPResponse, view: memoryview) -> int:
+def _read_into(r: http.client.HTTPResponse | _RawRun, view: memoryview) -> int:
     """Fill `view` from the response (no new bytes object per leaf); fewer bytes only at its end."""
     got = 0
     while got < len(view):
@@ -95,6 +96,67 @@ def _read_into(r: http.client.HTTPResponse, view: memoryview) -> int:
             break
         got += n
     return got
+
+
+class _RawRun:
+    """A run asked of a provider's run listener and read straight off the socket: the head parsed
+    here (<= MAX_HEAD bytes), then each leaf taken by one `recv(MSG_WAITALL)` into the caller's buffer,
+    where `http.client` took one pass through its buffered reader per TCP segment (and the GIL with
+    it, for every 64 KiB); never more than the Content-Length. The connection and its response."""
+
+    MAX_HEAD = 8192
+
+    def __init__(self, sock: socket.socket, request: bytes, timeout: float) -> None:
+        self.sock = sock
+        sock.sendall(request)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            piece = sock.recv(4096)
+            if not piece:
+                raise http.client.RemoteDisconnected("the run listener closed before its answer")
+            buf += piece
+            if len(buf) > self.MAX_HEAD:
+                raise http.client.LineTooLong("a run listener's answer head")
+        head, _, self._early = buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        words = lines[0].split(" ", 2)
+        if len(words) < 2 or not words[0].startswith("HTTP/1.") or not words[1].isdigit():
+            raise http.client.BadStatusLine(lines[0][:80])
+        self.status = int(words[1])
+        self._headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            self._headers[name.strip().lower()] = value.strip()
+        length = self._headers.get("content-length", "")
+        if not length.isdigit() or len(length) > 20:
+            raise http.client.HTTPException("a run listener's answer without a Content-Length")
+        self._left = int(length)
+        # Blocking reads with a receive timeout: MSG_WAITALL waits for a whole leaf (the watchdog's
+        # shutdown, or the timeout, ends the wait early with what came).
+        sock.settimeout(None)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(timeout), 0))
+
+    def getheader(self, name: str) -> str | None:
+        return self._headers.get(name.lower())
+
+    def readinto(self, view: memoryview) -> int:
+        n = min(len(view), self._left)
+        if n <= 0:
+            return 0
+        if self._early:
+            k = min(n, len(self._early))
+            view[:k] = self._early[:k]
+            self._early = self._early[k:]
+        else:
+            try:
+                k = self.sock.recv_into(view, n, socket.MSG_WAITALL)
+            except BlockingIOError:  # SO_RCVTIMEO passed with nothing received
+                raise TimeoutError("the run listener sent nothing in time") from None
+        self._left -= k
+        return k
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class Fetcher:
@@ -530,7 +592,7 @@ class Fetcher:
             sockets: list[socket.socket] = []
             watchdog = threading.Timer(deadline, _cut, (sockets, fired))
             watchdog.daemon = True
-            conn: http.client.HTTPConnection | None = None
+            conn: http.client.HTTPConnection | _RawRun | None = None
             writer = self.store.run_writer(hold, hi - lo)
             put = hold.put_verified if writer is None else writer.put_verified
             try:
@@ -583,7 +645,7 @@ class Fetcher:
 
     def _open_run(
         self, addr: str, url: str, root: Cid, lo: int, hi: int, sockets: list[socket.socket]
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    ) -> tuple[http.client.HTTPConnection | _RawRun, http.client.HTTPResponse | _RawRun]:
         """Ask `addr` for bytes [lo, hi) of the file under `root`: at its run listener when it named
         one (`X-R1fs-Runs`: the leaves come by sendfile), else, or when that cannot be reached, through
         its API as a gateway block run. Each request is signed for the path it asks for."""
@@ -592,31 +654,33 @@ class Fetcher:
         u = urlsplit(url)
         if port is not None and u.scheme == "http":
             path = f"/ipfs/{root}"
-            conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", port, timeout=timeout)
+            host = u.hostname or "127.0.0.1"
+            head = (
+                f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nRange: bytes={lo}-{hi - 1}\r\n"
+                f"Authorization: {self.authorization(addr, 'GET', path)}\r\n\r\n"
+            )
+            problem = ""
             try:
-                conn.connect()
+                sock = socket.create_connection((host, port), timeout=timeout)
             except OSError as exc:
-                conn.close()
-                self.run_ports.pop(addr, None)
-                log.info(
-                    "r1fs: %s's run listener (port %d): %s; its runs go through its API", addr, port, exc
-                )
+                problem = str(exc)
             else:
-                if conn.sock is not None:
-                    sockets.append(conn.sock)
-                headers = {
-                    "Range": f"bytes={lo}-{hi - 1}",
-                    "Authorization": self.authorization(addr, "GET", path),
-                }
+                sockets.append(sock)
                 try:
-                    conn.request("GET", path, headers=headers)
-                    r = conn.getresponse()
-                except BaseException:
-                    conn.close()
-                    raise
-                if r.status != 206:  # learned again from its next block answer, if it was right
-                    self.run_ports.pop(addr, None)
-                return conn, r
+                    raw = _RawRun(sock, head.encode("latin-1"), timeout)
+                except (OSError, http.client.HTTPException) as exc:
+                    sock.close()
+                    problem = f"{type(exc).__name__}: {exc}"
+                else:
+                    if raw.status == 206:
+                        return raw, raw
+                    raw.close()
+                    problem = f"HTTP {raw.status}"
+            # Not a run from there: its API answers this one (and names its listener again if it has one).
+            self.run_ports.pop(addr, None)
+            log.info(
+                "r1fs: %s's run listener (port %d): %s; the run goes through its API", addr, port, problem
+            )
         path = f"{u.path}/ipfs/{root}"
         headers = {
             "Range": f"bytes={lo}-{hi - 1}",
