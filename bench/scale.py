@@ -14,12 +14,23 @@ Time is shortened by `--speedup` K (default 10): heartbeats every 10/K s instead
 production seconds, and bytes per production hour = bytes per measured second x 3600 / K.
 No chain (dAuth off), 3 oracles, the rest edge nodes.
 
+`--mode oracle` runs the network with `heartbeat_mode = "oracle"` (heartbeats to the oracles only, edges
+learn the network from the map the lowest online oracle publishes); `--mode broadcast` is the
+original design (every node hears every heartbeat).
+
+`--sim 100,300,1000` adds that many lightweight simulated nodes beside the real ones (`--nodes`,
+e.g. 8: 3 oracles and 5 edges): each has a real key and publishes a signed heartbeat like a real
+node's every interval, spread over the interval, through a few shared MQTT connections straight to
+the broker (no node stack: they listen to nothing). The real nodes' received bytes are measured as
+above, and the oracles' CPU (user + system, from /proc) per heartbeat interval.
+
 With `--brokers K` (K > 1) the devnet runs K bridged mosquitto brokers itself (`devnet up
 --brokers K`, nodes spread over them) and the script reads each broker's `$SYS` counters: what every
 broker receives and sends when the network is bridged (per-node counts need the proxy, so they are
 not measured then).
 
-Run: `.venv/bin/python bench/scale.py [--nodes 10,20] [--seconds 30] [--speedup 10] [--brokers 1]`
+Run: `.venv/bin/python bench/scale.py [--nodes 10,20] [--seconds 30] [--speedup 10] [--brokers 1]
+[--mode broadcast|oracle] [--sim 100,300,1000]`
 """
 
 from __future__ import annotations
@@ -27,13 +38,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from r1os import __version__
 from r1os.devnet import Devnet
+from r1os.identity import NodeKey
 from r1os.transport import MosquittoBroker, MqttGate, MqttTransport
+from r1os.transport.topics import broadcast_topic, oracle_topic
+from r1os.wire import EnvelopeSigner
 
 PROD_HB = 10.0
 PROD_SYNC = 5.0
@@ -52,6 +68,8 @@ class Result:
     kinds: dict[str, float]  # payload bytes per measured second by kind
     msgs: dict[str, float]  # messages per measured second by kind
     per_broker: list[tuple[float, float]] | None = None  # (received, sent) per broker, bridged runs
+    sims: int = 0
+    oracle_cpu: float = 0.0  # CPU seconds per measured second, mean over the oracles
 
 
 class SysCounters:
@@ -72,12 +90,76 @@ class KindCounter:
 
     def __call__(self, topic: str, payload: bytes) -> None:
         parts = topic.split("/")
-        kind = "inbox" if parts[2] == "n" else ("heartbeat" if parts[3] == "hb" else f"b/{parts[3]}")
+        kind = "inbox" if parts[2] == "n" else ("heartbeat" if parts[3] == "hb" else f"{parts[2]}/{parts[3]}")
         self.bytes[kind] = self.bytes.get(kind, 0) + len(payload)
         self.count[kind] = self.count.get(kind, 0) + 1
 
 
-async def measure(n: int, seconds: float, speedup: float, tmp: Path) -> Result:
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class SimulatedNodes:
+    """`count` nodes that only publish signed heartbeats (real keys), over a few shared connections."""
+
+    PER_CONNECTION = 100
+
+    def __init__(self, count: int, broker_url: str, network: str, interval: float, mode: str) -> None:
+        self.keys = [NodeKey.generate() for _ in range(count)]
+        self.signers = [EnvelopeSigner(k, network) for k in self.keys]
+        self.interval = interval
+        self.topic = oracle_topic(network, "hb") if mode == "oracle" else broadcast_topic(network, "hb")
+        conns = max(1, -(-count // self.PER_CONNECTION))
+        self.transports = [MqttTransport(broker_url, f"scale-sim-{i}") for i in range(conns)]
+        self.started = time.time()
+        self.task: asyncio.Task[None] | None = None
+
+    def payload(self, i: int) -> dict[str, object]:
+        key = self.keys[i]
+        return {
+            "version": __version__, "uptime": round(time.time() - self.started, 3), "interval": PROD_HB,
+            "url": f"http://127.0.0.1:{40000 + i}", "oracle": False, "ai_address": key.ai_address,
+            "services": [],  # no service: real nodes must not try to sync with them
+            "resources": {
+                "cpu_cores": 8, "cpu_load": 0.25, "memory_total_mb": 32000,
+                "memory_available_mb": 20000 + i % 97, "disk_total_gb": 500.0, "disk_free_gb": 300.5,
+                "gpus": [],
+            },
+        }  # fmt: skip
+
+    async def start(self) -> None:
+        for t in self.transports:
+            await t.start()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        n = len(self.keys)
+        ttl = max(int(self.interval * 3), 10)
+        while True:
+            t0 = time.monotonic()
+            for i in range(n):
+                raw = self.signers[i].seal("hb", self.payload(i), ttl=ttl)
+                await self.transports[i // self.PER_CONNECTION].publish(self.topic, raw)
+                # spread over the interval, as independent nodes would be
+                target = t0 + self.interval * (i + 1) / n
+                if (delay := target - time.monotonic()) > 0:
+                    await asyncio.sleep(delay)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        for t in self.transports:
+            await t.stop()
+
+
+async def measure(n: int, seconds: float, speedup: float, tmp: Path, sims: int = 0, mode: str = "") -> Result:
     async with MosquittoBroker(sys_interval=1) as broker:
         gate = MqttGate(("127.0.0.1", broker.port), lambda *_: True)
         await gate.start()
@@ -86,19 +168,27 @@ async def measure(n: int, seconds: float, speedup: float, tmp: Path) -> Result:
         observer.subscribe("$SYS/broker/bytes/+", sys_counters)
         observer.subscribe("r1/#", kinds)
         await observer.start()
-        dn = Devnet(tmp / f"devnet-{n}")
+        dn = Devnet(tmp / f"devnet-{n}-{sims}")
+        sim: SimulatedNodes | None = None
         try:
             state = await asyncio.to_thread(
                 dn.up, nodes=n, oracles=min(3, n), broker=gate.url, heartbeat=PROD_HB / speedup,
-                sync_interval=PROD_SYNC / speedup, fsync=False, chain=False, timeout=120,
+                sync_interval=PROD_SYNC / speedup, fsync=False, chain=False, timeout=180,
             )  # fmt: skip
+            if sims:
+                sim = SimulatedNodes(sims, broker.url, state.network, PROD_HB / speedup, mode)
+                await sim.start()
+                await asyncio.sleep(2 * PROD_HB / speedup)  # every simulated node heard once
             await asyncio.sleep(3 * PROD_HB / speedup)  # past the start-up burst
+            oracle_pids = [x.pid for x in state.nodes if x.oracle]
+            cpu0 = [cpu_seconds(p) for p in oracle_pids]
             t0 = time.monotonic()
             before_to, before_from = dict(gate.stats.bytes_to_clients), dict(gate.stats.bytes_from_clients)
             before_sys = dict(sys_counters.values)
             before_kb, before_kc = dict(kinds.bytes), dict(kinds.count)
             await asyncio.sleep(seconds)
             dt = time.monotonic() - t0
+            cpu = [cpu_seconds(p) - c for p, c in zip(oracle_pids, cpu0, strict=True)]
             after_sys = dict(sys_counters.values)
             oracles = {x.address.lower() for x in state.nodes if x.oracle}
             recv = {a.lower(): v - before_to.get(a, 0) for a, v in gate.stats.bytes_to_clients.items()}
@@ -120,8 +210,11 @@ async def measure(n: int, seconds: float, speedup: float, tmp: Path) -> Result:
                 sys_received=rate("received"), sys_sent=rate("sent"),
                 kinds={k: (v - before_kb.get(k, 0)) / dt for k, v in kinds.bytes.items()},
                 msgs={k: (v - before_kc.get(k, 0)) / dt for k, v in kinds.count.items()},
+                sims=sims, oracle_cpu=sum(cpu) / max(1, len(cpu)) / dt,
             )  # fmt: skip
         finally:
+            if sim is not None:
+                await sim.stop()
             await asyncio.to_thread(dn.down)
             await observer.stop()
             await gate.stop()
@@ -178,20 +271,30 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0, help="measured seconds per size")
     ap.add_argument("--speedup", type=float, default=10.0, help="production time / measured time")
     ap.add_argument("--brokers", type=int, default=1, help="bridged brokers (the devnet starts them)")
+    ap.add_argument(
+        "--mode", choices=["broadcast", "oracle"], default=None, help="heartbeat_mode of the nodes"
+    )
+    ap.add_argument("--sim", default="", help="comma-separated counts of simulated nodes (beside --nodes)")
     args = ap.parse_args()
+    if args.mode:
+        os.environ["R1OS_HEARTBEAT_MODE"] = args.mode  # the devnet's nodes inherit the environment
+    mode = os.environ.get("R1OS_HEARTBEAT_MODE", "broadcast")
     sizes = [int(x) for x in args.nodes.split(",")]
+    sims = [int(x) for x in args.sim.split(",") if x]
     k = args.speedup
     results = []
     with tempfile.TemporaryDirectory(prefix="r1os-scale-") as tmp:
         for n in sizes:
-            print(f"{n} nodes: heartbeat {PROD_HB / k:g} s, measuring {args.seconds:g} s ...", flush=True)
-            if args.brokers > 1:
-                results.append(await measure_bridged(n, args.brokers, args.seconds, k, Path(tmp)))
-            else:
-                results.append(await measure(n, args.seconds, k, Path(tmp)))
-    print(f"\nper production hour (10 s heartbeats; measured at {k:g}x speed), MB:")
-    print(f"{'N':>4} {'recv/node':>10} {'edge':>8} {'oracle':>8} {'sent/node':>10} {'broker in':>10}"
-          f" {'broker out':>10}  payload by kind (MB/h; msgs/h)")  # fmt: skip
+            for s in sims or [0]:
+                print(f"{n} nodes + {s} simulated, heartbeat_mode {mode}: heartbeat {PROD_HB / k:g} s, "
+                      f"measuring {args.seconds:g} s ...", flush=True)  # fmt: skip
+                if args.brokers > 1:
+                    results.append(await measure_bridged(n, args.brokers, args.seconds, k, Path(tmp)))
+                else:
+                    results.append(await measure(n, args.seconds, k, Path(tmp), s, mode))
+    print(f"\nheartbeat_mode {mode}; per production hour (10 s heartbeats; measured at {k:g}x speed), MB:")
+    print(f"{'N':>5} {'recv/node':>10} {'edge':>8} {'oracle':>8} {'sent/node':>10} {'broker in':>10}"
+          f" {'broker out':>10} {'oracle CPU/interval':>19}  payload by kind (MB/h; msgs/h)")  # fmt: skip
     for r in results:
         kinds = ", ".join(
             f"{kind} {mb_per_hour(v, k):.2f} ({r.msgs.get(kind, 0) * 3600 / k:,.0f})"
@@ -203,7 +306,8 @@ async def main() -> None:
             f"{mb_per_hour(v, k):>{w}.2f}" if v or i >= 4 else f"{'-':>{w}}"  # bridged: no per-node counts
             for i, (v, w) in enumerate(zip(cols, widths, strict=True))
         )
-        print(f"{r.n:>4} {row}  {kinds}")
+        cpu = f"{r.oracle_cpu * PROD_HB / k * 1000:>16.0f} ms" if r.oracle_cpu else f"{'-':>19}"
+        print(f"{r.n + r.sims:>5} {row} {cpu}  {kinds}")
     for r in results:
         if r.per_broker:
             each = ", ".join(
@@ -213,9 +317,11 @@ async def main() -> None:
             print(f"{r.n:>4} nodes over {len(r.per_broker)} bridged brokers (MB/h): {each}")
     if len(results) > 1 and results[0].recv_per_node:
         a, b = results[0], results[-1]
-        f = b.n / a.n
+        f = (b.n + b.sims) / (a.n + a.sims)
         per_node = b.recv_per_node / a.recv_per_node
-        print(f"\nfrom {a.n} to {b.n} nodes ({f:g}x): per node received x{per_node:.2f}"
+        edge = b.recv_edge / a.recv_edge if a.recv_edge else 0.0
+        print(f"\nfrom {a.n + a.sims} to {b.n + b.sims} nodes ({f:g}x): per node received x{per_node:.2f},"
+              f" per edge node x{edge:.2f}"
               f" (O(N) would be x{f:g}), broker out x{b.sys_sent / a.sys_sent:.2f}"
               f" (O(N^2) would be x{f * f:g})")  # fmt: skip
 

@@ -9,6 +9,7 @@ services (above the node) import their settings from below instead of the node r
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -156,6 +157,18 @@ class NodeConfig(BaseSettings):
     oracle: bool = False
     heartbeat_interval: float = Field(10.0, gt=0, le=3600)
     missed_heartbeats_offline: int = Field(3, ge=1)
+    heartbeat_mode: Literal["broadcast", "oracle"] = Field(
+        "broadcast",
+        description="broadcast: every node hears every heartbeat; oracle: heartbeats go to the oracles only "
+        "and the others learn the network from the map the oracles publish (the same on every node "
+        "of a network; see docs/node.md)",
+    )
+    netmap_full_every: int = Field(
+        0,
+        ge=0,
+        description="oracle mode: the map publisher also broadcasts a whole snapshot every M intervals "
+        "(0: never; nodes ask for one when they join or miss a delta)",
+    )
     key_strength: str = Field("standard", pattern="^(standard|light)$")
     max_message_size: int = Field(1024 * 1024, ge=1024)
     max_clock_skew: float = Field(30.0, gt=0)

@@ -31,19 +31,20 @@ from r1os.node._config import NodeConfig
 from r1os.node._http import HttpLimits, bounded
 from r1os.node._limits import BodyLimit
 from r1os.node._metrics import NodeCollector
-from r1os.node._netmap import NetworkMap
+from r1os.node._netmap import Heartbeat, NetworkMap
+from r1os.node._netmap_sync import NETMAP, NETMAP_REQUEST, MapFollower, MapPublisher
 from r1os.node._resources import collect_resources
 from r1os.node._service import MessageHandler, Service, ServiceContext, collect_services_info
 from r1os.transport import MqttTransport, Transport, broadcast_topic, inbox_topic
 from r1os.transport.auth import broker_client_id, broker_password
-from r1os.transport.topics import all_broadcasts_pattern
+from r1os.transport.topics import all_broadcasts_pattern, all_oracle_channels_pattern, oracle_topic
 from r1os.wire import Envelope, EnvelopeSigner, EnvelopeVerifier
 
 log = logging.getLogger("r1os.node")
 
 HEARTBEAT = "hb"
 #: Message types of the protocol; a node drops anything else as `unknown_type`.
-PROTOCOL_TYPES: set[str] = {HEARTBEAT}
+PROTOCOL_TYPES: set[str] = {HEARTBEAT, NETMAP, NETMAP_REQUEST}
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -107,6 +108,18 @@ class Node:
         self.key: NodeKey
         self.signer: EnvelopeSigner
         self.on(HEARTBEAT, self._on_heartbeat)
+        # heartbeat_mode "oracle": heartbeats to the oracles only; the oracles publish the network map
+        self.oracle_mode = config.heartbeat_mode == "oracle"
+        self.map_publisher: MapPublisher | None = None
+        self.map_follower: MapFollower | None = None
+        self._map_asked: dict[str, float] = {}  # oracle side: requester -> when last answered
+        self._map_requested = 0.0  # edge side: when we last asked for a snapshot
+        if self.oracle_mode:
+            if config.oracle:
+                self.map_publisher = MapPublisher()
+                self.on(NETMAP_REQUEST, self._on_netmap_request)
+            else:
+                self.on(NETMAP, self._on_netmap)
 
     # -- identity and state ----------------------------------------------------------------
 
@@ -146,6 +159,7 @@ class Node:
             "oracle": self.config.oracle,
             "uptime": round(self.uptime, 3),
             "heartbeat_interval": self.config.heartbeat_interval,
+            "heartbeat_mode": self.config.heartbeat_mode,
             "services": [s.name for s in self.services],
             "broker": self.transport.url if isinstance(self.transport, MqttTransport) else None,
             "broker_connected": self.transport.connected,
@@ -197,9 +211,17 @@ class Node:
         except ValueError as exc:
             log.warning("%s", exc)
             return
-        if not was_online and not env.payload.get("reply"):
+        if was_online or env.payload.get("reply"):
+            return
+        if not self.oracle_mode:
             # A peer we did not know (or thought gone): answer straight to its inbox, so a new node
             # learns the whole network at once instead of waiting a full heartbeat interval.
+            await self.send(env.sender, HEARTBEAT, {**self.heartbeat_payload(), "reply": True})
+        elif self.map_publisher is not None and env.sender.lower() in self.registered_oracles():
+            # Oracle mode: another oracle gets our heartbeat (oracles hear each other anyway, this only
+            # saves it an interval). Other nodes are not answered: a node asks for the map itself (at
+            # start and on the first delta it cannot apply), so N nodes joining at once do not make the
+            # publisher send N snapshots unasked.
             await self.send(env.sender, HEARTBEAT, {**self.heartbeat_payload(), "reply": True})
 
     def heartbeat_payload(self) -> dict[str, Any]:
@@ -218,17 +240,111 @@ class Node:
             payload["services_info"] = info
         return payload
 
+    # -- the published network map (heartbeat_mode "oracle") -----------------------------------
+
+    def registered_oracles(self) -> set[str]:
+        """Lower-case addresses of the network's oracles: configured, and dAuth's when it runs."""
+        found = {a.lower() for a in self.config.oracles}
+        for service in self.services:
+            listed = getattr(service, "oracles", None) if service.gates_admission else None
+            if callable(listed):
+                try:
+                    found |= {str(a).lower() for a in listed()}
+                except Exception:
+                    log.exception("service %s failed to list the oracles", service.name)
+        if self.config.oracle:
+            found.add(self.address.lower())
+        return found
+
+    def is_map_leader(self) -> bool:
+        """True if this oracle is the lowest online oracle it knows of: the one that publishes the map."""
+        if self.map_publisher is None:
+            return False
+        registered = self.registered_oracles()
+        online = {p.address.lower() for p in self.netmap.online() if p.address.lower() in registered}
+        return min(online | {self.address.lower()}) == self.address.lower()
+
+    def _map_view(self) -> dict[str, tuple[Heartbeat, float]]:
+        now = time.time()
+        view = {p.address: (p.heartbeat, max(0.0, now - p.last_seen)) for p in self.netmap.online()}
+        view[self.address] = (Heartbeat.model_validate(self.heartbeat_payload()), 0.0)
+        return view
+
+    def _ages(self, address: str) -> float:
+        peer = self.netmap.get(address)
+        return time.time() - peer.last_seen if peer is not None else 0.0
+
+    async def _publish_map(self, ttl: int) -> None:
+        publisher = self.map_publisher
+        if publisher is None or not self.is_map_leader():
+            return
+        every = self.config.netmap_full_every
+        full = bool(every) and publisher.seq % every == 0
+        payload = publisher.next_message(self._map_view(), full=full)
+        raw = self.signer.seal(NETMAP, payload, ttl=ttl)
+        if len(raw) > self.config.max_message_size:
+            log.error(
+                "network map of %d peers is %d bytes: over max_message_size", payload["count"], len(raw)
+            )
+            return
+        await self.transport.publish(broadcast_topic(self.config.network, NETMAP), raw)
+
+    async def _send_snapshot(self, address: str) -> None:
+        publisher = self.map_publisher
+        if publisher is None or publisher.seq == 0:
+            return
+        raw = self.signer.seal(NETMAP, publisher.snapshot(self._ages))
+        if len(raw) > self.config.max_message_size:
+            log.error("network map snapshot is %d bytes: over max_message_size", len(raw))
+            return
+        await self.transport.publish(inbox_topic(self.config.network, address), raw)
+
+    async def _on_netmap_request(self, env: Envelope) -> None:
+        """An oracle: a node asks for the whole map (at most one answer per node per interval)."""
+        now = time.monotonic()
+        if now - self._map_asked.get(env.sender, -1e18) < self.config.heartbeat_interval:
+            return
+        if len(self._map_asked) > 100_000:
+            self._map_asked.clear()
+        self._map_asked[env.sender] = now
+        await self._send_snapshot(env.sender)
+
+    async def _on_netmap(self, env: Envelope) -> None:
+        """A node (not an oracle): apply the map an oracle publishes; ask for a snapshot on a gap."""
+        follower = self.map_follower
+        if follower is None:
+            return
+        if follower.accept(env.sender, env.payload) != "resync" or follower.source is None:
+            return
+        now = time.monotonic()
+        if now - self._map_requested < self.config.heartbeat_interval / 2:
+            return
+        self._map_requested = now
+        await self.send(follower.source, NETMAP_REQUEST, {"stream": follower.stream})
+
     async def _heartbeat_loop(self) -> None:
         interval = self.config.heartbeat_interval
         ttl = max(int(interval * self.config.missed_heartbeats_offline), 10)
+        net = self.config.network
+        hb_topic = oracle_topic(net, HEARTBEAT) if self.oracle_mode else broadcast_topic(net, HEARTBEAT)
+        if self.map_follower is not None and (oracles := self.registered_oracles()):
+            # a node joining asks the lowest oracle for the whole map rather than wait for a delta
+            self._map_requested = time.monotonic()
+            with contextlib.suppress(Exception):
+                await self.send(min(oracles), NETMAP_REQUEST, {"stream": None})
         # Ends on the stop event too: on Python 3.11 a cancel landing as a publish completes can be
         # swallowed by asyncio.wait_for inside aiomqtt, and stop() would wait 5 s for this task.
         while not self._stop.is_set():
             try:
-                await self.broadcast(HEARTBEAT, self.heartbeat_payload(), ttl=ttl)
+                raw = self.signer.seal(HEARTBEAT, self.heartbeat_payload(), ttl=ttl)
+                await self.transport.publish(hb_topic, raw)
                 self.heartbeats_sent += 1
             except Exception:
                 log.exception("heartbeat failed")
+            try:
+                await self._publish_map(ttl)
+            except Exception:
+                log.exception("network map not published")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await self._stop.wait()
@@ -254,6 +370,12 @@ class Node:
                 password=password,
             )
         self.transport.subscribe(all_broadcasts_pattern(net), self._on_raw)
+        if self.oracle_mode and self.config.oracle:
+            self.transport.subscribe(all_oracle_channels_pattern(net), self._on_raw)
+        elif self.oracle_mode:
+            self.map_follower = MapFollower(
+                self.address, self.netmap, self.registered_oracles, self.config.heartbeat_interval
+            )
         self.transport.subscribe(inbox_topic(net, self.address), self._on_raw)
         await self.transport.start()
 

@@ -70,6 +70,37 @@ class NetworkMap:
             peer.heartbeats += 1
         return peer
 
+    def put(self, address: str, hb: Heartbeat, last_seen: float) -> Peer:
+        """Record a peer as a published network map describes it (heard `last_seen` by an oracle)."""
+        peer = self._peers.get(address)
+        if peer is None:
+            peer = Peer(
+                address=address, ai_address=hb.ai_address, last_seen=last_seen, first_seen=last_seen,
+                heartbeats=1, heartbeat=hb,
+            )  # fmt: skip
+            self._peers[address] = peer
+        else:
+            peer.heartbeat, peer.last_seen = hb, max(peer.last_seen, last_seen)
+            peer.heartbeats += 1
+        peer.status = self.status_of(peer)
+        return peer
+
+    def touch(self, addresses: list[str], now: float) -> None:
+        """Peers a published map lists as online: seen at `now` (unknown addresses are skipped)."""
+        for address in addresses:
+            peer = self._peers.get(address)
+            if peer is not None and peer.last_seen < now:
+                peer.last_seen = now
+
+    def mark_offline(self, address: str) -> None:
+        """A peer a published map no longer lists: offline from now on, until heard of again."""
+        peer = self._peers.get(address)
+        if peer is not None:
+            peer.last_seen = min(
+                peer.last_seen, self.clock() - self.missed_limit * peer.heartbeat.interval - 1e-3
+            )
+            peer.status = "offline"
+
     def status_of(self, peer: Peer, now: float | None = None) -> PeerStatus:
         now = self.clock() if now is None else now
         deadline = peer.last_seen + self.missed_limit * peer.heartbeat.interval

@@ -1,6 +1,9 @@
 """Topic layout: everything of one network lives under `r1/<network>/`.
 
 - `r1/<network>/b/<channel>`: broadcast channels every node may listen to (heartbeats use "hb").
+- `r1/<network>/o/<channel>`: channels only the oracles listen to (heartbeats, when the network runs
+  with `heartbeat_mode = "oracle"`: edge nodes then learn the network from the map the oracles
+  publish on the broadcast channel "nm").
 - `r1/<network>/n/<address>`: one node's inbox for direct messages (address in lower case, so
   EIP-55 and lower-case spellings of the same address reach the same inbox).
 
@@ -22,6 +25,7 @@ log = logging.getLogger(__name__)
 ROOT = "r1"
 BROADCAST = "b"
 INBOX = "n"
+ORACLE = "o"
 HEARTBEAT_CHANNEL = "hb"
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -75,6 +79,16 @@ def heartbeat_topic(network: str) -> str:
     return broadcast_topic(network, HEARTBEAT_CHANNEL)
 
 
+def oracle_topic(network: str, channel: str) -> str:
+    """`r1/<network>/o/<channel>`: where only the oracles listen."""
+    return f"{network_prefix(network)}/{ORACLE}/{validate_channel(channel)}"
+
+
+def all_oracle_channels_pattern(network: str) -> str:
+    """A subscription pattern matching every oracle-only channel of a network."""
+    return f"{network_prefix(network)}/{ORACLE}/+"
+
+
 def inbox_topic(network: str, address: str) -> str:
     """`r1/<network>/n/<address lower>`: direct messages to one node."""
     return f"{network_prefix(network)}/{INBOX}/{normalize_address(address)}"
@@ -95,21 +109,24 @@ class ParsedTopic:
     """A topic split into its parts by `parse_topic`."""
 
     network: str
-    kind: Literal["broadcast", "inbox"]
+    kind: Literal["broadcast", "oracle", "inbox"]
     name: str
-    """The channel for a broadcast, the lower-case address for an inbox."""
+    """The channel for a broadcast or oracle channel, the lower-case address for an inbox."""
 
 
 def parse_topic(topic: str) -> ParsedTopic:
     """Split an `r1/...` topic into network, kind and channel/address (`TopicError` if foreign)."""
     parts = topic.split("/") if isinstance(topic, str) else []
-    if len(parts) != 4 or parts[0] != ROOT or parts[2] not in (BROADCAST, INBOX):
+    if len(parts) != 4 or parts[0] != ROOT or parts[2] not in (BROADCAST, ORACLE, INBOX):
         raise TopicError(
-            f"topic {topic!r} is not in the r1 layout (r1/<network>/b/<channel> or r1/<network>/n/<address>)"
+            f"topic {topic!r} is not in the r1 layout "
+            "(r1/<network>/b/<channel>, r1/<network>/o/<channel> or r1/<network>/n/<address>)"
         )
     network = validate_network(parts[1])
     if parts[2] == BROADCAST:
         return ParsedTopic(network, "broadcast", validate_channel(parts[3]))
+    if parts[2] == ORACLE:
+        return ParsedTopic(network, "oracle", validate_channel(parts[3]))
     return ParsedTopic(network, "inbox", normalize_address(parts[3]))
 
 

@@ -1,0 +1,252 @@
+"""The network map the oracles publish (`heartbeat_mode = "oracle"`), as pure cores a test drives.
+
+In this mode heartbeats go to an oracle-only topic, and edge nodes learn the network from the map
+the lowest online oracle publishes on the broadcast channel `nm` once per heartbeat interval:
+
+- a **delta** carries only what changed since the previous message of the same stream: peers that
+  came online or whose heartbeat changed (the full heartbeat), and peers that went offline (`gone`);
+  in a steady network it is a few hundred bytes whatever the network's size;
+- a **snapshot** (`full: true`) carries the whole map; an oracle sends one to a node's inbox when it
+  first hears the node, when the node asks (`nmq`: after a gap in the sequence, a new publisher, or a
+  digest that does not match), and, if configured, to everyone every M intervals;
+- every message carries the number of peers and a digest of the whole map (address and heartbeat
+  fingerprint of each), so a node that applied a delta checks that it holds the publisher's map.
+
+What counts as a change leaves out what moves every interval (uptime, CPU load, free memory and
+disk): a node's copy of those is as of the last time its peer's heartbeat changed. Messages are signed
+envelopes like every other; a node accepts them only from a registered oracle (its configured
+`oracles` or dAuth's), follows the lowest one that is publishing, and drops replays and stale
+sequence numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from r1os.node._netmap import Heartbeat, NetworkMap
+
+log = logging.getLogger("r1os.node.netmap")
+
+NETMAP = "nm"
+NETMAP_REQUEST = "nmq"
+MAX_PEERS = 100_000
+"""Peers one map message may name (the envelope's size limit binds long before this)."""
+DYNAMIC_RESOURCES = frozenset({"cpu_load", "memory_available_mb", "disk_free_gb"})
+"""Resource fields that move every interval: not a change of the map."""
+_ADDRESS_LEN = 42
+
+Outcome = Literal["applied", "stale", "resync", "refused", "malformed", "ignored"]
+
+
+def fingerprint(hb: Heartbeat) -> str:
+    """What identifies a heartbeat's content for the map: everything but uptime, reply and the
+    resource figures that move every interval."""
+    d = hb.model_dump(exclude={"uptime", "reply"})
+    d["resources"] = {k: v for k, v in d["resources"].items() if k not in DYNAMIC_RESOURCES}
+    return hashlib.sha256(orjson.dumps(d, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def map_digest(fps: dict[str, str]) -> str:
+    """Digest of a whole map: lower-case address and fingerprint of every peer, in address order."""
+    h = hashlib.sha256()
+    for address in sorted(fps):
+        h.update(f"{address}={fps[address]};".encode())
+    return h.hexdigest()[:16]
+
+
+class MapEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hb: Heartbeat
+    age: float = Field(0.0, ge=0, le=86_400, description="seconds since the oracle last heard the peer")
+
+
+class NetmapPayload(BaseModel):
+    """The payload of an `nm` message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = 1
+    stream: int = Field(ge=0, description="the publisher's stream: sequence numbers count within it")
+    seq: int = Field(ge=0)
+    full: bool = False
+    peers: dict[str, MapEntry] = Field(default_factory=dict, max_length=MAX_PEERS)
+    gone: list[str] = Field(default_factory=list, max_length=MAX_PEERS)
+    count: int = Field(ge=0, le=MAX_PEERS)
+    digest: str = Field(pattern=r"^[0-9a-f]{16}$")
+
+
+def _check_address(address: str) -> str:
+    if len(address) != _ADDRESS_LEN or not address.startswith("0x"):
+        raise ValueError(f"{address[:50]!r} is not an address")
+    int(address[2:], 16)
+    return address
+
+
+class MapPublisher:
+    """The oracle side: turns the oracle's view (online peers and itself) into snapshots and deltas.
+
+    `state` is the map as last published, so a snapshot sent to one node between two deltas is exactly
+    the base the next delta applies to.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.stream = time.time_ns() // 1000
+        self.seq = 0
+        self.state: dict[str, tuple[Heartbeat, str]] = {}  # address -> (heartbeat, fingerprint)
+        self.published = 0
+
+    def _payload(self, full: bool, peers: dict[str, dict[str, Any]], gone: list[str]) -> dict[str, Any]:
+        fps = {a.lower(): fp for a, (_, fp) in self.state.items()}
+        return {
+            "v": 1,
+            "stream": self.stream,
+            "seq": self.seq,
+            "full": full,
+            "peers": peers,
+            "gone": gone,
+            "count": len(fps),
+            "digest": map_digest(fps),
+        }
+
+    def next_message(self, view: dict[str, tuple[Heartbeat, float]], *, full: bool = False) -> dict[str, Any]:
+        """The next message of the stream for `view` (address -> heartbeat, seconds since heard)."""
+        new = {a: (hb, fingerprint(hb)) for a, (hb, _) in view.items()}
+        if full:
+            changed = list(new)
+            gone: list[str] = []
+        else:
+            changed = [a for a, (_, fp) in new.items() if a not in self.state or self.state[a][1] != fp]
+            gone = sorted(a for a in self.state if a not in new)
+        self.state = new
+        self.seq += 1
+        self.published += 1
+        peers = {a: {"hb": _hb_dict(new[a][0]), "age": round(view[a][1], 3)} for a in sorted(changed)}
+        return self._payload(full, peers, gone)
+
+    def snapshot(self, ages: Callable[[str], float] | None = None) -> dict[str, Any]:
+        """The map as last published, whole (same `seq`: the next delta applies to it)."""
+        peers = {
+            a: {"hb": _hb_dict(hb), "age": round(max(0.0, ages(a)) if ages else 0.0, 3)}
+            for a, (hb, _) in sorted(self.state.items())
+        }
+        return self._payload(True, peers, [])
+
+
+def _hb_dict(hb: Heartbeat) -> dict[str, Any]:
+    return hb.model_dump(exclude={"reply"}, exclude_defaults=True)
+
+
+class MapFollower:
+    """The edge side: applies the map messages of one publisher to the node's `NetworkMap`.
+
+    `accept` returns what happened: `applied`; `stale` (a replayed or old sequence number: dropped);
+    `resync` (a delta without its base, a new publisher, a digest that does not match: ask the
+    publisher for a snapshot); `refused` (not from a registered oracle); `malformed`; `ignored` (a
+    higher oracle while the followed one is publishing).
+    """
+
+    def __init__(
+        self,
+        me: str,
+        netmap: NetworkMap,
+        oracles: Callable[[], set[str]],
+        interval: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.me = me.lower()
+        self.netmap = netmap
+        self.oracles = oracles
+        self.interval = interval
+        self.clock = clock
+        self.source: str | None = None
+        self.stream: int | None = None
+        self.seq = -1
+        self.fps: dict[str, str] = {}  # lower-case address -> fingerprint, this node included
+        self._names: dict[str, str] = {}  # lower-case -> address as the map spells it
+        self._heard: dict[str, float] = {}  # oracle -> when its last map message came
+        self.outcomes: dict[str, int] = {}
+
+    def _fresh(self, oracle: str, now: float) -> bool:
+        return now - self._heard.get(oracle, -1e18) <= self.netmap.missed_limit * self.interval
+
+    def accept(self, sender: str, payload: dict[str, Any]) -> Outcome:
+        outcome = self._accept(sender.lower(), payload)
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        return outcome
+
+    def _accept(self, sender: str, payload: dict[str, Any]) -> Outcome:
+        if sender not in self.oracles():
+            log.warning("network map from %s refused: not a registered oracle", sender)
+            return "refused"
+        try:
+            msg = NetmapPayload.model_validate(payload)
+            for address in (*msg.peers, *msg.gone):
+                _check_address(address)
+        except (ValidationError, ValueError) as exc:
+            n = exc.error_count() if isinstance(exc, ValidationError) else 1
+            log.warning("network map from %s refused: malformed (%d error(s))", sender, n)
+            return "malformed"
+        now = self.clock()
+        self._heard[sender] = now
+        if self.source is not None and sender != self.source:
+            if sender > self.source and self._fresh(self.source, now - 1e-9):
+                return "ignored"  # the lower oracle we follow is still publishing
+            if not msg.full:
+                # a new publisher (lower, or the one we followed went quiet): start from its snapshot
+                self.source, self.stream, self.seq = sender, None, -1
+                return "resync"
+        if self.source is None and not msg.full:
+            self.source = sender
+            return "resync"
+        same_stream = sender == self.source and msg.stream == self.stream
+        if msg.full:
+            if same_stream and msg.seq < self.seq:
+                return "stale"
+            fps = {a.lower(): fingerprint(e.hb) for a, e in msg.peers.items()}
+            if len(fps) != msg.count or map_digest(fps) != msg.digest:
+                log.warning("network map snapshot from %s refused: digest or count does not match", sender)
+                return "malformed"
+            self._apply(msg, fps, full=True, now=now)
+        else:
+            if not same_stream:
+                return "resync"
+            if msg.seq <= self.seq:
+                return "stale"
+            if msg.seq != self.seq + 1:
+                return "resync"
+            fps = dict(self.fps)
+            for a in msg.gone:
+                fps.pop(a.lower(), None)
+            for a, e in msg.peers.items():
+                fps[a.lower()] = fingerprint(e.hb)
+            if len(fps) != msg.count or map_digest(fps) != msg.digest:
+                log.info("network map delta from %s does not match our copy: asking for a snapshot", sender)
+                self.seq = -1
+                return "resync"
+            self._apply(msg, fps, full=False, now=now)
+        self.source, self.stream, self.seq = sender, msg.stream, msg.seq
+        return "applied"
+
+    def _apply(self, msg: NetmapPayload, fps: dict[str, str], *, full: bool, now: float) -> None:
+        gone = set(self.fps) - set(fps) if full else {a.lower() for a in msg.gone}
+        for a in gone:
+            name = self._names.pop(a, None)
+            if name is not None:
+                self.netmap.mark_offline(name)
+        for address, entry in msg.peers.items():
+            low = address.lower()
+            self._names[low] = address
+            if low != self.me:
+                self.netmap.put(address, entry.hb, now - entry.age)
+        self.fps = fps
+        # the publisher lists these as online now: keep them online for another interval or so
+        self.netmap.touch([self._names[a] for a in fps if a != self.me and a in self._names], now)

@@ -1,0 +1,271 @@
+"""The network map the oracles publish (heartbeat_mode "oracle"): the pure publisher and follower
+(snapshots, deltas, digests, hostile messages), then real nodes over the in-memory transport (edges
+hear no heartbeats, learn the network from the map, see a peer leave, refuse a forged map)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from r1os.identity import NodeKey, save_keystore
+from r1os.node import Heartbeat, NetworkMap, Node, NodeConfig
+from r1os.node._netmap_sync import MAX_PEERS, NETMAP, MapFollower, MapPublisher
+from r1os.transport import MemoryHub, MemoryTransport
+from r1os.transport.topics import broadcast_topic, topic_matches
+from r1os.wire import EnvelopeSigner
+from tests.conftest import async_wait_for
+
+ORACLE = "0x" + "1" * 40
+OTHER_ORACLE = "0x" + "2" * 40
+EDGE = "0x" + "e" * 40
+
+
+def _addr(i: int) -> str:
+    return f"0x{i:040x}"
+
+
+def _hb(i: int, **extra: Any) -> Heartbeat:
+    return Heartbeat.model_validate(
+        {
+            "version": "0.1.0",
+            "uptime": float(i),
+            "interval": 10.0,
+            "url": f"http://127.0.0.1:{20000 + i}",
+            "services": ["cstore", "r1fs"],
+            "resources": {"cpu_cores": 2, "cpu_load": 0.5, "memory_available_mb": 900 + i},
+            **extra,
+        }
+    )
+
+
+def _view(n: int) -> dict[str, tuple[Heartbeat, float]]:
+    return {_addr(i): (_hb(i), 1.0) for i in range(1, n + 1)}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _follower(clock: Clock, oracles: set[str] | None = None) -> tuple[MapFollower, NetworkMap]:
+    netmap = NetworkMap(3, clock=clock)
+    return MapFollower(EDGE, netmap, lambda: oracles or {ORACLE, OTHER_ORACLE}, 10.0, clock=clock), netmap
+
+
+def test_snapshot_then_deltas_keep_the_follower_equal_to_the_publisher() -> None:
+    clock = Clock()
+    pub = MapPublisher(clock=clock)
+    follower, netmap = _follower(clock)
+    view = _view(5)
+    first = pub.next_message(view)
+    assert follower.accept(ORACLE, first) == "resync"  # a delta is no base: ask for a snapshot
+    assert follower.accept(ORACLE, pub.snapshot()) == "applied"
+    assert {p.address for p in netmap.online()} == set(view)
+    # a peer changes what it offers, one leaves, one joins; uptime and load alone are no change
+    view[_addr(1)] = (_hb(1, services=["cstore"]), 0.5)
+    del view[_addr(2)]
+    view[_addr(9)] = (_hb(9), 0.0)
+    view[_addr(3)] = (_hb(3, uptime=99.0, resources={"cpu_cores": 2, "cpu_load": 1.9}), 0.0)
+    delta = pub.next_message(view)
+    assert set(delta["peers"]) == {_addr(1), _addr(9)} and delta["gone"] == [_addr(2)]
+    clock.now += 1
+    assert follower.accept(ORACLE, delta) == "applied"
+    assert {p.address for p in netmap.online()} == set(view)
+    assert netmap.get(_addr(2)).status == "offline"  # type: ignore[union-attr]
+    assert netmap.get(_addr(1)).heartbeat.services == ["cstore"]  # type: ignore[union-attr]
+    # quiet intervals: empty deltas keep everyone online past the offline deadline
+    for _ in range(5):
+        clock.now += 10
+        assert follower.accept(ORACLE, pub.next_message(view)) == "applied"
+    assert len(netmap.online()) == len(view)
+    # the follower's own entry is not a peer
+    view[EDGE] = (_hb(50), 0.0)
+    assert follower.accept(ORACLE, pub.next_message(view)) == "applied"
+    assert netmap.get(EDGE) is None
+
+
+def test_a_quiet_delta_is_the_same_size_at_10_and_1000_peers() -> None:
+    sizes = {}
+    for n in (10, 1000):
+        pub = MapPublisher()
+        view = _view(n)
+        pub.next_message(view)
+        sizes[n] = len(orjson.dumps(pub.next_message(view)))
+    assert sizes[1000] <= sizes[10] + 4  # the count's extra digits
+
+
+def test_replayed_old_and_gapped_messages() -> None:
+    clock = Clock()
+    pub = MapPublisher(clock=clock)
+    follower, _ = _follower(clock)
+    view = _view(3)
+    pub.next_message(view)
+    assert follower.accept(ORACLE, pub.snapshot()) == "applied"
+    d2 = pub.next_message(view)
+    assert follower.accept(ORACLE, d2) == "applied"
+    assert follower.accept(ORACLE, d2) == "stale"  # replayed delta
+    old_snapshot = copy.deepcopy(pub.snapshot())
+    pub.next_message(view)
+    d4 = pub.next_message(view)
+    assert follower.accept(ORACLE, d4) == "resync"  # delta without its base (d3 lost)
+    assert follower.accept(ORACLE, pub.snapshot()) == "applied"
+    assert follower.accept(ORACLE, old_snapshot) == "stale"  # an older snapshot of the same stream
+    other_stream = MapPublisher(clock=clock)
+    other_stream.stream += 1
+    other_stream.next_message(view)
+    assert follower.accept(ORACLE, other_stream.next_message(view)) == "resync"  # restarted publisher
+
+
+def test_forged_and_malformed_maps_are_refused() -> None:
+    clock = Clock()
+    pub = MapPublisher(clock=clock)
+    follower, netmap = _follower(clock)
+    pub.next_message(_view(3))
+    snap = pub.snapshot()
+    assert follower.accept(EDGE, snap) == "refused"  # not an oracle
+    assert follower.accept(_addr(77), snap) == "refused"
+    bad: list[dict[str, Any]] = [
+        {**snap, "digest": "0" * 16},  # does not match its peers
+        {**snap, "count": 99},
+        {**snap, "peers": {"not-an-address": snap["peers"][_addr(1)]}, "count": 1},
+        {**snap, "peers": {_addr(1): {"hb": {"version": 3}}}},
+        {**snap, "seq": -1},
+        {**snap, "v": 2},
+        {**snap, "extra": "field"},
+        {**snap, "gone": "0x00"},
+        {"peers": []},
+        {},
+    ]
+    for payload in bad:
+        assert follower.accept(ORACLE, payload) == "malformed", payload
+    assert len(netmap) == 0
+    assert follower.accept(ORACLE, snap) == "applied"
+
+
+def test_the_lowest_publishing_oracle_is_followed() -> None:
+    clock = Clock()
+    low, high = MapPublisher(clock=clock), MapPublisher(clock=clock)
+    follower, _ = _follower(clock)
+    view = _view(2)
+    for p in (low, high):
+        p.next_message(view)
+    assert follower.accept(OTHER_ORACLE, high.snapshot()) == "applied"
+    assert follower.accept(ORACLE, low.snapshot()) == "applied"  # lower: switch
+    assert follower.accept(OTHER_ORACLE, high.next_message(view)) == "ignored"
+    assert follower.accept(ORACLE, low.next_message(view)) == "applied"
+    clock.now += 31  # the lower one went quiet: the next one takes over (from a snapshot)
+    assert follower.accept(OTHER_ORACLE, high.next_message(view)) == "resync"
+    assert follower.source == OTHER_ORACLE
+    assert follower.accept(OTHER_ORACLE, high.snapshot()) == "applied"
+
+
+# -- real nodes ---------------------------------------------------------------------------------
+
+
+def _node(home: Path, hub: MemoryHub, oracles: list[str], *, oracle: bool = False) -> Node:
+    config = NodeConfig(
+        home=home, name=home.name, network="test", http="127.0.0.1:0", heartbeat_interval=0.2,
+        key_strength="light", heartbeat_mode="oracle", oracle=oracle, oracles=oracles,
+    )  # fmt: skip
+    return Node(config, password="pw", transport=MemoryTransport(hub))
+
+
+class Tap:
+    """Counts the topics published on a hub."""
+
+    def __init__(self, hub: MemoryHub) -> None:
+        self.topics: list[str] = []
+        route = hub.route
+
+        def counting(topic: str, payload: bytes) -> None:
+            self.topics.append(topic)
+            route(topic, payload)
+
+        hub.route = counting  # type: ignore[method-assign]
+
+
+async def test_edges_learn_the_network_from_the_oracles_map(tmp_path: Path) -> None:
+    hub = MemoryHub()
+    tap = Tap(hub)
+    oracle_key = NodeKey.generate()
+    oracle_home = tmp_path / "o"
+    save_keystore(oracle_key, oracle_home / "keys" / "node.json", "pw", strength="light")
+    oracles = [oracle_key.address]
+    o = _node(oracle_home, hub, oracles, oracle=True)
+    a = _node(tmp_path / "a", hub, oracles)
+    b = _node(tmp_path / "b", hub, oracles)
+    for n in (o, a, b):
+        await n.start()
+    late: Node | None = None
+    try:
+
+        async def a_sees(expected: set[str]) -> bool:
+            return {p.address for p in a.netmap.online()} == expected
+
+        await async_wait_for(lambda: a_sees({o.address, b.address}), 10, "a learns o and b")
+        # the HTTP API lists peers from the map
+        async with httpx.AsyncClient(base_url=a.url) as http:
+            peers = (await http.get("/v1/peers")).json()
+        assert {p["address"] for p in peers["peers"]} == {o.address, b.address}
+        assert next(p for p in peers["peers"] if p["address"] == o.address)["oracle"] is True
+        # heartbeats go to the oracle topic only, which edges do not subscribe to
+        hb_topics = {t for t in tap.topics if t.endswith("/hb")}
+        assert hb_topics and all("/o/" in t or "/n/" in t for t in hb_topics)
+        assert not any(topic_matches("r1/test/b/+", t) for t in hb_topics)
+        assert a.verifier.stats()["accepted"] > 0 and a.map_follower is not None
+        assert a.map_follower.outcomes.get("applied", 0) >= 2
+        # a node joining gets the whole map at once
+        late = _node(tmp_path / "late", hub, oracles)
+        await late.start()
+
+        async def late_sees() -> bool:
+            assert late is not None
+            return {p.address for p in late.netmap.online()} == {o.address, a.address, b.address}
+
+        await async_wait_for(late_sees, 10, "the late node learns the network")
+        await async_wait_for(
+            lambda: a_sees({o.address, b.address, late.address}), 10, "a learns the late node"
+        )
+        # a node leaves: the oracle stops listing it, edges mark it offline
+        await b.stop()
+        await async_wait_for(lambda: a_sees({o.address, late.address}), 10, "a sees b gone")
+        # a map forged by an edge (well signed, but not an oracle) is refused
+        forged = MapPublisher()
+        forged.next_message({a.address: (Heartbeat(version="x", uptime=0, interval=1), 0.0)})
+        raw = EnvelopeSigner(late.key, "test").seal(NETMAP, forged.snapshot())
+        refused = a.map_follower.outcomes.get("refused", 0)
+        await late.transport.publish(broadcast_topic("test", NETMAP), raw)
+        await async_wait_for(
+            lambda: _true(a.map_follower.outcomes.get("refused", 0) > refused), 5, "forged map refused"
+        )
+        assert a.netmap.get(a.address) is None
+    finally:
+        for n in (late, b, a, o):
+            if n is not None:
+                await n.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def test_heartbeat_mode_is_validated() -> None:
+    with pytest.raises(ValueError):
+        NodeConfig(heartbeat_mode="gossip")  # type: ignore[arg-type]
+
+
+def test_oversized_map_is_refused() -> None:
+    clock = Clock()
+    follower, _ = _follower(clock)
+    pub = MapPublisher(clock=clock)
+    pub.next_message(_view(1))
+    huge = {**pub.snapshot(), "gone": [_addr(1)] * (MAX_PEERS + 1)}
+    assert follower.accept(ORACLE, huge) == "malformed"
