@@ -313,6 +313,7 @@ async def bench_pulls(dn: Devnet, path: Path, small: Path, floor: Callable[[], o
             bases.append(await asyncio.to_thread(run_once, floor))
             pulls.append(await pull_again(n, cid))
     line("node pulls the file from A into its store", size, pulls, bases, 0.8)
+    print(f"  {'(recorded: 0.57-0.61x before the run listener, 0.68-0.73x after; docs/r1fs.md)':<60}")
     print("  pulls, s: " + " ".join(f"{t:.3f}" for t in pulls))
     print("  floors, s: " + " ".join(f"{t:.3f}" for t in bases))
 
@@ -373,6 +374,7 @@ async def bench_nodes(
             floors.append(await asyncio.to_thread(run_once, floor))
             pulls.append(await pull_again(n, cid))
     line("the same pulls, base: the floor (download, hash, write)", size, pulls, floors, 0.8)
+    print(f"  {'(recorded: 0.57-0.61x before the run listener, 0.68-0.73x after; docs/r1fs.md)':<60}")
     for name, local, c_id in (("handed the open file", True, cid), ("over HTTP", False, cid2)):
         async with R1fsClient(getter.url, local=local) as c:
             base = run_once(copy)
