@@ -292,6 +292,13 @@ async def main() -> None:
                     results.append(await measure_bridged(n, args.brokers, args.seconds, k, Path(tmp)))
                 else:
                     results.append(await measure(n, args.seconds, k, Path(tmp), s, mode))
+                r = results[-1]
+                edge, orc = mb_per_hour(r.recv_edge, k), mb_per_hour(r.recv_oracle, k)
+                cpu_ms = r.oracle_cpu * PROD_HB / k * 1000
+                print(
+                    f"  edge {edge:.2f} MB/h, oracle {orc:.2f} MB/h, oracle CPU {cpu_ms:.0f} ms/interval",
+                    flush=True,
+                )
     print(f"\nheartbeat_mode {mode}; per production hour (10 s heartbeats; measured at {k:g}x speed), MB:")
     print(f"{'N':>5} {'recv/node':>10} {'edge':>8} {'oracle':>8} {'sent/node':>10} {'broker in':>10}"
           f" {'broker out':>10} {'oracle CPU/interval':>19}  payload by kind (MB/h; msgs/h)")  # fmt: skip
