@@ -63,7 +63,8 @@ from r1os.r1fs._errors import (
     TooLarge,
 )
 from r1os.r1fs._fetcher import LOCAL_ONLY, RUNS_HEADER
-from r1os.r1fs._limits import REPLICAS_CEILING, check_space
+from r1os.r1fs._limits import REPLICAS_CEILING
+from r1os.r1fs._meter import UploadMeter
 from r1os.r1fs._unixfs_dir import BadPath, read_dir_block
 
 if TYPE_CHECKING:
@@ -842,13 +843,9 @@ async def import_car(
     who = svc._who(caller)
     address = who.address or svc.me
     svc._replicas(replicas)
-    factor = replicas if pin else 1
     book, limit = svc.book, svc.settings.max_upload
-    book.check(address, more_bytes=(expect_size or 0) * factor, new_pin=pin, unpinned=not pin)
-    if expect_size is not None:
-        check_space(svc.store.root, expect_size, svc.settings)
+    meter = UploadMeter(svc, address, pin=pin, replicas=replicas, expect_size=expect_size)
     reader = CarReader()
-    counted = 0
     try:
         with svc.store.holding() as hold:
 
@@ -857,14 +854,13 @@ async def import_car(
                     hold.put_replace(b.cid, b.data)
 
             async for piece in source:
-                counted += len(piece)
-                if counted > limit:
+                if meter.total + len(piece) > limit:
                     raise TooLarge(f"CAR of more than {limit} bytes")
-                book.stream(address, len(piece), factor=factor)
+                meter.count(len(piece))
                 await asyncio.to_thread(store_blocks, piece)
             reader.close()
-            if expect_size is not None and counted != expect_size:
-                raise BadUpload(f"upload had {counted} bytes where Content-Length said {expect_size}")
+            if expect_size is not None and meter.total != expect_size:
+                raise BadUpload(f"upload had {meter.total} bytes where Content-Length said {expect_size}")
             roots = reader.roots or []
             if not roots:
                 raise BadCar("the CAR names no root: nothing to pin")
@@ -877,8 +873,7 @@ async def import_car(
                         hint="export the whole DAG (dag-scope=all)",
                     )
                 sizes[root] = size
-            book.stream_done(address, counted * factor)
-            counted = 0
+            meter.release()
             for root in roots:
                 text = str(root)
                 asked = svc._asked(text)
@@ -889,8 +884,7 @@ async def import_car(
                 if pin:
                     await svc._publish(text, sizes[root], asked)
     finally:
-        if counted:
-            book.stream_done(address, counted * factor)
+        meter.release()
     log.info(
         "r1fs: imported a CAR of %d blocks, roots %s (pin=%s)", reader.blocks, [str(r) for r in roots], pin
     )

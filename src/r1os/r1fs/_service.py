@@ -32,6 +32,7 @@ from r1os.r1fs._fetcher import Fetcher
 from r1os.r1fs._importer import ImportResult, import_fd, import_stream
 from r1os.r1fs._limits import TooManyReplicas, check_space
 from r1os.r1fs._local import LocalServer, socket_name
+from r1os.r1fs._meter import UploadMeter
 from r1os.r1fs._metrics import R1fsCollector
 from r1os.r1fs._models import (
     PinAnswer,
@@ -67,8 +68,6 @@ log = logging.getLogger("r1os.r1fs")
 MAX_LISTED_PROVIDERS = 64
 #: Entries' root blocks a folder listing reads (or fetches) at once.
 DESCRIBE_PARALLEL = 16
-#: An upload looks at the disk's free space again after this many bytes (statvfs is cheap, not free).
-DISK_CHECK_EVERY = 64 * 1024 * 1024
 
 
 def _pwrite_all(fd: int, data: bytes, pos: int) -> None:
@@ -298,43 +297,24 @@ class R1fsService(Service):
         who = self._who(caller)
         address = who.address or self.me
         self._replicas(replicas)
-        factor = replicas if pin else 1
-        book, root = self.book, self.store.root
-        book.check(address, more_bytes=(expect_size or 0) * factor, new_pin=pin, unpinned=not pin)
-        if expect_size is not None:
-            check_space(root, expect_size, self.settings)
-        counted = 0
-
-        async def metered() -> AsyncIterator[bytes]:
-            nonlocal counted
-            unchecked = 0
-            async for piece in source:
-                counted += len(piece)
-                book.stream(address, len(piece), factor=factor)  # refused as soon as past the quota
-                unchecked += len(piece)
-                if unchecked >= DISK_CHECK_EVERY:
-                    check_space(root, 0, self.settings)
-                    unchecked = 0
-                yield piece
-
+        book = self.book
+        meter = UploadMeter(self, address, pin=pin, replicas=replicas, expect_size=expect_size)
         limit = min(max_size or self.settings.max_upload, self.settings.max_upload)
         try:
             with self.store.holding() as hold:
                 # the importer's threads hash and write each leaf (an upload rewrites a block it already
                 # has: the bytes in hand are known good, a copy on disk may have rotted)
-                result = await import_stream(metered(), hold.put_replace, max_size=limit)
+                result = await import_stream(meter.stream(source), hold.put_replace, max_size=limit)
                 if expect_size is not None and result.size != expect_size:
                     raise BadUpload(f"upload had {result.size} bytes where Content-Length said {expect_size}")
-                book.stream_done(address, counted * factor)
-                counted = 0
+                meter.release()
                 asked_before = self._asked(str(result.cid))
                 if pin:
                     book.pin(str(result.cid), result.size, address, replicas)
                 else:
                     book.added_unpinned(address, result.size)
         finally:
-            if counted:
-                book.stream_done(address, counted * factor)
+            meter.release()
         if pin:
             await self._publish(str(result.cid), result.size, asked_before)
         log.info("r1fs: added %s (%d bytes, %d blocks, pin=%s)", result.cid, result.size, result.blocks, pin)
@@ -549,34 +529,19 @@ class R1fsService(Service):
         who = self._who(caller)
         address = who.address or self.me
         self._replicas(replicas)
-        factor = replicas if pin else 1
-        book, root = self.book, self.store.root
-        book.check(address, more_bytes=(expect_size or 0) * factor, new_pin=pin, unpinned=not pin)
-        if expect_size is not None:
-            check_space(root, expect_size, self.settings)
-        counted = 0
-
-        async def metered() -> AsyncIterator[bytes]:
-            nonlocal counted
-            unchecked = 0
-            async for piece in source:
-                counted += len(piece)
-                book.stream(address, len(piece), factor=factor)
-                unchecked += len(piece)
-                if unchecked >= DISK_CHECK_EVERY:
-                    check_space(root, 0, self.settings)
-                    unchecked = 0
-                yield piece
-
+        book = self.book
+        meter = UploadMeter(self, address, pin=pin, replicas=replicas, expect_size=expect_size)
         try:
             with self.store.holding() as hold:
                 result = await import_tar(
-                    metered(), hold.put_replace, limits=self.tree, max_size=self.settings.max_upload
+                    meter.stream(source),
+                    hold.put_replace,
+                    limits=self.tree,
+                    max_size=self.settings.max_upload,
                 )
-                if expect_size is not None and counted != expect_size:
-                    raise BadUpload(f"upload had {counted} bytes where Content-Length said {expect_size}")
-                book.stream_done(address, counted * factor)
-                counted = 0
+                if expect_size is not None and meter.total != expect_size:
+                    raise BadUpload(f"upload had {meter.total} bytes where Content-Length said {expect_size}")
+                meter.release()
                 text = str(result.cid)
                 asked_before = self._asked(text)
                 if pin:
@@ -584,8 +549,7 @@ class R1fsService(Service):
                 else:
                     book.added_unpinned(address, result.dag_size)
         finally:
-            if counted:
-                book.stream_done(address, counted * factor)
+            meter.release()
         if pin:
             await self._publish(text, result.dag_size, asked_before)
         log.info(
