@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
 from r1os.errors import WireError
-from r1os.node import ERROR_RESPONSES, Unauthenticated
+from r1os.node import ERROR_RESPONSES, Caller, Unauthenticated
 from r1os.r1fs._dag import MAX_CID_LENGTH, parse_cid
 from r1os.r1fs._errors import BadRequest, BadUpload, TooLarge
 from r1os.r1fs._fetcher import RUNS_HEADER
@@ -129,6 +129,19 @@ def _content_length(request: Request) -> int | None:
     return int(declared)
 
 
+async def begin_upload(svc: R1fsService, request: Request, noun: str = "upload") -> tuple[Caller, int | None]:
+    """What every streamed upload (a file, a folder's tar, a CAR) checks before it reads a byte: a
+    signature over body=UNSIGNED (or the operator's token), and a Content-Length, if any, that is a size
+    within `max_upload`. Returns the caller and that length."""
+    _streamed_signature(request)
+    caller = await svc.ctx.auth.require(request, signed_body=False)
+    size = _content_length(request)
+    limit = svc.settings.max_upload
+    if size is not None and size > limit:
+        raise TooLarge(f"{noun} of {size} bytes exceeds the limit of {limit}")
+    return caller, size
+
+
 def mount(router: APIRouter, svc: R1fsService) -> None:
     mount_gateway(router, svc)  # the /ipfs routes and CAR import (_gateway.py)
 
@@ -165,13 +178,8 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
     ) -> AddAnswer:
         """Store the request body as a file, pinned as the signer (quota); the body streams through,
         never held whole. Signed (body=UNSIGNED) or the operator's token."""
-        limit = svc.settings.max_upload
         with _refusals("add"):
-            _streamed_signature(request)
-            caller = await svc.ctx.auth.require(request, signed_body=False)
-            size = _content_length(request)
-            if size is not None and size > limit:
-                raise TooLarge(f"upload of {size} bytes exceeds the limit of {limit}")
+            caller, size = await begin_upload(svc, request)
             try:
                 result = await svc.add_stream(
                     request.stream(), pin=pin, replicas=replicas, expect_size=size, caller=caller
@@ -191,13 +199,8 @@ def mount(router: APIRouter, svc: R1fsService) -> None:
         """Store a folder sent as a tar stream (`application/x-tar`: regular files, folders and symbolic
         links; pax and GNU long names) as a UnixFS tree, pinned as the signer (quota); streamed, never
         held whole. Signed (body=UNSIGNED) or the operator's token."""
-        limit = svc.settings.max_upload
         with _refusals("add-tree"):
-            _streamed_signature(request)
-            caller = await svc.ctx.auth.require(request, signed_body=False)
-            size = _content_length(request)
-            if size is not None and size > limit:
-                raise TooLarge(f"upload of {size} bytes exceeds the limit of {limit}")
+            caller, size = await begin_upload(svc, request)
             try:
                 result = await svc.add_tar(
                     request.stream(), pin=pin, replicas=replicas, expect_size=size, caller=caller

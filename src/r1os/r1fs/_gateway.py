@@ -947,14 +947,10 @@ def mount_gateway(router: APIRouter, svc: R1fsService) -> None:
     ) -> CarImportAnswer:
         """Import a CARv1 (the body, streamed): every block is checked against its CID, then the roots
         are pinned as the signer (quota, as an add). Signed (body=UNSIGNED) or the operator's token."""
-        from r1os.r1fs._api import _content_length, _streamed_signature
+        from r1os.r1fs._api import begin_upload
 
         with refusals("import"):
-            _streamed_signature(request)
-            caller = await svc.ctx.auth.require(request, signed_body=False)
-            size = _content_length(request)
-            if size is not None and size > svc.settings.max_upload:
-                raise TooLarge(f"CAR of {size} bytes exceeds the limit of {svc.settings.max_upload}")
+            caller, size = await begin_upload(svc, request, "CAR")
             try:
                 out = await import_car(
                     svc, request.stream(), pin=pin, replicas=replicas, expect_size=size, caller=caller
