@@ -219,6 +219,8 @@ class UnixFsData:
     data: bytes = b""
     filesize: int | None = None
     blocksizes: list[int] = field(default_factory=list)
+    hash_type: int | None = None  # a HAMT shard's hash function (murmur3-x64-64: 0x22)
+    fanout: int | None = None  # a HAMT shard's fan-out
 
 
 @dataclass
@@ -306,7 +308,11 @@ def decode_unixfs(data: bytes) -> UnixFsData:
                 while pos < len(value):
                     v, pos = read_varint(value, pos)
                     out.blocksizes.append(v)
-            # hashType, fanout, mode, mtime: not needed to read a file
+            elif num == 5 and wire == 0 and isinstance(value, int):
+                out.hash_type = value
+            elif num == 6 and wire == 0 and isinstance(value, int):
+                out.fanout = value
+            # mode, mtime: not needed to read a file or a folder
         if out.type < 0:
             raise ValueError("UnixFS Data without a Type")
         return out

@@ -36,10 +36,11 @@ from r1os.r1fs._dag import (
     UNIXFS_FILE,
     UNIXFS_RAW,
     Cid,
+    UnixFsData,
     _field_bytes,
     _field_varint,
-    _fields,
     decode_pbnode,
+    decode_unixfs,
 )
 from r1os.r1fs._errors import CorruptBlock, DagRefused, R1fsError
 from r1os.r1fs._importer import ImportResult, import_bytes, import_file
@@ -218,36 +219,6 @@ def split_path(path: str) -> list[str]:
 # -- decoding -----------------------------------------------------------------------------------
 
 
-@dataclass
-class UnixFsHeader:
-    type: int
-    data: bytes = b""
-    filesize: int | None = None
-    hash_type: int | None = None
-    fanout: int | None = None
-
-
-def _unixfs_header(data: bytes) -> UnixFsHeader:
-    try:
-        out = UnixFsHeader(type=-1)
-        for num, wire, value in _fields(data):
-            if num == 1 and wire == 0 and isinstance(value, int):
-                out.type = value
-            elif num == 2 and wire == 2 and isinstance(value, bytes):
-                out.data = value
-            elif num == 3 and wire == 0 and isinstance(value, int):
-                out.filesize = value
-            elif num == 5 and wire == 0 and isinstance(value, int):
-                out.hash_type = value
-            elif num == 6 and wire == 0 and isinstance(value, int):
-                out.fanout = value
-        if out.type < 0:
-            raise ValueError("UnixFS Data without a Type")
-        return out
-    except ValueError as exc:
-        raise CorruptBlock(f"bad UnixFS data: {exc}") from None
-
-
 def kind_of(cid: Cid, block: bytes) -> Kind:
     """What a block's UnixFS node is: a raw block is a file; a dag-pb node says it in its Data."""
     if cid.codec == RAW:
@@ -255,7 +226,7 @@ def kind_of(cid: Cid, block: bytes) -> Kind:
     node = decode_pbnode(block)
     if node.data is None:
         raise CorruptBlock(f"dag-pb node {cid} has no UnixFS data")
-    t = _unixfs_header(node.data).type
+    t = decode_unixfs(node.data).type
     if t in (UNIXFS_FILE, UNIXFS_RAW):
         return "file"
     if t in (UNIXFS_DIRECTORY, UNIXFS_HAMT):
@@ -268,7 +239,7 @@ def kind_of(cid: Cid, block: bytes) -> Kind:
 def symlink_target(cid: Cid, block: bytes) -> str:
     """A symbolic link's target, as stored (its bytes as UTF-8, bad bytes replaced)."""
     node = decode_pbnode(block)
-    fs = _unixfs_header(node.data or b"")
+    fs = decode_unixfs(node.data or b"")
     if fs.type != UNIXFS_SYMLINK:
         raise CorruptBlock(f"{cid} is not a symlink")
     return fs.data[:MAX_LINK_TARGET].decode("utf-8", "replace")
@@ -303,7 +274,7 @@ def read_dir_block(
     node = decode_pbnode(block)
     if node.data is None:
         raise CorruptBlock(f"dag-pb node {cid} has no UnixFS data")
-    fs = _unixfs_header(node.data)
+    fs = decode_unixfs(node.data)
     if fs.type == UNIXFS_DIRECTORY:
         if depth:
             raise BadDirectory(f"HAMT {cid}: a plain folder where a child shard should be")
@@ -328,7 +299,7 @@ def read_dir_block(
 def _read_shard(
     cid: Cid,
     links: list[tuple[Cid, str, int]],
-    fs: UnixFsHeader,
+    fs: UnixFsData,
     depth: int,
     prefix: bytes,
     parent_fanout: int | None,
