@@ -1,5 +1,9 @@
 """The node daemon and its plugin seam."""
 
+# First, before any module imports httpx: keeps httpx's command-line client out of node processes.
+from r1os.node import _memory  # noqa: F401
+
+# isort: split
 from r1os.node._api import ERROR_RESPONSES, ErrorAnswer, install_error_handlers
 from r1os.node._assembly import ENTRY_POINT_GROUP, ServicePlugin, build_services, installed_plugins
 from r1os.node._auth import ApiAuth, Caller, Forbidden, Unauthenticated
