@@ -15,8 +15,8 @@ production seconds, and bytes per production hour = bytes per measured second x 
 No chain (dAuth off), 3 oracles, the rest edge nodes.
 
 `--mode oracle` runs the network with `heartbeat_mode = "oracle"` (heartbeats to the oracles only, edges
-learn the network from the map the lowest online oracle publishes); `--mode broadcast` is the
-original design (every node hears every heartbeat).
+learn the network from the map the lowest online oracle publishes: what a devnet's nodes run by
+default, `auto`); `--mode broadcast` is the original design (every node hears every heartbeat).
 
 `--sim 100,300,1000` adds that many lightweight simulated nodes beside the real ones (`--nodes`,
 e.g. 8: 3 oracles and 5 edges): each has a real key and publishes a signed heartbeat like a real
@@ -272,13 +272,15 @@ async def main() -> None:
     ap.add_argument("--speedup", type=float, default=10.0, help="production time / measured time")
     ap.add_argument("--brokers", type=int, default=1, help="bridged brokers (the devnet starts them)")
     ap.add_argument(
-        "--mode", choices=["broadcast", "oracle"], default=None, help="heartbeat_mode of the nodes"
+        "--mode",
+        choices=["broadcast", "oracle"],
+        default="oracle",
+        help="heartbeat_mode of the nodes (a devnet's default, auto, is oracle)",
     )
     ap.add_argument("--sim", default="", help="comma-separated counts of simulated nodes (beside --nodes)")
     args = ap.parse_args()
-    if args.mode:
-        os.environ["R1OS_HEARTBEAT_MODE"] = args.mode  # the devnet's nodes inherit the environment
-    mode = os.environ.get("R1OS_HEARTBEAT_MODE", "broadcast")
+    os.environ["R1OS_HEARTBEAT_MODE"] = args.mode  # the devnet's nodes inherit the environment
+    mode = args.mode
     sizes = [int(x) for x in args.nodes.split(",")]
     sims = [int(x) for x in args.sim.split(",") if x]
     k = args.speedup

@@ -20,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from r1os.devnet import Devnet
 from r1os.devnet._state import pid_alive
 from r1os.identity import NodeKey
-from r1os.transport import MqttTransport, broadcast_topic, heartbeat_topic
+from r1os.transport import MqttTransport, broadcast_topic
+from r1os.transport.topics import oracle_topic
 from r1os.wire import EnvelopeSigner
 from tests.conftest import async_wait_for, wait_for
 
@@ -76,6 +77,8 @@ def test_status_json_cli(devnet: Any) -> None:
 
 
 async def _hostile_traffic(broker: str, network: str, victim_url: str, victim_address: str) -> None:
+    """Hostile copies of heartbeats, where heartbeats travel (to the oracles: the devnet's nodes know
+    their oracles, so `heartbeat_mode` auto is oracle mode), and junk on the broadcast channel."""
     captured: list[bytes] = []
 
     async def grab(_topic: str, raw: bytes) -> None:
@@ -84,7 +87,8 @@ async def _hostile_traffic(broker: str, network: str, victim_url: str, victim_ad
             captured.append(raw)
 
     async with MqttTransport(broker, client_id="attacker") as t:
-        sub = t.subscribe(heartbeat_topic(network), grab)
+        topic = oracle_topic(network, "hb")
+        sub = t.subscribe(topic, grab)
         await sub.ready()
         await async_wait_for(lambda: asyncio.sleep(0, bool(captured)), 10, "a heartbeat to capture")
         real = captured[0]
@@ -93,7 +97,6 @@ async def _hostile_traffic(broker: str, network: str, victim_url: str, victim_ad
         forged = EnvelopeSigner(attacker, network).seal("hb", {"version": "x"})
         forged = forged.replace(attacker.address.encode(), victim.address.encode())
         tampered = real.replace(b'"uptime":', b'"uptime":9')
-        topic = heartbeat_topic(network)
         await t.publish(topic, forged)
         await t.publish(topic, real)  # replay of a message every node has already accepted
         await t.publish(topic, tampered)
@@ -114,7 +117,7 @@ async def _hostile_traffic(broker: str, network: str, victim_url: str, victim_ad
 
 def test_hostile_messages_are_dropped_and_counted(devnet: Any) -> None:
     _, state = devnet
-    victim = state.nodes[-1]
+    victim = next(n for n in state.nodes if n.oracle)  # the oracles hear the heartbeats
     asyncio.run(_hostile_traffic(state.broker_url, state.network, victim.url, victim.address))
     # The node keeps serving and still sees its peers.
     assert httpx.get(f"{victim.url}/v1/health", timeout=2).json()["status"] == "ok"
@@ -123,6 +126,40 @@ def test_hostile_messages_are_dropped_and_counted(devnet: Any) -> None:
     metrics = httpx.get(f"{victim.url}/metrics", timeout=2).text
     own = next(line for line in metrics.splitlines() if line.startswith("r1os_wire_own_dropped_total"))
     assert float(own.split()[-1]) >= 1
+
+
+def netmap_outcomes(url: str) -> dict[str, float]:
+    for fam in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=2).text):
+        if fam.name == "r1os_netmap_messages":
+            return {s.labels["outcome"]: s.value for s in fam.samples if s.name.endswith("_total")}
+    return {}
+
+
+async def _forged_maps(broker: str, network: str, edge_url: str) -> None:
+    attacker = NodeKey.generate()
+    payload = {"v": 1, "stream": 1, "seq": 1, "full": True, "peers": {}, "gone": [], "count": 0,
+               "digest": "0" * 16}  # fmt: skip
+    before = netmap_outcomes(edge_url).get("refused", 0)
+    async with MqttTransport(broker, client_id="attacker-maps") as t:
+        # a whole map that empties the network, and a malformed one, signed by a node that is no oracle
+        signer = EnvelopeSigner(attacker, network)
+        await t.publish(broadcast_topic(network, "nm"), signer.seal("nm", payload))
+        await t.publish(broadcast_topic(network, "nm"), signer.seal("nm", {"v": 9}))
+        await async_wait_for(
+            lambda: asyncio.sleep(0, netmap_outcomes(edge_url).get("refused", 0) >= before + 2),
+            10, "forged maps refused",
+        )  # fmt: skip
+
+
+def test_edges_follow_the_oracles_map_and_refuse_forged_ones(devnet: Any) -> None:
+    _, state = devnet
+    edge = next(n for n in state.nodes if not n.oracle)
+    info = httpx.get(f"{edge.url}/v1/node", timeout=2).json()
+    assert info["heartbeat_mode"] == "oracle"  # auto: the devnet's nodes know their oracles
+    wait_for(lambda: netmap_outcomes(edge.url).get("applied", 0) >= 1, 10, "the edge to apply a map")
+    asyncio.run(_forged_maps(state.broker_url, state.network, edge.url))
+    # the edge's view of the network is untouched
+    assert peers(edge.url)["online"] == len(state.nodes) - 1
 
 
 def test_killed_node_goes_offline_then_returns_with_same_address(devnet: Any) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from r1os.identity import NodeKey, save_keystore
 from r1os.node import Heartbeat, NetworkMap, Node, NodeConfig
-from r1os.node._netmap_sync import MAX_PEERS, NETMAP, MapFollower, MapPublisher
+from r1os.node._netmap_sync import MAX_PARTS, MAX_PEERS, NETMAP, MapFollower, MapPublisher, split_message
 from r1os.transport import MemoryHub, MemoryTransport
 from r1os.transport.topics import broadcast_topic, topic_matches
 from r1os.wire import EnvelopeSigner
@@ -167,13 +167,75 @@ def test_the_lowest_publishing_oracle_is_followed() -> None:
     assert follower.accept(OTHER_ORACLE, high.snapshot()) == "applied"
 
 
+def test_a_map_too_big_for_one_message_travels_in_parts() -> None:
+    clock = Clock()
+    pub = MapPublisher(clock=clock)
+    follower, netmap = _follower(clock)
+    view = _view(3000)  # ~0.75 MB as one message: over what one part may carry
+    pub.next_message(view)
+    snapshot = pub.snapshot()
+    assert split_message(snapshot) != [snapshot]
+    parts = split_message(snapshot, budget=200_000)
+    assert 3 <= len(parts) <= MAX_PARTS
+    assert all(len(orjson.dumps(p)) <= 200_000 + 1000 for p in parts)  # the budget, plus the header
+    assert sum(len(p["peers"]) for p in parts) == 3000
+    # in any order; nothing applied until the last part is in, a repeated part changes nothing
+    for part in [*reversed(parts[1:]), parts[-1]]:
+        assert follower.accept(ORACLE, part) == "partial"
+    assert len(netmap) == 0
+    assert follower.accept(ORACLE, parts[0]) == "applied"
+    assert len(netmap.online()) == 3000
+    # a mass join makes a big delta: split too, and applied on top of the snapshot
+    for i in range(3001, 5001):
+        view[_addr(i)] = (_hb(i), 0.0)
+    delta = split_message(pub.next_message(view), budget=200_000)
+    assert len(delta) > 1
+    outcomes = [follower.accept(ORACLE, p) for p in delta]
+    assert outcomes == ["partial"] * (len(delta) - 1) + ["applied"]
+    assert len(netmap.online()) == 5000
+    # a small message stays one message, without part fields (what a node that splits nothing sends)
+    quiet = pub.next_message(view)
+    assert split_message(quiet) == [quiet] and "parts" not in quiet
+
+
+def test_parts_that_disagree_or_never_complete_are_dropped() -> None:
+    clock = Clock()
+    pub = MapPublisher(clock=clock)
+    follower, netmap = _follower(clock)
+    pub.next_message(_view(50))
+    parts = split_message(pub.snapshot(), budget=5_000)
+    assert follower.accept(ORACLE, parts[0]) == "partial"
+    assert follower.accept(ORACLE, {**parts[1], "digest": "f" * 16}) == "malformed"  # not the same map
+    assert follower.accept(EDGE, parts[1]) == "refused"  # parts from a node that is no oracle
+    for bad in ({**parts[1], "part": parts[1]["parts"]}, {**parts[1], "parts": MAX_PARTS + 1}):
+        assert follower.accept(ORACLE, bad) == "malformed"
+    # two newer split messages started: the oldest unfinished one is given up, so its late parts
+    # start it again from nothing
+    assert follower.accept(ORACLE, parts[0]) == "partial"
+    for n in (40, 45):
+        other = MapPublisher(clock=clock)
+        other.next_message(_view(n))
+        assert follower.accept(ORACLE, split_message(other.snapshot(), budget=5_000)[0]) == "partial"
+    for part in parts[1:]:
+        assert follower.accept(ORACLE, part) == "partial"
+    assert len(netmap) == 0
+    assert follower.accept(ORACLE, parts[0]) == "applied"  # now complete again
+    assert len(netmap.online()) == 50
+    pub.next_message(_view(MAX_PARTS + 1))
+    with pytest.raises(ValueError, match="parts"):
+        split_message(pub.snapshot(), budget=100)  # one peer a part: one part too many
+
+
 # -- real nodes ---------------------------------------------------------------------------------
 
 
-def _node(home: Path, hub: MemoryHub, oracles: list[str], *, oracle: bool = False) -> Node:
+def _node(
+    home: Path, hub: MemoryHub, oracles: list[str], *, oracle: bool = False, max_message_size: int = 1 << 20
+) -> Node:
     config = NodeConfig(
         home=home, name=home.name, network="test", http="127.0.0.1:0", heartbeat_interval=0.2,
         key_strength="light", heartbeat_mode="oracle", oracle=oracle, oracles=oracles,
+        max_message_size=max_message_size,
     )  # fmt: skip
     return Node(config, password="pw", transport=MemoryTransport(hub))
 
@@ -251,6 +313,37 @@ async def test_edges_learn_the_network_from_the_oracles_map(tmp_path: Path) -> N
         for n in (late, b, a, o):
             if n is not None:
                 await n.stop()
+
+
+async def test_real_nodes_follow_a_map_sent_in_parts(tmp_path: Path) -> None:
+    # 2 KiB envelopes: a map of a handful of peers no longer fits one, as ~1,500 peers do not fit 1 MiB
+    hub = MemoryHub()
+    oracle_key = NodeKey.generate()
+    save_keystore(oracle_key, tmp_path / "o" / "keys" / "node.json", "pw", strength="light")
+    oracles = [oracle_key.address]
+    nodes = [_node(tmp_path / "o", hub, oracles, oracle=True, max_message_size=2048)]
+    nodes += [_node(tmp_path / f"e{i}", hub, oracles, max_message_size=2048) for i in range(5)]
+    try:
+        for n in nodes:
+            await n.start()
+        everyone = {n.address for n in nodes}
+
+        async def all_see_all() -> bool:
+            return all({p.address for p in n.netmap.online()} == everyone - {n.address} for n in nodes)
+
+        await async_wait_for(all_see_all, 15, "every node to learn the network")
+        # a node joining now gets the whole map as a snapshot: too big for one message
+        late = _node(tmp_path / "late", hub, oracles, max_message_size=2048)
+        nodes.append(late)
+        await late.start()
+        everyone.add(late.address)
+        await async_wait_for(all_see_all, 15, "the late node to learn the network from a map in parts")
+        follower = late.map_follower
+        assert follower is not None and follower.outcomes.get("partial", 0) >= 1
+        assert follower.outcomes.get("malformed", 0) == 0
+    finally:
+        for n in reversed(nodes):
+            await n.stop()
 
 
 async def _true(value: bool) -> bool:

@@ -9,7 +9,7 @@ subclasses (which carry `cause` and `status`); the handlers below turn those, Fa
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -99,6 +99,7 @@ class NodeInfo(BaseModel):
     oracle: bool
     uptime: float
     heartbeat_interval: float
+    heartbeat_mode: Literal["broadcast", "oracle"]
     services: list[str]
     broker: str | None
     broker_connected: bool

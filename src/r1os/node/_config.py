@@ -157,11 +157,12 @@ class NodeConfig(BaseSettings):
     oracle: bool = False
     heartbeat_interval: float = Field(10.0, gt=0, le=3600)
     missed_heartbeats_offline: int = Field(3, ge=1)
-    heartbeat_mode: Literal["broadcast", "oracle"] = Field(
-        "broadcast",
-        description="broadcast: every node hears every heartbeat; oracle: heartbeats go to the oracles only "
-        "and the others learn the network from the map the oracles publish (the same on every node "
-        "of a network; see docs/node.md)",
+    heartbeat_mode: Literal["auto", "broadcast", "oracle"] = Field(
+        "auto",
+        description="oracle: heartbeats go to the oracles only and the others learn the network from the "
+        "map the oracles publish; broadcast: every node hears every heartbeat (its cost grows with the "
+        "network); auto (default): oracle when the node knows its network has oracles (`oracles`, "
+        "`oracle_urls` or a chain deployment: dAuth), else broadcast. See docs/node.md",
     )
     netmap_full_every: int = Field(
         0,
@@ -203,6 +204,14 @@ class NodeConfig(BaseSettings):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"expected HOST:PORT, got {v!r}")
         return v
+
+    @property
+    def effective_heartbeat_mode(self) -> Literal["broadcast", "oracle"]:
+        """The mode `auto` resolves to: a network without oracles has nobody to publish a map."""
+        if self.heartbeat_mode != "auto":
+            return self.heartbeat_mode
+        has_oracles = bool(self.oracles or self.oracle_urls or self.chain_deployment)
+        return "oracle" if has_oracles else "broadcast"
 
     @property
     def home_dir(self) -> Path:

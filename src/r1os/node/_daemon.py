@@ -32,7 +32,14 @@ from r1os.node._http import HttpLimits, bounded
 from r1os.node._limits import BodyLimit
 from r1os.node._metrics import NodeCollector
 from r1os.node._netmap import Heartbeat, NetworkMap
-from r1os.node._netmap_sync import NETMAP, NETMAP_REQUEST, MapFollower, MapPublisher
+from r1os.node._netmap_sync import (
+    NETMAP,
+    NETMAP_REQUEST,
+    PART_BUDGET,
+    MapFollower,
+    MapPublisher,
+    split_message,
+)
 from r1os.node._resources import collect_resources
 from r1os.node._service import MessageHandler, Service, ServiceContext, collect_services_info
 from r1os.transport import MqttTransport, Transport, broadcast_topic, inbox_topic
@@ -109,7 +116,7 @@ class Node:
         self.signer: EnvelopeSigner
         self.on(HEARTBEAT, self._on_heartbeat)
         # heartbeat_mode "oracle": heartbeats to the oracles only; the oracles publish the network map
-        self.oracle_mode = config.heartbeat_mode == "oracle"
+        self.oracle_mode = config.effective_heartbeat_mode == "oracle"
         self.map_publisher: MapPublisher | None = None
         self.map_follower: MapFollower | None = None
         self._map_asked: dict[str, float] = {}  # oracle side: requester -> when last answered
@@ -159,7 +166,7 @@ class Node:
             "oracle": self.config.oracle,
             "uptime": round(self.uptime, 3),
             "heartbeat_interval": self.config.heartbeat_interval,
-            "heartbeat_mode": self.config.heartbeat_mode,
+            "heartbeat_mode": self.config.effective_heartbeat_mode,
             "services": [s.name for s in self.services],
             "broker": self.transport.url if isinstance(self.transport, MqttTransport) else None,
             "broker_connected": self.transport.connected,
@@ -281,23 +288,29 @@ class Node:
         every = self.config.netmap_full_every
         full = bool(every) and publisher.seq % every == 0
         payload = publisher.next_message(self._map_view(), full=full)
-        raw = self.signer.seal(NETMAP, payload, ttl=ttl)
-        if len(raw) > self.config.max_message_size:
-            log.error(
-                "network map of %d peers is %d bytes: over max_message_size", payload["count"], len(raw)
-            )
-            return
-        await self.transport.publish(broadcast_topic(self.config.network, NETMAP), raw)
+        await self._publish_parts(broadcast_topic(self.config.network, NETMAP), payload, ttl)
 
     async def _send_snapshot(self, address: str) -> None:
         publisher = self.map_publisher
         if publisher is None or publisher.seq == 0:
             return
-        raw = self.signer.seal(NETMAP, publisher.snapshot(self._ages))
-        if len(raw) > self.config.max_message_size:
-            log.error("network map snapshot is %d bytes: over max_message_size", len(raw))
+        payload = publisher.snapshot(self._ages)
+        await self._publish_parts(inbox_topic(self.config.network, address), payload, None)
+
+    async def _publish_parts(self, topic: str, payload: dict[str, Any], ttl: int | None) -> None:
+        """A map message as one envelope, or as parts when it would not fit one (a large network)."""
+        budget = min(PART_BUDGET, self.config.max_message_size * 5 // 8)
+        try:
+            parts = split_message(payload, budget)
+        except ValueError as exc:
+            log.error("network map not sent: %s", exc)
             return
-        await self.transport.publish(inbox_topic(self.config.network, address), raw)
+        for part in parts:
+            raw = self.signer.seal(NETMAP, part, ttl=ttl)
+            if len(raw) > self.config.max_message_size:
+                log.error("network map part of %d bytes: over max_message_size", len(raw))
+                return
+            await self.transport.publish(topic, raw)
 
     async def _on_netmap_request(self, env: Envelope) -> None:
         """An oracle: a node asks for the whole map (at most one answer per node per interval)."""

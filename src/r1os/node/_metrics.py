@@ -71,6 +71,15 @@ class NodeCollector(Collector):
             http.add_metric([cause], n)
         http.add_metric(["too_large"], node.body_limits.refused if node.body_limits else 0)
         yield http
+        if node.map_follower is not None:
+            maps = CounterMetricFamily(
+                "r1os_netmap_messages",
+                "Network map messages an oracle published, by what this node did with them",
+                labels=["outcome"],
+            )
+            for outcome, n in sorted(node.map_follower.outcomes.items()):
+                maps.add_metric([outcome], n)
+            yield maps
         up = GaugeMetricFamily("r1os_uptime_seconds", "Seconds since the node started")
         up.add_metric([], node.uptime)
         yield up

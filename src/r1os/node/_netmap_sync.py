@@ -10,7 +10,10 @@ the lowest online oracle publishes on the broadcast channel `nm` once per heartb
   first hears the node, when the node asks (`nmq`: after a gap in the sequence, a new publisher, or a
   digest that does not match), and, if configured, to everyone every M intervals;
 - every message carries the number of peers and a digest of the whole map (address and heartbeat
-  fingerprint of each), so a node that applied a delta checks that it holds the publisher's map.
+  fingerprint of each), so a node that applied a delta checks that it holds the publisher's map;
+- a message too big for one envelope (a snapshot of more than ~1,500 peers, a delta when that many join
+  at once) travels as up to `MAX_PARTS` parts of the same stream and sequence number (`part`, `parts`),
+  each a signed envelope of its own; a node applies the message once it holds every part.
 
 What counts as a change leaves out what moves every interval (uptime, CPU load, free memory and
 disk): a node's copy of those is as of the last time its peer's heartbeat changed. Messages are signed
@@ -28,7 +31,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from r1os.node._netmap import Heartbeat, NetworkMap
 
@@ -41,8 +44,14 @@ MAX_PEERS = 100_000
 DYNAMIC_RESOURCES = frozenset({"cpu_load", "memory_available_mb", "disk_free_gb"})
 """Resource fields that move every interval: not a change of the map."""
 _ADDRESS_LEN = 42
+MAX_PARTS = 64
+"""Parts one map message may be split into (64 x 640 KiB: ~100,000 peers)."""
+PART_BUDGET = 640 * 1024
+"""Bytes of peers and `gone` entries per part: with the envelope around it, well within 1 MiB."""
+_PENDING = 2
+"""Split messages a node assembles at once (a snapshot and the next delta): only oracles can send parts."""
 
-Outcome = Literal["applied", "stale", "resync", "refused", "malformed", "ignored"]
+Outcome = Literal["applied", "stale", "resync", "refused", "malformed", "ignored", "partial"]
 
 
 def fingerprint(hb: Heartbeat) -> str:
@@ -81,6 +90,40 @@ class NetmapPayload(BaseModel):
     gone: list[str] = Field(default_factory=list, max_length=MAX_PEERS)
     count: int = Field(ge=0, le=MAX_PEERS)
     digest: str = Field(pattern=r"^[0-9a-f]{16}$")
+    part: int = Field(0, ge=0, lt=MAX_PARTS)
+    parts: int = Field(1, ge=1, le=MAX_PARTS)
+
+    @model_validator(mode="after")
+    def _part_in_range(self) -> NetmapPayload:
+        if self.part >= self.parts:
+            raise ValueError(f"part {self.part} of {self.parts}")
+        return self
+
+
+def split_message(payload: dict[str, Any], budget: int = PART_BUDGET) -> list[dict[str, Any]]:
+    """`payload` as it is if it fits `budget` bytes, else as parts that each do (same stream, seq,
+    count and digest; the peers and `gone` entries spread over them). Raises `ValueError` past
+    `MAX_PARTS`."""
+    if len(orjson.dumps(payload)) <= budget:
+        return [payload]
+    chunks: list[tuple[dict[str, Any], list[str]]] = [({}, [])]
+    used = 0
+    entries: list[tuple[str, Any]] = [*payload["peers"].items(), *((a, None) for a in payload["gone"])]
+    for address, entry in entries:
+        size = _ADDRESS_LEN + 8 + (len(orjson.dumps(entry)) if entry is not None else 0)
+        if used and used + size > budget:
+            chunks.append(({}, []))
+            used = 0
+        peers, gone = chunks[-1]
+        if entry is None:
+            gone.append(address)
+        else:
+            peers[address] = entry
+        used += size
+    if len(chunks) > MAX_PARTS:
+        raise ValueError(f"a map of {payload['count']} peers needs {len(chunks)} parts (at most {MAX_PARTS})")
+    n = len(chunks)
+    return [{**payload, "peers": p, "gone": g, "part": i, "parts": n} for i, (p, g) in enumerate(chunks)]
 
 
 def _check_address(address: str) -> str:
@@ -151,7 +194,8 @@ class MapFollower:
     `accept` returns what happened: `applied`; `stale` (a replayed or old sequence number: dropped);
     `resync` (a delta without its base, a new publisher, a digest that does not match: ask the
     publisher for a snapshot); `refused` (not from a registered oracle); `malformed`; `ignored` (a
-    higher oracle while the followed one is publishing).
+    higher oracle while the followed one is publishing); `partial` (a part of a split message, kept
+    until the others come).
     """
 
     def __init__(
@@ -173,6 +217,7 @@ class MapFollower:
         self.fps: dict[str, str] = {}  # lower-case address -> fingerprint, this node included
         self._names: dict[str, str] = {}  # lower-case -> address as the map spells it
         self._heard: dict[str, float] = {}  # oracle -> when its last map message came
+        self._parts: dict[tuple[str, int, int, bool], dict[int, NetmapPayload]] = {}
         self.outcomes: dict[str, int] = {}
 
     def _fresh(self, oracle: str, now: float) -> bool:
@@ -197,6 +242,14 @@ class MapFollower:
             return "malformed"
         now = self.clock()
         self._heard[sender] = now
+        if msg.parts > 1:
+            whole = self._assemble(sender, msg)
+            if whole is None:
+                return "partial"
+            if whole is False:
+                log.warning("network map from %s refused: its parts do not agree", sender)
+                return "malformed"
+            msg = whole
         if self.source is not None and sender != self.source:
             if sender > self.source and self._fresh(self.source, now - 1e-9):
                 return "ignored"  # the lower oracle we follow is still publishing
@@ -235,6 +288,29 @@ class MapFollower:
             self._apply(msg, fps, full=False, now=now)
         self.source, self.stream, self.seq = sender, msg.stream, msg.seq
         return "applied"
+
+    def _assemble(self, sender: str, part: NetmapPayload) -> NetmapPayload | None | Literal[False]:
+        """The whole message once every part of it is here (None until then; False if parts disagree)."""
+        key = (sender, part.stream, part.seq, part.full)
+        got = self._parts.get(key)
+        if got is None:
+            while len(self._parts) >= _PENDING:  # an older message that never completed: given up
+                del self._parts[next(iter(self._parts))]
+            got = self._parts[key] = {}
+        first = next(iter(got.values()), part)
+        if (first.parts, first.count, first.digest) != (part.parts, part.count, part.digest):
+            del self._parts[key]
+            return False
+        got[part.part] = part
+        if len(got) < part.parts:
+            return None
+        del self._parts[key]
+        peers: dict[str, MapEntry] = {}
+        gone: list[str] = []
+        for i in range(part.parts):
+            peers.update(got[i].peers)
+            gone.extend(got[i].gone)
+        return part.model_copy(update={"peers": peers, "gone": gone, "part": 0, "parts": 1})
 
     def _apply(self, msg: NetmapPayload, fps: dict[str, str], *, full: bool, now: float) -> None:
         gone = set(self.fps) - set(fps) if full else {a.lower() for a in msg.gone}
