@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import http.client
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,9 @@ from r1os.devnet import Devnet
 from r1os.devnet._state import DevnetNode
 from r1os.r1fs import CHUNK_SIZE, BlockStore, R1fsClient, import_bytes, import_file
 from r1os.r1fs._importer import default_workers
+
+#: The pull ratios recorded in docs/r1fs.md, printed beside the pull rows.
+RECORDED = "(recorded: 0.57-0.61x before the run listener, 0.68-0.73x after; docs/r1fs.md)"
 
 #: Where the runs write (set by `main`): emptied after every run, so the page cache does not fill
 #: up with old outputs as the benchmark goes on (that slowed later rows by up to 10x here).
@@ -105,6 +109,21 @@ def line(
             text += f" (target {target}x: {'met' if ratio >= target else 'NOT met'})"
     print(text, flush=True)
     return best
+
+
+def cpu_of(pid: int | None) -> float:
+    """CPU seconds (user + system) a process has used so far; 0 when it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except (OSError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_self() -> float:
+    """CPU seconds this process has used so far (every thread)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def fresh(work: Path, name: str) -> Path:
@@ -238,9 +257,10 @@ def plain_fetch(url: str, out: Path | None, streams: int = 2) -> int:
 
 
 @contextlib.contextmanager
-def bench_floor(path: Path, repeat: int) -> Iterator[tuple[Callable[[], object], Callable[[], object]]]:
+def bench_floor(path: Path, repeat: int) -> Iterator[tuple[Callable[[], object], Callable[[], object], int]]:
     """The cross-node floors; yields the baselines of the devnet rows: a local copy, and the floor
-    (download from the sendfile server, hash every 256 KiB, write to one file), whose server stays up."""
+    (download from the sendfile server, hash every 256 KiB, write to one file), whose server stays up,
+    and the server's process id (its CPU is the floor's sender's)."""
     size = path.stat().st_size
     print(f"\nCROSS-NODE GET  (base: shutil.copyfile of the same {size >> 20} MiB file to a new file)")
 
@@ -263,7 +283,7 @@ def bench_floor(path: Path, repeat: int) -> Iterator[tuple[Callable[[], object],
             size, *paired(lambda: plain_fetch(url, None), copy, repeat),
         )  # fmt: skip
         line("floor: the same, each 256 KiB hashed, written to one file", size, *paired(floor, copy, repeat))
-        yield copy, floor
+        yield copy, floor, server.pid
     finally:
         server.terminate()
         server.wait()
@@ -284,19 +304,54 @@ async def wait_provided(url: str, cid: str) -> None:
     raise RuntimeError(f"{url} never saw a provider of {cid}")
 
 
-async def pull_again(node: DevnetNode, cid: str) -> float:
-    """Seconds of one more pull of `cid` into `node`: its pin released and its blocks collected first."""
+async def pull_again(
+    node: DevnetNode, cid: str, cpu: list[tuple[float, float]] | None = None, sender: int | None = None
+) -> float:
+    """Seconds of one more pull of `cid` into `node`: its pin released and its blocks collected first.
+    With `cpu`, the CPU seconds the pulling node and the `sender` process spent meanwhile are added."""
     async with R1fsClient(node.url, token=token(node)) as c:
         await c.unpin(cid)
         await c.gc()
         os.sync()
+        c0, s0 = cpu_of(node.pid), cpu_of(sender)
         t = time.perf_counter()
         await c.pin(cid)
-        return time.perf_counter() - t
+        took = time.perf_counter() - t
+        if cpu is not None:
+            cpu.append((cpu_of(node.pid) - c0, cpu_of(sender) - s0))
+        return took
 
 
-async def bench_pulls(dn: Devnet, path: Path, small: Path, floor: Callable[[], object], repeat: int) -> None:
-    """Only the pull row, each pull right after a run of the floor (`--pulls-only`): for profiling."""
+def timed_floor(floor: Callable[[], object], server: int, cpu: list[tuple[float, float]]) -> float:
+    """`run_once(floor)`, adding the CPU seconds of its receiver (this process) and its server during
+    the timed part only (not the sync before it nor the deletion of its output after it)."""
+    spent: list[tuple[float, float]] = []
+
+    def measured() -> None:
+        c0, s0 = cpu_self(), cpu_of(server)
+        floor()
+        spent.append((cpu_self() - c0, cpu_of(server) - s0))
+
+    took = run_once(measured)
+    cpu.extend(spent)
+    return took
+
+
+def cpu_line(label: str, cpu: list[tuple[float, float]]) -> None:
+    recv = sorted(c for c, _ in cpu)
+    send = sorted(s for _, s in cpu)
+    print(
+        f"  {label} CPU-s per run, receiver median {recv[len(recv) // 2]:.3f} (min {recv[0]:.3f}),"
+        f" sender median {send[len(send) // 2]:.3f} (min {send[0]:.3f})"
+    )
+
+
+async def bench_pulls(
+    dn: Devnet, path: Path, small: Path, floor: Callable[[], object], server: int, repeat: int
+) -> None:
+    """Only the pull row, each pull right after a run of the floor (`--pulls-only`): for profiling.
+    Beside the times, the CPU seconds of each side: the floor's receiver (this process, which does
+    nothing else meanwhile) and server, the pulling node and node A (each process as a whole)."""
     a, *pullers = dn.state().nodes
     size = path.stat().st_size  # noqa: ASYNC240
     print(f"\nPULL  (base: the floor above; {len(pullers)} nodes, {repeat} pulls each)")
@@ -307,15 +362,20 @@ async def bench_pulls(dn: Devnet, path: Path, small: Path, floor: Callable[[], o
         await wait_provided(n.url, cid)
         async with R1fsClient(n.url, token=token(n)) as c:
             await c.pin(warm)
-    pulls, bases = [], []
+    pulls: list[float] = []
+    bases: list[float] = []
+    floor_cpu: list[tuple[float, float]] = []
+    pull_cpu: list[tuple[float, float]] = []
     for _ in range(repeat):
         for n in pullers:
-            bases.append(await asyncio.to_thread(run_once, floor))
-            pulls.append(await pull_again(n, cid))
+            bases.append(await asyncio.to_thread(timed_floor, floor, server, floor_cpu))
+            pulls.append(await pull_again(n, cid, pull_cpu, a.pid))
     line("node pulls the file from A into its store", size, pulls, bases, 0.8)
-    print(f"  {'(recorded: 0.57-0.61x before the run listener, 0.68-0.73x after; docs/r1fs.md)':<60}")
+    print(f"  {RECORDED:<60}")
     print("  pulls, s: " + " ".join(f"{t:.3f}" for t in pulls))
     print("  floors, s: " + " ".join(f"{t:.3f}" for t in bases))
+    cpu_line("floor:", floor_cpu)
+    cpu_line("pull: ", pull_cpu)
 
 
 async def bench_nodes(
@@ -323,12 +383,12 @@ async def bench_nodes(
     paths: tuple[Path, Path],
     small: Path,
     work: Path,
-    base: tuple[Callable[[], object], Callable[[], object]],
+    baselines: tuple[Callable[[], object], Callable[[], object], int],
     repeat: int,
 ) -> None:
     a, *pullers, getter = dn.state().nodes
     path, other = paths
-    copy, floor = base
+    copy, floor, server = baselines
     size = path.stat().st_size
     print("\nDEVNET  (node A holds the files; each other node fetches one once, from A)")
 
@@ -369,12 +429,16 @@ async def bench_nodes(
             pulls.append(await pull_again(n, cid))
     line(f"node pulls the file from A into its store ({len(pulls)} pulls)", size, pulls, bases, 0.5)
     pulls = []
+    floor_cpu: list[tuple[float, float]] = []
+    pull_cpu: list[tuple[float, float]] = []
     for _ in range(repeat):  # the honest anchor: the floor, a verified download without R1FS
         for n in pullers:
-            floors.append(await asyncio.to_thread(run_once, floor))
-            pulls.append(await pull_again(n, cid))
+            floors.append(await asyncio.to_thread(timed_floor, floor, server, floor_cpu))
+            pulls.append(await pull_again(n, cid, pull_cpu, a.pid))
     line("the same pulls, base: the floor (download, hash, write)", size, pulls, floors, 0.8)
-    print(f"  {'(recorded: 0.57-0.61x before the run listener, 0.68-0.73x after; docs/r1fs.md)':<60}")
+    print(f"  {RECORDED:<60}")
+    cpu_line("floor:", floor_cpu)
+    cpu_line("pull: ", pull_cpu)
     for name, local, c_id in (("handed the open file", True, cid), ("over HTTP", False, cid2)):
         async with R1fsClient(getter.url, local=local) as c:
             base = run_once(copy)
@@ -426,16 +490,18 @@ def main() -> None:
         if not args.pulls_only:
             bench_add(data, path, args.repeat)
         del data
-        with bench_floor(path, args.repeat) as (copy, floor):
+        with bench_floor(path, args.repeat) as (copy, floor, server):
             if not args.no_devnet:
                 dn = Devnet(work / "devnet")
                 extra = 1 if args.pulls_only else 2
                 dn.up(nodes=extra + args.pullers, oracles=0, heartbeat=1.0, chain=False, timeout=90)
                 try:
                     if args.pulls_only:
-                        asyncio.run(bench_pulls(dn, path, small, floor, args.repeat))
+                        asyncio.run(bench_pulls(dn, path, small, floor, server, args.repeat))
                     else:
-                        asyncio.run(bench_nodes(dn, (path, other), small, work, (copy, floor), args.repeat))
+                        asyncio.run(
+                            bench_nodes(dn, (path, other), small, work, (copy, floor, server), args.repeat)
+                        )
                 finally:
                     dn.down()
 
