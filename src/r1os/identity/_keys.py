@@ -12,7 +12,6 @@ from functools import lru_cache
 
 import coincurve
 from eth_hash.auto import keccak as _keccak
-from eth_utils.address import to_checksum_address
 
 from r1os.errors import IdentityError, SignatureError
 
@@ -28,8 +27,19 @@ def eip191_digest(message: bytes) -> bytes:
     return keccak256(b"\x19Ethereum Signed Message:\n" + str(len(message)).encode() + message)
 
 
+def to_checksum_address(address: bytes | str) -> str:
+    """EIP-55: the 20-byte address in hex, each letter upper-case where the keccak of the lower-case hex
+    has a nibble >= 8 at its place. (Here rather than from eth_utils, whose import costs every node
+    process ~4.5 MiB for this one function.) `address`: 20 bytes, or 40 hex digits after 0x."""
+    lower = address.hex() if isinstance(address, bytes) else address[2:].lower()
+    digest = keccak256(lower.encode()).hex()
+    return "0x" + "".join(
+        c.upper() if d in "89abcdef" else c for c, d in zip(lower, digest[:40], strict=True)
+    )
+
+
 def _address_from_uncompressed(uncompressed: bytes) -> str:
-    return str(to_checksum_address(keccak256(uncompressed[1:])[-20:]))
+    return to_checksum_address(keccak256(uncompressed[1:])[-20:])
 
 
 @lru_cache(maxsize=65536)
@@ -52,7 +62,7 @@ def normalize_address(address: str) -> str:
         bytes.fromhex(address[2:])
     except ValueError:
         raise IdentityError(f"not an Ethereum address: {address!r}") from None
-    return str(to_checksum_address(address))
+    return to_checksum_address(address)
 
 
 def ai_address(public_key: bytes) -> str:
