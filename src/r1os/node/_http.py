@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("r1os.node.http")
@@ -138,3 +140,65 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 def bounded(limits: HttpLimits) -> type[BoundedHttpProtocol]:
     """A protocol class for one server, carrying that server's limits and counters."""
     return type("NodeHttpProtocol", (BoundedHttpProtocol,), {"limits": limits})
+
+
+# -- the node's client ---------------------------------------------------------------------------------
+
+
+class _PeerTransport(httpx.AsyncBaseTransport):
+    """httpx's own transport, in two pools: plain HTTP, and TLS made on the first `https://` request.
+
+    httpx builds a TLS context with the CA certificates (certifi's, or SSL_CERT_FILE/SSL_CERT_DIR) when a
+    client is made, ~1 MiB that a node talking plain HTTP to its peers (a devnet, a LAN) never uses. The
+    TLS pool here is the one httpx would have made, with the same settings, only later. The plain pool's
+    TLS context trusts nothing: it only ever sees `http://` URLs."""
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        self._limits = limits
+        self._plain = httpx.AsyncHTTPTransport(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), limits=limits)
+        self._tls: httpx.AsyncHTTPTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme == "http":
+            return await self._plain.handle_async_request(request)
+        if self._tls is None:
+            self._tls = httpx.AsyncHTTPTransport(limits=self._limits)
+        return await self._tls.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._plain.aclose()
+        if self._tls is not None:
+            await self._tls.aclose()
+
+
+def peer_client(*, timeout: float = 10.0, max_connections: int = 256) -> httpx.AsyncClient:
+    """The client a node's services share for requests to peers and oracles: httpx's defaults (proxies from
+    the environment, certificate checks on https), with its TLS set up only when an https URL is asked
+    for. `max_connections` bounds each of the two pools (plain, TLS)."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout),
+        transport=_PeerTransport(httpx.Limits(max_connections=max_connections)),
+    )
+
+
+# -- websockets ------------------------------------------------------------------------------------------
+
+
+class LazyWebSockets(asyncio.Protocol):
+    """uvicorn's websocket protocol (what `ws="auto"` picks), imported on the first websocket upgrade: for
+    `uvicorn.Config(ws=LazyWebSockets)`. With "auto", uvicorn imports websockets when the server is
+    configured, ~0.5-1 MiB per node, while websockets are used only by Deeploy's app proxy (`/apps/...`)."""
+
+    def __new__(cls, **kwargs: Any) -> asyncio.Protocol:  # type: ignore[misc]
+        from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
+
+        if AutoWebSocketsProtocol is None:
+            # websockets comes with the node's dependencies (web3); without it and wsproto, say so
+            log.warning("http: refused a websocket upgrade: no websocket library (install websockets)")
+            return _Refused()
+        return AutoWebSocketsProtocol(**kwargs)
+
+
+class _Refused(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
