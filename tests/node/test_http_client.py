@@ -43,11 +43,17 @@ APP = Starlette(routes=[Route("/", _hello), WebSocketRoute("/ws", _echo)])
 
 
 @contextlib.asynccontextmanager
-async def _server(**tls: str) -> AsyncIterator[int]:
+async def _server(certfile: str | None = None, keyfile: str | None = None) -> AsyncIterator[int]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(
-        APP, log_level="warning", lifespan="off", http=bounded(HttpLimits()), ws=LazyWebSockets, **tls
+        APP,
+        log_level="warning",
+        lifespan="off",
+        http=bounded(HttpLimits()),
+        ws=LazyWebSockets,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -112,7 +118,7 @@ async def test_plain_http_sets_up_no_tls() -> None:
 
 async def test_https_checks_certificates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cert_file, key_file = _self_signed(tmp_path)
-    async with _server(ssl_certfile=str(cert_file), ssl_keyfile=str(key_file)) as port:
+    async with _server(str(cert_file), str(key_file)) as port:
         # untrusted: refused, as by httpx's own client
         monkeypatch.delenv("SSL_CERT_FILE", raising=False)
         monkeypatch.delenv("SSL_CERT_DIR", raising=False)
