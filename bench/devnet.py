@@ -28,7 +28,9 @@ MiB = 2**20
 
 
 def memory(pid: int) -> dict[str, float]:
-    """RSS, PSS and USS (private clean + dirty) of `pid` in MiB, from smaps_rollup."""
+    """RSS, PSS and USS (private clean + dirty) of `pid` in MiB, from smaps_rollup, and the RSS split into
+    anonymous pages (the process's own heap: Python objects, C allocations) and file pages (mapped
+    libraries and files, shared with every process that maps them)."""
     fields: dict[str, int] = {}
     with open(f"/proc/{pid}/smaps_rollup") as fh:
         for line in fh:
@@ -36,7 +38,14 @@ def memory(pid: int) -> dict[str, float]:
             if len(parts) >= 3 and parts[0].endswith(":") and parts[2] == "kB":
                 fields[parts[0][:-1]] = int(parts[1])
     uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
-    return {"rss": fields["Rss"] / 1024, "pss": fields["Pss"] / 1024, "uss": uss / 1024}
+    anon = fields.get("Anonymous", 0)
+    return {
+        "rss": fields["Rss"] / 1024,
+        "pss": fields["Pss"] / 1024,
+        "uss": uss / 1024,
+        "anon": anon / 1024,
+        "file": (fields["Rss"] - anon) / 1024,
+    }
 
 
 def _cpu(pid: int) -> float:
@@ -96,7 +105,11 @@ def summary(role: str, mems: list[dict[str, float]]) -> str:
     for k in ("rss", "pss", "uss"):
         vals = [m[k] for m in mems]
         parts.append(f"{k.upper()} mean {statistics.fmean(vals):.1f} (max {max(vals):.1f})")
-    return f"  {role} ({len(mems)}): " + ", ".join(parts) + " MiB"
+    split = (
+        f"RSS = {statistics.fmean(m['anon'] for m in mems):.1f} anonymous (own heap) + "
+        f"{statistics.fmean(m['file'] for m in mems):.1f} file pages (libraries, shared)"
+    )
+    return f"  {role} ({len(mems)}): " + ", ".join(parts) + f" MiB\n    {split}"
 
 
 def main() -> None:
