@@ -21,6 +21,7 @@ from r1os.node._netmap_sync import (
     MapFollower,
     MapPublisher,
     fingerprint,
+    map_digest,
     split_message,
 )
 from r1os.transport import MemoryHub, MemoryTransport
@@ -124,6 +125,21 @@ def test_load_memory_and_disk_count_in_coarse_steps() -> None:
     assert len(fingerprint(_hb(1, resources={"memory_available_mb": 5, "memory_total_mb": 0}))) == 16
 
 
+def test_a_publisher_that_counts_changes_differently_is_still_followed() -> None:
+    # another version's oracle fingerprints heartbeats its own way: the map carries its fingerprints,
+    # and the digest is over them, so a follower neither recomputes nor disagrees
+    clock = Clock()
+    pub = MapPublisher(clock=clock)
+    follower, netmap = _follower(clock)
+    pub.next_message(_view(4))
+    snap = pub.snapshot()
+    for i, entry in enumerate(snap["peers"].values()):
+        entry["fp"] = f"{i:016x}"
+    snap["digest"] = map_digest({a.lower(): e["fp"] for a, e in snap["peers"].items()})
+    assert follower.accept(ORACLE, snap) == "applied"
+    assert len(netmap.online()) == 4
+
+
 def test_a_quiet_delta_is_the_same_size_at_10_and_1000_peers() -> None:
     sizes = {}
     for n in (10, 1000):
@@ -170,7 +186,7 @@ def test_forged_and_malformed_maps_are_refused() -> None:
         {**snap, "peers": {"not-an-address": snap["peers"][_addr(1)]}, "count": 1},
         {**snap, "peers": {_addr(1): {"hb": {"version": 3}}}},
         {**snap, "seq": -1},
-        {**snap, "v": 2},
+        {**snap, "v": 1},  # the earlier format, whose entries carried no fingerprint
         {**snap, "extra": "field"},
         {**snap, "gone": "0x00"},
         {"peers": []},

@@ -10,7 +10,9 @@ the lowest online oracle publishes on the broadcast channel `nm` once per heartb
   first hears the node, when the node asks (`nmq`: after a gap in the sequence, a new publisher, or a
   digest that does not match), and, if configured, to everyone every M intervals;
 - every message carries the number of peers and a digest of the whole map (address and heartbeat
-  fingerprint of each), so a node that applied a delta checks that it holds the publisher's map;
+  fingerprint of each), so a node that applied a delta checks that it holds the publisher's map. Each
+  entry carries its fingerprint as the publisher computed it: what counts as a change is the
+  publisher's choice, so nodes of another version that would count changes differently still follow;
 - a message too big for one envelope (a snapshot of more than ~1,500 peers, a delta when that many join
   at once) travels as up to `MAX_PARTS` parts of the same stream and sequence number (`part`, `parts`),
   each a signed envelope of its own; a node applies the message once it holds every part.
@@ -102,6 +104,9 @@ class MapEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     hb: Heartbeat
+    fp: str = Field(
+        pattern=r"^[0-9a-f]{16}$", description="the heartbeat's fingerprint, as the publisher counts changes"
+    )
     age: float = Field(0.0, ge=0, le=86_400, description="seconds since the oracle last heard the peer")
 
 
@@ -110,7 +115,7 @@ class NetmapPayload(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    v: Literal[1] = 1
+    v: Literal[2] = 2
     stream: int = Field(ge=0, description="the publisher's stream: sequence numbers count within it")
     seq: int = Field(ge=0)
     full: bool = False
@@ -178,7 +183,7 @@ class MapPublisher:
     def _payload(self, full: bool, peers: dict[str, dict[str, Any]], gone: list[str]) -> dict[str, Any]:
         fps = {a.lower(): fp for a, (_, fp) in self.state.items()}
         return {
-            "v": 1,
+            "v": 2,
             "stream": self.stream,
             "seq": self.seq,
             "full": full,
@@ -200,14 +205,17 @@ class MapPublisher:
         self.state = new
         self.seq += 1
         self.published += 1
-        peers = {a: {"hb": _hb_dict(new[a][0]), "age": round(view[a][1], 3)} for a in sorted(changed)}
+        peers = {
+            a: {"hb": _hb_dict(new[a][0]), "fp": new[a][1], "age": round(view[a][1], 3)}
+            for a in sorted(changed)
+        }
         return self._payload(full, peers, gone)
 
     def snapshot(self, ages: Callable[[str], float] | None = None) -> dict[str, Any]:
         """The map as last published, whole (same `seq`: the next delta applies to it)."""
         peers = {
-            a: {"hb": _hb_dict(hb), "age": round(max(0.0, ages(a)) if ages else 0.0, 3)}
-            for a, (hb, _) in sorted(self.state.items())
+            a: {"hb": _hb_dict(hb), "fp": fp, "age": round(max(0.0, ages(a)) if ages else 0.0, 3)}
+            for a, (hb, fp) in sorted(self.state.items())
         }
         return self._payload(True, peers, [])
 
@@ -292,7 +300,7 @@ class MapFollower:
         if msg.full:
             if same_stream and msg.seq < self.seq:
                 return "stale"
-            fps = {a.lower(): fingerprint(e.hb) for a, e in msg.peers.items()}
+            fps = {a.lower(): e.fp for a, e in msg.peers.items()}
             if len(fps) != msg.count or map_digest(fps) != msg.digest:
                 log.warning("network map snapshot from %s refused: digest or count does not match", sender)
                 return "malformed"
@@ -308,7 +316,7 @@ class MapFollower:
             for a in msg.gone:
                 fps.pop(a.lower(), None)
             for a, e in msg.peers.items():
-                fps[a.lower()] = fingerprint(e.hb)
+                fps[a.lower()] = e.fp
             if len(fps) != msg.count or map_digest(fps) != msg.digest:
                 log.info("network map delta from %s does not match our copy: asking for a snapshot", sender)
                 self.seq = -1
