@@ -32,8 +32,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from r1os.r1fs._car import BadCar, CarReader
 from r1os.r1fs._dag import MAX_BLOCK_SIZE, RAW, Cid, DagLimits, RefBudget, read_file_node, too_many_refs
-from r1os.r1fs._errors import BlockNotFound, CorruptBlock
+from r1os.r1fs._errors import BlockNotFound, CorruptBlock, R1fsError
 from r1os.r1fs._limits import Busy, check_space
 from r1os.r1fs._providers import Directory
 from r1os.r1fs._store import BlockStore, Hold, RunWriter
@@ -69,6 +70,10 @@ MIN_PEER_RATE = 512 * 1024
 #: leaf at a time cost the receiving node ~0.04 CPU-s more per 200 MiB (8 streams, a receive, a write
 #: and a lock per 256 KiB, each a GIL hand-off with the other fetch threads and the loop).
 BATCH = 1 << 20
+
+#: Longest answer read for a file's interior blocks from a run listener (`GET /dag/<cid>`, a CAR): the
+#: listener's own bound (`_runs.MAX_DAG_BYTES`) plus the sections' framing.
+MAX_DAG_ANSWER = 33 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,11 @@ class _RawRun:
 
     def getheader(self, name: str) -> str | None:
         return self._headers.get(name.lower())
+
+    @property
+    def left(self) -> int:
+        """Bytes of the answer's body not read yet."""
+        return self._left
 
     def readinto(self, view: memoryview) -> int:
         n = min(len(view), self._left)
@@ -427,6 +437,12 @@ class Fetcher:
                 if not hold.keep(root):
                     await self._fetch_block(root, providers, 0, hold)
                 return
+            if span is None and hold.keep(root):
+                # The interior blocks in one answer from a run listener, where it can: the walk
+                # below then finds them here rather than asking for each through the API.
+                self.counters["fetched_blocks"] += await asyncio.to_thread(
+                    self._interior, root, providers, hold
+                )
             leaves = await self._skeleton(root, providers, span, hold)
             missing = [leaf for leaf in leaves if not hold.keep(leaf.cid)]
             if not missing:
@@ -462,6 +478,73 @@ class Fetcher:
             finally:
                 stop.set()  # on an error or a cancel the other runs stop at their next leaf
                 pool.shutdown(wait=False, cancel_futures=True)
+
+    def _interior(self, root: Cid, providers: list[Provider], hold: Hold) -> int:
+        """Ask the first provider with a run listener for the interior blocks under `root` (a local
+        file root) in one CAR (`GET /dag/<cid>`, in a fetch thread) and store those that belong:
+        each block's hash is checked against its CID (`CarReader`), and a block is taken only when a
+        block taken before it (the root first) links it, and it is a file's node; the first that is
+        not ends the read. Nothing else is relied on: the walk that follows checks what each node claims and
+        asks for any block still missing one by one, so a listener that answers less, something
+        else or nothing (an older node: 404) only costs the request. Returns the blocks kept."""
+        try:
+            top = self.store.file_node(root)
+        except (R1fsError, OSError):
+            return 0  # not a file's node (a folder's walk fetches its own blocks)
+        linked = {c for c, _ in top.children if c.codec != RAW}
+        if sum(not self.store.has(c) for c in linked) < 2:
+            return 0  # one block or none to fetch: the walk's own request is as quick
+        for addr, url in providers:
+            port = self.run_ports.get(addr)
+            u = urlsplit(url)
+            if port is None or u.scheme != "http":
+                continue
+            kept: list[Cid] = []
+            try:
+                self._read_interior(addr, u.hostname or "127.0.0.1", port, root, linked, hold, kept)
+            except (OSError, http.client.HTTPException, BadCar, CorruptBlock) as exc:
+                log.info("r1fs: the interior blocks of %s from %s: %s", root, addr, exc)
+            return len(kept)
+        return 0
+
+    def _read_interior(
+        self, addr: str, host: str, port: int, root: Cid, linked: set[Cid], hold: Hold, kept: list[Cid]
+    ) -> None:
+        """The `/dag/<cid>` request of `_interior` and its answer, read within its deadline and up to
+        its Content-Length (at most MAX_DAG_ANSWER). `linked`: the interior blocks the blocks taken so
+        far link; the blocks stored join `kept`."""
+        timeout = self.settings.fetch_timeout
+        path = f"/dag/{root}"
+        head = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Authorization: {self.authorization(addr, 'GET', path)}\r\n\r\n"
+        )
+        deadline = time.monotonic() + timeout + MAX_DAG_ANSWER / MIN_PEER_RATE
+        sock = socket.create_connection((host, port), timeout=min(timeout, 10.0))
+        try:
+            r = _RawRun(sock, head.encode("latin-1"), timeout, deadline)
+            if r.status != 200:
+                raise http.client.HTTPException(f"HTTP {r.status}")
+            if r.left > MAX_DAG_ANSWER:
+                raise http.client.HTTPException(f"an answer of {r.left} bytes, past {MAX_DAG_ANSWER}")
+            car = CarReader()
+            buf = memoryview(bytearray(256 * 1024))
+            while n := r.readinto(buf):
+                blocks = car.feed(buf[:n])
+                if car.roots is not None and car.roots != [root]:
+                    raise BadCar(f"a CAR of {car.roots} where {root} was asked for")
+                for block in blocks:
+                    if block.cid not in linked:
+                        raise CorruptBlock(f"{block.cid} is not linked by the blocks before it")
+                    linked.discard(block.cid)  # each block once
+                    node = read_file_node(block.cid, block.data)  # CorruptBlock: not a file's node
+                    if hold.put(block.cid, block.data):  # its hash was checked by the reader
+                        kept.append(block.cid)
+                    self.store.remember(block.cid, node)
+                    linked.update(c for c, _ in node.children if c.codec != RAW)
+            car.close()
+        finally:
+            sock.close()
 
     def _plan_runs(self, missing: list[_Leaf]) -> list[list[_Leaf]]:
         """Consecutive missing leaves grouped into runs, each one Range request: big enough that a

@@ -9,14 +9,20 @@ each leaf from its pack to the socket. The port is announced in the `X-R1fs-Runs
 block answers (`/v1/r1fs/block/<cid>`, the gateway's block runs); a fetcher that cannot reach it uses
 the API route as before.
 
+A fetcher also asks here, once per file, for the file's interior blocks: `GET /dag/<cid>` answers a
+CARv1 (root: the file) of the dag-pb blocks under it, each distinct one once, parents before their
+children, without the raw leaves; up to `MAX_DAG_BYTES` of blocks (a bigger tree is cut there: the
+fetcher asks for the rest block by block). One request and one signature check instead of one
+request through the API per interior block.
+
 What this listener accepts is one request per connection, `GET /ipfs/<cid>` with one `Range:
-bytes=a-b` (none: the whole file), checked as the API checks a peer's block run: the same signature
-(`Authorization: R1OS-SIG`, its nonce remembered with the API's), admitted nodes only when the node
-runs dAuth, only what is local (a missing block is a 404 before any byte is sent), the file's tree
-bounded by the node's `DagLimits`. Everything else is bounded too: a request head of at most 8 KiB
-within 10 s, at most 32 connections at once (503 past it), a body that must be taken at
-`MIN_PEER_RATE` or the connection is cut. Every refusal is an HTTP status with the API's error body
-(`{"error", "cause", "hint"}`) and a log line.
+bytes=a-b` (none: the whole file) or `GET /dag/<cid>`, checked as the API checks a peer's block run:
+the same signature (`Authorization: R1OS-SIG`, its nonce remembered with the API's), admitted nodes
+only when the node runs dAuth, only what is local (a missing block is a 404 before any byte is
+sent), the file's tree bounded by the node's `DagLimits`. Everything else is bounded too: a request
+head of at most 8 KiB within 10 s, at most 32 connections at once (503 past it), a body that must be
+taken at `MIN_PEER_RATE` or the connection is cut. Every refusal is an HTTP status with the API's
+error body (`{"error", "cause", "hint"}`) and a log line.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 
 from r1os.errors import R1osError, error_body
+from r1os.r1fs._car import encode_header, encode_section
 from r1os.r1fs._dag import RAW, Cid, DagLimits, RefBudget, parse_cid
 from r1os.r1fs._errors import BlockNotFound, CorruptBlock, R1fsError
 from r1os.r1fs._fetcher import MIN_PEER_RATE
@@ -59,6 +66,9 @@ MAX_CONNECTIONS = 32
 REJECT_WAIT = 0.5
 #: Longest the signature check may take on the node's loop.
 AUTH_TIMEOUT = 10.0
+#: Most block bytes one `/dag/<cid>` answer carries (~4,000 interior blocks of 174 links: the tree
+#: of a ~170 GiB file); the blocks past it are left out, for the fetcher to ask for one by one.
+MAX_DAG_BYTES = 32 * 1024 * 1024
 
 _STATUS = {
     200: "OK", 206: "Partial Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
@@ -153,6 +163,39 @@ def plan_run(store: BlockStore, limits: DagLimits, root: Cid, range_header: str 
     if sum(p[2] for p in parts) != last - first + 1:
         raise CorruptBlock(f"the blocks under {root} do not add up to the bytes it declares")
     return Run(size, first, last, parts, span is not None)
+
+
+def interior_car(store: BlockStore, limits: DagLimits, root: Cid, max_bytes: int = MAX_DAG_BYTES) -> bytes:
+    """A CARv1 (root: `root`) of the local dag-pb blocks under the file `root`, root excluded: each
+    distinct one once, every block after its parent (depth first, in file order), raw leaves left out,
+    up to `max_bytes` of blocks (the rest left out). `BlockNotFound` when one of them is not here
+    (nothing is sent), `DagRefused` past the node's bounds (depth, distinct blocks, declared size)."""
+    if root.codec == RAW:
+        raise Refused(f"{root} is a raw block: it has no interior blocks", cause="bad_request", status=400)
+    top = store.file_node(root)
+    limits.check_root(root, top)
+    parts = [encode_header([root.raw])]
+    size = 0
+    seen = {root}
+    stack = [(top, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if node.children:
+            limits.check_depth(root, depth + 1)
+        found = []
+        for child, _ in node.children:
+            if child.codec == RAW or child in seen:
+                continue
+            seen.add(child)
+            limits.check_blocks(root, len(seen))
+            data = store.get(child)
+            size += len(data)
+            if size > max_bytes:
+                return b"".join(parts)
+            parts.append(encode_section(child, data))
+            found.append((store.file_node(child), depth + 1))  # decoded once while cached
+        stack.extend(reversed(found))
+    return b"".join(parts)
 
 
 async def _no_body() -> dict[str, object]:
@@ -343,14 +386,35 @@ class RunServer:
                 log.info("r1fs runs: refused %s (%d): %s", peer[0], exc.status, exc)
             self._send_error(conn, exc)
             return
-        self._send_run(conn, run, root)
+        if isinstance(run, bytes):
+            self._send_car(conn, run, root)
+        else:
+            self._send_run(conn, run, root)
+
+    def _send_car(self, conn: socket.socket, car: bytes, root: Cid) -> None:
+        """The CAR of a file's interior blocks (`GET /dag/<cid>`), within the same deadline as a run."""
+        headers = {
+            "Content-Type": "application/vnd.ipld.car; version=1",
+            "Content-Length": str(len(car)),
+            "ETag": f'"{root}.dag"',
+            "Connection": "close",
+        }
+        conn.settimeout(self.io_timeout + len(car) / self.min_rate)
+        try:
+            conn.sendall(_head(200, headers) + car)
+            self.served += 1
+        except OSError as exc:
+            self.refused += 1
+            log.info("r1fs runs: the interior blocks of %s were cut short: %s", root, exc)
 
     def _send_error(self, conn: socket.socket, exc: R1osError, extra: dict[str, str] | None = None) -> None:
         conn.settimeout(self.io_timeout)
         with contextlib.suppress(OSError):
             conn.sendall(self._error(exc, extra))
 
-    def _request(self, head: bytes, peer: tuple[str, int]) -> tuple[Run, Cid]:
+    def _request(self, head: bytes, peer: tuple[str, int]) -> tuple[Run | bytes, Cid]:
+        """The request checked (see the module's docstring): what to send (a run, or the CAR of a
+        file's interior blocks) and the file's root."""
         lines = head.decode("latin-1").split("\r\n")
         words = lines[0].split(" ")
         if len(words) != 3 or not words[2].startswith("HTTP/1."):
@@ -371,11 +435,14 @@ class RunServer:
                 raise Refused(f"{name} given twice", cause="bad_request", status=400)
             seen.add(name)
             headers.append((name.encode("latin-1"), value.strip().encode("latin-1")))
-        if not target.startswith("/ipfs/") or "?" in target or "/" in target[6:]:
+        dag = target.startswith("/dag/")
+        if not (dag or target.startswith("/ipfs/")) or "?" in target or "/" in target.split("/", 2)[2]:
             raise Refused(
-                "only /ipfs/<cid> (a file's block run) is served here", cause="not_found", status=404
+                "only /ipfs/<cid> (a file's block run) and /dag/<cid> (its interior blocks) are served here",
+                cause="not_found",
+                status=404,
             )
-        root = parse_cid(target[6:])
+        root = parse_cid(target.split("/", 2)[2])
         request = Request({
             "type": "http", "method": method, "path": target, "raw_path": target.encode("latin-1"),
             "query_string": b"", "headers": headers, "client": peer[:2], "server": None, "scheme": "http",
@@ -391,6 +458,8 @@ class RunServer:
         rng = request.headers.get("range")
         svc = self.svc
         try:
+            if dag:
+                return interior_car(svc.store, svc.dag, root), root
             return plan_run(svc.store, svc.dag, root, rng), root
         except Unsatisfiable:
             raise
