@@ -10,10 +10,6 @@ from __future__ import annotations
 import os
 
 import coincurve
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from r1os.errors import DecryptionError, IdentityError
 
@@ -22,7 +18,14 @@ _INFO = b"r1os-ecies-v1"
 _HEADER = 1 + 33 + 12
 
 
+# cryptography is imported where it is used: loading it costs every process ~8 MiB (its OpenSSL), which a
+# node that never encrypts or decrypts a payload does not need to pay.
+
+
 def _derive(shared_point: bytes, ephemeral: bytes, recipient: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=ephemeral + recipient, info=_INFO).derive(
         shared_point
     )
@@ -39,6 +42,8 @@ def encrypt_to(public_key: bytes, plaintext: bytes, *, aad: bytes = b"") -> byte
     shared = recipient.multiply(eph.secret).format(compressed=True)
     key = _derive(shared, eph_pub, recipient.format(compressed=True))
     nonce = os.urandom(12)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     return bytes([_VERSION]) + eph_pub + nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
 
 
@@ -54,6 +59,9 @@ def decrypt(private_key: coincurve.PrivateKey, blob: bytes, *, aad: bytes = b"")
         raise DecryptionError("ciphertext has an invalid ephemeral key") from None
     shared = eph.multiply(private_key.secret).format(compressed=True)
     key = _derive(shared, eph_pub, private_key.public_key.format(compressed=True))
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         return AESGCM(key).decrypt(nonce, body, aad)
     except InvalidTag:

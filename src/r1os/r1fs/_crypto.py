@@ -19,9 +19,6 @@ import os
 import struct
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from r1os.errors import DecryptionError
 from r1os.identity import NodeKey, encrypt_to
 
@@ -30,6 +27,9 @@ VERSION = 1
 SEGMENT = 1024 * 1024
 HEADER_SIZE = 4 + 1 + 4 + 8
 TAG = 16
+
+# cryptography is imported by the classes that use it: ~8 MiB a node does not load until it encrypts or
+# decrypts a file.
 
 
 def new_key() -> bytes:
@@ -52,6 +52,8 @@ class Encryptor:
     def __init__(self, key: bytes, segment: int = SEGMENT) -> None:
         if len(key) != 32:
             raise ValueError("an R1FS file key is 32 bytes")
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._aead = AESGCM(key)
         self._prefix = os.urandom(8)
         self._header = _header(segment, self._prefix)
@@ -93,6 +95,8 @@ class Decryptor:
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise DecryptionError("an R1FS file key is 32 bytes")
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._aead = AESGCM(key)
         self._buf = bytearray()
         self._header: bytes | None = None
@@ -102,6 +106,8 @@ class Decryptor:
 
     def _open(self, sealed: bytes, last: bool) -> bytes:
         assert self._header is not None
+        from cryptography.exceptions import InvalidTag
+
         try:
             plain = self._aead.decrypt(
                 _nonce(self._prefix, self._index), sealed, self._header + (b"\x01" if last else b"\x00")
