@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -158,3 +160,45 @@ def test_a_decrypted_secret_that_is_no_key_is_an_identity_error(tmp_path: Path) 
     path.write_text(json.dumps(data))
     with pytest.raises(IdentityError, match="malformed key file .*32 bytes"):
         load_keystore(path, PASSWORD)
+
+
+# NIST SP 800-38A, F.5.1 (CTR-AES128.Encrypt): the first two blocks
+_SP800_38A_KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
+_SP800_38A_COUNTER = bytes.fromhex("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff")
+_SP800_38A_PLAIN = bytes.fromhex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51")
+_SP800_38A_CIPHER = bytes.fromhex("874d6191b620e3261bef6864990db6ce9806f66b7970fdff8617187bb9fffdff")
+
+
+def test_aes_128_ctr_through_openssl_and_cryptography_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    from r1os.identity import _keystore
+
+    assert _keystore._openssl_aes_128_ctr(_SP800_38A_KEY, _SP800_38A_COUNTER, _SP800_38A_PLAIN) == (
+        _SP800_38A_CIPHER
+    )
+    # the counter block wraps around at 2**128 the same way in both
+    key, top = bytes(range(16)), b"\xff" * 16
+    data = bytes(range(200))
+    through_openssl = _keystore._aes_128_ctr(key, top, data)
+
+    def unavailable(key: bytes, iv: bytes, data: bytes) -> bytes:
+        raise _keystore._NoOpenSSL("not here")
+
+    monkeypatch.setattr(_keystore, "_openssl_aes_128_ctr", unavailable)
+    assert _keystore._aes_128_ctr(_SP800_38A_KEY, _SP800_38A_COUNTER, _SP800_38A_PLAIN) == _SP800_38A_CIPHER
+    assert _keystore._aes_128_ctr(key, top, data) == through_openssl
+
+
+def test_reading_a_keystore_leaves_cryptography_unloaded(tmp_path: Path) -> None:
+    # a node reads its key at start; cryptography (~8 MiB) waits for a payload to encrypt, and neither
+    # eth_keyfile nor pycryptodome's ciphers and KDFs are needed at all
+    path = save_keystore(NodeKey.generate(), tmp_path / "k.json", PASSWORD, strength="light")
+    probe = (
+        "import sys, pathlib; from r1os.identity import load_keystore; "
+        f"load_keystore(pathlib.Path({str(path)!r}), {PASSWORD!r}); "
+        "unwanted = ('cryptography', 'eth_keyfile', 'Crypto.Cipher', 'Crypto.Protocol'); "
+        "print(sorted(m for m in sys.modules if m.startswith(unwanted)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -163,10 +163,62 @@ def _scrypt(password: bytes, salt: bytes, n: int, r: int, p: int, dklen: int) ->
 
 
 def _aes_128_ctr(key: bytes, iv: bytes, data: bytes) -> bytes:
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    """AES-128-CTR (encryption and decryption are the same), through the OpenSSL that Python's hashlib has
+    loaded already, else through cryptography. A node decrypts its key once at start and, unless it
+    encrypts payloads, never needs cryptography otherwise: importing it costs ~8 MiB (its own OpenSSL)."""
+    try:
+        return _openssl_aes_128_ctr(key, iv, data)
+    except _NoOpenSSL:
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-    encryptor = Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor()
-    return encryptor.update(data) + encryptor.finalize()
+        encryptor = Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor()
+        return encryptor.update(data) + encryptor.finalize()
+
+
+class _NoOpenSSL(Exception):
+    """Python's OpenSSL (libcrypto) cannot be reached or refused the operation."""
+
+
+def _openssl_aes_128_ctr(key: bytes, iv: bytes, data: bytes) -> bytes:
+    import ctypes
+
+    try:
+        import _hashlib
+
+        # the hashlib module's library handle also resolves the libcrypto it is linked with
+        lib = ctypes.CDLL(_hashlib.__file__)
+        cipher, new_ctx, free_ctx = lib.EVP_aes_128_ctr, lib.EVP_CIPHER_CTX_new, lib.EVP_CIPHER_CTX_free
+        init, update = lib.EVP_EncryptInit_ex, lib.EVP_EncryptUpdate
+    except (ImportError, AttributeError, OSError) as exc:  # a Python without a shared libcrypto
+        raise _NoOpenSSL(str(exc)) from None
+    cipher.restype, new_ctx.restype = ctypes.c_void_p, ctypes.c_void_p
+    free_ctx.argtypes, free_ctx.restype = [ctypes.c_void_p], None
+    init.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+    update.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.POINTER(ctypes.c_int),
+        ctypes.c_char_p,
+        ctypes.c_int,
+    ]
+    if len(key) != 16 or len(iv) != 16:
+        raise ValueError("AES-128-CTR takes a 16-byte key and a 16-byte counter block")
+    ctx = new_ctx()
+    if not ctx:
+        raise _NoOpenSSL("EVP_CIPHER_CTX_new failed")
+    try:
+        out, written = ctypes.create_string_buffer(len(data) + 16), ctypes.c_int(0)
+        if (
+            init(ctx, cipher(), None, key, iv) != 1
+            or update(ctx, out, ctypes.byref(written), data, len(data)) != 1
+        ):
+            raise _NoOpenSSL("EVP AES-128-CTR failed")
+        # a stream mode: every byte comes out of the update, the final step adds none
+        if written.value != len(data):
+            raise _NoOpenSSL(f"EVP AES-128-CTR gave {written.value} bytes for {len(data)}")
+        return out.raw[: written.value]
+    finally:
+        free_ctx(ctx)
 
 
 def load_keystore(path: Path, password: str) -> NodeKey:
