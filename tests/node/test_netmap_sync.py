@@ -106,6 +106,22 @@ def test_snapshot_then_deltas_keep_the_follower_equal_to_the_publisher() -> None
     assert netmap.get(EDGE) is None
 
 
+def test_a_peer_uptime_runs_on_between_the_heartbeats_a_map_carries() -> None:
+    # quiet deltas carry no heartbeat, so the uptime in the last one carried ages: the map extrapolates
+    clock = Clock()
+    pub = MapPublisher(clock=clock)
+    follower, netmap = _follower(clock)
+    view = {_addr(1): (_hb(1, uptime=100.0), 0.0)}
+    pub.next_message(view)
+    assert follower.accept(ORACLE, pub.snapshot()) == "applied"
+    for _ in range(3):
+        clock.now += 10
+        view = {_addr(1): (_hb(1, uptime=view[_addr(1)][0].uptime + 10), 0.0)}
+        assert follower.accept(ORACLE, pub.next_message(view)) == "applied"
+    peer = netmap.get(_addr(1))
+    assert peer is not None and peer.heartbeat.uptime == 100.0 and peer.uptime == 130.0
+
+
 def test_a_publisher_that_counts_changes_differently_is_still_followed() -> None:
     # another version's oracle fingerprints heartbeats its own way: the map carries its fingerprints,
     # and the digest is over them, so a follower neither recomputes nor disagrees

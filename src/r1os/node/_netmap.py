@@ -36,7 +36,15 @@ class Peer(BaseModel):
     first_seen: float
     heartbeats: int
     heartbeat: Heartbeat
+    heartbeat_at: float = 0.0
+    """When `heartbeat` was heard (by this node, or by the oracle whose map brought it): in oracle mode a
+    map carries a heartbeat again only when it changes, so its uptime is as of then."""
     status: PeerStatus = "online"
+
+    @property
+    def uptime(self) -> float:
+        """The peer's uptime when it was last heard of, from the heartbeat's and the time since."""
+        return self.heartbeat.uptime + max(0.0, self.last_seen - (self.heartbeat_at or self.last_seen))
 
 
 class NetworkMap:
@@ -63,10 +71,11 @@ class NetworkMap:
                 first_seen=now,
                 heartbeats=1,
                 heartbeat=hb,
+                heartbeat_at=now,
             )
             self._peers[address] = peer
         else:
-            peer.last_seen, peer.heartbeat, peer.status = now, hb, "online"
+            peer.last_seen, peer.heartbeat, peer.heartbeat_at, peer.status = now, hb, now, "online"
             peer.heartbeats += 1
         return peer
 
@@ -76,11 +85,12 @@ class NetworkMap:
         if peer is None:
             peer = Peer(
                 address=address, ai_address=hb.ai_address, last_seen=last_seen, first_seen=last_seen,
-                heartbeats=1, heartbeat=hb,
+                heartbeats=1, heartbeat=hb, heartbeat_at=last_seen,
             )  # fmt: skip
             self._peers[address] = peer
         else:
-            peer.heartbeat, peer.last_seen = hb, max(peer.last_seen, last_seen)
+            peer.heartbeat, peer.heartbeat_at = hb, last_seen
+            peer.last_seen = max(peer.last_seen, last_seen)
             peer.heartbeats += 1
         peer.status = self.status_of(peer)
         return peer

@@ -104,7 +104,10 @@ export function networkPanel(body, app) {
         `${snap.counts.total + 1} nodes seen from here: this one, ${count(snap.counts.online, "peer")} online`,
         offline ? `, ${offline} offline` : "",
         snap.counts.shown < snap.counts.total ? ` (showing ${snap.counts.shown})` : "",
-        ` · network ${snap.node.network}`);
+        ` · network ${snap.node.network}`,
+        // the oracles' published map carries a heartbeat again only when it changes otherwise
+        snap.node.heartbeat_mode === "oracle" && !snap.node.oracle
+          ? " · peers' load and free memory/disk as of their last change (an oracle's dashboard shows them live)" : "");
       fill(ring, networkRing(peers));
       fill(table, peers.map((p) => {
         const r = p.resources || {};
