@@ -7,7 +7,7 @@ HTTP client. Marked absent, httpx keeps a stub `httpx.main` that says how to ins
 nothing else changes; the `httpx` command itself is a separate program that never imports r1os. A node
 saves rich and pygments, ~3.5 MiB (click stays: `import uvicorn` loads uvicorn's own command line).
 
-`skip_unused_event_loops` and `trim_heap` are for node processes only (`run_node`, `Node.start`).
+`skip_unused_modules` and `trim_heap` are for node processes only (`run_node`, `Node.start`).
 """
 
 from __future__ import annotations
@@ -22,12 +22,21 @@ log = logging.getLogger("r1os.node.memory")
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
-def skip_unused_event_loops() -> None:
-    """In a node process only: httpcore imports trio, when it is installed, to serve trio event loops; a
-    node runs on asyncio (or uvloop), never on trio, and trio with its dependencies is ~3 MiB. (A process
-    that also runs trio code, such as a test driving a browser, must not call this.)"""
-    if "trio" not in sys.modules:
-        sys.modules["trio"] = None  # type: ignore[assignment]
+# Imported by dependencies in a node process although a node never uses them (MiB per node):
+# - trio: httpcore imports it, when installed, to serve trio event loops; a node runs on asyncio or
+#   uvloop (~3 MiB with its dependencies; installed in development environments, for selenium);
+# - pydantic.v1: FastAPI imports it while registering routes, only to refuse pydantic v1 models, which
+#   nothing in a node defines (~0.8 MiB).
+_UNUSED_IN_NODES = ("trio", "pydantic.v1")
+
+
+def skip_unused_modules() -> None:
+    """In a node process only (`run_node`): mark the modules above absent, so the imports that would
+    load them fail and their importers take their "not installed" path. A process that also runs trio
+    code or pydantic v1 models, such as a test driving a browser, must not call this."""
+    for name in _UNUSED_IN_NODES:
+        if name not in sys.modules:
+            sys.modules[name] = None  # type: ignore[assignment]
 
 
 def trim_heap() -> int:

@@ -13,7 +13,7 @@ from r1os.errors import ConfigError, R1osError, first_invalid
 from r1os.node._assembly import build_services
 from r1os.node._config import NodeConfig
 from r1os.node._daemon import Node
-from r1os.node._memory import skip_unused_event_loops
+from r1os.node._memory import skip_unused_modules
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -37,7 +37,7 @@ def run_node(node: Node) -> None:
     """Run the node until SIGINT/SIGTERM on uvloop where it is installed (its sockets and callbacks cost a
     fraction of the pure-Python loop's: HTTP requests, MQTT traffic and block transfers all go through
     them); `R1OS_EVENT_LOOP=asyncio` picks the standard loop."""
-    skip_unused_event_loops()
+    skip_unused_modules()
     if os.environ.get("R1OS_EVENT_LOOP", "uvloop") != "asyncio":
         try:
             import uvloop
