@@ -49,8 +49,12 @@ HEAVY = ("web3", "eth_account", "tenseal", "docker", "sklearn", "numpy", "torch"
 # are made by r1os.identity (eth_utils and its dependencies, ~4.5), httpx's command-line client (rich
 # and pygments, ~3), trio (httpcore's support for trio event loops, ~3), uvicorn's websocket protocol
 # until a websocket upgrade (~0.5), pydantic v1 (~0.8), and cryptography until a payload is encrypted
-# (its own OpenSSL, ~9 MiB RSS).
+# (its own OpenSSL, ~9 MiB RSS); keccak runs pycryptodome's compiled Keccak directly, not through cffi,
+# which parses C declarations with pycparser (~1.5 MiB).
 NEVER = (
+    "cffi",
+    "pycparser",
+    "eth_hash",
     "cryptography",
     "pydantic.v1",
     "eth_keyfile",

@@ -11,15 +11,15 @@ import os
 from functools import lru_cache
 
 import coincurve
-from eth_hash.auto import keccak as _keccak
 
 from r1os.errors import IdentityError, SignatureError
+from r1os.identity._keccak import keccak256 as _keccak
 
 AI_PREFIX = "0xai_"
 
 
 def keccak256(data: bytes) -> bytes:
-    return _keccak(data)
+    return _keccak(data)  # see _keccak: pycryptodome's Keccak without cffi, else eth_hash
 
 
 def eip191_digest(message: bytes) -> bytes:
