@@ -47,6 +47,7 @@ from pathlib import Path
 from r1os import __version__
 from r1os.devnet import Devnet
 from r1os.identity import NodeKey
+from r1os.node._compact import CompactSender
 from r1os.transport import MosquittoBroker, MqttGate, MqttTransport
 from r1os.transport.topics import broadcast_topic, oracle_topic
 from r1os.wire import EnvelopeSigner
@@ -114,6 +115,10 @@ class SimulatedNodes:
         self.signers = [EnvelopeSigner(k, network) for k in self.keys]
         self.interval = interval
         self.topic = oracle_topic(network, "hb") if mode == "oracle" else broadcast_topic(network, "hb")
+        # oracle mode: whole heartbeats on change (and every 30 intervals), compact ones in between, as
+        # real nodes send them (they do not answer an oracle's request for a whole one: they listen to
+        # nothing; they start after the oracles, which hear their first, whole, heartbeats)
+        self.compact = [CompactSender() for _ in self.keys] if mode == "oracle" else None
         conns = max(1, -(-count // self.PER_CONNECTION))
         self.transports = [MqttTransport(broker_url, f"scale-sim-{i}") for i in range(conns)]
         self.started = time.time()
@@ -143,7 +148,10 @@ class SimulatedNodes:
         while True:
             t0 = time.monotonic()
             for i in range(n):
-                raw = self.signers[i].seal("hb", self.payload(i), ttl=ttl)
+                kind, body = (
+                    ("hb", self.payload(i)) if self.compact is None else self.compact[i].next(self.payload(i))
+                )
+                raw = self.signers[i].seal(kind, body, ttl=ttl)
                 await self.transports[i // self.PER_CONNECTION].publish(self.topic, raw)
                 # spread over the interval, as independent nodes would be
                 target = t0 + self.interval * (i + 1) / n

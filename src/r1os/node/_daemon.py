@@ -27,6 +27,7 @@ from r1os.errors import NodeError, R1osError
 from r1os.identity import NodeKey, load_or_create, normalize_address, password_from_env_or_prompt
 from r1os.node._api import create_app
 from r1os.node._auth import ApiAuth
+from r1os.node._compact import COMPACT_HEARTBEAT, HEARTBEAT_REQUEST, CompactReceiver, CompactSender
 from r1os.node._config import NodeConfig
 from r1os.node._http import HttpLimits, bounded
 from r1os.node._limits import BodyLimit
@@ -52,7 +53,7 @@ log = logging.getLogger("r1os.node")
 
 HEARTBEAT = "hb"
 #: Message types of the protocol; a node drops anything else as `unknown_type`.
-PROTOCOL_TYPES: set[str] = {HEARTBEAT, NETMAP, NETMAP_REQUEST}
+PROTOCOL_TYPES: set[str] = {HEARTBEAT, NETMAP, NETMAP_REQUEST, COMPACT_HEARTBEAT, HEARTBEAT_REQUEST}
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -122,10 +123,18 @@ class Node:
         self.map_follower: MapFollower | None = None
         self._map_asked: dict[str, float] = {}  # oracle side: requester -> when last answered
         self._map_requested = 0.0  # edge side: when we last asked for a snapshot
+        # oracle mode: heartbeats whole only when their content changes, compact in between
+        self.compact_sender: CompactSender | None = None
+        self.compact_receiver: CompactReceiver | None = None
+        self._full_requested = 0.0  # when an oracle last made us send a whole heartbeat at once
         if self.oracle_mode:
+            self.compact_sender = CompactSender()
+            self.on(HEARTBEAT_REQUEST, self._on_heartbeat_request)
             if config.oracle:
                 self.map_publisher = MapPublisher()
+                self.compact_receiver = CompactReceiver(config.heartbeat_interval)
                 self.on(NETMAP_REQUEST, self._on_netmap_request)
+                self.on(COMPACT_HEARTBEAT, self._on_compact_heartbeat)
             else:
                 self.on(NETMAP, self._on_netmap)
 
@@ -196,6 +205,9 @@ class Node:
         env = self.verifier.accept(raw)
         if env is None or env.sender == self.address:
             return
+        await self._dispatch(env)
+
+    async def _dispatch(self, env: Envelope) -> None:
         for handler in self._handlers.get(env.type, ()):
             try:
                 await handler(env)
@@ -219,6 +231,8 @@ class Node:
         except ValueError as exc:
             log.warning("%s", exc)
             return
+        if self.compact_receiver is not None:
+            self.compact_receiver.whole(env.sender, env.payload)
         if was_online or env.payload.get("reply"):
             return
         if not self.oracle_mode:
@@ -231,6 +245,36 @@ class Node:
             # start and on the first delta it cannot apply), so N nodes joining at once do not make the
             # publisher send N snapshots unasked.
             await self.send(env.sender, HEARTBEAT, {**self.heartbeat_payload(), "reply": True})
+
+    async def _on_compact_heartbeat(self, env: Envelope) -> None:
+        """An oracle: a compact heartbeat, handled as the whole one it stands for (or asked for again)."""
+        receiver = self.compact_receiver
+        if receiver is None:
+            return
+        known = self.netmap.get(env.sender)
+        try:
+            whole = receiver.expand(env.sender, known.heartbeat if known is not None else None, env.payload)
+        except ValueError as exc:
+            log.warning("%s", exc)
+            return
+        if whole is None:
+            if receiver.should_ask(env.sender):
+                await self.send(env.sender, HEARTBEAT_REQUEST, {})
+            return
+        await self._dispatch(env.model_copy(update={"type": HEARTBEAT, "payload": whole}))
+
+    async def _on_heartbeat_request(self, env: Envelope) -> None:
+        """An oracle lacks our whole heartbeat: send it now (at most twice per interval), whole."""
+        sender = self.compact_sender
+        if sender is None or env.sender.lower() not in self.registered_oracles():
+            return
+        now = time.monotonic()
+        if now - self._full_requested < self.config.heartbeat_interval / 2:
+            sender.ask()  # the next regular one is whole then
+            return
+        self._full_requested = now
+        sender.ask()
+        await self._send_heartbeat()
 
     def heartbeat_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -336,11 +380,26 @@ class Node:
         self._map_requested = now
         await self.send(follower.source, NETMAP_REQUEST, {"stream": follower.stream})
 
+    @property
+    def _heartbeat_ttl(self) -> int:
+        return max(int(self.config.heartbeat_interval * self.config.missed_heartbeats_offline), 10)
+
+    async def _send_heartbeat(self) -> None:
+        """One heartbeat: to every node (broadcast mode), or to the oracles, whole or compact."""
+        net = self.config.network
+        payload = self.heartbeat_payload()
+        if self.compact_sender is None:
+            raw = self.signer.seal(HEARTBEAT, payload, ttl=self._heartbeat_ttl)
+            await self.transport.publish(broadcast_topic(net, HEARTBEAT), raw)
+        else:
+            type_, body = self.compact_sender.next(payload)
+            raw = self.signer.seal(type_, body, ttl=self._heartbeat_ttl)
+            await self.transport.publish(oracle_topic(net, HEARTBEAT), raw)
+        self.heartbeats_sent += 1
+
     async def _heartbeat_loop(self) -> None:
         interval = self.config.heartbeat_interval
-        ttl = max(int(interval * self.config.missed_heartbeats_offline), 10)
-        net = self.config.network
-        hb_topic = oracle_topic(net, HEARTBEAT) if self.oracle_mode else broadcast_topic(net, HEARTBEAT)
+        ttl = self._heartbeat_ttl
         if self.map_follower is not None and (oracles := self.registered_oracles()):
             # a node joining asks the lowest oracle for the whole map rather than wait for a delta
             self._map_requested = time.monotonic()
@@ -350,9 +409,7 @@ class Node:
         # swallowed by asyncio.wait_for inside aiomqtt, and stop() would wait 5 s for this task.
         while not self._stop.is_set():
             try:
-                raw = self.signer.seal(HEARTBEAT, self.heartbeat_payload(), ttl=ttl)
-                await self.transport.publish(hb_topic, raw)
-                self.heartbeats_sent += 1
+                await self._send_heartbeat()
             except Exception:
                 log.exception("heartbeat failed")
             try:
