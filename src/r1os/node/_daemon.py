@@ -29,7 +29,7 @@ from r1os.node._api import create_app
 from r1os.node._auth import ApiAuth
 from r1os.node._compact import COMPACT_HEARTBEAT, HEARTBEAT_REQUEST, CompactReceiver, CompactSender
 from r1os.node._config import NodeConfig
-from r1os.node._http import HttpLimits, bounded
+from r1os.node._http import HttpLimits, LazyWebSockets, bounded, peer_client
 from r1os.node._limits import BodyLimit
 from r1os.node._memory import trim_heap
 from r1os.node._metrics import NodeCollector
@@ -464,7 +464,7 @@ class Node:
         port = int(sock.getsockname()[1])
         self.url = self.config.public_url or f"http://{host}:{port}"
         # One client for every request services make to peers: pooled connections, closed on stop.
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), limits=httpx.Limits(max_connections=256))
+        self._http = peer_client(timeout=10.0, max_connections=256)
         for service in self.services:
             router = APIRouter()
             data_dir = self.home / "services" / service.name
@@ -495,6 +495,7 @@ class Node:
 
         config = uvicorn.Config(
             self.body_limits,
+            ws=LazyWebSockets,
             log_level="warning",
             lifespan="off",
             http=bounded(self.http_limits),
