@@ -52,7 +52,10 @@ from r1os.r1fs import CHUNK_SIZE, BlockStore, R1fsClient, import_bytes, import_f
 from r1os.r1fs._importer import default_workers
 
 #: The pull ratios recorded in docs/r1fs.md, printed beside the pull rows.
-RECORDED = "(recorded: 0.57-0.61x before the run listener, 0.68-0.73x after; docs/r1fs.md)"
+RECORDED = (
+    "(recorded: 0.57-0.61x before the run listener, 0.68-0.73x after it,"
+    " 0.72-0.90x (median 0.77x) with 1 MiB reads and /dag; docs/r1fs.md)"
+)
 
 #: Where the runs write (set by `main`): emptied after every run, so the page cache does not fill
 #: up with old outputs as the benchmark goes on (that slowed later rows by up to 10x here).
