@@ -440,9 +440,8 @@ class Fetcher:
             if span is None and hold.keep(root):
                 # The interior blocks in one answer from a run listener, where it can: the walk
                 # below then finds them here rather than asking for each through the API.
-                self.counters["fetched_blocks"] += await asyncio.to_thread(
-                    self._interior, root, providers, hold
-                )
+                kept = await asyncio.to_thread(self._interior, root, providers, hold)
+                self.counters["fetched_blocks"] += kept  # read after the await: others count meanwhile
             leaves = await self._skeleton(root, providers, span, hold)
             missing = [leaf for leaf in leaves if not hold.keep(leaf.cid)]
             if not missing:
@@ -489,8 +488,9 @@ class Fetcher:
         else or nothing (an older node: 404) only costs the request. Returns the blocks kept."""
         try:
             top = self.store.file_node(root)
+            self.dag.check_root(root, top)  # a file past this node's bounds: the walk refuses it
         except (R1fsError, OSError):
-            return 0  # not a file's node (a folder's walk fetches its own blocks)
+            return 0  # or not a file's node (a folder's walk fetches its own blocks)
         linked = {c for c, _ in top.children if c.codec != RAW}
         if sum(not self.store.has(c) for c in linked) < 2:
             return 0  # one block or none to fetch: the walk's own request is as quick
