@@ -102,6 +102,12 @@ def test_devnet_up_admits_every_licensed_edge_node(devnet: Any) -> None:
         assert {o.lower() for o in s["network_config"]["oracles"]} == {o.address.lower() for o in oracles}
     want = {n.address.lower() for n in edges}
     for n in state.nodes:
+        # The admitted set is replicated state: a node connected before the last edge was admitted
+        # had the record broadcast to it; one admitted later gets it by anti-entropy (every 5 s).
+        wait_for(
+            lambda n=n: set(get(n.url, "/v1/dauth/admitted")["admitted"]) == want, 30,
+            f"{n.name} to hold every admission record",
+        )  # fmt: skip
         data = get(n.url, "/v1/dauth/admitted")
         assert set(data["admitted"]) == want and data["count"] == 4
         assert set(data["oracles"]) == {o.address.lower() for o in oracles}
