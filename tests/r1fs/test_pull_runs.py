@@ -327,3 +327,35 @@ def test_a_run_writer_stores_checked_leaves_and_survives_a_reopen(tmp_path: Path
     with synced.holding() as hold:
         assert synced.run_writer(hold, CHUNK_SIZE) is None  # each block synced: the plain way
     synced.close()
+
+
+def test_a_run_writer_stores_a_batch_up_to_its_first_corrupt_leaf(tmp_path: Path) -> None:
+    """`RunWriter.put_many`: leaves back to back in one buffer; those before the first that does not
+    match its CID are written (one write) and indexed, it and those after it are not; the next batch
+    goes right after what was written."""
+    store = BlockStore(tmp_path / "s")
+    leaves = [mod251(CHUNK_SIZE - i, start=i) for i in range(5)]  # sizes differ: offsets must follow
+    cids = [Cid.for_block(0x55, d) for d in leaves]
+    with store.holding() as hold:
+        writer = store.run_writer(hold, sum(len(d) for d in leaves))
+        assert writer is not None
+        batch = bytearray(b"".join(leaves[:3]))
+        batch[len(leaves[0]) + 7] ^= 1  # the second leaf rotted on the way
+        sizes = [(c, len(d)) for c, d in zip(cids, leaves, strict=True)]
+        assert writer.put_many(sizes[:3], memoryview(batch)) == 1
+        assert store.get(cids[0], verify=True) == leaves[0] and cids[0] in hold.blocks
+        assert not store.has(cids[1]) and not store.has(cids[2])
+        rest = b"".join(leaves[1:])
+        assert writer.put_many(sizes[1:], memoryview(rest)) == 4
+        writer.close()
+        first = store.locate(cids[0])
+        assert first is not None
+        offset = first[1] + len(leaves[0])
+        for cid, data in zip(cids[1:], leaves[1:], strict=True):
+            where = store.locate(cid)
+            assert where is not None and where[1] == offset  # back to back, in order
+            offset += len(data)
+    store.close()
+    again = BlockStore(tmp_path / "s")
+    assert all(again.get(c, verify=True) == d for c, d in zip(cids, leaves, strict=True))
+    again.close()

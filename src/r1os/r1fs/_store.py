@@ -120,14 +120,15 @@ class Hold:
 
 
 class RunWriter:
-    """Leaves of one fetched run, written into pack space reserved for the whole run at once: a leaf
-    costs its hash, one `pwrite` and one short hold of the store's lock (to index it and hold it), where
-    `Hold.put_verified` takes the lock four times and appends to the index file under it. Eight fetch
-    threads queued on that lock, and for the GIL after it, more than they hashed (a profile of a
-    200 MiB pull). The index records are appended when the run ends (`close`), before the fetch that
-    wrote them ends, so before any pin counts on them; a crash in between loses fetched blocks, never
-    a pinned one. Space reserved and not filled (a run cut short) is dead bytes, reclaimed like any by
-    compaction. Made by `BlockStore.run_writer`; used by one thread."""
+    """Leaves of one fetched run, written into pack space reserved for the whole run at once: a batch
+    of leaves (`put_many`) costs their hashes, one `pwrite` and one short hold of the store's lock (to
+    index and hold them), where `Hold.put_verified` takes the lock four times per leaf and appends to
+    the index file under it. Eight fetch threads queued on that lock, and for the GIL after it, more
+    than they hashed (a profile of a 200 MiB pull). The index records are appended when the run ends
+    (`close`), before the fetch that wrote them ends, so before any pin counts on them; a crash in
+    between loses fetched blocks, never a pinned one. Space reserved and not filled (a run cut short)
+    is dead bytes, reclaimed like any by compaction. Made by `BlockStore.run_writer`; used by one
+    thread."""
 
     __slots__ = ("end", "hold", "pack", "pos", "records", "store")
 
