@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,10 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -27,6 +21,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from r1os.node._http import HttpLimits, LazyWebSockets, _PeerTransport, bounded, peer_client
+from tests._certs import self_signed
 
 
 async def _hello(request: Request) -> PlainTextResponse:
@@ -69,34 +64,6 @@ async def _server(certfile: str | None = None, keyfile: str | None = None) -> As
         sock.close()
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_file, key_file
-
-
 def _transport(client: httpx.AsyncClient) -> _PeerTransport:
     transport = client._transport  # the one the client was made with (no proxy in the environment)
     assert isinstance(transport, _PeerTransport)
@@ -117,7 +84,7 @@ async def test_plain_http_sets_up_no_tls() -> None:
 
 
 async def test_https_checks_certificates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cert_file, key_file = _self_signed(tmp_path)
+    cert_file, key_file = self_signed(tmp_path)
     async with _server(str(cert_file), str(key_file)) as port:
         # untrusted: refused, as by httpx's own client
         monkeypatch.delenv("SSL_CERT_FILE", raising=False)
