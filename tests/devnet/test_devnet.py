@@ -156,6 +156,16 @@ def test_edges_follow_the_oracles_map_and_refuse_forged_ones(devnet: Any) -> Non
     edge = next(n for n in state.nodes if not n.oracle)
     info = httpx.get(f"{edge.url}/v1/node", timeout=2).json()
     assert info["heartbeat_mode"] == "oracle"  # auto: the devnet's nodes know their oracles
+    # the oracles hear compact heartbeats between the whole ones and expand them
+    oracle = next(n for n in state.nodes if n.oracle)
+
+    def expanded() -> float:
+        for fam in text_string_to_metric_families(httpx.get(f"{oracle.url}/metrics", timeout=2).text):
+            if fam.name == "r1os_compact_heartbeats":
+                return sum(s.value for s in fam.samples if s.labels.get("outcome") == "expanded")
+        return 0.0
+
+    wait_for(lambda: expanded() >= 3, 10, "an oracle to expand compact heartbeats")
     wait_for(lambda: netmap_outcomes(edge.url).get("applied", 0) >= 1, 10, "the edge to apply a map")
     asyncio.run(_forged_maps(state.broker_url, state.network, edge.url))
     # the edge's view of the network is untouched

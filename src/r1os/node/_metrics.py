@@ -80,6 +80,15 @@ class NodeCollector(Collector):
             for outcome, n in sorted(node.map_follower.outcomes.items()):
                 maps.add_metric([outcome], n)
             yield maps
+        if node.compact_receiver is not None:
+            compact = CounterMetricFamily(
+                "r1os_compact_heartbeats",
+                "Compact heartbeats heard: expanded into the whole one held, or unmatched (one asked for)",
+                labels=["outcome"],
+            )
+            compact.add_metric(["expanded"], node.compact_receiver.expanded)
+            compact.add_metric(["unmatched"], node.compact_receiver.unmatched)
+            yield compact
         up = GaugeMetricFamily("r1os_uptime_seconds", "Seconds since the node started")
         up.add_metric([], node.uptime)
         yield up
