@@ -81,7 +81,18 @@ def info(
     if json_out:
         print_json(data)
         return
-    for key in ("address", "ai_address", "network", "version", "url", "oracle", "uptime", "broker_connected"):
+    keys = (
+        "address",
+        "ai_address",
+        "network",
+        "version",
+        "url",
+        "oracle",
+        "uptime",
+        "heartbeat_mode",
+        "broker_connected",
+    )
+    for key in keys:
         console.print(f"[dim]{key:>16}[/] {data.get(key)}", highlight=False)
 
 
