@@ -391,6 +391,56 @@ async def test_real_nodes_follow_a_map_sent_in_parts(tmp_path: Path) -> None:
             await n.stop()
 
 
+async def test_without_a_publishing_oracle_nodes_broadcast_until_one_is_back(tmp_path: Path) -> None:
+    # Every oracle gone: the map stops, and peers would go offline. The nodes broadcast their
+    # heartbeats instead (after 2 quiet intervals, before the map's peers expire at 3), keep each other
+    # online, and go back to the oracles' channel once an oracle publishes again.
+    hub = MemoryHub()
+    tap = Tap(hub)
+    oracle_key = NodeKey.generate()
+    save_keystore(oracle_key, tmp_path / "o" / "keys" / "node.json", "pw", strength="light")
+    oracles = [oracle_key.address]
+    o: Node | None = _node(tmp_path / "o", hub, oracles, oracle=True)
+    a, b = _node(tmp_path / "a", hub, oracles), _node(tmp_path / "b", hub, oracles)
+    assert o is not None
+    try:
+        for n in (o, a, b):
+            await n.start()
+
+        async def sees(n: Node, others: set[str]) -> bool:
+            return {p.address for p in n.netmap.online()} == others
+
+        await async_wait_for(lambda: sees(a, {o.address, b.address}), 10, "a learns the network")  # type: ignore[union-attr]
+        assert not any(t == "r1/test/b/hb" for t in tap.topics)  # oracle mode: no broadcast heartbeat
+        await o.stop()
+        o = None
+        await async_wait_for(lambda: _true("r1/test/b/hb" in tap.topics), 10, "broadcast heartbeats")
+        # many intervals later (0.2 s each) a and b still see each other online, from their heartbeats
+        for _ in range(3):
+            await async_wait_for(lambda: _true(tap.topics.count("r1/test/b/hb") >= 20), 10, "more beats")
+            assert b.address in {p.address for p in a.netmap.online()}
+            assert a.address in {p.address for p in b.netmap.online()}
+            tap.topics.clear()
+        # an oracle again (same key, restarted): it publishes, and the nodes go back to its channel
+        o = _node(tmp_path / "o", hub, oracles, oracle=True)
+        await o.start()
+
+        async def back() -> bool:
+            return all(n.map_follower is not None and not n.map_follower.quiet(1) for n in (a, b))
+
+        await async_wait_for(back, 10, "a and b to follow the oracle's map again")
+        # (a node decides where a heartbeat goes and hands it to the hub without yielding in between:
+        # none decided before this point is still on its way)
+        tap.topics.clear()
+        await async_wait_for(lambda: _true(tap.topics.count("r1/test/o/hb") >= 6), 10, "beats to the oracle")
+        assert "r1/test/b/hb" not in tap.topics
+        await async_wait_for(lambda: sees(o, {a.address, b.address}), 10, "the oracle hears both")  # type: ignore[union-attr]
+    finally:
+        for n in (b, a, o):
+            if n is not None:
+                await n.stop()
+
+
 async def _true(value: bool) -> bool:
     return value
 

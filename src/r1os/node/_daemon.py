@@ -52,6 +52,8 @@ from r1os.wire import Envelope, EnvelopeSigner, EnvelopeVerifier
 log = logging.getLogger("r1os.node")
 
 HEARTBEAT = "hb"
+FALLBACK_INTERVALS = 2
+"""Oracle mode: intervals without a published map after which a node broadcasts its heartbeats."""
 #: Message types of the protocol; a node drops anything else as `unknown_type`.
 PROTOCOL_TYPES: set[str] = {HEARTBEAT, NETMAP, NETMAP_REQUEST, COMPACT_HEARTBEAT, HEARTBEAT_REQUEST}
 
@@ -127,6 +129,7 @@ class Node:
         self.compact_sender: CompactSender | None = None
         self.compact_receiver: CompactReceiver | None = None
         self._full_requested = 0.0  # when an oracle last made us send a whole heartbeat at once
+        self._was_alone = False  # oracle mode: no oracle publishing the map, heartbeats broadcast
         if self.oracle_mode:
             self.compact_sender = CompactSender()
             self.on(HEARTBEAT_REQUEST, self._on_heartbeat_request)
@@ -384,13 +387,30 @@ class Node:
     def _heartbeat_ttl(self) -> int:
         return max(int(self.config.heartbeat_interval * self.config.missed_heartbeats_offline), 10)
 
+    def _alone(self) -> bool:
+        """Oracle mode, on a node that follows the map: no oracle has published one for 2 intervals
+        (before peers the last map listed go offline, at 3). Until one does, the node's heartbeats go to
+        every node, as in broadcast mode, so the network keeps its map without its oracles."""
+        follower = self.map_follower
+        alone = follower is not None and follower.quiet(FALLBACK_INTERVALS)
+        if alone != self._was_alone:
+            self._was_alone = alone
+            if alone:
+                log.warning("no oracle publishes the network map: heartbeats go to every node until one does")
+            else:
+                log.info("an oracle publishes the network map again: heartbeats go to the oracles")
+        return alone
+
     async def _send_heartbeat(self) -> None:
-        """One heartbeat: to every node (broadcast mode), or to the oracles, whole or compact."""
+        """One heartbeat: to every node (broadcast mode, or no oracle publishing), or to the oracles,
+        whole or compact."""
         net = self.config.network
         payload = self.heartbeat_payload()
-        if self.compact_sender is None:
+        if self.compact_sender is None or self._alone():
             raw = self.signer.seal(HEARTBEAT, payload, ttl=self._heartbeat_ttl)
             await self.transport.publish(broadcast_topic(net, HEARTBEAT), raw)
+            if self.compact_sender is not None:
+                self.compact_sender.ask()  # the oracles' first heartbeat from us once back is whole
         else:
             type_, body = self.compact_sender.next(payload)
             raw = self.signer.seal(type_, body, ttl=self._heartbeat_ttl)

@@ -227,6 +227,13 @@ class MapFollower:
         self._heard: dict[str, float] = {}  # oracle -> when its last map message came
         self._parts: dict[tuple[str, int, int, bool], dict[int, NetmapPayload]] = {}
         self.outcomes: dict[str, int] = {}
+        self._since = clock()  # a node that just started has heard no map yet, and is not alone yet
+
+    def quiet(self, intervals: float, now: float | None = None) -> bool:
+        """True when no registered oracle's map has come for `intervals` heartbeat intervals (counted
+        from this follower's start if none ever came): every oracle is gone or cut off."""
+        now = self.clock() if now is None else now
+        return now - max(self._heard.values(), default=self._since) > intervals * self.interval
 
     def _fresh(self, oracle: str, now: float) -> bool:
         return now - self._heard.get(oracle, -1e18) <= self.netmap.missed_limit * self.interval
