@@ -359,3 +359,43 @@ def test_a_run_writer_stores_a_batch_up_to_its_first_corrupt_leaf(tmp_path: Path
     again = BlockStore(tmp_path / "s")
     assert all(again.get(c, verify=True) == d for c, d in zip(cids, leaves, strict=True))
     again.close()
+
+
+async def test_a_whole_fetch_hands_every_block_to_the_callers_holds(tmp_path: Path) -> None:
+    """A pin counts on the blocks its fetch verified without walking the DAG again: the fetch hands
+    them to the hold of each caller that joined it, as it ends well, and to none when it fails."""
+    async with serve(tmp_path / "a") as a, serve(tmp_path / "b") as b, on_uvicorn(a) as url:
+        fetcher = b.svc.fetcher
+
+        async def only_a(cid: str) -> list[tuple[str, str]]:
+            return [(a.svc.me, url)]
+
+        fetcher.provider_urls = only_a  # type: ignore[method-assign]
+        root = parse_cid(await add(a, DATA))
+        store = b.svc.store
+        with store.holding() as one, store.holding() as two:
+            await asyncio.gather(fetcher.fetch(root, hold=one), fetcher.fetch(root, hold=two))
+            blocks = set(store.dag_blocks(root))
+            assert len(blocks) == 11  # the root and its 10 leaves
+            for hold in (one, two):
+                assert root in hold.complete and blocks <= hold.blocks
+            # GC finds every block held (no pin counts on them yet): it takes none.
+            assert store.gc([]).removed == 0 and complete(b, str(root))
+        with store.holding() as again:  # all here already: the walk that finds it so hands it over
+            await fetcher.fetch(root, hold=again)
+            assert root in again.complete and blocks <= again.blocks
+        # A fetch that fails (a leaf rotted at the only provider) hands nothing over.
+        data3 = mod251(4 * CHUNK_SIZE, start=13)
+        cid3 = parse_cid(await add(a, data3))
+        leaf = Cid.for_block(0x55, data3[CHUNK_SIZE : 2 * CHUNK_SIZE])
+        where = a.svc.store.locate(leaf)
+        assert where is not None
+        rot(where[0], where[1] + 10)
+        with store.holding() as failed:
+            with pytest.raises(BlockNotFound, match="corrupt"):
+                await fetcher.fetch(cid3, hold=failed)
+            assert cid3 not in failed.complete
+        # A pin through the service: recorded once the whole DAG is here.
+        cid4 = await add(a, mod251(6 * CHUNK_SIZE, start=17))
+        answer4 = await b.svc.pin(cid4)
+        assert answer4.size == 6 * CHUNK_SIZE and cid4 in b.svc.pins and complete(b, cid4)

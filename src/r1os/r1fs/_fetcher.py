@@ -222,6 +222,8 @@ class Fetcher:
         # one; each ends in a future of its own (see `_run`).
         self._running: dict[str, asyncio.Future[None]] = {}
         self._planned: dict[asyncio.Future[None], asyncio.Event] = {}  # set once a fetch's tree is checked
+        # Holds of callers waiting for a whole fetch (`fetch(..., hold=)`): it hands its blocks to them.
+        self._adopters: dict[asyncio.Future[None], list[Hold]] = {}
         self._roots = 0  # root blocks being fetched on their own (`fetch_root`)
         self._arrived = asyncio.Event()  # set (and replaced) whenever fetched blocks are stored
         # Interior blocks are small and few: a provider silent for fetch_timeout is given up.
@@ -332,6 +334,7 @@ class Fetcher:
         finally:
             self._running.pop(key, None)
             self._planned.pop(done, None)
+            self._adopters.pop(done, None)
             planned.set()
             self._landed()  # counts what the fetch threads stored, wakes any reader
 
@@ -361,9 +364,29 @@ class Fetcher:
     async def _until(event: asyncio.Event) -> None:
         await event.wait()
 
-    async def fetch(self, root: Cid) -> None:
-        """Make the whole DAG under `root` local; concurrent calls for one root share the work."""
-        await asyncio.shield(self.fetch_task(root))
+    async def fetch(self, root: Cid, *, hold: Hold | None = None) -> None:
+        """Make the whole DAG under `root` local; concurrent calls for one root share the work. With
+        `hold`, the fetch hands its blocks to it as it ends well: then `root` joins `hold.complete`
+        (every block of the DAG here, checked and held), and a pin need not walk the DAG again."""
+        task = self.fetch_task(root)
+        if hold is not None:
+            # Joined before the fetch ends: it runs in this loop and hands over with no await between
+            # the hand-over and its end (`_fetch`), so no caller can come in between and miss it.
+            self._adopters.setdefault(task, []).append(hold)
+        await asyncio.shield(task)
+
+    def _hand_over(self, root: Cid, hold: Hold) -> None:
+        """The whole DAG under `root` is here and held by `hold` (the fetch's own, about to end): hold
+        it for the callers that asked (`fetch(..., hold=)`) under the store's lock, so GC, which
+        reads the holds under it, never finds a block of it held by no one."""
+        task = self._running.get(str(root))
+        adopters = self._adopters.pop(task, []) if task is not None else []
+        if not adopters:
+            return
+        with self.store._lock:
+            for adopter in adopters:
+                adopter.blocks |= hold.blocks
+                adopter.complete.add(root)
 
     async def fetch_root(self, root: Cid) -> bytes:
         """The root block (enough to know the file's size), fetched if it is not here."""
@@ -423,60 +446,84 @@ class Fetcher:
         """Fetch the tree's interior nodes one by one, then the leaves in runs: each run is one HTTP
         Range request to a provider's gateway, cut into leaves by the sizes the parent nodes list, every
         leaf checked against its CID before it is stored. Runs go to several providers at once; a run
-        that fails (error, cut short, a corrupt leaf) goes on from where it stopped at another one."""
-        if span is None and await asyncio.to_thread(self.store.is_complete, root):
-            await asyncio.to_thread(self.store.refs, root)  # a file here is still walked within bounds
+        that fails (error, cut short, a corrupt leaf) goes on from where it stopped at another one.
+
+        A whole fetch (no `span`) that returns has every distinct block of the DAG here and in its
+        hold: each one was found here by `hold.keep`, or stored under the hold after its hash was
+        checked (an interior block by `_fetch_block` or `_interior`, a leaf by a run, which raises
+        unless every leaf it was given is stored); `_skeleton` lists every distinct leaf and the runs
+        cover all those not here. So it hands the hold's blocks to the callers waiting with a hold
+        of their own (`_hand_over`), with no await between that and its end."""
+        with self.store.holding() as hold:
+            await self._fetch_into(root, span, planned, hold)
+            if span is None:
+                self._hand_over(root, hold)
+
+    def _here_whole(self, root: Cid, hold: Hold) -> bool:
+        """Whether the whole DAG under `root` is here (each block held as it is looked at); a file
+        here is still walked within bounds."""
+        try:
+            if self.store.missing(root, hold=hold):
+                return False
+        except CorruptBlock:
+            return False
+        self.store.refs(root)
+        return True
+
+    async def _fetch_into(
+        self, root: Cid, span: tuple[int, int] | None, planned: asyncio.Event | None, hold: Hold
+    ) -> None:
+        if span is None and await asyncio.to_thread(self._here_whole, root, hold):
             return
         if span is not None and await asyncio.to_thread(self._span_here, root, span):
             return
         providers = await self.provider_urls(str(root))
         if not providers:
             raise BlockNotFound(f"{root} is not here and no online node provides it")
-        with self.store.holding() as hold:
-            if root.codec == RAW:
-                if not hold.keep(root):
-                    await self._fetch_block(root, providers, 0, hold)
-                return
-            if span is None and hold.keep(root):
-                # The interior blocks in one answer from a run listener, where it can: the walk
-                # below then finds them here rather than asking for each through the API.
-                kept = await asyncio.to_thread(self._interior, root, providers, hold)
-                self.counters["fetched_blocks"] += kept  # read after the await: others count meanwhile
-            leaves = await self._skeleton(root, providers, span, hold)
-            missing = [leaf for leaf in leaves if not hold.keep(leaf.cid)]
-            if not missing:
-                return
-            check_space(self.store.root, sum(leaf.size for leaf in missing), self.settings)
-            if planned is not None:
-                planned.set()  # the tree passed: readers may answer and stream as the leaves arrive
-            runs = self._plan_runs(missing)
-            # Each run is fetched by a plain thread with a blocking HTTP connection: it receives, hashes
-            # and writes its leaves itself (all three release the GIL), so the cores stay busy without
-            # a hand-off between the event loop and a pool for every leaf. Not through `ctx.http`:
-            # bench/r1fs.py's pull row (200 MiB, 6 pulls each, machine loaded) gave these threads
-            # 326-398 MiB/s at best, the same runs streamed on the loop through httpx with the leaves
-            # hashed and written in a pool 122-244, and through aiohttp 263-282.
-            todo: queue.SimpleQueue[tuple[int, list[_Leaf]]] = queue.SimpleQueue()
-            for i, run in enumerate(runs):
-                todo.put((i, run))
-            loop = asyncio.get_running_loop()
-            stop = threading.Event()
-            workers = min(self.settings.parallel, len(runs))
-            pool = ThreadPoolExecutor(workers, thread_name_prefix="r1fs-fetch")
+        if root.codec == RAW:
+            if not hold.keep(root):
+                await self._fetch_block(root, providers, 0, hold)
+            return
+        if span is None and hold.keep(root):
+            # The interior blocks in one answer from a run listener, where it can: the walk
+            # below then finds them here rather than asking for each through the API.
+            kept = await asyncio.to_thread(self._interior, root, providers, hold)
+            self.counters["fetched_blocks"] += kept  # read after the await: others count meanwhile
+        leaves = await self._skeleton(root, providers, span, hold)
+        missing = [leaf for leaf in leaves if not hold.keep(leaf.cid)]
+        if not missing:
+            return
+        check_space(self.store.root, sum(leaf.size for leaf in missing), self.settings)
+        if planned is not None:
+            planned.set()  # the tree passed: readers may answer and stream as the leaves arrive
+        runs = self._plan_runs(missing)
+        # Each run is fetched by a plain thread with a blocking HTTP connection: it receives, hashes
+        # and writes its leaves itself (all three release the GIL), so the cores stay busy without
+        # a hand-off between the event loop and a pool for every leaf. Not through `ctx.http`:
+        # bench/r1fs.py's pull row (200 MiB, 6 pulls each, machine loaded) gave these threads
+        # 326-398 MiB/s at best, the same runs streamed on the loop through httpx with the leaves
+        # hashed and written in a pool 122-244, and through aiohttp 263-282.
+        todo: queue.SimpleQueue[tuple[int, list[_Leaf]]] = queue.SimpleQueue()
+        for i, run in enumerate(runs):
+            todo.put((i, run))
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        workers = min(self.settings.parallel, len(runs))
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="r1fs-fetch")
 
-            def worker() -> None:
-                while not stop.is_set():
-                    try:
-                        i, run = todo.get_nowait()
-                    except queue.Empty:
-                        return
-                    self._fetch_run(loop, root, run, providers, i, stop, hold)
+        def worker() -> None:
+            while not stop.is_set():
+                try:
+                    i, run = todo.get_nowait()
+                except queue.Empty:
+                    return
+                self._fetch_run(loop, root, run, providers, i, stop, hold)
 
-            try:
-                await asyncio.gather(*(loop.run_in_executor(pool, worker) for _ in range(workers)))
-            finally:
-                stop.set()  # on an error or a cancel the other runs stop at their next leaf
-                pool.shutdown(wait=False, cancel_futures=True)
+        try:
+            await asyncio.gather(*(loop.run_in_executor(pool, worker) for _ in range(workers)))
+        finally:
+            stop.set()  # on an error or a cancel the other runs stop at their next leaf
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _interior(self, root: Cid, providers: list[Provider], hold: Hold) -> int:
         """Ask the first provider with a run listener for the interior blocks under `root` (a local

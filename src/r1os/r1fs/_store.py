@@ -92,11 +92,15 @@ class Hold:
     """The blocks one import or fetch has written or counts on (see the module's docstring); GC leaves
     them alone until the hold ends. Made by `BlockStore.holding()`; safe to use from worker threads."""
 
-    __slots__ = ("blocks", "store")
+    __slots__ = ("blocks", "complete", "store")
 
     def __init__(self, store: BlockStore) -> None:
         self.store = store
         self.blocks: set[Cid] = set()
+        # Roots whose whole DAG a fetch found or stored (every block checked against its CID as it
+        # came) and handed to this hold before its own hold ended (`Fetcher.fetch(..., hold=)`): all
+        # their blocks are here and in `blocks`, so a pin need not walk them again.
+        self.complete: set[Cid] = set()
 
     def keep(self, cid: Cid) -> bool:
         """Hold `cid` from now on; True if it is here (held before looking, so GC cannot remove it
