@@ -109,3 +109,49 @@ async def test_cstore_records_and_pin_watch(tmp_path: Path, caplog: pytest.LogCa
         await stop(svc, ctx)  # the reconcile loop is woken right now: its cancellation must not be lost
     assert "did not stop" not in caplog.text and not r1fs_tasks()
     assert kv.watchers == []  # the watch ends with the service
+
+
+class SlowKv(MemoryKv):
+    """A CSTORE whose writes wait until `open` is set (a write synced to a slow disk)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = asyncio.Event()
+
+    async def hset(self, key: str, field: str, value: Any, ttl: float | None = None) -> None:
+        await self.open.wait()
+        await super().hset(key, field, value, ttl)
+
+
+async def test_a_pin_answers_before_its_announcement_and_an_unpin_waits_for_it(tmp_path: Path) -> None:
+    kv = SlowKv()
+    ctx = lone_context("r1fs", tmp_path)
+    svc = R1fsService(R1fsSettings(), kv=kv)
+    await svc.start(ctx)
+    try:
+        data = mod251(300_000)
+
+        async def body() -> Any:
+            yield data
+
+        kv.open.set()
+        cid = str((await svc.add_stream(body(), pin=False)).cid)
+        kv.open.clear()
+        # The pin is recorded and answered while its provider record is still on its way.
+        answer = await asyncio.wait_for(svc.pin(cid), 10)
+        assert answer.size == len(data) and cid in svc.pins
+        assert PROV + cid not in kv.hashes
+        # An unpin now waits for that record, then withdraws it: no record of a copy let go is left.
+        unpin = asyncio.ensure_future(svc.unpin(cid))
+        await asyncio.sleep(0.05)
+        assert not unpin.done()
+        kv.open.set()
+        assert (await asyncio.wait_for(unpin, 10)).unpinned
+        assert not kv.hashes.get(PROV + cid)
+        # A pin left alone: its record lands once the store takes writes.
+        await svc.pin(cid)
+        await asyncio.wait_for(svc._published(cid), 10)
+        assert kv.hashes[PROV + cid][svc.me]["size"] == len(data)
+    finally:
+        kv.open.set()
+        await stop(svc, ctx)
