@@ -31,7 +31,6 @@ from r1os.node._compact import COMPACT_HEARTBEAT, HEARTBEAT_REQUEST, CompactRece
 from r1os.node._config import NodeConfig
 from r1os.node._http import HttpLimits, LazyWebSockets, bounded, peer_client
 from r1os.node._limits import BodyLimit
-from r1os.node._memory import trim_heap
 from r1os.node._metrics import NodeCollector
 from r1os.node._netmap import Heartbeat, NetworkMap
 from r1os.node._netmap_sync import (
@@ -541,8 +540,6 @@ class Node:
         # Replicated state is many small long-lived objects: collect young objects less often and full
         # passes rarely (they scan everything), trading a little memory for steadier latency.
         gc.set_threshold(20_000, 20, 50)
-        # and what start-up freed goes back to the system rather than waiting in the C heap for reuse
-        trim_heap()
         log.info(
             "node %s up: network %s, http %s, broker %s", self.address, net, self.url, self.config.broker
         )

@@ -7,15 +7,14 @@ HTTP client. Marked absent, httpx keeps a stub `httpx.main` that says how to ins
 nothing else changes; the `httpx` command itself is a separate program that never imports r1os. A node
 saves rich and pygments, ~3.5 MiB (click stays: `import uvicorn` loads uvicorn's own command line).
 
-`skip_unused_modules` and `trim_heap` are for node processes only (`run_node`, `Node.start`).
+`skip_unused_modules` is for node processes only (`run_node`). (glibc's `malloc_trim(0)` once a node is
+up was measured and dropped: it gave back next to nothing, RSS -0.1 MiB at idle, and made the memory of a
+process that hosts a node in a test move more.)
 """
 
 from __future__ import annotations
 
-import logging
 import sys
-
-log = logging.getLogger("r1os.node.memory")
 
 # None in sys.modules makes `import` raise ImportError, which httpx answers with its stub (see above).
 # setdefault: where httpx was imported before r1os.node, it already has its client and keeps it.
@@ -37,24 +36,3 @@ def skip_unused_modules() -> None:
     for name in _UNUSED_IN_NODES:
         if name not in sys.modules:
             sys.modules[name] = None  # type: ignore[assignment]
-
-
-def trim_heap() -> int:
-    """Give the C heap's free pages back to the system (glibc's `malloc_trim(0)`); returns 1 if memory
-    was released, 0 if none was or this is not glibc. Start-up allocates and frees a lot (imports,
-    building the app and its schemas); glibc keeps freed pages inside its heaps for reuse. Measured on
-    an idle devnet node it gives back little (10 nodes: RSS -0.1, PSS -0.6 MiB, within the noise): what
-    start-up allocates mostly stays in use."""
-    if not sys.platform.startswith("linux"):
-        return 0
-    import ctypes  # here: only a node that trims needs it
-
-    try:
-        # the process's own symbols, the C library's among them (no library search, no subprocess)
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # musl and other C libraries have no malloc_trim
-        return 0
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    released = int(trim(0))
-    log.debug("malloc_trim released memory: %s", bool(released))
-    return released
