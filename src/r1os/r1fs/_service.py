@@ -23,7 +23,6 @@ from fastapi import Request
 
 from r1os.cstore import CStoreService
 from r1os.dauth._service import DauthService
-from r1os.errors import NodeError
 from r1os.node import Caller, Forbidden, R1fsSettings, Service, ServiceContext, Unauthenticated
 from r1os.r1fs._api import mount
 from r1os.r1fs._dag import RAW, Cid, DagLimits, parse_cid, read_dag_node, read_file_node
@@ -103,9 +102,6 @@ class R1fsService(Service):
         self.replication: Replication | None = None
         self.local: LocalServer | None = None
         self.runs: RunServer | None = None  # block runs for peers by sendfile (`_runs.py`)
-        # Announcements a pin made after answering (`_publish_soon`), by CID: the next CSTORE write
-        # about the CID waits for it, so they land in the order the pins and unpins happened.
-        self._publishing: dict[str, asyncio.Task[None]] = {}
         # Set by `start` (they need the node's folder and peers); reached through the properties below.
         self._ctx: ServiceContext | None = None
         self._store: BlockStore | None = None
@@ -258,43 +254,6 @@ class R1fsService(Service):
     async def _publish(self, cid: str, size: int, asked_before: int) -> None:
         """After a user pin changed: announce the copy and ask the network for the replicas its pinners
         want (the most any asks for), or withdraw the request when one copy is enough now."""
-        await self._published(cid)
-        await self._publish_now(cid, size, asked_before)
-
-    def _publish_soon(self, cid: str, size: int, asked_before: int) -> None:
-        """`_publish` after the answer, as a node task: the pin is recorded and its blocks are here, and
-        the provider record and pin request are the network's to see whenever they land (each a
-        signed CSTORE write, synced to disk: ~5 ms of a 200 MiB pull's 0.2 s). One that is lost (the
-        node stopped first) is made again at the next start, when every pin is announced anew."""
-        before = self._publishing.get(cid)
-
-        async def publish() -> None:
-            if before is not None:
-                await asyncio.wait({before})  # its outcome was logged by itself
-            try:
-                await self._publish_now(cid, size, asked_before)
-            except Exception as exc:
-                log.warning("r1fs: could not publish the pin of %s: %s", cid, exc)
-
-        try:
-            task = self.ctx.spawn(publish(), f"publish-{cid[-8:]}")
-        except NodeError:  # the node is stopping: its next start announces every pin
-            return
-        self._publishing[cid] = task
-
-        def done(t: asyncio.Task[None]) -> None:
-            if self._publishing.get(cid) is t:  # not one chained after it meanwhile
-                del self._publishing[cid]
-
-        task.add_done_callback(done)
-
-    async def _published(self, cid: str) -> None:
-        """Wait until the announcements a pin of `cid` left for after its answer are made."""
-        task = self._publishing.get(cid)
-        if task is not None:
-            await asyncio.wait({task})
-
-    async def _publish_now(self, cid: str, size: int, asked_before: int) -> None:
         rec = self.book.get(cid)
         if rec is None:
             return
@@ -619,7 +578,7 @@ class R1fsService(Service):
             await self._fetch_held(cid, hold)
             asked_before = self._asked(text)
             self.book.pin(text, size, address, replicas)
-        self._publish_soon(text, size, asked_before)
+        await self._publish(text, size, asked_before)
         return PinAnswer(cid=text, size=size, replicas=replicas)
 
     async def _fetch_held(self, cid: Cid, hold: Hold) -> None:
@@ -665,7 +624,6 @@ class R1fsService(Service):
                     hint="the node's operator may release any pin",
                 )
             target = who.address
-        await self._published(cid)  # a pin's announcement, made after its answer, lands first
         asked_before = self._asked(cid)
         gone = self.book.release(cid, target)
         left = self.book.get(cid)
