@@ -55,7 +55,7 @@ from r1os.r1fs._importer import default_workers
 RECORDED = (
     "(recorded: 0.57-0.61x before the run listener, 0.68-0.73x after it,"
     " 0.72-0.90x (median 0.77x) with 1 MiB reads and /dag, 0.73-0.82x (median 0.79x) with no walk"
-    " after a pin's fetch and its provider record after the answer; docs/r1fs.md)"
+    " after a pin's fetch and (since left out) its provider record after the answer; docs/r1fs.md)"
 )
 
 #: Where the runs write (set by `main`): emptied after every run, so the page cache does not fill
