@@ -98,6 +98,28 @@ async def test_late_joiner_converges_by_anti_entropy(cluster: Cluster) -> None:
     assert newcomer.address not in {n.address for n in cluster.nodes[:3]}
 
 
+async def test_a_replica_that_starts_late_syncs_at_once(tmp_path: Path) -> None:
+    """Rounds every 30 s (jittered, never before 24 s): a replica that starts after a write was broadcast
+    has it within seconds, from a round a start asks for (the wait's 15 s end before any timed round of
+    either replica could run)."""
+    c = Cluster(tmp_path, 1, sync_interval=30)
+    await c.start()
+    try:
+        a = c.nodes[0]
+        await c.cstore(0).set(f"{ns(a)}:early", "before you came")
+        await c.add_node(1)
+
+        async def caught_up() -> bool:
+            return await c.cstore(1).get(f"{ns(a)}:early") == "before you came"
+
+        await async_wait_for(caught_up, 15, "the write made before the replica started")
+        # by a round a start asked for: the newcomer's, or the first replica's, which was still looking
+        # for a peer to ask when the newcomer came (timed rounds come every 24-36 s)
+        assert c.cstore(0)._sync.nudged_rounds + c.cstore(1)._sync.nudged_rounds >= 1
+    finally:
+        await c.stop()
+
+
 async def test_restart_keeps_state(cluster: Cluster, tmp_path: Path) -> None:
     a = cluster.nodes[0]
     await cluster.cstore(0).set(f"{ns(a)}:durable", "yes")

@@ -39,6 +39,9 @@ log = logging.getLogger("r1os.cstore")
 __all__ = ["MSG_BATCH", "CStoreService", "Watcher"]
 
 MAINTENANCE_INTERVAL = 60.0
+BROKER_WATCH_INTERVAL = (
+    0.25  # seconds between looks at the broker connection (a reconnect means missed broadcasts)
+)
 REFUSAL_LOG_INTERVAL = 60.0  # one log line per cause and minute: a hostile peer cannot flood the log
 Watcher = Callable[[str, str | None, Any], Awaitable[None] | None]
 
@@ -129,7 +132,21 @@ class CStoreService(Service):
             # signed request's body is read to check its hash before the route runs).
             ctx.allow_body(route, cap + 256 * 1024)
         ctx.spawn(self._sync.run(self.sync_interval, self._sync_peers, self._peers), "sync")
+        self._sync.nudge()  # what was written while this replica was down: as soon as it knows a peer
+        ctx.spawn(self._watch_broker(), "broker-watch")
         ctx.spawn(self._maintenance_loop(), "maintenance")
+
+    async def _watch_broker(self) -> None:
+        """Back on the broker (a reconnect, or admitted by dAuth at last): the broadcasts sent meanwhile
+        never came, so a round at once rather than at the next interval."""
+        was = self.ctx.transport.connected
+        while True:
+            await asyncio.sleep(BROKER_WATCH_INTERVAL)
+            now = self.ctx.transport.connected
+            if now and not was:
+                log.info("cstore: back on the broker: a sync round now")
+                self._sync.nudge()
+            was = now
 
     @property
     def ctx(self) -> ServiceContext:

@@ -1,7 +1,9 @@
 """Anti-entropy: replicas that missed broadcasts (down, partitioned, new) catch up without replaying
 history.
 
-Every few seconds a replica posts its bucket digests to a random online peer (`/v1/cstore/sync`);
+Every few seconds a replica posts its bucket digests to a random online peer (`/v1/cstore/sync`), and
+at once (as soon as it knows a peer) when it starts or comes back to the broker, having missed the
+broadcasts meanwhile (`nudge`);
 the peer answers with its batches for the buckets that differ and names the buckets it wants, which
 the asker then pushes (`/v1/cstore/push`). Both sides check every batch like a fresh write. Only
 entries older than the horizon take part: younger ones are still on the fast path.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import random
 import time
@@ -68,19 +71,46 @@ class AntiEntropy:
         self.rounds = 0
         self.batches: Counter[str] = Counter()  # batches pulled / pushed / answered
         self.last_fast_path = 0.0
+        self.nudged_rounds = 0
+        self._nudged = asyncio.Event()
+
+    def nudge(self) -> None:
+        """A round soon rather than at the next interval: once the horizon has passed this moment (2 s:
+        what was missed until now takes part) and there is a peer to ask (within one interval). For a
+        replica that has just started, or come back to the broker, and missed broadcasts."""
+        self._nudged.set()
+
+    async def _peers_soon(self, peers: Callable[[], list[PeerRef]], within: float) -> list[PeerRef]:
+        # the network map fills in as heartbeats (or a published map) arrive: look every 0.1 s
+        for _ in range(max(1, int(within / 0.1))):
+            if found := peers():
+                return found
+            await asyncio.sleep(0.1)
+        return peers()
 
     async def run(self, interval: float, peers: Callable[[], list[PeerRef]], client: PeerClient) -> None:
-        """Every `interval` seconds (jittered), a round with a random one of `peers()`."""
+        """Every `interval` seconds (jittered), a round with a random one of `peers()`; now if nudged."""
         deferred = 0
         while True:
-            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
-            # While broadcasts keep arriving a round now would mostly ship batches already queued for
-            # us. Defer, but never more than a few rounds in a row.
-            if time.monotonic() - self.last_fast_path < interval / 2 and deferred < MAX_DEFERRED_ROUNDS:
-                deferred += 1
-                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval * random.uniform(0.8, 1.2)):
+                    await self._nudged.wait()
+            if self._nudged.is_set():
+                self._nudged.clear()
+                # what was missed is older than the horizon once it has moved past this moment
+                await asyncio.sleep((SETTLE_MS + HORIZON_STEP_MS) / 1000)
+                candidates = await self._peers_soon(peers, interval)
+                if candidates:
+                    self.nudged_rounds += 1
+            else:
+                # While broadcasts keep arriving a round now would mostly ship batches already queued
+                # for us. Defer, but never more than a few rounds in a row.
+                recent = time.monotonic() - self.last_fast_path < interval / 2
+                if recent and deferred < MAX_DEFERRED_ROUNDS:
+                    deferred += 1
+                    continue
+                candidates = peers()
             deferred = 0
-            candidates = peers()
             if not candidates:
                 continue
             peer = random.choice(candidates)
