@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -10,6 +10,16 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from r1os.node._daemon import Node
+
+
+def _by_label(
+    name: str, help_text: str, label: str, counts: Iterable[tuple[str, float]]
+) -> CounterMetricFamily:
+    """A counter family with one sample per `(label value, count)`, in the order given."""
+    family = CounterMetricFamily(name, help_text, labels=[label])
+    for value, n in counts:
+        family.add_metric([value], n)
+    return family
 
 
 class NodeCollector(Collector):
@@ -21,12 +31,10 @@ class NodeCollector(Collector):
         accepted = CounterMetricFamily("r1os_wire_accepted", "Messages that passed verification")
         accepted.add_metric([], node.verifier.accepted)
         yield accepted
-        rejected = CounterMetricFamily(
-            "r1os_wire_rejected", "Messages dropped by the wire layer, by cause", labels=["cause"]
-        )
-        for cause, n in sorted(node.verifier.rejections.items()):
-            rejected.add_metric([cause], n)
-        yield rejected
+        yield _by_label(
+            "r1os_wire_rejected", "Messages dropped by the wire layer, by cause", "cause",
+            sorted(node.verifier.rejections.items()),
+        )  # fmt: skip
         own = CounterMetricFamily(
             "r1os_wire_own_dropped",
             "Messages naming this node as sender (its own, echoed back by the broker, or forged as it),"
@@ -62,33 +70,23 @@ class NodeCollector(Collector):
         errors = CounterMetricFamily("r1os_handler_errors", "Message handlers that raised")
         errors.add_metric([], node.handler_errors)
         yield errors
-        http = CounterMetricFamily(
-            "r1os_http_refused",
-            "HTTP connections closed or requests refused by a bound, by cause",
-            labels=["cause"],
-        )
-        for cause, n in sorted(node.http_limits.refused.items()):
-            http.add_metric([cause], n)
-        http.add_metric(["too_large"], node.body_limits.refused if node.body_limits else 0)
-        yield http
+        too_large = node.body_limits.refused if node.body_limits else 0
+        yield _by_label(
+            "r1os_http_refused", "HTTP connections closed or requests refused by a bound, by cause", "cause",
+            [*sorted(node.http_limits.refused.items()), ("too_large", too_large)],
+        )  # fmt: skip
         if node.map_follower is not None:
-            maps = CounterMetricFamily(
+            yield _by_label(
                 "r1os_netmap_messages",
                 "Network map messages an oracle published, by what this node did with them",
-                labels=["outcome"],
-            )
-            for outcome, n in sorted(node.map_follower.outcomes.items()):
-                maps.add_metric([outcome], n)
-            yield maps
-        if node.compact_receiver is not None:
-            compact = CounterMetricFamily(
+                "outcome", sorted(node.map_follower.outcomes.items()),
+            )  # fmt: skip
+        if (compact := node.compact_receiver) is not None:
+            yield _by_label(
                 "r1os_compact_heartbeats",
                 "Compact heartbeats heard: expanded into the whole one held, or unmatched (one asked for)",
-                labels=["outcome"],
-            )
-            compact.add_metric(["expanded"], node.compact_receiver.expanded)
-            compact.add_metric(["unmatched"], node.compact_receiver.unmatched)
-            yield compact
+                "outcome", [("expanded", compact.expanded), ("unmatched", compact.unmatched)],
+            )  # fmt: skip
         up = GaugeMetricFamily("r1os_uptime_seconds", "Seconds since the node started")
         up.add_metric([], node.uptime)
         yield up
