@@ -237,15 +237,13 @@ class Node:
             self.compact_receiver.whole(env.sender, env.payload)
         if was_online or env.payload.get("reply"):
             return
-        if not self.oracle_mode:
-            # A peer we did not know (or thought gone): answer straight to its inbox, so a new node
-            # learns the whole network at once instead of waiting a full heartbeat interval.
-            await self.send(env.sender, HEARTBEAT, {**self.heartbeat_payload(), "reply": True})
-        elif self.map_publisher is not None and env.sender.lower() in self.registered_oracles():
-            # Oracle mode: another oracle gets our heartbeat (oracles hear each other anyway, this only
-            # saves it an interval). Other nodes are not answered: a node asks for the map itself (at
-            # start and on the first delta it cannot apply), so N nodes joining at once do not make the
-            # publisher send N snapshots unasked.
+        # A peer we did not know (or thought gone): answer straight to its inbox, so a new node learns
+        # the whole network at once instead of waiting a full heartbeat interval. In oracle mode only an
+        # oracle answers, and only another oracle: a node asks for the map itself (at start and on the
+        # first delta it cannot apply), so N nodes joining at once do not make the publisher send N
+        # snapshots unasked.
+        oracle_to_oracle = self.map_publisher is not None and env.sender.lower() in self.registered_oracles()
+        if not self.oracle_mode or oracle_to_oracle:
             await self.send(env.sender, HEARTBEAT, {**self.heartbeat_payload(), "reply": True})
 
     async def _on_compact_heartbeat(self, env: Envelope) -> None:
@@ -270,13 +268,11 @@ class Node:
         sender = self.compact_sender
         if sender is None or env.sender.lower() not in self.registered_oracles():
             return
+        sender.ask()  # whole, now or (asked again within half an interval) as the next regular one
         now = time.monotonic()
-        if now - self._full_requested < self.config.heartbeat_interval / 2:
-            sender.ask()  # the next regular one is whole then
-            return
-        self._full_requested = now
-        sender.ask()
-        await self._send_heartbeat()
+        if now - self._full_requested >= self.config.heartbeat_interval / 2:
+            self._full_requested = now
+            await self._send_heartbeat()
 
     def heartbeat_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -318,23 +314,25 @@ class Node:
         online = {p.address.lower() for p in self.netmap.online() if p.address.lower() in registered}
         return min(online | {self.address.lower()}) == self.address.lower()
 
-    def _map_view(self) -> dict[str, tuple[Heartbeat, float]]:
+    def _map_view(self, own: dict[str, Any]) -> dict[str, tuple[Heartbeat, float]]:
         now = time.time()
         view = {p.address: (p.heartbeat, max(0.0, now - p.last_seen)) for p in self.netmap.online()}
-        view[self.address] = (Heartbeat.model_validate(self.heartbeat_payload()), 0.0)
+        view[self.address] = (Heartbeat.model_validate(own), 0.0)
         return view
 
     def _ages(self, address: str) -> float:
         peer = self.netmap.get(address)
         return time.time() - peer.last_seen if peer is not None else 0.0
 
-    async def _publish_map(self, ttl: int) -> None:
+    async def _publish_map(self, ttl: int, own: dict[str, Any] | None) -> None:
+        """The map's next message, if this oracle publishes it; `own`: this node's heartbeat payload
+        as just sent (made again if sending failed)."""
         publisher = self.map_publisher
         if publisher is None or not self.is_map_leader():
             return
         every = self.config.netmap_full_every
         full = bool(every) and publisher.seq % every == 0
-        payload = publisher.next_message(self._map_view(), full=full)
+        payload = publisher.next_message(self._map_view(own or self.heartbeat_payload()), full=full)
         await self._publish_parts(broadcast_topic(self.config.network, NETMAP), payload, ttl)
 
     async def _send_snapshot(self, address: str) -> None:
@@ -400,9 +398,9 @@ class Node:
                 log.info("an oracle publishes the network map again: heartbeats go to the oracles")
         return alone
 
-    async def _send_heartbeat(self) -> None:
+    async def _send_heartbeat(self) -> dict[str, Any]:
         """One heartbeat: to every node (broadcast mode, or no oracle publishing), or to the oracles,
-        whole or compact."""
+        whole or compact. Returns its whole payload."""
         net = self.config.network
         payload = self.heartbeat_payload()
         if self.compact_sender is None or self._alone():
@@ -415,6 +413,7 @@ class Node:
             raw = self.signer.seal(type_, body, ttl=self._heartbeat_ttl)
             await self.transport.publish(oracle_topic(net, HEARTBEAT), raw)
         self.heartbeats_sent += 1
+        return payload
 
     async def _heartbeat_loop(self) -> None:
         interval = self.config.heartbeat_interval
@@ -427,12 +426,13 @@ class Node:
         # Ends on the stop event too: on Python 3.11 a cancel landing as a publish completes can be
         # swallowed by asyncio.wait_for inside aiomqtt, and stop() would wait 5 s for this task.
         while not self._stop.is_set():
+            own: dict[str, Any] | None = None
             try:
-                await self._send_heartbeat()
+                own = await self._send_heartbeat()
             except Exception:
                 log.exception("heartbeat failed")
             try:
-                await self._publish_map(ttl)
+                await self._publish_map(ttl, own)
             except Exception:
                 log.exception("network map not published")
             with contextlib.suppress(TimeoutError):
